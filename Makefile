@@ -1,0 +1,32 @@
+# The two commands of the README. Both create .venv if it is missing and install the pinned package
+# into it (torch from the `cpu` extra: the local CPU build, not GBs of CUDA wheels), then run offline.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SIZE   ?= tiny
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TRL_EXPERIMENTAL_SILENCE := 1
+
+.PHONY: setup reproduce test clean-world
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
+	touch $(STAMP)
+
+# The main job: the whole tiny study, offline, on CPU.
+reproduce: $(STAMP)
+	$(BIN)/vd reproduce --size $(SIZE)
+
+# The whole test suite, notebooks included.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Remove the cached tiny world(s) so the next run rebuilds them.
+clean-world:
+	rm -rf "$${VD_HOME:-$$HOME/.cache/value-drifts}/tiny"
