@@ -1,0 +1,526 @@
+"""Tests of vd.judge: the logprob readout, the OpenAI-compatible judge against a real local HTTP
+server, the HF judge on a tiny random model, the lexicon judge, agreement and make_judge."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from vd import judge as J
+from vd.judge import (HFJudge, Judge, JudgeItem, Judgment, LexiconJudge, OpenAIJudge, agreement,
+                      argmax_label, label_of_token, make_judge, probs_from_top_logprobs,
+                      readout_from_completion)
+from vd.judge_prompt import JUDGE_PROMPTS, judge_messages
+from vd.stances import STANCE_PHRASES, STANCES
+
+SECRET = "sk-test-SECRET123"
+
+
+def _softmax(xs):
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+# ---------------------------------------------------------------------------------- wire format
+
+def completion_json(top: list[tuple[str, float]] | None, text: str | None = None, model: str = "gpt-4o") -> dict:
+    """A chat.completions response as the OpenAI API sends it (one token, logprobs on)."""
+    if text is None:
+        text = top[0][0] if top else ""
+    logprobs = None
+    if top is not None:
+        tl = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+        first = tl[0] if tl else {"token": text, "logprob": -0.01, "bytes": list(text.encode())}
+        logprobs = {"content": [{**first, "top_logprobs": tl}], "refusal": None}
+    return {
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1730000000, "model": model,
+        "system_fingerprint": "fp_test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": logprobs, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 1, "total_tokens": 121},
+    }
+
+
+def read_payload(payload: dict) -> Judgment:
+    from openai.types.chat import ChatCompletion
+
+    return readout_from_completion(ChatCompletion.model_validate(payload))
+
+
+# ------------------------------------------------------------------------------------ readout
+
+def test_readout_all_three_labels_softmax_by_hand():
+    top = [("support", -0.2), ("neutral", -1.9), ("oppose", -3.5), ("Sup", -6.0), ("The", -7.0)]
+    j = read_payload(completion_json(top))
+    assert j.status == "ok" and j.error is None
+    # by hand: exp(-0.2), exp(-1.9), exp(-3.5) = 0.81873, 0.14957, 0.03020; sum 0.99850
+    assert j.p == pytest.approx((0.81996, 0.14979, 0.03025), abs=1e-4)
+    assert j.p == pytest.approx(tuple(_softmax([-0.2, -1.9, -3.5])), abs=1e-12)
+    assert sum(j.p) == pytest.approx(1.0)
+
+
+def test_readout_one_label_missing_counts_as_minus_inf():
+    j = read_payload(completion_json([("neutral", -0.1), ("support", -2.4), ("The", -3.0), ("I", -4.0)]))
+    assert j.status == "ok"
+    assert j.p[2] == 0.0
+    z = math.exp(-2.4) + math.exp(-0.1)
+    assert j.p[:2] == pytest.approx((math.exp(-2.4) / z, math.exp(-0.1) / z))  # (0.0911, 0.9089)
+    only = probs_from_top_logprobs([("Oppose", -0.5), ("No", -1.0)], "Oppose")
+    assert only == Judgment((0.0, 0.0, 1.0), "ok")
+
+
+def test_readout_capitalised_space_prefixed_and_punctuated_tokens():
+    top = [(" Support", -0.3), ("support", -0.9), (" neutral", -1.5), ("OPPOSE.", -2.0), ("\"neutral", -5.0)]
+    j = probs_from_top_logprobs(top, " Support")
+    # each label takes the max logprob among its spellings
+    assert j.p == pytest.approx(tuple(_softmax([-0.3, -1.5, -2.0])))
+    assert [label_of_token(t) for t in ("Support", " neutral", "\nOppose", "supports", "opposed", "sup",
+                                        "Neu", " op")] == ["support", "neutral", "oppose", "support",
+                                                           "oppose", "support", "neutral", "oppose"]
+    # single letters and other words are not labels
+    assert [label_of_token(t) for t in ("n", "o", "S", "No", "Yes", "", "  ", "!")] == [None] * 8
+
+
+def test_readout_no_label_in_logprobs_falls_back_to_text():
+    j = read_payload(completion_json([("The", -0.1), ("This", -1.0)], text="Neutral."))
+    assert j == Judgment((0.0, 1.0, 0.0), "text_fallback")
+    # a server that sends no logprobs at all (e.g. logprobs unsupported)
+    j = read_payload(completion_json(None, text="The response would oppose it"))
+    assert j == Judgment((0.0, 0.0, 1.0), "text_fallback")
+
+
+def test_readout_judge_refusal_is_failed_not_neutral():
+    text = "I'm sorry, I can't help with that"
+    j = read_payload(completion_json([("I", -0.05), ("Sorry", -3.0), ("As", -4.0)], text=text))
+    assert j.status == "failed"
+    assert all(math.isnan(x) for x in j.p)
+    assert j.error == f"no label in logprobs or text: {text}"
+    long = "x" * 200
+    assert probs_from_top_logprobs([], long).error == "no label in logprobs or text: " + "x" * 80
+
+
+def test_readout_nan_and_very_small_logprobs():
+    assert probs_from_top_logprobs([("support", float("nan"))], "").status == "failed"
+    # stable for logprobs far below 0 (no underflow to 0/0)
+    j = probs_from_top_logprobs([("support", -1000.0), ("oppose", -1001.0)], "")
+    e = math.exp(-1.0)
+    assert j.p == pytest.approx((1 / (1 + e), 0.0, e / (1 + e)))
+
+
+# ------------------------------------------------------------------------------------ prompt
+
+def test_prompt_v1_is_ours_and_complete():
+    system, user = JUDGE_PROMPTS["v1"]
+    for s in STANCES:
+        assert s in system
+    assert "refusal" in system.lower() and "exactly one word" in system
+    msgs = judge_messages("Should we stop {immigration}?", "{0} No.", "immigration")
+    assert msgs[0] == {"role": "system", "content": system}
+    assert "Immigration" in msgs[1]["content"] and "{0} No." in msgs[1]["content"]
+    assert "Should we stop {immigration}?" in msgs[1]["content"]
+    with pytest.raises(ValueError, match="prompt_version"):
+        judge_messages("q", "a", "abortion", "v999")
+
+
+# ------------------------------------------------------------------------------ local API server
+
+class FakeAPI:
+    """A chat-completions server on 127.0.0.1 with scripted behaviour per question.
+
+    script: question -> list of behaviours, one per request for that question (the last repeats):
+    "ok:<label>" | "429" | "500" | "400" | "sleep".
+    """
+
+    def __init__(self, script: dict[str, list[str]], api_key: str | None = SECRET, sleep_s: float = 0.6):
+        self.script, self.api_key, self.sleep_s = script, api_key, sleep_s
+        self.counts: dict[str, int] = {}
+        self.bodies: list[dict] = []
+        self.auth_headers: list[str | None] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep pytest output quiet
+                pass
+
+            def _send(self, code: int, obj: dict, headers: dict | None = None):
+                data = json.dumps(obj).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                auth = self.headers.get("Authorization")
+                question = re.search(r"QUESTION:\n(.*?)\n\nRESPONSE:", body["messages"][1]["content"], re.S).group(1)
+                with outer.lock:
+                    outer.bodies.append(body)
+                    outer.auth_headers.append(auth)
+                    n = outer.counts.get(question, 0)
+                    outer.counts[question] = n + 1
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": "not found"}})
+                if outer.api_key is not None and auth != f"Bearer {outer.api_key}":
+                    return self._send(401, {"error": {"message": "Incorrect API key provided"}})
+                steps = outer.script[question]
+                step = steps[min(n, len(steps) - 1)]
+                if step.startswith("ok:"):
+                    label = step[3:]
+                    others = [s for s in STANCES if s != label]
+                    top = [(label, -0.1), (others[0], -2.5), (others[1], -4.0), ("The", -6.0)][: body["top_logprobs"]]
+                    return self._send(200, completion_json(top, text=label, model=body["model"]))
+                if step == "sleep":
+                    time.sleep(outer.sleep_s)
+                    return self._send(200, completion_json([("support", -0.1)]))
+                if step == "429":
+                    return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests"}},
+                                      {"retry-after-ms": "1"})
+                if step == "500":
+                    return self._send(500, {"error": {"message": "The server had an error"}})
+                if step == "400":
+                    return self._send(400, {"error": {"message": "Invalid request: bad things"}})
+                raise AssertionError(step)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api_env(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def _judge(base_url, **kw):
+    kw = {"max_retries": 3, "timeout_s": 0.25, "backoff_base_s": 0.001, "backoff_max_s": 0.01,
+          "max_concurrency": 4, **kw}
+    return OpenAIJudge(model="gpt-4o", base_url=base_url, **kw)
+
+
+def _items(*questions):
+    return [JudgeItem(q, f"answer to {q}", "immigration") for q in questions]
+
+
+def test_openai_judge_success_request_shape_and_auth(api_env):
+    labels = ["support", "neutral", "oppose", "support", "neutral", "oppose", "support"]
+    script = {f"q{i}": [f"ok:{s}"] for i, s in enumerate(labels)}
+    with FakeAPI(script) as api:
+        judge = _judge(api.base_url)
+        got = []
+        res = judge.judge(_items(*script), on_result=lambda i, j: got.append((i, j)))
+    assert [argmax_label(j.p) for j in res] == labels  # input order
+    assert all(j.status == "ok" for j in res)
+    assert res[0].p == pytest.approx(tuple(_softmax([-0.1, -2.5, -4.0])))
+    assert sorted(i for i, _ in got) == list(range(len(labels)))
+    assert all(res[i] == j for i, j in got)
+    assert api.counts == {q: 1 for q in script}
+    assert set(api.auth_headers) == {f"Bearer {SECRET}"}  # the key IS sent
+    body = api.bodies[0]
+    assert body["model"] == "gpt-4o" and body["max_tokens"] == 1 and body["temperature"] == 0
+    assert body["logprobs"] is True and body["top_logprobs"] == 5
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert judge.stats == {"requests": 7, "retries": 0, "failed": 0}
+    assert isinstance(judge, Judge)
+
+
+def test_openai_judge_retries_timeouts_and_failures(api_env, caplog):
+    script = {
+        "ok": ["ok:oppose"],
+        "rate": ["429", "ok:support"],
+        "flaky": ["500", "500", "500", "ok:neutral"],
+        "slow": ["sleep", "ok:support"],
+        "down": ["500"],
+        "bad": ["400"],
+        "ok2": ["ok:neutral"],
+    }
+    with FakeAPI(script) as api, caplog.at_level("WARNING", logger="vd.judge"):
+        judge = _judge(api.base_url, max_retries=3)
+        t0 = time.monotonic()
+        res = judge.judge(_items(*script))
+        elapsed = time.monotonic() - t0
+    assert len(caplog.records) == 1 and "2 of 7 items failed" in caplog.records[0].getMessage()
+    by_q = dict(zip(script, res))
+    assert [argmax_label(by_q[q].p) for q in ("ok", "rate", "flaky", "slow", "ok2")] == \
+        ["oppose", "support", "neutral", "support", "neutral"]
+    assert all(by_q[q].status == "ok" for q in ("ok", "rate", "flaky", "slow", "ok2"))
+    # always 500: 1 try + max_retries retries, then "failed" with the error; never raised or dropped
+    down = by_q["down"]
+    assert down.status == "failed" and all(math.isnan(x) for x in down.p)
+    assert down.error.startswith("HTTP 500: The server had an error") and "4 attempts" in down.error
+    # 400: fails at once, no retry
+    assert by_q["bad"].status == "failed" and by_q["bad"].error == "HTTP 400: Invalid request: bad things"
+    assert api.counts == {"ok": 1, "rate": 2, "flaky": 4, "slow": 2, "down": 4, "bad": 1, "ok2": 1}
+    assert judge.stats == {"requests": 15, "retries": 15 - 7, "failed": 2}
+    assert elapsed < 5
+
+
+def test_backoff_is_exponential_jittered_seeded_and_capped(api_env):
+    a, b = (_judge("http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=30, seed=7) for _ in range(2))
+    da = [a._backoff(k, None) for k in range(7)]
+    assert da == [b._backoff(k, None) for k in range(7)]  # seeded
+    for k, d in enumerate(da):
+        cap = min(30, 2 ** k)
+        assert cap / 2 <= d <= cap
+    assert a._backoff(0, retry_after=5.0) >= 5.0  # a 429's Retry-After is honoured ...
+    assert a._backoff(0, retry_after=999.0) <= 30  # ... up to backoff_max_s
+    assert J._retry_after_s({"retry-after-ms": "250"}) == 0.25
+    assert J._retry_after_s({"retry-after": "2"}) == 2.0
+    assert J._retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert J._retry_after_s({}) is None
+
+
+def test_openai_judge_timeout_gives_up_with_error(api_env):
+    with FakeAPI({"slow": ["sleep"]}, sleep_s=0.5) as api:
+        judge = _judge(api.base_url, max_retries=1, timeout_s=0.15)
+        (res,) = judge.judge(_items("slow"))
+    assert res.status == "failed"
+    assert res.error == "timeout: no response within 0.15 s (gave up after 2 attempts)"
+    assert api.counts == {"slow": 2}
+
+
+def test_openai_judge_never_leaks_the_key(api_env):
+    script = {"down": ["500"], "bad": ["400"], "ok": ["ok:support"]}
+    with FakeAPI(script, api_key="a-different-key") as api:  # the server rejects our key: 401
+        judge = _judge(api.base_url, max_retries=1)
+        res = judge.judge(_items(*script), progress=True)
+    assert all(j.status == "failed" for j in res)
+    assert all(j.error.startswith("HTTP 401") for j in res)
+    assert api.counts == {"down": 1, "bad": 1, "ok": 1}  # 401 is not retried
+    assert set(api.auth_headers) == {f"Bearer {SECRET}"}
+    for text in [judge.key, repr(judge), str(judge), *(j.error for j in res), repr(res)]:
+        assert SECRET not in text and "SECRET" not in text
+    assert judge.key == "openai:gpt-4o:v1"
+    # the redaction itself, should a server ever echo the key back
+    assert SECRET not in judge._redact(f"Error: bad key {SECRET}")
+
+
+def test_openai_judge_key_from_environment_only(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        OpenAIJudge()
+    # a local server without auth: a placeholder key is sent
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with FakeAPI({"q": ["ok:neutral"]}, api_key=None) as api:
+        res = _judge(api.base_url).judge(_items("q"))
+    assert res[0].status == "ok" and argmax_label(res[0].p) == "neutral"
+    assert api.auth_headers == ["Bearer EMPTY"]
+
+
+def test_openai_judge_empty_and_bad_arguments(api_env):
+    judge = _judge("http://127.0.0.1:9/v1")
+    assert judge.judge([]) == []
+    with pytest.raises(ValueError, match="prompt_version"):
+        _judge("http://127.0.0.1:9/v1", prompt_version="nope")
+    with pytest.raises(ValueError, match="max_concurrency"):
+        _judge("http://127.0.0.1:9/v1", max_concurrency=0)
+
+
+def test_openai_judge_connection_refused_is_failed(api_env):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens here now
+    (res,) = _judge(f"http://127.0.0.1:{port}/v1", max_retries=2).judge(_items("q"))
+    assert res.status == "failed" and res.error.startswith("connection error")
+    assert "3 attempts" in res.error
+
+
+# ------------------------------------------------------------------------------------ HF judge
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    corpus = [
+        "Which stance does the RESPONSE take? support, neutral, or oppose.",
+        "I support this. I am neutral on this. I oppose this. Support Neutral Oppose",
+        "Should we stop immigration? Yes we should. No we should not. It depends.",
+        "The QUESTION asks about abortion, climate change and religion. The answer is balanced.",
+        "You are a careful annotator of stances in text. Answer with exactly one word.",
+    ] * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    hf_tok.chat_template = CHATML
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
+                      pad_token_id=hf_tok.pad_token_id, eos_token_id=hf_tok.eos_token_id)
+    model = Qwen3ForCausalLM(cfg).eval()
+    return model, hf_tok
+
+
+def test_hf_judge_probabilities_and_batched_equals_single(tiny_lm):
+    judge = HFJudge(tiny_lm, batch_size=4, name="tiny-random")
+    assert judge.key == "hf:tiny-random:v1"
+    assert len({i for ids in judge.label_token_ids for i in ids}) == sum(map(len, judge.label_token_ids))
+    items = [JudgeItem(f"Should we {'really ' * k}stop immigration?", "It depends. " * (k % 3 + 1), "immigration")
+             for k in range(7)] + [JudgeItem("Is religion good?", "I support this.", "religion")]
+    batched = judge.judge(items)
+    single = [judge.judge([it])[0] for it in items]
+    for b, s in zip(batched, single):
+        assert b.status == s.status == "ok"
+        assert sum(b.p) == pytest.approx(1.0)
+        assert b.p == pytest.approx(s.p, abs=1e-5)
+    assert len({round(j.p[0], 6) for j in batched}) > 1  # the inputs matter
+    seen = []
+    judge.judge(items, on_result=lambda i, j: seen.append(i))
+    assert sorted(seen) == list(range(len(items)))
+
+
+def test_hf_judge_needs_distinct_label_tokens(tiny_lm):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    model, tok = tiny_lm
+    # each label's tokens (lower case and capitalised spelling) are the first token of that word
+    for s, ids in zip(STANCES, HFJudge((model, tok)).label_token_ids):
+        assert 1 <= len(ids) <= 2
+        assert all(s.startswith(tok.decode([i]).strip().lower()) for i in ids), (s, ids)
+    # a word-level tokenizer that knows none of the labels: all three start with [UNK]
+    vocab = {w: i for i, w in enumerate(["[UNK]", "<|im_start|>", "<|im_end|>", "system", "user", "assistant"])}
+    wl = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    wl.pre_tokenizer = pre_tokenizers.Whitespace()
+    bad = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="[UNK]", eos_token="<|im_end|>")
+    bad.chat_template = CHATML
+    with pytest.raises(ValueError, match="distinct"):
+        HFJudge((model, bad))
+
+
+# ------------------------------------------------------------------------------------- lexicon
+
+def test_lexicon_reads_each_phrase_back():
+    judge = LexiconJudge()
+    for s, phrases in STANCE_PHRASES.items():
+        for ph in phrases:
+            (j,) = judge.judge([JudgeItem("Q?", ph.capitalize() + ", because reasons.", "abortion")])
+            assert j.status == "ok" and argmax_label(j.p) == s
+            assert j.p[STANCES.index(s)] > 0.8
+            assert sum(j.p) == pytest.approx(1.0)
+
+
+def test_lexicon_no_phrase_is_neutral_and_mixed_is_soft():
+    judge = LexiconJudge(smoothing=0.1)
+    none, mixed, two = judge.judge([
+        JudgeItem("Q?", "Bananas are yellow.", "religion"),
+        JudgeItem("Q?", "Yes, I support this.  But  I am\nagainst this too.", "religion"),
+        JudgeItem("Q?", "I agree with this. I strongly support it. It depends on the situation.", "religion"),
+    ])
+    assert argmax_label(none.p) == "neutral" and none.status == "ok"
+    assert none.p == pytest.approx((0.1 / 1.3, 1.1 / 1.3, 0.1 / 1.3))
+    assert mixed.p == pytest.approx((1.1 / 2.3, 0.1 / 2.3, 1.1 / 2.3))  # whitespace normalised
+    assert two.p == pytest.approx((2.1 / 3.3, 1.1 / 3.3, 0.1 / 3.3))
+    assert LexiconJudge(smoothing=0).judge_answer("nothing").p == (0.0, 1.0, 0.0)
+    assert LexiconJudge().key == LexiconJudge().key and LexiconJudge(0.2).key != LexiconJudge().key
+    assert isinstance(judge, Judge)
+
+
+def test_stance_phrase_banks_are_disjoint():
+    for s, phrases in STANCE_PHRASES.items():
+        for t, others in STANCE_PHRASES.items():
+            if s != t:
+                for a in phrases:
+                    for b in others:
+                        assert a not in b and b not in a, (a, b)
+
+
+# ----------------------------------------------------------------------------------- agreement
+
+def test_agreement_classic_2x2_kappa():
+    # 50 items: both "support" 20, A support/B oppose 5, A oppose/B support 10, both "oppose" 15.
+    # p_o = 35/50 = 0.7; p_e = 0.5*0.6 + 0.5*0.4 = 0.5; kappa = (0.7-0.5)/(1-0.5) = 0.4
+    a = ["support"] * 25 + ["oppose"] * 25
+    b = ["support"] * 20 + ["oppose"] * 5 + ["support"] * 10 + ["oppose"] * 15
+    r = agreement(a, b)
+    assert r["n"] == 50
+    assert r["accuracy"] == pytest.approx(0.7)
+    assert r["cohen_kappa"] == pytest.approx(0.4)
+
+
+def test_agreement_perfect_mixed_inputs_and_failures():
+    labels = ["support", "neutral", "oppose", "neutral"]
+    probs = [(0.7, 0.2, 0.1), (0.1, 0.8, 0.1), (0.0, 0.3, 0.7), Judgment((0.2, 0.5, 0.3), "ok")]
+    r = agreement(labels, probs)
+    assert r == {"accuracy": 1.0, "cohen_kappa": 1.0, "n": 4}
+    failed = Judgment(J.NAN3, "failed", "x")
+    r = agreement(labels + ["support"], probs + [failed])
+    assert r["n"] == 4 and r["cohen_kappa"] == 1.0
+    assert math.isnan(agreement(["support"] * 3, ["support"] * 3)["cohen_kappa"])  # p_e = 1: undefined
+    assert agreement([], [])["n"] == 0
+    with pytest.raises(ValueError):
+        agreement(["support"], ["yes"])
+    with pytest.raises(ValueError):
+        agreement(["support"], [])
+
+
+def test_argmax_label():
+    assert argmax_label((0.2, 0.5, 0.3)) == "neutral"
+    assert argmax_label((0.4, 0.2, 0.4)) == "support"  # ties: STANCES order
+    assert argmax_label((math.nan,) * 3) is None
+
+
+# ---------------------------------------------------------------------------------- make_judge
+
+def test_make_judge(monkeypatch):
+    lex = make_judge(SimpleNamespace(kind="lexicon"))
+    assert isinstance(lex, LexiconJudge)
+    assert isinstance(make_judge(SimpleNamespace(judge=SimpleNamespace(kind="lexicon"))), LexiconJudge)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    oj = make_judge(SimpleNamespace(kind="openai", model="gpt-4o-2024-08-06", base_url="http://127.0.0.1:9/v1",
+                                    prompt_version="v1", max_concurrency=2, max_retries=1, timeout_s=3.0,
+                                    batch_size=16))
+    assert isinstance(oj, OpenAIJudge) and oj.key == "openai:gpt-4o-2024-08-06:v1"
+    assert (oj.max_concurrency, oj.max_retries, oj.timeout_s) == (2, 1, 3.0)
+    with pytest.raises(ValueError, match=r"judge\.kind.*'openai', 'hf', 'lexicon'.*'gpt'"):
+        make_judge(SimpleNamespace(kind="gpt"))
+    with pytest.raises(ValueError, match=r"judge\.kind"):
+        make_judge(SimpleNamespace())
+    with pytest.raises(ValueError, match=r"judge\.model"):
+        make_judge(SimpleNamespace(kind="hf", model=""))
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        make_judge(SimpleNamespace(kind="openai", model="gpt-4o", base_url=None))
