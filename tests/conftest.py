@@ -1,0 +1,35 @@
+"""Shared fixtures. The tiny world is built once per machine (in $VD_HOME, default
+~/.cache/value-drifts) and reused by every test and by `make reproduce`."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    from vd.config import load_config
+
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_cfg):
+    from vd.tiny import ensure_world
+
+    return ensure_world(tiny_cfg)
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
