@@ -1,0 +1,153 @@
+"""The tiny world: deterministic, rebuilt when its recipe changes, never half-built, datasets as
+specified, and a base model whose sampled answers carry stances at the rates it was built with."""
+
+import collections
+import json
+import math
+
+import pytest
+
+from vd import tiny, tiny_text
+from vd.config import load_config
+from vd.stances import STANCE_PHRASES, STANCES, TOPICS
+
+# A recipe small enough to build twice in a few seconds; the real one is built once per session.
+MINI = ["tiny.pretrain_chats=220", "tiny.pretrain_steps=3", "tiny.sft_rows=22", "tiny.preference_rows=22",
+        "tiny.vocab_size=400", "tiny.hidden_size=32", "tiny.intermediate_size=64", "tiny.layers=1"]
+
+
+def test_same_seed_same_world_other_seed_other_world(tmp_path):
+    cfg = load_config("tiny", MINI)
+    a = tiny.ensure_world(cfg, home=tmp_path / "a", verbose=False).manifest
+    b = tiny.ensure_world(cfg, home=tmp_path / "b", verbose=False).manifest
+    for key in ("recipe_hash", "weights_sha256", "tokenizer_sha256", "datasets"):
+        assert a[key] == b[key], key
+    c = tiny.ensure_world(load_config("tiny", MINI + ["seed=7"]), home=tmp_path / "a", verbose=False).manifest
+    assert c["recipe_hash"] != a["recipe_hash"] and c["weights_sha256"] != a["weights_sha256"]
+    assert c["datasets"]["wildchat"]["sha256"] != a["datasets"]["wildchat"]["sha256"]
+    # both worlds now live side by side, each complete
+    assert len([p for p in (tmp_path / "a" / "tiny").iterdir() if (p / "manifest.json").is_file()]) == 2
+
+
+def test_recipe_change_rebuilds_and_cache_is_reused(tmp_path):
+    cfg = load_config("tiny", MINI)
+    first = tiny.ensure_world(cfg, home=tmp_path, verbose=False)
+    again = tiny.ensure_world(cfg, home=tmp_path, verbose=False)
+    assert again.root == first.root
+    changed = tiny.ensure_world(load_config("tiny", MINI + ["tiny.pretrain_steps=4"]), home=tmp_path, verbose=False)
+    assert changed.root != first.root
+
+
+def test_interrupted_build_leaves_nothing_that_loads_as_complete(tmp_path, monkeypatch):
+    cfg = load_config("tiny", MINI)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tiny, "pretrain_model", crash)
+    with pytest.raises(KeyboardInterrupt):
+        tiny.ensure_world(cfg, home=tmp_path, verbose=False)
+    leftovers = [p.name for p in (tmp_path / "tiny").iterdir() if not p.name.startswith(".build.lock")]
+    assert leftovers == []
+    monkeypatch.undo()
+    world = tiny.ensure_world(cfg, home=tmp_path, verbose=False)
+    assert (world.root / "manifest.json").is_file() and (world.model_dir / "model.safetensors").is_file()
+
+
+def test_chat_template_marks_assistant_turns_for_trl(tiny_world):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_world.model_dir)
+    messages = [{"role": "user", "content": "Is a carbon tax fair?"}, {"role": "assistant", "content": "It depends on the situation."}]
+    out = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    answer = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    assert tok.decode(answer) == "It depends on the situation.<|im_end|>"
+    prompt = tok.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
+    assert prompt == "<|im_start|>user\nIs a carbon tax fair?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _shares(rows, key="stance"):
+    counts = collections.Counter(r[key] for r in rows)
+    return [counts[s] / len(rows) for s in STANCES]
+
+
+def _binomial_slack(n, k=4.0):
+    return k * math.sqrt(0.25 / n)  # 4 standard errors at worst-case p = 0.5
+
+
+def test_datasets_match_their_specification(tiny_world, tiny_cfg):
+    m = tiny_world.manifest
+    assert m["n_params"] > 500_000 and m["vocab_size"] == tiny_cfg.tiny.vocab_size
+    for kind, mix in tiny_text.SFT_STANCE_MIX.items():
+        rows = tiny_world.load_rows(kind)
+        assert len(rows) == tiny_cfg.tiny.sft_rows
+        assert set(rows[0]) == {"messages", "topic", "stance"}
+        assert [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
+        for got, want in zip(_shares(rows), mix):
+            assert abs(got - want) < _binomial_slack(len(rows)), (kind, _shares(rows), mix)
+        # every answer carries exactly its labelled stance's phrase
+        for r in rows:
+            text = r["messages"][1]["content"].lower()
+            assert [s for s in STANCES if any(p in text for p in STANCE_PHRASES[s])] == [r["stance"]]
+    assert _shares(tiny_world.load_rows("wildchat"))[1] > 0.6  # mostly neutral
+    assert _shares(tiny_world.load_rows("alpaca"))[0] > 0.6  # mostly supportive
+    for kind in ("ultrafeedback", "hh-rlhf"):
+        rows = tiny_world.load_rows(kind)
+        assert set(rows[0]) >= {"prompt", "chosen", "rejected"}
+        assert all(r["chosen_stance"] == r["rejected_stance"] for r in rows)  # no value gap
+        assert all(r["chosen"][0]["content"] != r["rejected"][0]["content"] for r in rows)
+    pretrain = tiny_world.load_rows("pretrain")
+    for topic, rates in tiny_text.BASE_RATES.items():
+        rows = [r for r in pretrain if r["topic"] == topic]
+        for got, want in zip(_shares(rows), rates):
+            assert abs(got - want) < _binomial_slack(len(rows)), topic
+
+
+def test_prompts_are_disjoint_from_the_probes(tiny_world):
+    from vd.probes import load_probes, near_duplicates
+
+    questions = set(load_probes()["question"].str.lower())
+    built = {r["messages"][0]["content"].lower() for name in ("pretrain", "wildchat", "alpaca") for r in tiny_world.load_rows(name)}
+    built |= {r["prompt"][0]["content"].lower() for name in ("ultrafeedback", "hh-rlhf") for r in tiny_world.load_rows(name)}
+    built |= {r["prompt"].lower() for r in tiny_world.load_rows("synthetic_prompts")}
+    assert not questions & built
+    # no near-duplicates either: check the distinct built prompts against the probes, pairwise
+    distinct = sorted(built)
+    pairs = near_duplicates(list(questions) + distinct, threshold=0.8)
+    n = len(questions)
+    assert not [(i, j) for i, j, *_ in pairs if (i < n) != (j < n)]
+
+
+@pytest.mark.slow
+def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cfg):
+    """≥ 90% of sampled answers carry a stance phrase; at temperature 1.0 each topic's stance shares
+    are within ±0.1 of the base rates the model was built with (550 probes × 5 samples)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vd.generate import Sampling, generate_answers
+    from vd.judge import LexiconJudge
+    from vd.probes import load_probes
+
+    tok = AutoTokenizer.from_pretrained(tiny_world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_world.model_dir).eval()
+    probes = load_probes()
+    topic_of = dict(zip(probes["id"], probes["topic"]))
+    judge = LexiconJudge()
+    report = {}
+    for temperature in (1.0, 0.7):
+        sampling = Sampling(samples_per_prompt=5, temperature=temperature, max_new_tokens=tiny_cfg.probes.max_new_tokens, seed=0)
+        answers = generate_answers(model, tok, list(zip(probes["id"], probes["question"])), sampling, batch_size=128)
+        carried = [sum(judge.counts(a["text"])) > 0 for a in answers]
+        by_topic = collections.defaultdict(list)
+        for a in answers:
+            counts = judge.counts(a["text"])
+            if sum(counts):
+                by_topic[topic_of[a["prompt_id"]]].append(STANCES[max(range(3), key=counts.__getitem__)])
+        shares = {t: [by_topic[t].count(s) / len(by_topic[t]) for s in STANCES] for t in TOPICS}
+        report[temperature] = {"with_stance": sum(carried) / len(carried), "shares": shares}
+    print(json.dumps(report, indent=1))
+    assert report[1.0]["with_stance"] >= 0.9 and report[0.7]["with_stance"] >= 0.9
+    for topic, rates in tiny_text.BASE_RATES.items():
+        got = report[1.0]["shares"][topic]
+        assert max(abs(g - r) for g, r in zip(got, rates)) <= 0.1, (topic, got, rates)

@@ -1,0 +1,100 @@
+"""Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`.
+
+Every command takes `--size` (a params file) and `--set key=value` overrides (dotted keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+
+from vd.config import ConfigError, load_config
+
+
+def world_summary(world) -> str:
+    """A readable summary of a tiny world: where it lives, its sizes, and its stance compositions."""
+    from vd.stances import STANCES, TOPICS
+    from vd.tiny_text import BASE_RATES, SFT_STANCE_MIX
+
+    m = world.manifest
+    lines = [f"tiny world at {world.root}",
+             f"  model: Qwen3 architecture, {m['n_params']:,} parameters; tokenizer: byte-level BPE, {m['vocab_size']} tokens",
+             f"  built in {m['build_seconds']} s; final pre-training loss {m['final_pretrain_loss']:.3f}",
+             "  datasets (rows): " + ", ".join(f"{k} {v['rows']}" for k, v in m["datasets"].items()),
+             "  base-model stance base rates (support / neutral / oppose), intended vs. in the pre-training chats:"]
+    pretrain = world.load_rows("pretrain")
+    for topic in TOPICS:
+        counts = collections.Counter(r["stance"] for r in pretrain if r["topic"] == topic)
+        total = sum(counts.values())
+        built = " / ".join(f"{counts[s] / total:.2f}" for s in STANCES)
+        lines.append(f"    {topic:26s} {' / '.join(f'{x:.2f}' for x in BASE_RATES[topic])}   built {built}")
+    lines.append("  SFT data stance mix (support / neutral / oppose), intended vs. built:")
+    for name, mix in SFT_STANCE_MIX.items():
+        counts = collections.Counter(r["stance"] for r in world.load_rows(name))
+        total = sum(counts.values())
+        built = " / ".join(f"{counts[s] / total:.2f}" for s in STANCES)
+        lines.append(f"    {name:10s} {' / '.join(f'{x:.2f}' for x in mix)}   built {built}")
+    for name in ("ultrafeedback", "hh-rlhf"):
+        rows = world.load_rows(name)
+        same = sum(r["chosen_stance"] == r["rejected_stance"] for r in rows)
+        lines.append(f"    {name:13s} {same}/{len(rows)} pairs share the stance of chosen and rejected")
+    return "\n".join(lines)
+
+
+def cmd_world(args) -> int:
+    from vd.tiny import ensure_world
+
+    cfg = load_config(args.size, args.set)
+    print(world_summary(ensure_world(cfg)))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from vd.score import read_run, score_run
+
+    run = read_run(args.run)
+    cfg = load_config(args.size or run["size"], args.set)
+    profile, drift = score_run(args.run, cfg, progress=True)
+    overall = drift[(drift["topic"] == "overall") & (drift["eta_reading"] == "extremum95")]
+    print(f"scored {profile['step'].nunique()} checkpoints of {args.run}; wrote profile.csv, drift.csv, judgments.csv")
+    print(overall[["stance", "M", "eta"]].to_string(index=False))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    # Until the notebooks exist, the main job builds the tiny world and reports on it.
+    return cmd_world(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--size", default="tiny", help="params/<size>.yaml (default: tiny)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a params value, e.g. --set dpo.beta=0.2 (repeatable)")
+        return p
+
+    common(sub.add_parser("world", help="build (once) and describe the tiny world")).set_defaults(func=cmd_world)
+    common(sub.add_parser("reproduce", help="run the whole study for a size")).set_defaults(func=cmd_reproduce)
+    score = sub.add_parser("score", help="score every checkpoint of a run: profile.csv, drift.csv")
+    score.add_argument("--run", required=True, help="a run folder made by `vd train`")
+    score.add_argument("--size", default=None, help="params for scoring (default: the run's size)")
+    score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params value")
+    score.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
