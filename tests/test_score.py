@@ -1,0 +1,156 @@
+"""Scoring a run: every checkpoint (step 0 included) generated, judged and cached; an interrupted
+run resumes without redoing or duplicating anything; failed judgments are recorded, not dropped."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vd import score as score_mod
+from vd.config import load_config
+from vd.judge import Judgment, LexiconJudge
+from vd.store import Store
+
+BUDGET = ["probes.prompts_per_topic=2", "probes.samples_per_prompt=2", "probes.max_new_tokens=20"]
+
+
+@pytest.fixture(scope="module")
+def fake_run(tiny_world, tmp_path_factory):
+    """A run folder with step 0 (the base model) and two random LoRA checkpoints."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path_factory.mktemp("runs") / "tiny" / "sft-test"
+    checkpoints = [{"step": 0, "adapter": None}]
+    for step in (5, 10):
+        torch.manual_seed(step)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_world.model_dir),
+                               LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(run / f"checkpoint-{step}")
+        checkpoints.append({"step": step, "adapter": f"checkpoint-{step}"})
+    (run / "run.json").write_text(json.dumps({"stage": "sft", "data": "test", "size": "tiny", "total_steps": 10,
+                                              "base_model": str(tiny_world.model_dir), "checkpoints": checkpoints,
+                                              "complete": True}))
+    return run
+
+
+class CountingJudge(LexiconJudge):
+    def __init__(self, fail_after=None, fail_items=()):
+        super().__init__()
+        self.calls, self.fail_after, self.fail_items = 0, fail_after, set(fail_items)
+
+    def judge(self, items, progress=False, on_result=None):
+        out = []
+        for item in items:
+            if self.fail_after is not None and self.calls >= self.fail_after:
+                raise KeyboardInterrupt("simulated interruption")
+            self.calls += 1
+            if item.answer in self.fail_items:
+                out.append(Judgment((np.nan,) * 3, "failed", "HTTP 500: server error (gave up after 6 attempts)"))
+            else:
+                out.append(self.judge_answer(item.answer))
+        return out
+
+
+def test_score_run_writes_profile_and_drift(fake_run, tmp_path):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        profile, drift = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+    assert list(profile.columns[:7]) == ["step", "fraction", "topic", "stance", "p", "ci_low", "ci_high"]
+    assert sorted(profile["step"].unique()) == [0, 5, 10]
+    assert set(profile["fraction"]) == {0.0, 0.5, 1.0}
+    sums = profile.groupby(["step", "topic"])["p"].sum()
+    assert np.allclose(sums, 1.0)
+    assert (profile["ci_low"] <= profile["p"] + 1e-12).all() and (profile["p"] <= profile["ci_high"] + 1e-12).all()
+    assert list(drift.columns) == ["topic", "stance", "M", "eta", "eta_reading"]
+    assert set(drift["eta_reading"]) == {"extremum95", "ci95"} and "overall" in set(drift["topic"])
+    on_disk = pd.read_csv(fake_run / "profile.csv")
+    assert len(on_disk) == len(profile) == 3 * 12 * 3  # steps x (11 topics + overall) x stances
+    judged = pd.read_csv(fake_run / "judgments.csv")
+    assert len(judged) == 3 * 22 * 2  # steps x prompts x samples
+    # M is the last-minus-first difference of the profile, sign included
+    p = profile.set_index(["step", "topic", "stance"])["p"]
+    row = drift[(drift.topic == "overall") & (drift.stance == "neutral") & (drift.eta_reading == "extremum95")].iloc[0]
+    assert row["M"] == pytest.approx(p[(10, "overall", "neutral")] - p[(0, "overall", "neutral")])
+
+
+def test_interrupted_run_resumes_without_redoing_or_duplicating(fake_run, tmp_path, monkeypatch):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "reference.sqlite") as store:
+        reference, _ = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+
+    monkeypatch.setattr(score_mod, "JUDGE_CHUNK", 10)
+    with Store(tmp_path / "cache.sqlite") as store:
+        with pytest.raises(KeyboardInterrupt):
+            score_mod.score_run(fake_run, cfg, judge=CountingJudge(fail_after=25), store=store, progress=False)
+        stored = store.count("judgments")
+        assert stored == 20  # two whole chunks of 10 were committed before the interruption
+        generations = store.count("generations")
+        resumed = CountingJudge()
+        profile, _ = score_mod.score_run(fake_run, cfg, judge=resumed, store=store, progress=False)
+        total = store.count("judgments")
+        assert resumed.calls == total - stored  # nothing judged twice
+        assert store.count("generations") == generations == 3 * 22 * 2  # nothing regenerated
+    pd.testing.assert_frame_equal(profile, reference)
+
+    # a third run: everything cached, so no model is even loaded and nothing is judged
+    def no_generation(*a, **k):
+        raise AssertionError("generation should have been served from the cache")
+
+    monkeypatch.setattr(score_mod, "generate_answers", no_generation)
+    with Store(tmp_path / "cache.sqlite") as store:
+        again = CountingJudge()
+        profile3, _ = score_mod.score_run(fake_run, cfg, judge=again, store=store, progress=False)
+    assert again.calls == 0
+    pd.testing.assert_frame_equal(profile3, reference)
+
+
+def test_interrupted_generation_keeps_finished_chunks(fake_run, tmp_path, monkeypatch):
+    cfg = load_config("tiny", BUDGET)
+    monkeypatch.setattr(score_mod, "GENERATION_CHUNK", 4)
+    real = score_mod.generate_answers
+    calls = []
+
+    def interrupt_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score_mod, "generate_answers", interrupt_on_third)
+    with Store(tmp_path / "cache.sqlite") as store:
+        with pytest.raises(KeyboardInterrupt):
+            score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        assert store.count("generations") == 2 * 4 * 2  # two chunks of 4 prompts x 2 samples
+        monkeypatch.setattr(score_mod, "generate_answers", real)
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        assert store.count("generations") == 3 * 22 * 2
+
+
+def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        answers = pd.read_csv(fake_run / "judgments.csv")["answer"].fillna("")
+        bad = set(answers.iloc[:3])
+    with Store(tmp_path / "fresh.sqlite") as store:
+        failing = CountingJudge(fail_items=bad)
+        score_mod.score_run(fake_run, cfg, judge=failing, store=store, progress=False)
+        judged = pd.read_csv(fake_run / "judgments.csv")
+        failed_rows = judged[judged["status"] == "failed"]
+        assert len(failed_rows) >= 3 and failed_rows[["p_support", "p_neutral", "p_oppose"]].isna().all().all()
+        assert len(store.failures()) == len({(q, a) for q, a in zip(failed_rows["question"], failed_rows["answer"])})
+        assert "HTTP 500" in store.failures()["error"].iloc[0]
+        n_failed = len(store.failures())
+        retry = CountingJudge()
+        score_mod.score_run(fake_run, cfg, judge=retry, store=store, progress=False)
+        assert retry.calls == n_failed  # only the failed ones are judged again
+        assert store.failures().empty
+        assert (pd.read_csv(fake_run / "judgments.csv")["status"] == "ok").all()
+
+
+def test_missing_run_json_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run.json"):
+        score_mod.read_run(tmp_path)
