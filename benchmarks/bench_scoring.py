@@ -1,0 +1,123 @@
+"""Probe-scoring throughput and cache speed-up on the tiny model (CPU).
+
+1. One checkpoint's full pass (550 probes x the params' samples, the params' sampling): our batched
+   engine (vd.generate.generate_answers) against a naive loop of one `generate` call per prompt with
+   the same sampling. The naive loop is timed on a subset of prompts (it is slow) and extrapolated
+   per generation; both report generations/s and new tokens/s.
+2. `vd score` on an unchanged run, first pass (generate + judge + store) against the second (all
+   cached): wall times and their ratio; the second must regenerate and re-judge nothing.
+
+Method: 1 warm-up call, then the median of --repeats timed runs; torch threads = the machine's cores
+(2 on the project's machines). Results are merged into benchmarks/results.json under "scoring".
+    python benchmarks/bench_scoring.py [--repeats 3] [--naive-prompts 44]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine_info, merge_results  # benchmarks/common.py (scripts run from this folder's path)
+
+
+def median_time(fn, repeats: int) -> tuple[float, object]:
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def bench_generation(cfg, world, repeats: int, naive_prompts: int) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vd.generate import Sampling, generate_answers, naive_generate
+    from vd.probes import load_probes
+
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
+    probes = load_probes()
+    prompts = list(zip(probes["id"], probes["question"]))
+    sampling = Sampling(samples_per_prompt=5, temperature=0.7, max_new_tokens=cfg.probes.max_new_tokens, seed=0)
+    batched_s, answers = median_time(lambda: generate_answers(model, tokenizer, prompts, sampling,
+                                                              batch_size=cfg.probes.batch_size), repeats)
+    subset = prompts[:naive_prompts]
+    naive_s, naive_answers = median_time(lambda: naive_generate(model, tokenizer, subset, sampling), 1)
+    batched_gps = len(answers) / batched_s
+    naive_gps = len(naive_answers) / naive_s
+    return {
+        "generations": len(answers), "batch_size": cfg.probes.batch_size, "sampling": sampling.as_dict(),
+        "batched_seconds": round(batched_s, 2), "batched_generations_per_s": round(batched_gps, 1),
+        "batched_new_tokens_per_s": round(sum(a["n_new_tokens"] for a in answers) / batched_s, 0),
+        "naive_prompts_timed": len(subset), "naive_generations_per_s": round(naive_gps, 1),
+        "naive_new_tokens_per_s": round(sum(a["n_new_tokens"] for a in naive_answers) / naive_s, 0),
+        "naive_full_pass_seconds_extrapolated": round(len(answers) / naive_gps, 1),
+        "batched_vs_naive_speedup": round(batched_gps / naive_gps, 2),
+    }
+
+
+def bench_cache(cfg, world) -> dict:
+    """First vs second `score_run` on a run of two checkpoints (base + one random LoRA adapter)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from vd.judge import LexiconJudge
+    from vd.score import score_run
+    from vd.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "tiny" / "bench-run"
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(world.model_dir),
+                               LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(run / "checkpoint-1")
+        (run / "run.json").write_text(json.dumps({
+            "stage": "sft", "data": "bench", "size": "tiny", "total_steps": 1, "base_model": str(world.model_dir),
+            "checkpoints": [{"step": 0, "adapter": None}, {"step": 1, "adapter": "checkpoint-1"}], "complete": True}))
+        with Store(Path(tmp) / "cache.sqlite") as store:
+            t0 = time.perf_counter()
+            score_run(run, cfg, judge=LexiconJudge(), store=store, progress=False)
+            first = time.perf_counter() - t0
+            counts = (store.count("generations"), store.count("judgments"))
+            t0 = time.perf_counter()
+            score_run(run, cfg, judge=LexiconJudge(), store=store, progress=False)
+            second = time.perf_counter() - t0
+            assert (store.count("generations"), store.count("judgments")) == counts, "the second pass wrote rows"
+    return {"checkpoints": 2, "generations": counts[0], "judgments": counts[1], "first_seconds": round(first, 2),
+            "cached_seconds": round(second, 3), "cached_vs_first_speedup": round(first / second, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive-prompts", type=int, default=44)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(os.cpu_count() or 1)
+    from vd.config import load_config
+    from vd.tiny import ensure_world
+
+    cfg = load_config("tiny", ["probes.prompts_per_topic=50", "probes.samples_per_prompt=5"])
+    world = ensure_world(cfg)
+    generation = bench_generation(cfg, world, args.repeats, args.naive_prompts)
+    print(json.dumps(generation, indent=1))
+    cache = bench_cache(cfg, world)
+    print(json.dumps(cache, indent=1))
+    merge_results("scoring", {
+        "batched_vs_naive_speedup": generation["batched_vs_naive_speedup"],
+        "cached_vs_first_speedup": cache["cached_vs_first_speedup"],
+        "generation": generation, "cache": cache, "machine": machine_info(),
+    })
+
+
+if __name__ == "__main__":
+    main()

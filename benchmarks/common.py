@@ -1,0 +1,35 @@
+"""What every benchmark records beside its numbers, and the one results file they share."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def machine_info() -> dict:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=RESULTS.parent, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"date": datetime.date.today().isoformat(), "commit": commit, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def merge_results(section: str, values: dict) -> None:
+    """Replace `section` of benchmarks/results.json (atomically), keeping the other sections."""
+    from vd.store import atomic_write_json
+
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results[section] = values
+    atomic_write_json(results, RESULTS)
