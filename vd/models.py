@@ -48,8 +48,19 @@ def use_4bit(cfg: Config) -> bool:
     return cfg.quantization.load_in_4bit and torch.cuda.is_available()
 
 
+# Reserved tokens some base tokenizers carry that can pad without being the end-of-sequence token.
+_PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|endoftext|>", "<pad>", "<|pad|>")
+
+
 def load_tokenizer(cfg: Config, path: str | None = None, padding_side: str = "right"):
-    """The tokenizer of the base model, with the run's chat template and a pad token."""
+    """The tokenizer of the base model, with the run's chat template and a pad token.
+
+    With ChatML on a tokenizer where `<|im_end|>` is not a token of its own (Llama-3 base), the markers
+    stay plain text and every assistant turn ends with `<|im_end|>` followed by the tokenizer's own
+    end-of-sequence token, which the base model already knows: SFT teaches the model to emit it, and
+    generation and PPO stop on it. The pad token is then a token other than that end token where the
+    tokenizer has one, so that padding masks never hide a trained end-of-turn.
+    """
     from transformers import AutoTokenizer
 
     from vd.tiny import CHATML_TEMPLATE
@@ -57,13 +68,23 @@ def load_tokenizer(cfg: Config, path: str | None = None, padding_side: str = "ri
     tokenizer = AutoTokenizer.from_pretrained(path or base_model_path(cfg), revision=cfg.model.revision,
                                               padding_side=padding_side)
     if cfg.model.chat_template == "chatml":
-        tokenizer.chat_template = CHATML_TEMPLATE
+        if _is_single_token(tokenizer, END_OF_TURN):
+            tokenizer.chat_template = CHATML_TEMPLATE
+        else:
+            tokenizer.chat_template = CHATML_TEMPLATE.replace("'<|im_end|>' }}{% endgeneration %}",
+                                                              "'<|im_end|>' + eos_token }}{% endgeneration %}")
     elif not tokenizer.chat_template:
         raise ValueError(f"{cfg.source}: model.chat_template: 'own' but {cfg.model.base} has no chat template; "
                          "use 'chatml'")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        vocab = tokenizer.get_vocab()
+        spare = next((t for t in _PAD_CANDIDATES if t in vocab and t != tokenizer.eos_token), None)
+        tokenizer.pad_token = spare or tokenizer.eos_token
     return tokenizer
+
+
+def _is_single_token(tokenizer, text: str) -> bool:
+    return len(tokenizer.encode(text, add_special_tokens=False)) == 1
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
