@@ -119,7 +119,7 @@ class DatasetConfig:
 
 @dataclass
 class SyntheticConfig:
-    prompts_per_topic: int = _ge1(default=50)
+    prompts_per_topic: int = _check(lambda v: 1 <= v <= 40, "an integer in [1, 40] (vd/data/synthetic_prompts.jsonl has 40 per topic)", default=40)
     generator: Literal["openai", "hf", "tiny"] = "openai"
     generator_model: str = "gpt-4o-mini"
     min_confidence: float = _check(*_prob, default=0.5)

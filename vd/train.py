@@ -46,7 +46,7 @@ from vd.store import atomic_write_csv, atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("topic", "stance", "chosen_stance", "rejected_stance")  # tiny-world labels, not trained on
-SYNTHETIC_PROMPTS_FILE = Path(__file__).parent / "data" / "synthetic_prompts.jsonl"  # real sizes (not shipped yet)
+SYNTHETIC_PROMPTS_FILE = Path(__file__).parent / "data" / "synthetic_prompts.jsonl"  # real sizes: 11 x 40, ours
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Config sections that determine every stage's training (plus the stage's own section and its dataset's
 # entry): a run folder is resumed, or returned as complete, only under the same values.
