@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     common(sub.add_parser("world", help="build (once) and describe the tiny world")).set_defaults(func=cmd_world)
     common(sub.add_parser("reproduce", help="run the whole study for a size")).set_defaults(func=cmd_reproduce)
+    from vd.train import register_cli
+
+    register_cli(sub)  # `vd train`
     score = sub.add_parser("score", help="score every checkpoint of a run: profile.csv, drift.csv")
     score.add_argument("--run", required=True, help="a run folder made by `vd train`")
     score.add_argument("--size", default=None, help="params for scoring (default: the run's size)")
