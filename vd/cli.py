@@ -63,8 +63,10 @@ def cmd_score(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    # Until the notebooks exist, the main job builds the tiny world and reports on it.
-    return cmd_world(args)
+    from vd.reproduce import reproduce
+
+    return reproduce(args.size, only=args.only, smoke=args.smoke, overrides=",".join(args.set),
+                     runs_dir=args.runs_dir or "", figures_dir=args.figures_dir or "", log_output=args.log_output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     common(sub.add_parser("world", help="build (once) and describe the tiny world")).set_defaults(func=cmd_world)
-    common(sub.add_parser("reproduce", help="run the whole study for a size")).set_defaults(func=cmd_reproduce)
+    rep = common(sub.add_parser("reproduce", help="run every notebook (papermill) over its parameter grid",
+                                description="Run the numbered notebooks through papermill over their parameter "
+                                            "grids: the whole study for a size. Finished runs are reused."))
+    rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="only these notebooks (names or prefixes, e.g. 02 03)")
+    rep.add_argument("--smoke", action="store_true", help="a few training steps and 2 prompts per topic (a quick check)")
+    rep.add_argument("--runs-dir", help="default: runs/ at the repository root (or $VD_RUNS_DIR)")
+    rep.add_argument("--figures-dir", help="default: figures/ at the repository root (or $VD_FIGURES_DIR)")
+    rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    rep.set_defaults(func=cmd_reproduce)
     from vd.train import register_cli
 
-    register_cli(sub)  # `vd train`
+    register_cli(sub)
     score = sub.add_parser("score", help="score every checkpoint of a run: profile.csv, drift.csv")
     score.add_argument("--run", required=True, help="a run folder made by `vd train`")
     score.add_argument("--size", default=None, help="params for scoring (default: the run's size)")
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -4,11 +4,13 @@ value gaps. Every function returns the matplotlib Figure; `save` writes it as PN
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless: notebooks under papermill and CI have no display
+if "ipykernel" not in sys.modules:  # headless scripts and CI; a notebook keeps its inline backend (shows figures)
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -62,19 +64,23 @@ def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4)
     return fig
 
 
-def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95"):
-    """Two heatmaps side by side: signed drift magnitude M and drift time η per topic × stance."""
+def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95", bound: float | None = None):
+    """Two heatmaps side by side: signed drift magnitude M and drift time η per topic × stance.
+
+    bound: the colour scale of M is ±bound (default: the largest |M|); a fixed bound keeps heatmaps of
+    different stages comparable (a small M must not look as strong as a large one)."""
     part = drift[drift["eta_reading"] == reading]
     order = [t for t in [*TOPICS, "overall"] if t in set(part["topic"])]
     fig, (ax_m, ax_eta) = plt.subplots(1, 2, figsize=(9, 0.35 * len(order) + 1.6))
     m = part.pivot(index="topic", columns="stance", values="M").loc[order, list(STANCES)]
     eta = part.pivot(index="topic", columns="stance", values="eta").loc[order, list(STANCES)]
     labels = [topic_label(t).split(" (")[0] for t in order]
-    bound = max(0.05, float(m.abs().max().max()))
+    bound = bound or max(0.05, float(m.abs().max().max()))
     sns.heatmap(m, ax=ax_m, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-bound, vmax=bound, yticklabels=labels,
                 cbar_kws={"label": "M (end − start)"})
     sns.heatmap(eta, ax=ax_eta, annot=True, fmt=".2f", cmap="viridis_r", vmin=0, vmax=1, yticklabels=False,
                 cbar_kws={"label": f"η ({reading}); blank = undefined"})
+    ax_eta.grid(False)  # no grid line through the blank (undefined) cells
     ax_m.set_title("drift magnitude M")
     ax_eta.set_title("drift time η (fraction of steps)")
     for ax in (ax_m, ax_eta):

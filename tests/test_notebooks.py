@@ -1,0 +1,292 @@
+"""The numbered notebooks: their parameters cells (what papermill and Colab users rely on), and every
+notebook executed through papermill at size `tiny` on the smoke budget, its recorded numbers checked
+(shapes, ranges, distributions, and M/eta recomputed with vd.drift from the run's own profile.csv).
+
+The executions share one runs folder, in notebook order, as `vd reproduce` does: later notebooks
+reuse the runs earlier ones trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from vd import drift as vdrift
+from vd.study import REPO_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+NB_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+EXPECTED = ["00_probes", "01_sft_drift", "02_preference_drift", "03_value_gap", "04_dataset_value_gap",
+            "05_ablations", "06_paper_tables"]
+PAPERMILL = str(Path(sys.executable).parent / "papermill")
+
+
+def read(name: str):
+    return nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+
+
+def parameter_cells(nb):
+    return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+
+
+def declared(name: str) -> list[tuple[str, str]]:
+    """(name, type) of each entry of the parameters cell, parsed as Python."""
+    import ast
+
+    tree = ast.parse(parameter_cells(read(name))[0].source)
+    out = []
+    for node in tree.body:
+        assert isinstance(node, ast.AnnAssign), f"{name}: every parameter must be annotated: {ast.unparse(node)}"
+        out.append((node.target.id, ast.unparse(node.annotation)))
+    return out
+
+
+# --- static checks --------------------------------------------------------------------------------------
+
+
+def test_the_numbered_notebooks_are_all_there():
+    assert NOTEBOOKS == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_exactly_one_annotated_parameters_cell_with_size_first(name):
+    nb = read(name)
+    cells = parameter_cells(nb)
+    assert len(cells) == 1 and cells[0].cell_type == "code"
+    params = declared(name)
+    assert cells[0].source.splitlines()[0].startswith('size: str = "tiny"')
+    assert params[0] == ("size", "str")
+    for line in cells[0].source.splitlines():
+        assert "#" in line, f"{name}: parameter without a help comment: {line}"
+    assert {"smoke", "runs_dir", "figures_dir", "overrides"} <= {p for p, _ in params}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_without_outputs_with_python3_kernel_and_colab_cell(name):
+    nb = read(name)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: committed with outputs"
+    intro, colab = nb.cells[0], nb.cells[1]
+    assert "colab-badge.svg" in intro.source
+    owner_repo = REPO_URL.removeprefix("https://github.com/")
+    assert f"colab.research.google.com/github/{owner_repo}/blob/" in intro.source
+    assert f"notebooks/{name}.ipynb" in intro.source
+    assert colab.cell_type == "code" and f'REPO = "{REPO_URL}"' in colab.source
+    assert 'if "google.colab" in sys.modules:' in colab.source and "environment_report()" in colab.source
+    assert nb.cells.index(parameter_cells(nb)[0]) == 3  # right after the Colab cell and its note
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_papermill_help_notebook_lists_every_parameter(name):
+    """The `papermill` command itself (its click entry point, in-process: a subprocess each costs seconds)."""
+    from click.testing import CliRunner
+    from papermill.cli import papermill as papermill_cli
+
+    out = CliRunner().invoke(papermill_cli, ["--help-notebook", str(NB_DIR / f"{name}.ipynb")])
+    assert out.exit_code == 0, out.output
+    assert "Unable to parse" not in out.output
+    for param, kind in declared(name):
+        assert f"{param}: {kind}" in out.output, f"{name}: {param} missing from --help-notebook:\n{out.output}"
+
+
+# --- executions -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_world):
+    base = tmp_path_factory.mktemp("nb")
+    (base / "executed").mkdir()
+    return {"runs": base / "runs", "figures": base / "figures", "out": base / "executed"}
+
+
+def execute(env, name: str, cwd: Path = NB_DIR, **params) -> Path:
+    import papermill
+
+    out = env["out"] / f"{name}-{'-'.join(map(str, params.values())) or 'default'}.ipynb"
+    papermill.execute_notebook(str(NB_DIR / f"{name}.ipynb"), str(out), kernel_name="python3", cwd=str(cwd),
+                               progress_bar=False, parameters={"smoke": True, "runs_dir": str(env["runs"]),
+                                                               "figures_dir": str(env["figures"]), **params})
+    return out
+
+
+def records(env, name: str) -> dict:
+    return json.loads((env["figures"] / "tiny-smoke" / f"{name}.json").read_text())
+
+
+def check_run_record(rec: dict) -> pd.DataFrame:
+    """A run's recorded M/eta equal vd.drift recomputed from its profile.csv; ranges hold."""
+    run = Path(rec["run_dir"])
+    profile = pd.read_csv(run / "profile.csv")
+    assert ((profile["p"] >= 0) & (profile["p"] <= 1)).all()
+    assert np.allclose(profile.groupby(["step", "topic"])["p"].sum(), 1.0)
+    assert (profile["ci_low"] <= profile["p"] + 1e-9).all() and (profile["p"] <= profile["ci_high"] + 1e-9).all()
+    assert profile["step"].nunique() == rec["n_checkpoints"] >= 3
+    table = vdrift.drift_table(profile)
+    table = table[table["eta_reading"] == "extremum95"]
+    assert set(rec["M"]) == set(table["topic"]) and len(rec["M"]) == 12  # 11 topics + overall
+    for r in table.itertuples():
+        assert rec["M"][r.topic][r.stance] == pytest.approx(r.M, abs=1e-9)
+        assert -1 <= r.M <= 1
+        got = rec["eta"][r.topic][r.stance]
+        assert (got is None and math.isnan(r.eta)) or got == pytest.approx(r.eta, abs=1e-9)
+        assert got is None or 0 < got <= 1
+    for side in ("start", "end"):
+        assert sum(rec[side].values()) == pytest.approx(1.0)
+    return table
+
+
+@pytest.mark.slow
+def test_00_probes(env):
+    execute(env, "00_probes")
+    rec = records(env, "00_probes")["all"]
+    assert rec["n_probes"] == 550 and rec["n_used"] == 22  # smoke: 2 prompts per topic
+    assert all(v["in_set"] == 50 and v["used"] == 2 for v in rec["per_topic"].values()) and len(rec["per_topic"]) == 11
+    assert rec["per_direction"]["pro"] == {"in_set": 275, "used": 11} == rec["per_direction"]["contra"]
+    assert rec["judge_accuracy_on_examples"] == 1.0
+    figures = env["figures"] / "tiny-smoke"
+    for stem in ("00_probes-counts", "00_probes-examples", "00_probes-judge_examples"):
+        assert (figures / f"{stem}.csv").is_file() and (figures / f"{stem}.tex").is_file()
+    assert (figures / "00_probes-counts.png").is_file() and (figures / "00_probes-counts.pdf").is_file()
+
+
+@pytest.mark.slow
+def test_01_sft_drift(env):
+    execute(env, "01_sft_drift", sft_data="alpaca")
+    rec = records(env, "01_sft_drift")["alpaca"]
+    assert rec["params"] == {"size": "tiny", "sft_data": "alpaca", "smoke": True} and "SMOKE" in rec["budget_note"]
+    check_run_record(rec["sft"])
+    assert Path(rec["sft"]["run_dir"]).name == "sft-alpaca"
+    assert set(rec["final_profiles"]) == {"wildchat", "alpaca"}
+    for prof in (*rec["final_profiles"].values(), rec["base_profile"]):
+        assert sum(prof.values()) == pytest.approx(1.0)
+    assert rec["final_profiles"]["alpaca"] == rec["sft"]["end"]
+    csv = pd.read_csv(env["figures"] / "tiny-smoke" / "01_sft_drift-alpaca-drift.csv")
+    assert len(csv) == 12 and {"M_support", "M_support_ci_low", "eta_oppose"} <= set(csv.columns)
+    assert (csv["M_support_ci_low"] <= csv["M_support"] + 1e-9).all()
+    for stem in ("01_sft_drift-alpaca-trajectories", "01_sft_drift-alpaca-drift", "01_sft_drift-profiles"):
+        assert (env["figures"] / "tiny-smoke" / f"{stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_02_preference_drift(env):
+    execute(env, "02_preference_drift", algo="dpo", pref_data="hh-rlhf")
+    rec = records(env, "02_preference_drift")["dpo-hh-rlhf-alpaca"]
+    check_run_record(rec["run"])
+    run = Path(rec["run"]["run_dir"])
+    assert run.name == "dpo-hh-rlhf-from-sft-alpaca"
+    info = json.loads((run / "run.json").read_text())
+    assert info["stage"] == "dpo" and info["complete"] and info["base_model"].endswith("sft-alpaca/merged")
+    # a training override gets its own run folder, figures and record; the SFT run it starts from is reused
+    execute(env, "02_preference_drift", algo="dpo", pref_data="hh-rlhf", overrides="dpo.beta=0.3")
+    recs = records(env, "02_preference_drift")
+    (key,) = [k for k in recs if k.startswith("dpo-hh-rlhf-alpaca~")]
+    assert recs[key]["overrides"]["dpo.beta"] == 0.3 and "dpo-hh-rlhf-alpaca" in recs
+    other = Path(recs[key]["run"]["run_dir"])
+    assert other.name.startswith("dpo-hh-rlhf-from-sft-alpaca~") and other != run
+    assert json.loads((other / "run.json").read_text())["base_model"] == info["base_model"]
+    assert (env["figures"] / "tiny-smoke" / f"02_preference_drift-{key}-trajectories.png").is_file()
+    check_run_record(recs[key]["run"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["root", "notebooks"])
+def test_03_value_gap_with_papermill_cli_from_root_and_from_notebooks(env, where, tmp_path):
+    """`papermill notebooks/03_value_gap.ipynb out.ipynb -p algo simpo`, from the root and from notebooks/."""
+    cwd, nb = (ROOT, "notebooks/03_value_gap.ipynb") if where == "root" else (NB_DIR, "03_value_gap.ipynb")
+    cmd = [PAPERMILL, nb, str(tmp_path / "out.ipynb"), "-p", "algo", "simpo", "-p", "smoke", "True",
+           "-p", "runs_dir", str(env["runs"]), "-p", "figures_dir", str(env["figures"])]
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rec = records(env, "03_value_gap")["simpo-support-alpaca"]
+    table = check_run_record(rec["run"])
+    assert Path(rec["run"]["run_dir"]).name == "simpo-synthetic-support-from-sft-alpaca"
+    m = table.set_index(["topic", "stance"])["M"]
+    assert rec["chosen_M_overall"]["support"] == pytest.approx(m[("overall", "support")])
+    assert sorted(rec["prior_overall"].values()) == ["high", "low"]  # support and oppose: one of each
+    assert rec["gap_overall"]["synthetic-support"]["support"] > 0.5  # chosen supports, rejected opposes
+    assert rec["gap_overall"]["synthetic-oppose"]["support"] < -0.5
+    split = pd.read_csv(env["figures"] / "tiny-smoke" / "03_value_gap-simpo-prior_split.csv")
+    assert len(split) == 2 * 12 and set(split["prior"]) <= {"high", "low"}
+    assert ((split["prior"] == "high") == (split["prior_chosen"] > split["prior_rejected"])).all()
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert executed.metadata.papermill.parameters["algo"] == "simpo"
+
+
+@pytest.mark.slow
+def test_04_dataset_value_gap(env):
+    execute(env, "04_dataset_value_gap")
+    rec = records(env, "04_dataset_value_gap")["all"]
+    gaps = rec["gap_overall"]
+    assert set(gaps) == {"ultrafeedback", "hh-rlhf", "synthetic-support", "synthetic-oppose"}
+    for name, g in gaps.items():
+        assert sum(g.values()) == pytest.approx(0.0, abs=1e-9)  # differences of two distributions
+        assert all(-1 <= v <= 1 for v in g.values())
+    for name in ("ultrafeedback", "hh-rlhf"):  # the tiny world's standard pairs share a stance
+        assert max(abs(v) for v in gaps[name].values()) < 0.05
+        assert rec["n_pairs"][name] > 100
+    assert gaps["synthetic-support"]["support"] > 0.5 > -0.5 > gaps["synthetic-oppose"]["support"]
+    for row in rec["distributions"]:
+        assert sum(row[s] for s in ("support", "neutral", "oppose")) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_05_ablations(env):
+    execute(env, "05_ablations")
+    rec = records(env, "05_ablations")["synthetic-support-alpaca"]
+    table = pd.DataFrame(rec["ablations"])
+    assert len(table) == 9 and table.groupby("algo").size().to_dict() == {"dpo": 3, "ppo": 3, "simpo": 3}
+    assert table.groupby("algo")["default"].sum().to_dict() == {"dpo": 1, "ppo": 1, "simpo": 1}
+    assert table["run"].nunique() == 9
+    runs = env["runs"] / "smoke" / "tiny"
+    for r in table.itertuples():
+        profile = pd.read_csv(runs / r.run / "profile.csv")
+        m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
+        for s in ("support", "neutral", "oppose"):
+            assert getattr(r, f"M_{s}") == pytest.approx(m[("overall", s)], abs=1e-9)
+            assert getattr(r, f"M_{s}_ci_low") <= getattr(r, f"M_{s}") + 1e-9 <= getattr(r, f"M_{s}_ci_high") + 2e-9
+
+
+@pytest.mark.slow
+def test_06_paper_tables(env):
+    execute(env, "06_paper_tables")
+    rec = records(env, "06_paper_tables")["alpaca"]
+    comparison = pd.DataFrame(rec["comparison"])
+    assert len(comparison) >= 10
+    assert set(comparison["verdict"]) <= {"agrees", "differs", "n/a"}
+    assert sum(rec["verdicts"].values()) == len(comparison)
+    figures = env["figures"] / "tiny-smoke"
+    sft = pd.read_csv(figures / "06_paper_tables-sft.csv")
+    assert set(sft["data"]) == {"wildchat", "alpaca"}
+    pref = pd.read_csv(figures / "06_paper_tables-preference.csv")
+    assert set(zip(pref["stage"], pref["data"])) == {(a, d) for a in ("ppo", "dpo", "simpo")
+                                                     for d in ("ultrafeedback", "hh-rlhf")}
+    # every gathered M is the run's own profile difference
+    for run, part in pref.groupby("run"):
+        profile = pd.read_csv(env["runs"] / "smoke" / "tiny" / run / "profile.csv")
+        m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
+        assert np.allclose(part["M"], [m[(t, s)] for t, s in zip(part["topic"], part["stance"])])
+    syn = pd.read_csv(figures / "06_paper_tables-synthetic.csv")
+    assert len(syn) == 3 * 2 * 12
+    assert (figures / "06_paper_tables-comparison.tex").is_file()
+
+
+@pytest.mark.slow
+def test_a_bad_parameter_value_fails_with_a_clear_message(env):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as e:
+        execute(env, "03_value_gap", algo="rlhf")
+    assert "parameter algo: expected one of ppo, dpo, simpo, got 'rlhf'" in str(e.value)

@@ -1,0 +1,121 @@
+"""vd.study / vd.reproduce / vd.cli without training: paths resolve the same from the repository root
+and from notebooks/, records merge per notebook and parameters, budgets are stated, bad input is named."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vd import reproduce, study
+from vd.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_repo_root_from_root_notebooks_and_elsewhere(tmp_path, monkeypatch):
+    assert study.repo_root(ROOT) == ROOT
+    assert study.repo_root(ROOT / "notebooks") == ROOT
+    assert study.repo_root(ROOT / "vd" / "data") == ROOT
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "something-else"\n')
+    (tmp_path / "sub").mkdir()
+    assert study.repo_root(tmp_path / "sub") == tmp_path / "sub"  # another project's pyproject is not ours
+
+
+@pytest.mark.parametrize("cwd", ["", "notebooks"])
+def test_setup_resolves_paths_against_the_root(cwd, monkeypatch):
+    monkeypatch.chdir(ROOT / cwd)
+    monkeypatch.delenv("VD_RUNS_DIR", raising=False)
+    monkeypatch.delenv("VD_FIGURES_DIR", raising=False)
+    s = study.setup("tiny", notebook="02_preference_drift", params={"algo": "dpo", "pref_data": "hh-rlhf"})
+    assert s.runs_dir == ROOT / "runs" and s.figures_dir == ROOT / "figures" / "tiny"
+    assert s.stem("drift") == "02_preference_drift-dpo-hh-rlhf-drift"
+    assert s.stem("profiles", key="") == "02_preference_drift-profiles"
+    smoke = study.setup("tiny", notebook="00_probes", smoke=True, runs_dir="elsewhere")
+    assert smoke.runs_dir == ROOT / "elsewhere" / "smoke" and smoke.figures_dir == ROOT / "figures" / "tiny-smoke"
+    assert smoke.cfg.sft.max_steps == study.SMOKE_OVERRIDES["sft.max_steps"]
+    assert smoke.stem("counts") == "00_probes-counts"
+
+
+def test_environment_variables_choose_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("VD_RUNS_DIR", str(tmp_path / "r"))
+    monkeypatch.setenv("VD_FIGURES_DIR", str(tmp_path / "f"))
+    s = study.setup("tiny", notebook="00_probes")
+    assert s.runs_dir == tmp_path / "r" and s.figures_dir == tmp_path / "f" / "tiny"
+    s = study.setup("tiny", notebook="00_probes", runs_dir=str(tmp_path / "x"))  # the parameter wins
+    assert s.runs_dir == tmp_path / "x"
+
+
+def test_budget_note_states_what_was_shrunk():
+    s = study.setup("tiny", notebook="01_sft_drift", overrides="probes.prompts_per_topic=10,probes.samples_per_prompt=2")
+    note = s.budget_note
+    assert "10/50 prompts per topic" in note and "2/5 samples" in note and "/256 new tokens" in note
+    assert note in s.title("x") and "size tiny" in s.title("x")
+    assert "SMOKE" in study.setup("tiny", notebook="x", smoke=True).budget_note
+
+
+def test_overrides_parse_and_training_overrides_get_their_own_runs():
+    assert study.parse_overrides("dpo.beta=0.2, probes.samples_per_prompt=2") == {
+        "dpo.beta": 0.2, "probes.samples_per_prompt": 2}
+    assert study.parse_overrides("") == {}
+    with pytest.raises(ConfigError, match="not key=value"):
+        study.parse_overrides("dpo.beta")
+    assert study.setup("tiny", notebook="x", overrides="probes.samples_per_prompt=2").variant("sft", "alpaca") == ""
+    s = study.setup("tiny", notebook="x", overrides="dpo.beta=0.3")
+    assert s.variant("sft", "alpaca") == "" and s.variant("simpo", "hh-rlhf") == ""  # SFT and SimPO untouched
+    v = s.variant("dpo", "hh-rlhf")
+    assert v.startswith("~") and v == study.setup("tiny", notebook="x", overrides="dpo.beta=0.3").variant("dpo", "hh-rlhf")
+    assert study.setup("tiny", notebook="x", overrides="lora.r=4").variant("sft", "wildchat").startswith("~")
+    with pytest.raises(ConfigError, match="dpo.beta"):
+        study.setup("tiny", notebook="x", overrides="dpo.beta=-1")
+
+
+def test_record_merges_per_parameters_and_writes_valid_json(tmp_path):
+    a = study.setup("tiny", notebook="03_value_gap", params={"algo": "dpo", "setting": "support"},
+                    figures_dir=str(tmp_path))
+    b = study.setup("tiny", notebook="03_value_gap", params={"algo": "ppo", "setting": "oppose"},
+                    figures_dir=str(tmp_path))
+    a.record({"M": float("nan"), "x": pd.Series([1.5]).iloc[0]})
+    b.record({"M": 0.25})
+    a.record({"M": 0.5})  # the same parameters again: replaced, not duplicated
+    text = (tmp_path / "tiny" / "03_value_gap.json").read_text()
+    data = json.loads(text)  # strict JSON: no NaN
+    assert "NaN" not in text and set(data) == {"dpo-support", "ppo-oppose"}
+    assert data["dpo-support"]["M"] == 0.5 and data["ppo-oppose"]["M"] == 0.25
+    assert data["ppo-oppose"]["params"] == {"size": "tiny", "algo": "ppo", "setting": "oppose", "smoke": False}
+    assert "budget_note" in data["ppo-oppose"]
+
+
+def test_save_table_writes_csv_and_latex(tmp_path):
+    s = study.setup("tiny", notebook="01_sft_drift", params={"sft_data": "alpaca"}, figures_dir=str(tmp_path))
+    df = pd.DataFrame({"topic": ["immigration", "overall"], "M_support": [0.123, math.nan]})
+    s.save_table(df, "drift", caption="M and eta")
+    csv = tmp_path / "tiny" / "01_sft_drift-alpaca-drift.csv"
+    assert pd.read_csv(csv)["M_support"].iloc[0] == 0.123
+    tex = csv.with_suffix(".tex").read_text()
+    assert "M\\_support" in tex and "0.12" in tex and "--" in tex and "\\caption{M and eta}" in tex
+
+
+def test_reproduce_grid_covers_every_notebook_with_valid_parameters():
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert list(reproduce.GRID) == notebooks
+    jobs = reproduce.grid()
+    assert len(jobs) == 18
+    assert ("03_value_gap", {"algo": "simpo", "setting": "oppose"}) in jobs
+    assert reproduce.output_name("03_value_gap", {"algo": "simpo", "setting": "oppose"}) == "03_value_gap-simpo-oppose.ipynb"
+    assert [n for n, _ in reproduce.grid(["02", "06_paper_tables"])] == ["02_preference_drift"] * 6 + ["06_paper_tables"]
+    with pytest.raises(ConfigError, match="no such notebook"):
+        reproduce.grid(["07"])
+
+
+def test_cli_has_train_and_reproduce(capsys):
+    from vd.cli import build_parser, main
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--stage", "sft", "--data", "wildchat"])
+    assert args.func.__name__ == "cmd_train"
+    args = parser.parse_args(["reproduce", "--size", "tiny", "--only", "03", "--smoke"])
+    assert args.only == ["03"] and args.smoke
+    assert main(["reproduce", "--size", "nosuchsize"]) == 2
+    assert "no params file" in capsys.readouterr().err

@@ -1,0 +1,148 @@
+"""`vd reproduce --size <size>`: every numbered notebook through papermill, over its parameter grid.
+
+Executed notebooks go to `runs/<size>/notebooks/<name>[-<params>].ipynb`, one line is printed per
+notebook (name, parameters, wall time), and at the end where the figures and tables are and a table
+of wall times (also written to `runs/<size>/reproduce_times.json`). The notebooks train and score
+only what is missing, so a rerun after an interruption picks up where it stopped; a failed notebook
+is reported (with the path of its executed copy, which shows the error) and the others still run.
+At size `tiny` this is the whole study in minutes on a CPU; at a real size on a GPU, the whole study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+ALGOS = ("ppo", "dpo", "simpo")
+# The parameter grid of each notebook, in the order they run (later notebooks reuse earlier runs).
+GRID: dict[str, list[dict]] = {
+    "00_probes": [{}],
+    "01_sft_drift": [{"sft_data": d} for d in ("wildchat", "alpaca")],
+    "02_preference_drift": [{"algo": a, "pref_data": d} for a in ALGOS for d in ("ultrafeedback", "hh-rlhf")],
+    "03_value_gap": [{"algo": a, "setting": s} for a in ALGOS for s in ("support", "oppose")],
+    "04_dataset_value_gap": [{}],
+    "05_ablations": [{}],
+    "06_paper_tables": [{}],
+}
+
+
+def grid(only: list[str] | None = None) -> list[tuple[str, dict]]:
+    """(notebook, parameters) pairs to run; `only` selects notebooks by name or number prefix (e.g. "03")."""
+    names = [n for n in GRID if not only or any(n == o or n.startswith(o) for o in only)]
+    if only and not names:
+        from vd.config import ConfigError
+
+        raise ConfigError(f"--only {' '.join(only)}: no such notebook; expected names or prefixes of {', '.join(GRID)}")
+    return [(n, p) for n in names for p in GRID[n]]
+
+
+def output_name(name: str, params: dict) -> str:
+    return "-".join([name, *map(str, params.values())]) + ".ipynb"
+
+
+def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = False, overrides: str = "",
+              runs_dir: str = "", figures_dir: str = "", log_output: bool = False) -> int:
+    """Run the notebooks; return 0 if all succeeded, 1 otherwise."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from vd.config import load_config
+    from vd.study import _resolve, parse_overrides, repo_root
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    root = repo_root()
+    nb_dir = root / "notebooks"
+    if not nb_dir.is_dir():
+        raise FileNotFoundError(f"{nb_dir}: no notebooks folder; run `vd reproduce` inside the repository")
+    cfg = load_config(size, parse_overrides(overrides))  # a bad size or override fails here, not in a notebook
+    runs = _resolve(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root) / ("smoke" if smoke else "")
+    figures = _resolve(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
+    figures = figures / (f"{size}-smoke" if smoke else size)
+    out_dir = runs / size / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = grid(only)
+
+    t_start = time.perf_counter()
+    if cfg.model.base == "tiny":
+        from vd.tiny import ensure_world
+
+        t0 = time.perf_counter()
+        world = ensure_world(cfg)
+        print(f"tiny world: {world.root} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"running {len(jobs)} notebook executions at size {size}{' (smoke budget)' if smoke else ''}; "
+          f"executed notebooks go to {_rel(out_dir, root)}", flush=True)
+    times, failed = [], []
+    for name, params in jobs:
+        out = out_dir / output_name(name, params)
+        shown = " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+        parameters = {"size": size, **params, "smoke": smoke, "overrides": overrides,
+                      "runs_dir": str(_resolve(runs_dir, root)) if runs_dir else "",
+                      "figures_dir": str(_resolve(figures_dir, root)) if figures_dir else ""}
+        t0 = time.perf_counter()
+        status = "ok"
+        kernel_log = out.with_suffix(".kernel.log")
+        try:
+            with _stderr_to(None if log_output else kernel_log):
+                papermill.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(out), parameters=parameters,
+                                           kernel_name="python3", cwd=str(nb_dir), log_output=log_output,
+                                           progress_bar=False)
+        except PapermillExecutionError as e:
+            status = f"FAILED: {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
+            failed.append(name)
+        except Exception as e:  # a dead kernel, a timeout: report it, go on with the others
+            status = f"FAILED: {type(e).__name__}: {e} (kernel log: {_rel(kernel_log, root)})"
+            failed.append(name)
+        wall = time.perf_counter() - t0
+        if status == "ok":
+            kernel_log.unlink(missing_ok=True)  # only kept when something went wrong
+        times.append({"notebook": name, "parameters": params, "wall_s": round(wall, 1), "status": status,
+                      "executed": _rel(out, root)})
+        print(f"  {name:22s} {shown:36s} {wall:7.1f} s  {status}", flush=True)
+
+    total = time.perf_counter() - t_start
+    from vd.store import atomic_write_json
+
+    atomic_write_json({"size": size, "smoke": smoke, "total_s": round(total, 1), "notebooks": times},
+                      runs / size / "reproduce_times.json")
+    print(f"\nwall time per notebook (s), size {size}:")
+    per = {}
+    for t in times:
+        per[t["notebook"]] = per.get(t["notebook"], 0.0) + t["wall_s"]
+    for n, s in per.items():
+        print(f"  {n:22s} {s:7.1f}  ({sum(t['notebook'] == n for t in times)} run(s))")
+    print(f"  {'total':22s} {total:7.1f}  (tiny world included)")
+    print(f"\nfigures (PNG, PDF), tables (CSV, LaTeX) and key numbers (JSON): {_rel(figures, root)}/")
+    print(f"executed notebooks: {_rel(out_dir, root)}/; times: {_rel(runs / size / 'reproduce_times.json', root)}")
+    if failed:
+        print(f"\n{len(failed)} notebook execution(s) failed: {', '.join(failed)}; open the executed copies above "
+              "to see the error, fix it, and rerun (finished runs are reused).")
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """Send this process's stderr (which the kernel inherits: its start-up warnings, a crash) to `path`."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
