@@ -119,3 +119,34 @@ def test_cli_has_train_and_reproduce(capsys):
     assert args.only == ["03"] and args.smoke
     assert main(["reproduce", "--size", "nosuchsize"]) == 2
     assert "no params file" in capsys.readouterr().err
+
+
+def test_peak_memory_counts_child_processes():
+    """The notebooks run in a kernel process: its memory must be in the peak."""
+    import subprocess
+    import sys
+
+    from vd.reproduce import PeakMemory
+
+    with PeakMemory(interval_s=0.05) as alone:
+        pass
+    with PeakMemory(interval_s=0.05) as memory:
+        subprocess.run([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.0)"],
+                       check=True)
+    assert memory.peak_mb >= alone.peak_mb + 250
+
+
+def test_stage_breakdown_sums_the_study_log_since_the_start(tmp_path):
+    import json
+
+    from vd.reproduce import stage_breakdown
+
+    log = tmp_path / "stage_times.jsonl"
+    lines = [{"time": 5.0, "notebook": "01", "run": "old", "stage": "sft", "train_s": 100.0, "score_s": 9.0},
+             {"time": 11.0, "notebook": "01", "run": "sft-a", "stage": "sft", "train_s": 10.0, "score_s": 2.0},
+             {"time": 12.0, "notebook": "02", "run": "ppo-x", "stage": "ppo", "train_s": 30.0, "score_s": 3.0},
+             {"time": 13.0, "notebook": "06", "run": "sft-a", "stage": "sft", "train_s": 0.0, "score_s": 0.5}]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert stage_breakdown(log, since=10.0) == {"train sft": {"seconds": 10.0}, "scoring": {"seconds": 5.5},
+                                               "train ppo (+ reward model)": {"seconds": 30.0}}
+    assert stage_breakdown(tmp_path / "missing.jsonl", since=0) == {}

@@ -65,13 +65,16 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = grid(only)
 
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
+    world_s = world_mb = 0.0
     if cfg.model.base == "tiny":
         from vd.tiny import ensure_world
 
         t0 = time.perf_counter()
-        world = ensure_world(cfg)
-        print(f"tiny world: {world.root} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        with PeakMemory() as memory:
+            world = ensure_world(cfg)
+        world_s, world_mb = time.perf_counter() - t0, memory.peak_mb
+        print(f"tiny world: {world.root} ({world_s:.0f} s)", flush=True)
     print(f"running {len(jobs)} notebook executions at size {size}{' (smoke budget)' if smoke else ''}; "
           f"executed notebooks go to {_rel(out_dir, root)}", flush=True)
     times, failed = [], []
@@ -84,8 +87,9 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
         t0 = time.perf_counter()
         status = "ok"
         kernel_log = out.with_suffix(".kernel.log")
+        memory = PeakMemory()
         try:
-            with _stderr_to(None if log_output else kernel_log):
+            with memory, _stderr_to(None if log_output else kernel_log):
                 papermill.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(out), parameters=parameters,
                                            kernel_name="python3", cwd=str(nb_dir), log_output=log_output,
                                            progress_bar=False)
@@ -98,22 +102,28 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
         wall = time.perf_counter() - t0
         if status == "ok":
             kernel_log.unlink(missing_ok=True)  # only kept when something went wrong
-        times.append({"notebook": name, "parameters": params, "wall_s": round(wall, 1), "status": status,
-                      "executed": _rel(out, root)})
-        print(f"  {name:22s} {shown:36s} {wall:7.1f} s  {status}", flush=True)
+        times.append({"notebook": name, "parameters": params, "wall_s": round(wall, 1),
+                      "peak_rss_mb": round(memory.peak_mb), "status": status, "executed": _rel(out, root)})
+        print(f"  {name:22s} {shown:36s} {wall:7.1f} s {memory.peak_mb:6.0f} MB  {status}", flush=True)
 
     total = time.perf_counter() - t_start
     from vd.store import atomic_write_json
 
-    atomic_write_json({"size": size, "smoke": smoke, "total_s": round(total, 1), "notebooks": times},
-                      runs / size / "reproduce_times.json")
-    print(f"\nwall time per notebook (s), size {size}:")
-    per = {}
+    stages = stage_breakdown(runs / size / "stage_times.jsonl", since=started_at)
+    if world_s:
+        stages = {"tiny world": {"seconds": round(world_s, 1), "peak_rss_mb": round(world_mb)}, **stages}
+    atomic_write_json({"size": size, "smoke": smoke, "total_s": round(total, 1), "stages": stages,
+                       "notebooks": times}, runs / size / "reproduce_times.json")
+    print(f"\nwall time (s) and peak memory (MB, the kernel and this process) per notebook, size {size}:")
+    per: dict[str, list] = {}
     for t in times:
-        per[t["notebook"]] = per.get(t["notebook"], 0.0) + t["wall_s"]
-    for n, s in per.items():
-        print(f"  {n:22s} {s:7.1f}  ({sum(t['notebook'] == n for t in times)} run(s))")
+        s, mb, k = per.get(t["notebook"], (0.0, 0, 0))
+        per[t["notebook"]] = (s + t["wall_s"], max(mb, t["peak_rss_mb"]), k + 1)
+    for n, (s, mb, k) in per.items():
+        print(f"  {n:22s} {s:7.1f} {mb:6.0f}  ({k} execution(s))")
     print(f"  {'total':22s} {total:7.1f}  (tiny world included)")
+    if stages:
+        print("by stage (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in stages.items()))
     print(f"\nfigures (PNG, PDF), tables (CSV, LaTeX) and key numbers (JSON): {_rel(figures, root)}/")
     print(f"executed notebooks: {_rel(out_dir, root)}/; times: {_rel(runs / size / 'reproduce_times.json', root)}")
     if failed:
@@ -121,6 +131,59 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
               "to see the error, fix it, and rerun (finished runs are reused).")
         return 1
     return 0
+
+
+def stage_breakdown(log: Path, since: float) -> dict[str, dict]:
+    """Seconds spent training each stage, and scoring, by the notebooks since `since` (vd.study's log)."""
+    import json
+
+    if not log.is_file():
+        return {}
+    out: dict[str, float] = {}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["time"] < since:
+            continue
+        label = f"train {entry['stage']}" + (" (+ reward model)" if entry["stage"] == "ppo" else "")
+        out[label] = out.get(label, 0.0) + entry["train_s"]
+        out["scoring"] = out.get("scoring", 0.0) + entry["score_s"]
+    return {k: {"seconds": round(v, 1)} for k, v in out.items() if v > 0}
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process and all its children (the notebook kernels), polled
+    every 0.2 s in a thread: the kernel is another process, so this process's own peak would miss it."""
+
+    def __init__(self, interval_s: float = 0.2):
+        import threading
+
+        self.interval_s, self.peak_mb = interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for proc in (me, *me.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total / 2**20
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._sample())
 
 
 @contextlib.contextmanager

@@ -250,7 +250,8 @@ class Study:
             return self._cache[key]
         info = read_run(run_dir)
         t0 = time.perf_counter()
-        if not (info and info.get("complete")):
+        trains = not (info and info.get("complete"))
+        if trains:
             print(f"training {run_name} …", flush=True)
         try:
             run_dir = train_stage(cfg, stage, data, from_run=from_run, run_name=run_name, runs_dir=self.runs_dir)
@@ -262,11 +263,22 @@ class Study:
         t1 = time.perf_counter()
         profile, drift_rows = score_run(run_dir, cfg, progress=False, n_boot=N_BOOT)
         info = read_run(run_dir)
-        print(f"{run_name}: {'trained in %.0f s, ' % (t1 - t0) if t1 - t0 > 5 else ''}"
-              f"{len(info['checkpoints'])} checkpoints scored ({time.perf_counter() - t1:.0f} s)", flush=True)
+        t2 = time.perf_counter()
+        print(f"{run_name}: {'trained in %.0f s, ' % (t1 - t0) if trains else ''}"
+              f"{len(info['checkpoints'])} checkpoints scored ({t2 - t1:.0f} s)", flush=True)
+        self._log_times(run_name, stage, t1 - t0 if trains else 0.0, t2 - t1)
         result = RunResult(run_dir, info, profile, drift_rows, cfg)
         self._cache[key] = result
         return result
+
+    def _log_times(self, run_name: str, stage: str, train_s: float, score_s: float) -> None:
+        """One line per run and notebook in `runs/<size>/stage_times.jsonl`: what `vd reproduce` breaks
+        its wall time down by (a log: appended, never rewritten)."""
+        path = self.runs_dir / self.cfg.size / "stage_times.jsonl"
+        line = json.dumps({"time": round(time.time(), 1), "notebook": self.notebook, "run": run_name,
+                           "stage": stage, "train_s": round(train_s, 2), "score_s": round(score_s, 2)})
+        with open(path, "a") as f:
+            f.write(line + "\n")
 
     def sft(self, sft_data: str | None = None) -> RunResult:
         """The SFT run on `sft_data` (wildchat | alpaca), trained if missing, scored."""

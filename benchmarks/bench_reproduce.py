@@ -1,0 +1,67 @@
+"""The whole tiny reproduction (`vd reproduce --size tiny`, what `make reproduce` runs after installing):
+wall time and peak memory, broken down by stage and by notebook.
+
+Runs from nothing: a fresh VD_HOME (so the tiny world is built; --keep-world reuses the cached one),
+fresh runs and figures folders in a temporary directory, every notebook over its grid. `vd reproduce`
+itself measures each notebook's wall time and the peak resident memory of its process tree (the
+kernel included), and the notebooks log the seconds spent training each stage and scoring
+(`runs/tiny/stage_times.jsonl`); this script runs it once (the run is minutes long and has no
+warm-up to amortize) and stores what it measured.
+    python benchmarks/bench_reproduce.py [--keep-world]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine_info, merge_results  # benchmarks/common.py (scripts run from this folder's path)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-world", action="store_true", help="reuse the cached tiny world (default: build it)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        if not args.keep_world:
+            env["VD_HOME"] = str(Path(tmp) / "vd_home")
+        cmd = [sys.executable, "-m", "vd.cli", "reproduce", "--size", "tiny",
+               "--runs-dir", str(Path(tmp) / "runs"), "--figures-dir", str(Path(tmp) / "figures")]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, env=env)
+        wall = time.perf_counter() - t0
+        if done.returncode:
+            sys.exit(f"vd reproduce failed (exit {done.returncode}); nothing recorded")
+        times = json.loads((Path(tmp) / "runs" / "tiny" / "reproduce_times.json").read_text())
+        n_figures = len(list((Path(tmp) / "figures" / "tiny").glob("*.png")))
+        n_tables = len(list((Path(tmp) / "figures" / "tiny").glob("*.csv")))
+    per_notebook: dict[str, dict] = {}
+    for t in times["notebooks"]:
+        entry = per_notebook.setdefault(t["notebook"], {"executions": 0, "seconds": 0.0, "peak_rss_mb": 0})
+        entry["executions"] += 1
+        entry["seconds"] = round(entry["seconds"] + t["wall_s"], 1)
+        entry["peak_rss_mb"] = max(entry["peak_rss_mb"], t["peak_rss_mb"])
+    peak = max([v["peak_rss_mb"] for v in per_notebook.values()]
+               + [times["stages"].get("tiny world", {}).get("peak_rss_mb", 0)])
+    stages = dict(times["stages"])
+    accounted = sum(v["seconds"] for v in stages.values())
+    stages["other (kernel start-up, loading, analysis, figures)"] = {"seconds": round(wall - accounted, 1)}
+    result = {"total_seconds": round(wall, 1), "world_built": not args.keep_world, "peak_rss_mb": peak,
+              "by_stage": stages, "by_notebook": per_notebook, "figures_png": n_figures,
+              "tables_csv": n_tables, "failed": [t["notebook"] for t in times["notebooks"] if t["status"] != "ok"],
+              "machine": machine_info()}
+    print(json.dumps(result, indent=1))
+    merge_results("reproduce", result)
+
+
+if __name__ == "__main__":
+    main()
