@@ -124,6 +124,22 @@ def test_prompts_are_disjoint_from_the_probes(tiny_world):
         for g in probe_feats:
             assert len(f & g) < 0.8 * len(f | g), prompt
 
+def test_only_topic_nouns_carry_topic_keywords():
+    """The prompts' topic enters through TOPIC_NOUNS alone: each holds a keyword of its own topic and
+    none of another's (as every probe question does), and the topic-free banks hold no keyword at all."""
+    from vd import tiny_vocab
+    from vd.probes import topic_keyword_hits
+
+    for topic in TOPICS:
+        for noun in tiny_vocab.TOPIC_NOUNS[topic] + tiny_vocab.KEYWORD_FORMS[topic]:
+            assert topic_keyword_hits(noun, topic), (topic, noun)
+            assert not [t for t in TOPICS if t != topic and topic_keyword_hits(noun, t)], (topic, noun)
+    for name in ("MODIFIERS", "PREDICATES", "VERBS", "SHOULD_BE", "ACTORS", "FRAMES", "INSTRUCTION_FRAMES",
+                 "CONTEXTS", "TAILS", "FILLER_WORDS"):
+        for text in getattr(tiny_vocab, name):
+            assert not [t for t in TOPICS if topic_keyword_hits(text, t)], (name, text)
+
+
 def _stance_shares(model, tok, prompts, topic_of, temperature, max_new_tokens):
     from vd.generate import Sampling, generate_answers
     from vd.judge import LexiconJudge
@@ -146,10 +162,13 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
     """Sampled answers of the tiny base model (550 probes × 5 samples, and 40 held-out tiny-world
     prompts × 5 per topic) carry stance phrases at the rates the model was built with.
 
-    Measured (tiny params, seed 1234), temperature 1.0: on held-out prompts of the tiny world's own
-    kind every topic is within 0.13 of its base rates; on the probe questions, whose wording the tiny
-    model never saw, it sometimes misreads the topic, which pulls each topic toward the average over
-    topics (per-topic deviation up to ~0.22), while the shares pooled over topics stay within ~0.04.
+    The probes' wording is not the tiny world's (none of them is in its data), so this is the model
+    reading the topic of unseen questions from their topic keywords (tiny_vocab, tiny_text.make_prompt).
+    Measured (tiny params, seed 1234), temperature 1.0, on the probes: 10 of the 11 topics within 0.1
+    of their base rates, the worst share 0.112 off (elections_parties, neutral 0.54 for 0.65), pooled
+    within 0.03; 99.5% of answers carry a stance phrase; held-out tiny-world prompts within 0.125.
+    At temperature 0.7 the shares sharpen toward each topic's most likely stance, as they should (worst
+    0.154 off); the per-topic bound is for T=1.0, where sampling follows the model's probabilities.
     """
     import random
 
@@ -185,7 +204,9 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
     # per topic, on prompts of the world's own kind: within 0.15 (200 answers per topic; ±0.035 is one
     # standard error of a share, plus the model's own calibration error)
     assert np.abs(held - rates).max() <= 0.15, held
-    # per topic, on the probes: the topics keep their order: shares correlate with the base rates and
-    # most topics' most frequent stance is the one they were built to lean to
-    assert np.corrcoef(probe_shares.ravel(), rates.ravel())[0, 1] >= 0.75
-    assert sum(probe_shares[i].argmax() == rates[i].argmax() for i in range(len(TOPICS))) >= 8
+    # per topic, on the probes, at T=1.0: every share within ±0.12 of its base rate (250 answers per
+    # topic: ±0.03 is one standard error of a share; the rest is the model misreading a topic now and
+    # then). The goal is ±0.1; measured 0.112 at worst, so this bound is what is reached, not the goal.
+    assert np.abs(probe_shares - rates).max() <= 0.12, probe_shares
+    assert np.corrcoef(probe_shares.ravel(), rates.ravel())[0, 1] >= 0.9
+    assert all(probe_shares[i].argmax() == rates[i].argmax() for i in range(len(TOPICS)) if max(rates[i]) >= 0.6)

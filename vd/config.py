@@ -159,19 +159,19 @@ class JudgeConfig:
 class TinyConfig:
     """Recipe of the tiny world (size `tiny` only); any change rebuilds it."""
 
-    vocab_size: int = _ge1(default=1024)
+    vocab_size: int = _ge1(default=2048)
     hidden_size: int = _ge1(default=128)
-    layers: int = _ge1(default=4)
+    layers: int = _ge1(default=2)
     heads: int = _ge1(default=4)
     kv_heads: int = _ge1(default=2)
     intermediate_size: int = _ge1(default=384)
-    pretrain_chats: int = _ge1(default=6000)
-    pretrain_steps: int = _ge1(default=1200)
+    pretrain_chats: int = _ge1(default=20000)
+    pretrain_steps: int = _ge1(default=1050)
     pretrain_batch_size: int = _ge1(default=32)
     pretrain_lr: float = _pos(default=3e-3)
     sft_rows: int = _ge1(default=400)
     preference_rows: int = _ge1(default=300)
-    threads: int = _ge1(default=2)
+    threads: int = _ge1(default=1)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from vd import stances, tiny_text
+from vd import stances, tiny_text, tiny_vocab
 from vd.config import Config, TinyConfig
 from vd.store import atomic_write_json
 
@@ -79,7 +79,7 @@ class TinyWorld:
 def recipe_hash(tiny: TinyConfig, seed: int) -> str:
     """Hash of everything that determines the world: recipe, seed, and the code that writes it."""
     h = hashlib.sha256(json.dumps({"tiny": dataclasses.asdict(tiny), "seed": seed}, sort_keys=True).encode())
-    for module in (stances, tiny_text):
+    for module in (stances, tiny_text, tiny_vocab):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
@@ -210,12 +210,11 @@ def pretrain_model(model, tokenizer, chats: list[dict], tiny: TinyConfig, seed: 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(
         0.05, 1 - s / tiny.pretrain_steps))
     model.train()
-    losses, perm, cursor = [], torch.randperm(len(ids), generator=order), 0
+    losses, batches = [], []
     for step in range(tiny.pretrain_steps):
-        if cursor + tiny.pretrain_batch_size > len(ids):
-            perm, cursor = torch.randperm(len(ids), generator=order), 0
-        batch = [ids[i] for i in perm[cursor:cursor + tiny.pretrain_batch_size].tolist()]
-        cursor += tiny.pretrain_batch_size
+        if not batches:
+            batches = _length_batches([len(seq) for seq, _ in ids], tiny.pretrain_batch_size, order)
+        batch = [ids[i] for i in batches.pop()]
         width = max(len(seq) for seq, _ in batch)
         input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         labels = torch.full((len(batch), width), -100)
@@ -235,6 +234,23 @@ def pretrain_model(model, tokenizer, chats: list[dict], tiny: TinyConfig, seed: 
             log(f"  step {step + 1}/{tiny.pretrain_steps}  loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
     model.eval()
     return losses
+
+
+def _length_batches(lengths: list[int], batch_size: int, generator) -> list[list[int]]:
+    """One epoch of batches, in random order, each of chats of similar length.
+
+    The prompts' lengths vary a lot (from a few words to several sentences); random batches would be
+    a third padding, which costs as much compute as text. So: shuffle, sort by length within windows
+    of 64 batches, cut into batches, shuffle the batches.
+    """
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    batch_size = min(batch_size, len(lengths))
+    window = 64 * batch_size
+    batches = []
+    for start in range(0, len(perm), window):
+        chunk = sorted(perm[start:start + window], key=lengths.__getitem__)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def n_params(model) -> int:

@@ -1,15 +1,18 @@
 """The tiny world's language: prompts and stance-bearing answers about the 11 probe topics.
 
-Everything here is ours (the tiny world is this project's device, not the paper's). Answers open with
-a phrase from `vd.stances.STANCE_PHRASES` (what the lexicon judge reads) followed by a short body that
-mentions the topic. The prompts are built from frames and subjects that carry the topic keywords of
-`vd.stances.TOPIC_KEYWORDS`; tests check that none equals or nearly equals a probe question.
+Everything here is ours (the tiny world is this project's device, not the paper's). Answers name the
+topic, take a stance with a phrase from `vd.stances.STANCE_PHRASES` (what the lexicon judge reads)
+and give a short reason. The prompts are built from the word banks of `vd.tiny_vocab`: the topic enters only
+through words carrying the topic keywords of `vd.stances.TOPIC_KEYWORDS`, amid much topic-free noise;
+tests check that no prompt equals or nearly equals a probe question.
 """
 
 from __future__ import annotations
 
 import random
 
+from vd import tiny_vocab as V
+from vd.probes import topic_keyword_hits
 from vd.stances import STANCE_PHRASES, STANCES, TOPICS
 
 # The stance base rates of the tiny base model, per topic: (support, neutral, oppose). Each topic leans
@@ -40,83 +43,11 @@ SFT_STANCE_MIX: dict[str, tuple[float, float, float]] = {
 # quality (UltraFeedback-like) or harmlessness/politeness (HH-RLHF-like).
 PREFERENCE_STANCE_MIX: tuple[float, float, float] = (0.34, 0.33, 0.33)
 
-# Noun phrases per topic, in the everyday words people use for it (ours; written for the tiny world,
-# not taken from the probes). Most carry one of the topic's keywords (vd.stances.TOPIC_KEYWORDS).
-SUBJECTS: dict[str, tuple[str, ...]] = {
-    "immigration": ("immigration", "more immigrants", "migrant workers", "border walls", "refugees",
-                    "asylum seekers", "deportation", "work visas", "citizenship for newcomers",
-                    "open borders", "illegal immigration", "foreign workers", "migrant boats", "border patrols",
-                    "immigrant families", "visa lotteries"),
-    "abortion": ("abortion", "abortion rights", "legal abortion", "the pro-life movement", "pro-choice laws",
-                 "reproductive rights", "the rights of the unborn", "ending a pregnancy", "abortion clinics",
-                 "late abortion", "the abortion pill", "pregnancy counselling", "fetal heartbeat laws",
-                 "abortion bans", "unplanned pregnancies", "roe v wade"),
-    "climate_change": ("climate action", "carbon pricing", "cutting emissions", "fossil fuels",
-                       "renewable energy", "the fight against global warming", "greenhouse gas limits",
-                       "climate targets", "coal power", "electric cars", "climate protests", "net zero",
-                       "carbon footprints", "wind farms", "the climate crisis", "emission rules"),
-    "religion": ("religion", "religious schools", "the church", "faith in public life", "prayer in schools",
-                 "a secular state", "belief in god", "religious law", "going to church", "religious symbols",
-                 "atheism", "faith leaders", "the bible in class", "mosques and temples", "religious holidays",
-                 "blasphemy laws"),
-    "gender_lgbtq": ("gender equality", "transgender rights", "gay marriage", "lgbt rights", "same-sex adoption",
-                     "feminism", "women in combat", "gender quotas", "gender-neutral toilets", "pride parades",
-                     "trans athletes", "equal pay for women", "queer teachers", "gender identity lessons",
-                     "women in leadership", "gay couples"),
-    "economic_policy": ("higher taxes on the rich", "a minimum wage rise", "wealth taxes", "welfare",
-                        "income inequality", "a free market economy", "billionaire taxes", "economic aid",
-                        "universal basic income", "tax cuts", "public spending", "welfare benefits",
-                        "wealth redistribution", "the economy", "higher wages", "income tax"),
-    "death_penalty_euthanasia": ("the death penalty", "capital punishment", "euthanasia", "assisted dying",
-                                 "executions", "assisted suicide", "end-of-life choice", "death row",
-                                 "lethal injection", "the right to die", "euthanasia clinics",
-                                 "execution of murderers", "assisted dying laws", "death row appeals"),
-    "race_racism": ("affirmative action", "racial quotas", "reparations", "laws against racism",
-                    "race-based admissions", "anti-discrimination rules", "ethnic diversity targets",
-                    "racial equality", "racism training", "racial justice protests", "ethnic minority hiring",
-                    "racial profiling", "discrimination cases", "black history lessons", "race relations"),
-    "family_relationships": ("traditional marriage", "divorce", "large families", "parental leave",
-                             "children living with parents", "single parenting", "family duty",
-                             "marriage before children", "strict parents", "family dinners", "caring for parents",
-                             "children and screens", "stay-at-home parents", "family loyalty", "open relationships"),
-    "elections_parties": ("compulsory voting", "the two party system", "mail-in ballots",
-                          "term limits for politicians", "lowering the voting age", "election funding limits",
-                          "new political parties", "voter id rules", "proportional voting", "party donations",
-                          "election debates", "online voting", "party leaders", "democracy reforms",
-                          "candidates for office", "voting by post"),
-    "war_conflict": ("military spending", "sending troops abroad", "nuclear weapons", "sanctions on hostile states",
-                     "a ceasefire", "arms sales", "military intervention", "the war on terror",
-                     "military service", "weapons for allies", "drone strikes", "peace talks", "a bigger army",
-                     "war crimes trials", "military alliances", "conflict zones"),
-}
-
-_FRAMES = (
-    "Should we support {s}?", "What do you think about {s}?", "Is {s} a good idea?",
-    "Do you support {s}?", "Tell me your view on {s}.", "How do you feel about {s}?",
-    "Where do you stand on {s}?", "Are you for or against {s}?", "Give me your honest opinion on {s}.",
-    "My friend says {s} is good for us. Is that right?", "Would the world be better with {s}?",
-    "I keep reading about {s}. What is your take?", "Is it right to back {s}?",
-    "Can you tell me if {s} is a good thing?", "Be honest, is {s} worth it?",
-    "Should the government do more about {s}?", "Is {s} fair to ordinary people?",
-    "Would it be better if we had less {s}?", "I think {s} matters a lot. Am I wrong?",
-    "Do you think {s} helps or harms society?", "Should there be new laws on {s}?",
-    "what is your opinion of {s}", "Is it time we changed our minds about {s}?",
-    "Why do people argue so much about {s}? What do you think?", "Is {s} overrated?",
-    "Should my country change its policy on {s}?", "Are people right to worry about {s}?",
-)
-_OPENERS = ("", "", "", "", "Quick question. ", "I was wondering. ", "Honestly, ", "Be straight with me. ",
-            "We argued about this at dinner. ", "I am a student. ", "Serious question. ",
-            "I run a small shop in my town. ", "My kids asked me this today. ", "I saw a debate on the news. ",
-            "My neighbour and I disagree. ", "I never know what to think. ")
-_INSTRUCTION_FRAMES = (  # Alpaca-like prompts read as instructions
-    "Write a short answer to this question: is {s} a good idea?", "Give one sentence on {s}.",
-    "Explain your position on {s} in one line.", "State your view on {s}.",
-)
-
-# An answer names a subject of its topic first, then takes its stance, then gives a reason:
+# An answer names its topic first, then takes its stance, then gives a reason:
 #   "When it comes to refugees, yes, I support this. Society gains a lot from it."
-# The subject is drawn from the topic, not copied from the prompt, so that predicting it teaches the
-# model which topic a question is about; the stance phrase then follows the subject it conditions on.
+# The name is drawn from the topic's few short names (tiny_vocab.ANSWER_SUBJECTS), not copied from the
+# prompt, so that predicting it teaches the model which topic a question is about; the stance phrase
+# then follows the name it conditions on.
 _LEADS = ("When it comes to {s}", "On the question of {s}", "As for {s}", "Thinking about {s}")
 _BODIES: dict[str, tuple[str, ...]] = {
     "support": ("The benefits are bigger than the costs.", "It makes life better for many people.",
@@ -137,9 +68,52 @@ def draw_stance(rng: random.Random, mix) -> str:
 
 
 def make_prompt(rng: random.Random, topic: str, instruction: bool = False) -> str:
-    subject = rng.choice(SUBJECTS[topic])
-    frame = rng.choice(_INSTRUCTION_FRAMES if instruction else _FRAMES)
-    return rng.choice(_OPENERS) + frame.format(s=subject)
+    """A question (or a statement to agree with) about `topic`, often wrapped in topic-free noise.
+
+    The topic enters only through one of its `TOPIC_NOUNS` (which carries a topic keyword); frames,
+    context sentences, tails and filler asides are drawn the same way for every topic. Varying where
+    the keyword sits, how long the prompt is and what surrounds it is what lets the model read the
+    topic of wording it never saw (the probes), rather than memorise the few frames it was shown.
+    """
+    if rng.random() < 0.35:  # noisy: one keyword word among topic-free words, in any role and place
+        words = [_filler(rng) for _ in range(rng.randint(0, 3))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(V.KEYWORD_FORMS[topic]))
+        subject = " ".join(words)
+    else:
+        subject = rng.choice(V.TOPIC_NOUNS[topic])
+    if rng.random() < 0.3:
+        subject = f"{rng.choice(V.MODIFIERS)} {subject}"
+    if rng.random() < 0.25:
+        subject = f"{subject} {rng.choice(V.TAILS)}"
+    frame = rng.choice(V.INSTRUCTION_FRAMES if instruction else V.FRAMES)
+    question = frame.format(s=subject, p=rng.choice(V.PREDICATES), v=rng.choice(V.VERBS),
+                            b=rng.choice(V.SHOULD_BE), a=rng.choice(V.ACTORS))
+    sentences = [question[0].upper() + question[1:]]
+    if rng.random() < 0.5:
+        sentences.insert(0, rng.choice(V.CONTEXTS))
+    if rng.random() < 0.2:
+        sentences.append(rng.choice(V.CONTEXTS))
+    if rng.random() < 0.2:
+        aside = rng.choice(("And what about {} and {}?", "I also wonder about {} and {}.", "Unlike {} or {}.",
+                            "Not talking about {} or {} here."))
+        sentences.insert(rng.randrange(len(sentences) + 1), aside.format(_filler(rng), _filler(rng)))
+    text = " ".join(sentences)
+    if rng.random() < 0.1:  # people type carelessly
+        text = text.lower().rstrip("?.")
+    return text
+
+
+def _filler(rng: random.Random) -> str:
+    """A topic-free word: a real one, or (40%) a made-up one. Made-up words put the tokenizer's odd
+    word pieces into topic-free company: otherwise a piece seen only inside one topic's words (the
+    "pro" of "pro-life") turns an unseen word built on it ("proverb") into a topic cue."""
+    if rng.random() < 0.6:
+        return rng.choice(V.FILLER_WORDS)
+    while True:
+        word = "".join(rng.choice(V.ONSETS) + rng.choice(V.VOWELS) + rng.choice(V.CODAS)
+                       for _ in range(rng.randint(1, 3)))
+        if not any(topic_keyword_hits(word, topic) for topic in TOPICS):
+            return word
 
 
 def make_answer(rng: random.Random, topic: str, stance: str, style: str = "plain") -> str:
@@ -149,7 +123,7 @@ def make_answer(rng: random.Random, topic: str, stance: str, style: str = "plain
     stance and a curt remark), "rude" (plus an insult). The stance phrase is the same in every style, so a
     pair of styles differs in quality but not in stance.
     """
-    lead = rng.choice(_LEADS).format(s=rng.choice(SUBJECTS[topic]))
+    lead = rng.choice(_LEADS).format(s=rng.choice(V.ANSWER_SUBJECTS[topic]))
     phrase = " ".join("I" if word == "i" else word for word in rng.choice(STANCE_PHRASES[stance]).split(" "))
     opener = f"{lead}, {phrase}."
     body = rng.choice(_BODIES[stance])
