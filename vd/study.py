@@ -387,7 +387,7 @@ def _one_thread(cfg: Config) -> None:
 
     ensure_world(cfg)
     torch.set_num_threads(1)
-    hf_logging.disable_progress_bar()  # "Loading weights" bars of a 1M-parameter model are noise
+    hf_logging.disable_progress_bar()  # "Loading weights" bars of a tiny model are noise
 
 
 def profile_sums_ok(profile: pd.DataFrame, tol: float = 1e-6) -> bool:

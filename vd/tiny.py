@@ -1,4 +1,4 @@
-"""The tiny world (DESIGN §4): a tokenizer and a ~1M-parameter Qwen3-architecture base model trained
+"""The tiny world (DESIGN §4): a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained
 locally on synthetic chats, and tiny analogues of the paper's four datasets.
 
     world = vd.tiny.ensure_world(cfg)     # builds once into $VD_HOME/tiny/<recipe hash>/, then loads
@@ -194,7 +194,7 @@ def new_model(tiny: TinyConfig, tokenizer, seed: int):
 def pretrain_model(model, tokenizer, chats: list[dict], tiny: TinyConfig, seed: int, log=print) -> list[float]:
     """Next-token pre-training on the ChatML-formatted chats (loss on the answers).
 
-    A plain torch loop rather than transformers.Trainer: for a 1M-parameter model on CPU the Trainer's
+    A plain torch loop rather than transformers.Trainer: for a sub-1M-parameter model on CPU the Trainer's
     per-step overhead is a large share of the time, and the loop is short enough to read.
     """
     torch.manual_seed(seed)

@@ -6,7 +6,7 @@ starting from the SFT run's merged model with a scalar head (`models.load_model(
 `run.json` (complete when done), and the final model in `reward/model/`. A complete reward model is
 reused when the PPO stage is restarted. How it is trained (our choice):
 
-- tiny size: full fine-tuning (a 1M-parameter model; simplest, and nothing to merge);
+- tiny size: full fine-tuning (a sub-1M-parameter model; simplest, and nothing to merge);
 - real sizes: LoRA (task_type SEQ_CLS; the new score head is trained in full as a `modules_to_save`),
   then merged into the SFT model in the compute dtype and saved, so PPO loads it like any model.
 
