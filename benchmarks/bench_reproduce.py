@@ -7,12 +7,13 @@ itself measures each notebook's wall time and the peak resident memory of its pr
 kernel included), and the notebooks log the seconds spent training each stage and scoring
 (`runs/tiny/stage_times.jsonl`); this script runs it once (the run is minutes long and has no
 warm-up to amortize) and stores what it measured.
-    python benchmarks/bench_reproduce.py [--keep-world]
+    python benchmarks/bench_reproduce.py [--keep-world] [--keep-outputs DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -29,13 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-world", action="store_true", help="reuse the cached tiny world (default: build it)")
+    parser.add_argument("--keep-outputs", metavar="DIR", help="put runs/ and figures/ in DIR (empty or new) and keep "
+                                                              "them (default: a temporary folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep_outputs and Path(args.keep_outputs).exists() and any(Path(args.keep_outputs).iterdir()):
+        sys.exit(f"--keep-outputs {args.keep_outputs}: not empty; a from-nothing run needs an empty folder")
+    with (contextlib.nullcontext(args.keep_outputs) if args.keep_outputs else tempfile.TemporaryDirectory()) as tmp:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         if not args.keep_world:
-            env["VD_HOME"] = str(Path(tmp) / "vd_home")
+            env["VD_HOME"] = str(Path(tmp).resolve() / "vd_home")
         cmd = [sys.executable, "-m", "vd.cli", "reproduce", "--size", "tiny",
-               "--runs-dir", str(Path(tmp) / "runs"), "--figures-dir", str(Path(tmp) / "figures")]
+               "--runs-dir", str(Path(tmp).resolve() / "runs"), "--figures-dir", str(Path(tmp).resolve() / "figures")]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, env=env)
         wall = time.perf_counter() - t0
