@@ -51,7 +51,7 @@ def bench_generation(cfg, world, repeats: int, naive_prompts: int) -> dict:
     batched_s, answers = median_time(lambda: generate_answers(model, tokenizer, prompts, sampling,
                                                               batch_size=cfg.probes.batch_size), repeats)
     subset = prompts[:naive_prompts]
-    naive_s, naive_answers = median_time(lambda: naive_generate(model, tokenizer, subset, sampling), 1)
+    naive_s, naive_answers = median_time(lambda: naive_generate(model, tokenizer, subset, sampling), repeats)
     batched_gps = len(answers) / batched_s
     naive_gps = len(naive_answers) / naive_s
     return {

@@ -69,3 +69,24 @@ def test_answers_stop_at_end_of_turn(model_and_tokenizer, prompts):
     rows = generate_answers(model, tok, prompts[:6], Sampling(2, 0.7, 1.0, 48, 0))
     assert all("<|im_end|>" not in r["text"] and "<|im_start|>" not in r["text"] for r in rows)
     assert all(0 < r["n_new_tokens"] < 48 for r in rows)  # tiny answers end well before the cap
+
+
+def test_inverse_cdf_sampler_draws_each_token_at_its_probability():
+    """vd.generate._sample on one known distribution, many rows: frequencies match softmax(logits / T),
+    top-p drops exactly the tail, and greedy takes the argmax."""
+    import torch
+
+    from vd.generate import _sample
+
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(40_000, 1)
+    uniform = torch.rand(40_000, generator=torch.Generator().manual_seed(0))
+    drawn = _sample(logits, Sampling(temperature=1.0), uniform)
+    freq = torch.bincount(drawn, minlength=4).double() / len(drawn)
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.double), atol=0.01)
+    sharper = torch.softmax(torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])) / 0.5, -1).double()
+    freq = torch.bincount(_sample(logits, Sampling(temperature=0.5), uniform), minlength=4).double() / len(drawn)
+    assert torch.allclose(freq, sharper, atol=0.01)
+    top = _sample(logits, Sampling(temperature=1.0, top_p=0.8), uniform)  # keeps 0.5 + 0.3
+    freq = torch.bincount(top, minlength=4).double() / len(top)
+    assert freq[2] == freq[3] == 0 and abs(freq[0] - 0.5 / 0.8) < 0.01
+    assert (_sample(logits, Sampling(temperature=0.0), uniform) == 0).all()

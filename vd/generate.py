@@ -5,7 +5,8 @@ Why our own decode loop rather than `model.generate(num_return_sequences=N)`: `g
 prompt N times *before* the prefill, so every prompt is prefilled N times; here each prompt is
 prefilled once and its KV cache is repeated for its N samples. The loop also draws each row's noise
 from its own generator seeded by (seed, prompt id, sample index), so an answer is reproducible per
-(checkpoint, prompt, sample index), whatever else shares its batch.
+(checkpoint, prompt, sample index), whatever else shares its batch; and a finished answer leaves the
+batch (its cache rows are dropped), so the last steps run on the long answers only.
 
 Batches are length-sorted (similar prompt lengths share a batch, so little padding) and left-padded.
 """
@@ -108,28 +109,29 @@ def _generate_batch(model, tokenizer, batch, sampling: Sampling, stop_ids, devic
     logits = out.logits[:, -1, :].float()[select]
     attention = attention[select]
     position = positions[select, -1:]
-    generators = []
-    keys = []
-    for _, prompt_id, indices in batch:
-        for i in indices:
-            keys.append((prompt_id, i))
-            g = torch.Generator(device=device)
-            g.manual_seed(row_seed(sampling.seed, prompt_id, i))
-            generators.append(g)
+    keys = [(prompt_id, i) for _, prompt_id, indices in batch for i in indices]
     rows = len(keys)
+    # Each answer's randomness: max_new_tokens uniforms drawn at once from its own generator, seeded by
+    # (seed, prompt id, sample index); one draw per answer, not one per answer and step (those small
+    # calls were 40% of the decode time), and an answer still does not depend on its batch.
+    uniforms = torch.stack([torch.rand(sampling.max_new_tokens, generator=_generator(row_seed(sampling.seed, pid, i)))
+                            for pid, i in keys]).to(device)
     tokens = torch.full((rows, sampling.max_new_tokens), pad, dtype=torch.long, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
     lengths = torch.full((rows,), sampling.max_new_tokens, dtype=torch.long, device=device)
+    active = torch.arange(rows, device=device)  # the rows still decoding; finished rows leave the batch
     for step in range(sampling.max_new_tokens):
-        next_tokens = _sample(logits, sampling, generators)
-        next_tokens = torch.where(done, torch.full_like(next_tokens, pad), next_tokens)
-        tokens[:, step] = next_tokens
-        finished_now = ~done & torch.isin(next_tokens, stop_ids)
-        lengths = torch.where(finished_now, torch.full_like(lengths, step + 1), lengths)
-        done |= finished_now
-        if bool(done.all()) or step == sampling.max_new_tokens - 1:
+        next_tokens = _sample(logits, sampling, uniforms[:, step])
+        tokens[active, step] = next_tokens
+        finished_now = torch.isin(next_tokens, stop_ids)
+        lengths[active[finished_now]] = step + 1
+        if bool(finished_now.all()) or step == sampling.max_new_tokens - 1:
             break
-        attention = torch.cat([attention, (~done).long()[:, None]], dim=1)
+        if bool(finished_now.any()):  # drop finished rows: their cache, mask and positions
+            keep = (~finished_now).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            active, attention, position = active[keep], attention[keep], position[keep]
+            next_tokens, uniforms = next_tokens[keep], uniforms[keep]
+        attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
         position = position + 1
         out = model(input_ids=next_tokens[:, None], attention_mask=attention, position_ids=position,
                     past_key_values=cache, use_cache=True)
@@ -139,8 +141,15 @@ def _generate_batch(model, tokenizer, batch, sampling: Sampling, stop_ids, devic
             for (pid, i), text, n_tok in zip(keys, texts, lengths.tolist())]
 
 
-def _sample(logits: torch.Tensor, sampling: Sampling, generators) -> torch.Tensor:
-    """Greedy at temperature 0; otherwise softmax sampling (with top-p) from each row's own generator."""
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator()  # on the CPU: the uniforms are drawn once per answer, then moved
+    g.manual_seed(seed)
+    return g
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, uniform: torch.Tensor) -> torch.Tensor:
+    """Greedy at temperature 0; otherwise softmax sampling (with top-p), one token per row by inverse
+    CDF from the row's uniform in [0, 1): the first token whose cumulative probability exceeds it."""
     if sampling.temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
@@ -148,7 +157,9 @@ def _sample(logits: torch.Tensor, sampling: Sampling, generators) -> torch.Tenso
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p  # always keeps the most likely token
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-    return torch.stack([torch.multinomial(row, 1, generator=g)[0] for row, g in zip(probs, generators)])
+    cdf = probs.double().cumsum(-1)  # double: no rounding gap at the top of a large vocabulary
+    target = uniform.double()[:, None] * cdf[:, -1:]  # scaled to the total: top-p leaves it below 1
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
 def _clean(text: str) -> str:
