@@ -50,7 +50,7 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     from papermill.exceptions import PapermillExecutionError
 
     from vd.config import load_config
-    from vd.study import _resolve, parse_overrides, repo_root
+    from vd.study import _resolve, output_dirs, parse_overrides, repo_root
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     root = repo_root()
@@ -58,9 +58,7 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     if not nb_dir.is_dir():
         raise FileNotFoundError(f"{nb_dir}: no notebooks folder; run `vd reproduce` inside the repository")
     cfg = load_config(size, parse_overrides(overrides))  # a bad size or override fails here, not in a notebook
-    runs = _resolve(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root) / ("smoke" if smoke else "")
-    figures = _resolve(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
-    figures = figures / (f"{size}-smoke" if smoke else size)
+    runs, figures = output_dirs(root, size, smoke, runs_dir, figures_dir)
     out_dir = runs / size / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = grid(only)

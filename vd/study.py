@@ -357,16 +357,19 @@ def _resolve(path: str | os.PathLike, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def output_dirs(root: Path, size: str, smoke: bool, runs_dir: str = "", figures_dir: str = "") -> tuple[Path, Path]:
+    """(runs folder, figures folder of `size`) as the module docstring describes; smoke runs apart."""
+    runs = _resolve(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root)
+    figures = _resolve(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
+    return (runs / "smoke" if smoke else runs), figures / (f"{size}-smoke" if smoke else size)
+
+
 def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, overrides: str | dict | None = "",
           smoke: bool = False, runs_dir: str = "", figures_dir: str = "") -> Study:
     """The Study of one notebook run (see the module docstring for where things go)."""
     root = repo_root()
-    runs = _resolve(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root)
-    figures = _resolve(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
-    if smoke:
-        runs = runs / "smoke"
-    study = Study(size, notebook, params or {}, parse_overrides(overrides), smoke, root, runs,
-                  figures / (f"{size}-smoke" if smoke else size))
+    runs, figures = output_dirs(root, size, smoke, runs_dir, figures_dir)
+    study = Study(size, notebook, params or {}, parse_overrides(overrides), smoke, root, runs, figures)
     if study.cfg.model.base == "tiny":
         _one_thread(study.cfg)
     print(f"size {size}: runs in {study.rel(runs / size)}, figures and tables in {study.rel(study.figures_dir)}"
