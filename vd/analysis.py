@@ -380,26 +380,23 @@ def ablation_values(cfg) -> dict[str, tuple[str, list[float]]]:
 
 def ablations(study, data: str = "synthetic-support") -> pd.DataFrame:
     """Train (or reuse) and score each ablation run; M of every stance (overall) with CIs, and eta."""
+    from vd.study import _get
+
     chosen = data.split("-", 1)[1] if data.startswith("synthetic-") else "support"
     rows = []
     for algo, (key, values) in ablation_values(study.cfg).items():
+        default = _get(study.cfg, key)
         for v in values:
             run = study.preference(algo, data, overrides={key: v})
             d = run.drift_with_ci()
             d = d[d["topic"] == "overall"].set_index("stance")
-            rows.append({"algo": algo, "param": key.split(".")[-1], "value": v, "default": v == _default(study, key),
+            rows.append({"algo": algo, "param": key.split(".")[-1], "value": v, "default": v == default,
                          "run": run.name, "chosen": chosen,
                          **{f"M_{s}": d.at[s, "M"] for s in STANCES},
                          **{f"M_{s}_ci_low": d.at[s, "ci_low"] for s in STANCES},
                          **{f"M_{s}_ci_high": d.at[s, "ci_high"] for s in STANCES},
                          **{f"eta_{s}": d.at[s, "eta"] for s in STANCES}})
     return pd.DataFrame(rows)
-
-
-def _default(study, key):
-    from vd.study import _get
-
-    return _get(study.cfg, key)
 
 
 def ablation_figure(table: pd.DataFrame, title: str):

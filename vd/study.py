@@ -393,11 +393,5 @@ def _one_thread(cfg: Config) -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars of a tiny model are noise
 
 
-def profile_sums_ok(profile: pd.DataFrame, tol: float = 1e-6) -> bool:
-    """Every (step, topic) profile is a distribution over the three stances."""
-    sums = profile.groupby(["step", "topic"])["p"].sum()
-    return bool(((sums - 1).abs() <= tol).all())
-
-
 __all__ = ["REPO_URL", "DEFAULT_SFT", "PAPER_BUDGET", "SMOKE_OVERRIDES", "RunResult", "Study", "setup",
            "repo_root", "environment_report", "parse_overrides", "STANCES", "TOPICS"]
