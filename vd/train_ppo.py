@@ -44,6 +44,11 @@ from vd.train import (_make_callback, _quiet, _tidy_callbacks, _wait, _write_run
                       stage_rows, trl_args)
 
 
+# (head, prepared for k-bit training, LoRA trained) of the models a PPO stage holds on the GPU: the policy,
+# the frozen reward model and the value model (see build_ppo_trainer)
+PPO_MODELS = [("causal", True, True), ("score", False, False), ("score", True, True)]
+
+
 @contextlib.contextmanager
 def _new_head_quietly():
     """transformers reports the fresh score head of a causal LM loaded with a scalar head as MISSING: expected."""
@@ -161,9 +166,12 @@ def build_ppo_trainer(cfg: Config, data: str, from_run: Path, run_dir: Path, cal
     from transformers import set_seed
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+    merged = str(Path(from_run) / "merged")
+    # before the reward model is trained: PPO's three models (policy, frozen reward, value) must fit together
+    models.check_gpu_fits(cfg, merged, PPO_MODELS, "PPO")
     reward_path = train_reward_model(cfg, data, from_run, run_dir)
     set_seed(cfg.seed)
-    st, merged = cfg.ppo, str(Path(from_run) / "merged")
+    st = cfg.ppo
     tokenizer = models.load_tokenizer(cfg, merged, padding_side="left")
     prompts = ppo_prompts(stage_rows(cfg, "ppo", data, run_dir), tokenizer, st.max_length)
     policy = load_policy(cfg, merged, st)
