@@ -1,0 +1,87 @@
+"""The GPU memory every stage's models take before a single activation: a floor, computed, not measured.
+
+For each real size and stage, the models our code puts on the GPU are built on the meta device from the
+real configs (model_configs.json) and their bytes counted as vd holds them there (vd.models.weight_counts
+and weight_bytes, which vd's PPO pre-flight check uses too): decoder linears in 4-bit NF4 with double
+quantization; the rest in the 2-byte compute dtype, or in fp32 where peft.prepare_model_for_kbit_training
+prepared the model for training (vd.train.load_policy); LoRA adapters in fp32, plus fp32 gradients and
+8-bit Adam states where trained.
+
+Resident per stage: SFT, DPO, SimPO: the policy (DPO's reference is the policy with its adapter
+disabled, no second copy); reward: the reward model (scalar head, LoRA); PPO: the policy, the frozen
+reward model (not prepared) and the value model (prepared, its own LoRA); generate (scoring): the policy
+with a checkpoint's adapter, not prepared. Activations, logits, the KV cache, the CUDA context and
+allocator slack come on top: only bench_gpu.py measures the real peaks. A stage whose floor exceeds a
+card cannot fit it at any batch size.
+    python benchmarks/weights_floor.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from common import machine_info, merge_results, model_config, real_sizes
+from vd.models import weight_bytes, weight_counts
+from vd.train_ppo import PPO_MODELS
+
+GIB = 2 ** 30
+# nvidia-smi's total memory of the cards our users have (DESIGN §1), in GiB
+CARDS = {"T4": 15360 / 1024, "L4": 23034 / 1024, "A100-40GB": 40960 / 1024}
+_POLICY = ("policy", "causal", True, True)  # (role, head, prepared for k-bit training, LoRA trained)
+# what vd puts on the GPU in each stage (PPO: vd.train_ppo.PPO_MODELS, which its pre-flight check uses)
+STAGES = {
+    "sft": [_POLICY], "dpo": [_POLICY], "simpo": [_POLICY],
+    "reward": [("reward model", "score", True, True)],
+    "ppo": [(role, *model) for role, model in zip(("policy", "reward model", "value model"), PPO_MODELS)],
+    "generate": [("policy + adapter", "causal", False, False)],
+}
+
+
+def floor_table(rank: int = 16) -> dict:
+    table = {}
+    for size in real_sizes():
+        counts = {head: weight_counts(model_config(size), head) for head in ("causal", "score")}
+        table[size] = {}
+        for stage, resident in STAGES.items():
+            parts = [weight_bytes(counts[head], rank, prepared, trained) for _, head, prepared, trained in resident]
+            gib = sum(p["bytes"] for p in parts) / GIB
+            table[size][stage] = {"weights_gib": round(gib, 2),
+                                  "fp32_upcast_gib": round(sum(p["upcast_bytes"] for p in parts) / GIB, 2),
+                                  "models": [r[0] for r in resident],
+                                  "room_left_gib": {card: round(cap - gib, 1) for card, cap in CARDS.items()}}
+        table[size]["_params"] = counts["causal"]["total"]
+    return table
+
+
+def markdown(table: dict) -> str:
+    cards = list(CARDS)
+    lines = ["| size | stage | models on the GPU | weights floor (GiB) | of which fp32 upcast | "
+             + " | ".join(f"room left on {c} ({CARDS[c]:.1f} GiB)" for c in cards) + " |",
+             "|---|---|---|---|---|" + "---|" * len(cards)]
+    for size, stages in table.items():
+        for stage, row in stages.items():
+            if stage.startswith("_"):
+                continue
+            room = " | ".join(f"{row['room_left_gib'][c]:+.1f}" + (" **(cannot fit)**" if row["room_left_gib"][c] < 0 else "")
+                              for c in cards)
+            lines.append(f"| {size} | {stage} | {', '.join(row['models'])} | {row['weights_gib']:.2f} | "
+                         f"{row['fp32_upcast_gib']:.2f} | {room} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from vd.config import load_config
+
+    ranks = {load_config(size).lora.r for size in real_sizes()}
+    if len(ranks) != 1:
+        raise SystemExit(f"the params files use several LoRA ranks {sorted(ranks)}: this table assumes one")
+    table = floor_table(rank=ranks.pop())
+    print(markdown(table))
+    info = machine_info()
+    merge_results("gpu_weights_floor", {"table": table, "cards_gib": CARDS, "computed": True,
+                                        "date": info["date"], "commit": info["commit"]})
+    print(json.dumps({s: {k: v["weights_gib"] for k, v in t.items() if not k.startswith("_")} for s, t in table.items()}))
+
+
+if __name__ == "__main__":
+    main()
