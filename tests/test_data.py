@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from vd import data as vdd
+from vd import synthetic
 from vd.data import (
     LoadResult,
-    build_synthetic_pairs,
     load_alpaca,
     load_hh_rlhf,
     load_preference,
@@ -26,6 +26,7 @@ from vd.data import (
     load_ultrafeedback,
     load_wildchat,
 )
+from vd.synthetic import build_synthetic_pairs
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 ALPACA = HUB / "alpaca_data.json"
@@ -377,7 +378,7 @@ PROMPTS = [
 
 def test_build_synthetic_pairs_support(judge_item, caplog):
     judge = FakeJudge()
-    with caplog.at_level(logging.INFO, logger="vd.data"):
+    with caplog.at_level(logging.INFO, logger="vd.synthetic"):
         res, gap = build_synthetic_pairs(PROMPTS, fake_writer, judge, setting="support")
     assert judge.calls == 1  # one batched call
     assert res.n_read == 9 and len(res.rows) == 3
@@ -415,13 +416,13 @@ def test_build_synthetic_pairs_all_writes_fail(judge_item):
 
 
 def test_stance_instruction_and_openai_writer_needs_key(monkeypatch):
-    text = vdd.stance_instruction("Should borders be open?", "immigration", "oppose")
+    text = synthetic.stance_instruction("Should borders be open?", "immigration", "oppose")
     assert "Immigration" in text and "against" in text
     with pytest.raises(ValueError):
-        vdd.stance_instruction("q", "immigration", "maybe")
+        synthetic.stance_instruction("q", "immigration", "maybe")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
-        vdd.openai_answer_writer()
+        synthetic.openai_answer_writer()
 
 
 def test_hub_ids_go_through_load_dataset(monkeypatch):

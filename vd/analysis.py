@@ -313,7 +313,7 @@ def synthetic_judged(study, setting: str) -> pd.DataFrame:
     """The judged synthetic pairs of a setting: from any run trained on them, else built (not trained)."""
     for path in sorted((study.runs_dir / study.cfg.size).glob(f"*-synthetic-{setting}-from-*/synthetic_judged.csv")):
         return pd.read_csv(path)
-    from vd.train import build_synthetic
+    from vd.synthetic import build_synthetic
 
     return pd.DataFrame(build_synthetic(study.cfg, setting)[1])
 

@@ -46,7 +46,6 @@ from vd.store import atomic_write_csv, atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("topic", "stance", "chosen_stance", "rejected_stance")  # tiny-world labels, not trained on
-SYNTHETIC_PROMPTS_FILE = Path(__file__).parent / "data" / "synthetic_prompts.jsonl"  # real sizes: 11 x 40, ours
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Config sections that determine every stage's training (plus the stage's own section and its dataset's
 # entry): a run folder is resumed, or returned as complete, only under the same values.
@@ -208,6 +207,8 @@ def synthetic_rows(cfg: Config, setting: str, run_dir: Path | None = None) -> li
     with process_state().main_process_first():
         if path is not None and path.is_file():
             return [json.loads(line) for line in path.read_text().splitlines()]
+        from vd.synthetic import build_synthetic
+
         rows, judged = build_synthetic(cfg, setting)
         if path is not None and _is_main():
             import pandas as pd
@@ -219,46 +220,6 @@ def synthetic_rows(cfg: Config, setting: str, run_dir: Path | None = None) -> li
             print(f"[{run_dir.name}] synthetic-{setting}: {len(rows)} pairs; value gap (chosen - rejected) "
                   + ", ".join(f"{k} {v:+.2f}" for k, v in gap.items()), flush=True)
     return rows
-
-
-def build_synthetic(cfg: Config, setting: str) -> tuple[list[dict], list[dict]]:
-    from collections import Counter
-
-    from vd.data import build_synthetic_pairs, hf_answer_writer, openai_answer_writer
-    from vd.judge import make_judge
-
-    syn = cfg.data.synthetic
-    if cfg.model.base == "tiny":
-        from vd.judge import LexiconJudge
-        from vd.tiny import ensure_world
-        from vd.tiny_text import answer_writer
-
-        prompts = ensure_world(cfg, verbose=False).load_rows("synthetic_prompts")
-        writer, judge = answer_writer(cfg.seed), LexiconJudge()
-    elif not SYNTHETIC_PROMPTS_FILE.is_file():
-        raise FileNotFoundError(f"synthetic data for size {cfg.size!r} need the prompt set {SYNTHETIC_PROMPTS_FILE} "
-                                "(rows {\"prompt\", \"topic\"}, disjoint from the probes), which is not there")
-    else:
-        prompts = [json.loads(line) for line in SYNTHETIC_PROMPTS_FILE.read_text().splitlines() if line.strip()]
-        judge = make_judge(cfg.judge)
-        if syn.generator == "openai":
-            writer = openai_answer_writer(model=syn.generator_model)
-        elif syn.generator == "hf":
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            gen = AutoModelForCausalLM.from_pretrained(syn.generator_model, dtype="auto", device_map="auto")
-            writer = hf_answer_writer(gen, AutoTokenizer.from_pretrained(syn.generator_model), seed=cfg.seed)
-        else:
-            raise ConfigError(f"{cfg.source}: data.synthetic.generator: 'tiny' writes the tiny world's answers only")
-    seen = Counter()
-    kept = []
-    for p in prompts:  # the first prompts_per_topic prompts of each topic
-        seen[p["topic"]] += 1
-        if seen[p["topic"]] <= syn.prompts_per_topic:
-            kept.append(p)
-    res, judged = build_synthetic_pairs(kept, writer, judge, setting=setting, min_confidence=syn.min_confidence)
-    log.info(res.summary())
-    return res.rows, judged
 
 
 # --- TRL configs -------------------------------------------------------------------------------
