@@ -154,3 +154,21 @@ def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
 def test_missing_run_json_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no run.json"):
         score_mod.read_run(tmp_path)
+
+
+def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run, tmp_path, monkeypatch):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        first = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        calls = []
+        real = score_mod.drift.value_profile
+        monkeypatch.setattr(score_mod.drift, "value_profile", lambda *a, **k: calls.append(1) or real(*a, **k))
+        again = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        assert calls == []  # nothing changed: read back, the bootstrap not redone
+        pd.testing.assert_frame_equal(again[0], first[0])
+        pd.testing.assert_frame_equal(again[1], first[1])
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
+        assert calls == [1]  # another bootstrap size: recomputed
+        (fake_run / "drift.csv").unlink()
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
+        assert calls == [1, 1] and (fake_run / "drift.csv").is_file()  # a missing output: recomputed

@@ -6,7 +6,8 @@ value profile and drift table (DESIGN §2-§3).
 Generations and judgments go through the SQLite cache (`vd.store.Store`) in chunks as they are made,
 so an interrupted run loses at most one chunk and a rerun redoes nothing already stored. A judgment
 that fails after its retries is stored as failed, reported, left out of the profile (counted), and
-tried again on the next run.
+tried again on the next run. The run's profile.csv, drift.csv and judgments.csv are recomputed only
+when something they depend on changed (`outputs_key`, kept in the run folder's `.scores-key`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from vd import drift
 from vd.config import Config, load_config
 from vd.generate import Sampling, generate_answers
-from vd.store import Store, atomic_write_csv, checkpoint_fingerprint, text_hash
+from vd.store import Store, atomic_write_csv, atomic_write_text, checkpoint_fingerprint, text_hash
 
 log = logging.getLogger(__name__)
 GENERATION_CHUNK = 64  # prompts generated (and stored) at a time
@@ -79,18 +80,41 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     finally:
         if own_store:
             store.close()
+    failed = int(judgments[["p_support", "p_neutral", "p_oppose"]].isna().any(axis=1).sum())
+    if failed:
+        log.warning("%s: %d of %d judgments failed after retries; they are left out of the profile and "
+                    "retried on the next `vd score`", run_dir, failed, len(judgments))
     total = run.get("total_steps") or max(c["step"] for c in run["checkpoints"]) or 1
+    key = outputs_key(judgments, total, n_boot, cfg.seed)
+    if _outputs_current(run_dir, key):  # nothing they depend on changed: the bootstrap is not redone
+        return pd.read_csv(run_dir / "profile.csv"), pd.read_csv(run_dir / "drift.csv")
     profile = drift.value_profile(judgments, n_boot=n_boot, seed=cfg.seed)
     profile.insert(1, "fraction", profile["step"] / total)
     drift_rows = drift.drift_table(profile)
     atomic_write_csv(judgments, run_dir / "judgments.csv", index=False)
     atomic_write_csv(profile, run_dir / "profile.csv", index=False)
     atomic_write_csv(drift_rows, run_dir / "drift.csv", index=False)
-    failed = int(judgments[["p_support", "p_neutral", "p_oppose"]].isna().any(axis=1).sum())
-    if failed:
-        log.warning("%s: %d of %d judgments failed after retries; they are left out of the profile and "
-                    "retried on the next `vd score`", run_dir, failed, len(judgments))
+    atomic_write_text(run_dir / OUTPUTS_KEY_FILE, key)  # last: it vouches for the three files above
     return profile, drift_rows
+
+
+OUTPUTS = ("judgments.csv", "profile.csv", "drift.csv")
+OUTPUTS_KEY_FILE = ".scores-key"
+
+
+def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: int) -> str:
+    """What a run's three CSVs are a function of: every judged answer (all columns written), the
+    bootstrap's settings, the step count, and the code that computes them (vd.drift, this module)."""
+    h = hashlib.sha256(pd.util.hash_pandas_object(judgments, index=False).values.tobytes())
+    h.update(json.dumps([total_steps, n_boot, seed]).encode())
+    for module in (drift.__file__, __file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
+
+
+def _outputs_current(run_dir: Path, key: str) -> bool:
+    stamp = run_dir / OUTPUTS_KEY_FILE
+    return stamp.is_file() and stamp.read_text() == key and all((run_dir / f).is_file() for f in OUTPUTS)
 
 
 def generate_checkpoints(run_dir: Path, run: dict, cfg: Config, probes: pd.DataFrame, sampling: Sampling,
