@@ -44,8 +44,9 @@ import torch
 
 from common import RESULTS, machine_info, merge_results, model_config, real_sizes
 from weights_floor import CARDS, GIB
+from weights_floor import STAGES as RESIDENT
 
-STAGES = ("sft", "dpo", "simpo", "reward", "ppo", "generate")
+STAGES = tuple(RESIDENT)  # sft, dpo, simpo, reward, ppo, generate: the same stages the weights floor counts
 WORDS = ("value alignment model answer question policy reward support oppose neutral topic stance drift "
          "data training checkpoint probe people society family health money work school science nature "
          "history future law rights freedom safety risk benefit cost choice change growth trust fair").split()
@@ -206,13 +207,13 @@ def run_stage(size: str, stage: str, work: Path, steps: int, warmup: int, smoke:
     cfg = load_config(size, overrides)
     free, total_memory = torch.cuda.mem_get_info() if cuda else (0, 0)
     context = total_memory - free  # the CUDA context, before any model is loaded
-    tokenizer = models.load_tokenizer(cfg, str(model_dir))
     t0 = time.perf_counter()
     with PeakPoller() as poller:
         if stage == "generate":
             result = run_generate(cfg, model_dir, steps, warmup)
         else:
             st = cfg.stage(stage)
+            tokenizer = models.load_tokenizer(cfg, str(model_dir))
             rows, row_tokens = stage_rows_for(cfg, stage, tokenizer, total * st.batch_size * st.grad_accum)
             train.stage_rows = train_ppo.stage_rows = lambda *a, **k: rows  # the synthetic rows, for every trainer
             timer = step_timer(cuda)
