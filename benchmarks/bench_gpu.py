@@ -9,10 +9,10 @@ params admit: SFT and preference sequences of max_length tokens; PPO prompts of 
 with response_length tokens of rollout, which random weights never end early). Stages, each in a
 process of its own (a clean peak; a stage that runs out of memory is recorded and the others go on):
 
-  sft, dpo, simpo   vd.train.build_trainer(...).train()
-  reward            vd.train_ppo.train_reward_model (the reward model PPO is trained against)
-  ppo               vd.train_ppo.build_ppo_trainer(...).train(): policy, reward and value models
-  generate          vd.generate on the policy with a LoRA adapter, as `vd score` runs it, at the
+  sft, dpo, simpo   vd.train.<stage>.build_trainer(...).train()
+  reward            vd.train.reward.train_reward_model (the reward model PPO is trained against)
+  ppo               vd.train.ppo.build_trainer(...).train(): policy, reward and value models
+  generate          vd.models.generate on the policy with a LoRA adapter, as `vd score` runs it, at the
                     params' probe batch size and larger ones (answers run to max_new_tokens)
 
 Measured per stage: the peak GPU memory (PyTorch's peak allocated and reserved, and the device's used
@@ -67,9 +67,9 @@ def build_model(size: str, out: Path, smoke: bool) -> None:
     """A random-weight `size` model in the compute dtype, with a ChatML tokenizer of its vocabulary size."""
     from transformers import AutoModelForCausalLM
 
-    from vd.config import load_config
-    from vd.models import compute_dtype
-    from vd.train import _quiet
+    from vd.core.config import load_config
+    from vd.models.loading import compute_dtype
+    from vd.train.common import quiet as _quiet
 
     vocab_size = SMOKE_MODEL["vocab_size"] if smoke else model_config(size).vocab_size
     tokenizer = vocabulary_sized_tokenizer(vocab_size)
@@ -90,7 +90,8 @@ def vocabulary_sized_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from vd.tiny import CHATML_TEMPLATE, train_tokenizer
+    from vd.core.chat import CHATML_TEMPLATE
+    from vd.world.build import train_tokenizer
 
     sentences = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) for i in range(400)]
     trained = train_tokenizer([{"messages": [{"content": s}]} for s in sentences], vocab_size=1000)
@@ -192,14 +193,15 @@ def step_timer(cuda: bool):
 
 def run_stage(size: str, stage: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict:
     """Train (or generate) `stage` of `size` for warmup + steps steps; what it measured."""
-    from vd import models, train, train_ppo
-    from vd.config import load_config
+    from vd.core.config import load_config
+    from vd.core.run import RunRecord
+    from vd.models import loading as models
+    from vd.train.common import StageJob
+    from vd.train.reward import train_reward_model
+    from vd.train.runner import stage_module
 
     cuda = torch.cuda.is_available()
-    model_dir, sft_run = work / "model", work / "sft-run"  # preference stages start from <SFT run>/merged
-    if not (sft_run / "merged").exists():
-        sft_run.mkdir(exist_ok=True)
-        (sft_run / "merged").symlink_to(model_dir)
+    model_dir = work / "model"  # every stage starts from it (preference stages: as if it were merged SFT)
     overrides = {"model.base": str(model_dir)} | (SMOKE_PARAMS if smoke else {})
     total = warmup + steps
     for st in ("sft", "dpo", "simpo", "reward", "ppo"):
@@ -215,20 +217,17 @@ def run_stage(size: str, stage: str, work: Path, steps: int, warmup: int, smoke:
             st = cfg.stage(stage)
             tokenizer = models.load_tokenizer(cfg, str(model_dir))
             rows, row_tokens = stage_rows_for(cfg, stage, tokenizer, total * st.batch_size * st.grad_accum)
-            train.stage_rows = train_ppo.stage_rows = lambda *a, **k: rows  # the synthetic rows, for every trainer
             timer = step_timer(cuda)
-            run_dir = work / stage
+            data = "alpaca" if stage == "sft" else "ultrafeedback"
+            run_dir = work / ("ppo" if stage == "reward" else stage)  # PPO finds its reward model in ppo/reward/
+            record = RunRecord(root=run_dir, stage=stage, data=data, size=cfg.size)
             if stage == "reward":
-                train_ppo._make_callback = lambda *a, **k: timer  # its only callback: the timer
-                train_ppo.train_reward_model(cfg, "ultrafeedback", sft_run, work / "ppo")
-            elif stage == "ppo":
-                if not (run_dir / "reward" / "model" / "config.json").is_file():
-                    raise SystemExit("the ppo stage needs the reward stage's model: run --stages reward ppo")
-                train_ppo.build_ppo_trainer(cfg, "ultrafeedback", sft_run, run_dir, callbacks=[timer]).train()
+                train_reward_model(cfg, record, str(model_dir), rows, callbacks=[timer])
             else:
-                data = "alpaca" if stage == "sft" else "ultrafeedback"
-                train.build_trainer(cfg, stage, data, None if stage == "sft" else sft_run, run_dir,
-                                    callbacks=[timer]).train()
+                if stage == "ppo" and not (run_dir / "reward" / "model" / "config.json").is_file():
+                    raise SystemExit("the ppo stage needs the reward stage's model: run --stages reward ppo")
+                job = StageJob(cfg, stage, data, record, str(model_dir), [timer], {})
+                stage_module(stage).build_trainer(job, rows).train()
             per_step = row_tokens * st.batch_size * st.grad_accum
             seconds = [b - a for a, b in zip(timer.times, timer.times[1:])][warmup:]
             result = {"steps_timed": len(seconds), "step_seconds": [round(s, 3) for s in seconds],
@@ -255,9 +254,9 @@ def run_generate(cfg, model_dir: Path, batches: int, warmup: int) -> dict:
     2x, 4x, 8x; `warmup` + `batches` batches each, tokens/s over the timed batches."""
     from peft import get_peft_model
 
-    from vd import models
-    from vd.generate import Sampling, generate_answers
-    from vd.probes import load_probes
+    from vd.models import loading as models
+    from vd.models.generate import Sampling, generate_answers
+    from vd.data.probes import load_probes
 
     model = get_peft_model(models.load_model(cfg, str(model_dir)), models.lora_config(cfg)).eval()
     tokenizer = models.load_tokenizer(cfg, str(model_dir), padding_side="left")

@@ -1,7 +1,7 @@
 """Probe-scoring throughput and cache speed-up on the tiny model (CPU).
 
 1. One checkpoint's full pass (550 probes x the params' samples, the params' sampling): our batched
-   engine (vd.generate.generate_answers) against a naive loop of one `generate` call per prompt with
+   engine (vd.models.generate.generate_answers) against a naive loop of one `generate` call per prompt with
    the same sampling. The naive loop is timed on a subset of prompts (it is slow) and extrapolated
    per generation; both report generations/s and new tokens/s.
 2. `vd score` on an unchanged run, first pass (generate + judge + store) against the second (all
@@ -41,8 +41,8 @@ def bench_generation(cfg, world, repeats: int, naive_prompts: int) -> dict:
     many small ops are the more sensitive to other load), with its range."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vd.generate import Sampling, generate_answers, naive_generate
-    from vd.probes import load_probes
+    from vd.models.generate import Sampling, generate_answers, naive_generate
+    from vd.data.probes import load_probes
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
     model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
@@ -78,8 +78,8 @@ def bench_cache(cfg, world, repeats: int) -> dict:
     from transformers import AutoModelForCausalLM
 
     from vd.judge import LexiconJudge
-    from vd.score import score_run
-    from vd.store import Store
+    from vd.score.scoring import score_run
+    from vd.core.cache import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "tiny" / "bench-run"
@@ -114,8 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(os.cpu_count() or 1)
-    from vd.config import load_config
-    from vd.tiny import ensure_world
+    from vd.core.config import load_config
+    from vd.world.build import ensure_world
 
     cfg = load_config("tiny", ["probes.prompts_per_topic=50", "probes.samples_per_prompt=5"])
     world = ensure_world(cfg)

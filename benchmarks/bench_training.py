@@ -12,7 +12,7 @@ over the trainer's own clock, so model loading and merging are excluded:
   response to response_length).
 
 Method: one warm-up run per trainer (not timed), then the median of --repeats runs; torch threads as
-the notebooks use them for the tiny model (1, see vd.study._one_thread) unless --threads says otherwise.
+the notebooks use them for the tiny model (1, see vd.study.notebook._one_thread) unless --threads says otherwise.
     python benchmarks/bench_training.py [--repeats 3] [--threads 1]
 """
 
@@ -57,11 +57,12 @@ def logged_throughput(run_dir: Path, tokens: float | None = None) -> dict:
 def ppo_throughput(cfg, run_dir: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from vd.train import stage_rows
+    from vd.core.run import RunRecord
+    from vd.models.loading import start_model_path
+    from vd.train.data import stage_rows
 
-    info = json.loads((run_dir / "run.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(info["base_model"])
-    rows = stage_rows(cfg, "ppo", "ultrafeedback")
+    tokenizer = AutoTokenizer.from_pretrained(start_model_path(RunRecord.read(run_dir), cfg))
+    rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
     prompt_tokens = statistics.mean(
         len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False)) for r in rows)
     eps = last_row(run_dir / "train_log.csv")["eps"]
@@ -76,7 +77,7 @@ def pairs_seen(cfg, stage: str) -> int:
 
 
 def train_once(cfg, stage: str, data: str, sft_run: Path | None, runs: Path, dpo: dict | None) -> tuple[Path, dict]:
-    from vd.train import train_stage
+    from vd.train.runner import train_stage
 
     run_dir = train_stage(cfg, stage, data, from_run=sft_run, run_name=f"bench-{stage}", runs_dir=runs)
     if stage == "ppo":
@@ -93,8 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from vd.config import load_config
-    from vd.tiny import ensure_world
+    from vd.core.config import load_config
+    from vd.world.build import ensure_world
 
     base = load_config("tiny")
     ensure_world(base)

@@ -28,7 +28,7 @@ def machine_info() -> dict:
 
 def merge_results(section: str, values: dict, path: Path = RESULTS) -> None:
     """Replace `section` of benchmarks/results.json (atomically), keeping the other sections."""
-    from vd.store import atomic_write_json
+    from vd.core.io import atomic_write_json
 
     results = json.loads(path.read_text()) if path.is_file() else {}
     results[section] = values

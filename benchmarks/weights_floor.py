@@ -1,10 +1,10 @@
 """The GPU memory every stage's models take before a single activation: a floor, computed, not measured.
 
 For each real size and stage, the models our code puts on the GPU are built on the meta device from the
-real configs (model_configs.json) and their bytes counted as vd holds them there (vd.models.weight_counts
+real configs (model_configs.json) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
 and weight_bytes, which vd's PPO pre-flight check uses too): decoder linears in 4-bit NF4 with double
 quantization; the rest in the 2-byte compute dtype, or in fp32 where peft.prepare_model_for_kbit_training
-prepared the model for training (vd.train.load_policy); LoRA adapters in fp32, plus fp32 gradients and
+prepared the model for training (vd.train.stage.load_policy); LoRA adapters in fp32, plus fp32 gradients and
 8-bit Adam states where trained.
 
 Resident per stage: SFT, DPO, SimPO: the policy (DPO's reference is the policy with its adapter
@@ -21,14 +21,14 @@ from __future__ import annotations
 import json
 
 from common import machine_info, merge_results, model_config, real_sizes
-from vd.models import weight_bytes, weight_counts
-from vd.train_ppo import PPO_MODELS
+from vd.models.memory import weight_bytes, weight_counts
+from vd.train.ppo import PPO_MODELS
 
 GIB = 2 ** 30
 # nvidia-smi's total memory of the cards our users have (DESIGN §1), in GiB
 CARDS = {"T4": 15360 / 1024, "L4": 23034 / 1024, "A100-40GB": 40960 / 1024}
 _POLICY = ("policy", "causal", True, True)  # (role, head, prepared for k-bit training, LoRA trained)
-# what vd puts on the GPU in each stage (PPO: vd.train_ppo.PPO_MODELS, which its pre-flight check uses)
+# what vd puts on the GPU in each stage (PPO: vd.train.ppo.PPO_MODELS, which its pre-flight check uses)
 STAGES = {
     "sft": [_POLICY], "dpo": [_POLICY], "simpo": [_POLICY],
     "reward": [("reward model", "score", True, True)],
@@ -70,7 +70,7 @@ def markdown(table: dict) -> str:
 
 
 def main() -> None:
-    from vd.config import load_config
+    from vd.core.config import load_config
 
     ranks = {load_config(size).lora.r for size in real_sizes()}
     if len(ranks) != 1:

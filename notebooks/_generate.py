@@ -17,7 +17,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from vd.study import BRANCH, REPO_URL  # noqa: E402
+from vd.study.notebook import BRANCH, REPO_URL  # noqa: E402
 
 COMMON = '''\
 smoke: bool = False  # True: a few training steps and 2 prompts per topic (tests, quick checks)
@@ -33,7 +33,7 @@ def colab_cell() -> str:
 # Setup. On Colab only, this installs the project (from REPO) and can keep all its data on Google
 # Drive, so that a disconnect loses nothing; everywhere, it prints the versions and the GPU.
 import os, subprocess, sys
-REPO = "{REPO_URL}"  # the repository to install on Colab (vd.study.REPO_URL): set it to yours if you forked
+REPO = "{REPO_URL}"  # the repository to install on Colab (vd.study.notebook.REPO_URL): set it to yours if you forked
 DRIVE = True  # Colab: keep VD_HOME (the tiny world), runs/ and figures/ in MyDrive/value-drifts
 if "google.colab" in sys.modules:
     src = "/content/value-drifts"
@@ -55,7 +55,7 @@ if "google.colab" in sys.modules:
         home = "/content/drive/MyDrive/value-drifts"
         for var, path in (("VD_HOME", home), ("VD_RUNS_DIR", home + "/runs"), ("VD_FIGURES_DIR", home + "/figures")):
             os.environ.setdefault(var, path)
-from vd.study import environment_report
+from vd.study.notebook import environment_report
 print(environment_report())'''
 
 
@@ -74,8 +74,8 @@ def notebook(name: str, title: str, intro: str, params: str, checks: str, setup_
                                "changed training values get their own run folders."),
              new_code_cell("\n".join(filter(None, [SIZE, params, COMMON])), metadata={"tags": ["parameters"]}),
              new_code_cell("from IPython.display import Markdown, display\n\n"
-                           "from vd import analysis, plots\nfrom vd.config import check_choice\n"
-                           "from vd.study import setup\n\n" + (checks + "\n" if checks else "")
+                           "from vd.study import analysis\nfrom vd.study import figures as plots\nfrom vd.core.config import check_choice\n"
+                           "from vd.study.notebook import setup\n\n" + (checks + "\n" if checks else "")
                            + f'study = setup(size, notebook="{name}", params={setup_params}, {SETUP_ARGS})')]
     for kind, text in body:
         cells.append(new_markdown_cell(text) if kind == "md" else new_code_cell(text))
@@ -287,7 +287,7 @@ def main() -> None:
         'sft_data: str = "alpaca"  # the SFT model the preference stages start from: wildchat | alpaca\n'
         'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of notebook 05',
         SFT_CHECK, '{"sft_data": sft_data}',
-        [("code", 'from vd import paper\n\ntables = paper.paper_tables(study)\n'
+        [("code", 'from vd.study import paper\n\ntables = paper.paper_tables(study)\n'
                   'gaps, _ = analysis.dataset_gaps(study)\n'
                   'ablation = analysis.ablations(study) if include_ablations else None\n'
                   'for name, table in tables.items():\n'

@@ -12,14 +12,14 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_cfg():
-    from vd.config import load_config
+    from vd.core.config import load_config
 
     return load_config("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_world(tiny_cfg):
-    from vd.tiny import ensure_world
+    from vd.world.build import ensure_world
 
     return ensure_world(tiny_cfg)
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(BENCH))  # the scripts import their neighbours as top-lev
 
 import bench_gpu  # noqa: E402
 from common import model_config, real_sizes  # noqa: E402
-from vd.models import weight_bytes, weight_counts  # noqa: E402
+from vd.models.memory import weight_bytes, weight_counts  # noqa: E402
 
 
 def test_configs_have_the_published_parameter_counts():
@@ -27,7 +27,7 @@ def test_configs_have_the_published_parameter_counts():
         with torch.device("meta"):
             n = sum(p.numel() for p in AutoModelForCausalLM.from_config(model_config(size)).parameters())
         assert abs(n / entries[size]["published_params"] - 1) < 0.01, size  # model cards: 3.21B, 8.03B, 4.0B, 8.2B
-    from vd.config import load_config
+    from vd.core.config import load_config
 
     assert {s: entries[s]["hub_id"] for s in real_sizes()} == {s: load_config(s).model.base for s in real_sizes()}
 
@@ -59,22 +59,22 @@ class _Card:
 
 
 def test_ppo_at_8b_stops_before_training_on_a_t4(tmp_path, monkeypatch):
-    """vd's pre-flight check (vd.models.check_gpu_fits, called first by vd.train_ppo.build_ppo_trainer)
+    """vd's pre-flight check (vd.models.memory.check_gpu_fits, called first by vd.train.ppo.build_ppo_trainer)
     names the need and the card instead of an out-of-memory error after the reward model is trained."""
-    from vd import models
-    from vd.config import load_config
-    from vd.train_ppo import PPO_MODELS
+    from vd.models import memory
+    from vd.core.config import load_config
+    from vd.train.ppo import PPO_MODELS
 
     model_config("llama3-8b").save_pretrained(tmp_path)
     cfg = load_config("llama3-8b")
-    monkeypatch.setattr(models, "use_4bit", lambda cfg: True)
+    monkeypatch.setattr(memory, "use_4bit", lambda cfg: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: _Card(15.0))
     with pytest.raises(MemoryError, match=r"PPO at size 'llama3-8b' holds 3 4-bit models whose weights alone "
                                           r"take 17\.8 GiB, more than this GPU's 15\.0 GiB \(Tesla T4\)"):
-        models.check_gpu_fits(cfg, str(tmp_path), PPO_MODELS, "PPO")
+        memory.check_gpu_fits(cfg, str(tmp_path), PPO_MODELS, "PPO")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: _Card(22.5))  # an L4
-    models.check_gpu_fits(cfg, str(tmp_path), PPO_MODELS, "PPO")
+    memory.check_gpu_fits(cfg, str(tmp_path), PPO_MODELS, "PPO")
 
 
 def test_fit_rule():

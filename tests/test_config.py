@@ -2,7 +2,7 @@
 
 import pytest
 
-from vd.config import ConfigError, available_sizes, check_choice, load_config
+from vd.core.config import ConfigError, available_sizes, check_choice, load_config
 
 SIZES = ["tiny", "llama3-3b", "llama3-8b", "qwen3-4b", "qwen3-8b"]
 

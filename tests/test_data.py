@@ -1,4 +1,4 @@
-"""vd.data: the four hub loaders on small fixtures in each dataset's own schema (tests/fixtures/hub/,
+"""vd.data.loaders: the four hub loaders on small fixtures in each dataset's own schema (tests/fixtures/hub/,
 hand-written, malformed rows included on purpose), the dispatchers, and the synthetic value-gap builder."""
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from vd import data as vdd
-from vd import synthetic
-from vd.data import (
+from vd.data import loaders as vdd
+from vd.data import synthetic
+from vd.data.loaders import (
     LoadResult,
     load_alpaca,
     load_hh_rlhf,
-    load_preference,
-    load_sft,
     load_ultrafeedback,
     load_wildchat,
 )
-from vd.synthetic import build_synthetic_pairs
+from vd.data.synthetic import build_synthetic_pairs
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 ALPACA = HUB / "alpaca_data.json"
@@ -246,7 +244,7 @@ def test_sampling_is_seeded_and_takes_valid_rows():
 
 
 def test_summary_is_logged_and_names_reasons(caplog):
-    with caplog.at_level(logging.INFO, logger="vd.data"):
+    with caplog.at_level(logging.INFO, logger="vd.data.loaders"):
         res = load_alpaca(str(ALPACA))
     s = res.summary()
     assert "read 16" in s and "kept 11" in s and "skipped 5" in s and "missing_field:output: 2" in s
@@ -283,18 +281,13 @@ def test_local_file_errors(tmp_path):
     assert load_alpaca(str(jsonl)).rows == load_alpaca(str(ALPACA)).rows
 
 
-def test_dispatchers():
-    assert load_sft("alpaca", source=str(ALPACA)).rows == load_alpaca(str(ALPACA)).rows
-    assert load_sft("WildChat", source=str(WILDCHAT), turns="all").rows == load_wildchat(str(WILDCHAT), turns="all").rows
-    assert load_preference("hh-rlhf", source=str(HH)).rows == load_hh_rlhf(str(HH)).rows
-    assert load_preference("hh_rlhf", source=str(HH)).rows == load_hh_rlhf(str(HH)).rows
-    assert load_preference("ultrafeedback", source=str(ULTRA)).rows == load_ultrafeedback(str(ULTRA)).rows
-    with pytest.raises(ValueError, match="wildchat, alpaca"):
-        load_sft("hh-rlhf")
-    with pytest.raises(ValueError, match="ultrafeedback, hh-rlhf"):
-        load_preference("nope")
-    with pytest.raises(ValueError, match="build_synthetic_pairs"):
-        load_preference("synthetic-support")
+def test_the_registry_names_each_datasets_loader():
+    """vd.core.registry.SFT_DATA / PREFERENCE_DATA name the loaders the study reads each dataset with."""
+    from vd.core import registry
+
+    loaders = {**registry.SFT_DATA, **registry.PREFERENCE_DATA}
+    assert {n: registry.resolve(t) for n, t in loaders.items()} == {
+        "wildchat": load_wildchat, "alpaca": load_alpaca, "ultrafeedback": load_ultrafeedback, "hh-rlhf": load_hh_rlhf}
 
 
 # --- synthetic value-gap pairs -----------------------------------------------------------------
@@ -378,7 +371,7 @@ PROMPTS = [
 
 def test_build_synthetic_pairs_support(judge_item, caplog):
     judge = FakeJudge()
-    with caplog.at_level(logging.INFO, logger="vd.synthetic"):
+    with caplog.at_level(logging.INFO, logger="vd.data.synthetic"):
         res, gap = build_synthetic_pairs(PROMPTS, fake_writer, judge, setting="support")
     assert judge.calls == 1  # one batched call
     assert res.n_read == 9 and len(res.rows) == 3

@@ -1,4 +1,4 @@
-"""vd.drift against values worked out by hand (the arithmetic is written out beside each expectation)."""
+"""vd.score.metrics against values worked out by hand (the arithmetic is written out beside each expectation)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd.drift import drift_magnitude, drift_table, drift_time, value_gap, value_profile
-from vd.stances import STANCES
+from vd.score.metrics import drift_magnitude, drift_table, drift_time, value_gap, value_profile
+from vd.core.stances import STANCES
 
 COLS = ["step", "topic", "prompt_id", "sample_index", "p_support", "p_neutral", "p_oppose"]
 
@@ -102,7 +102,7 @@ def test_prompt_first_averaging_with_missing_sample(judgments, caplog):
     j = judgments.copy()
     hit = (j.step == 0) & (j.prompt_id == "i1") & (j.sample_index == 1)
     j.loc[hit, "p_neutral"] = np.nan
-    with caplog.at_level(logging.WARNING, logger="vd.drift"):
+    with caplog.at_level(logging.WARNING, logger="vd.score.metrics"):
         prof = value_profile(j, n_boot=50)
     assert prof.attrs["n_excluded"] == 1
     assert "excluded 1 row" in caplog.text
@@ -171,7 +171,7 @@ def test_same_resample_for_every_step():
 
 def test_overall_nan_where_a_topic_is_missing(judgments, caplog):
     j = judgments[~((judgments.topic == "abortion") & (judgments.step == 50))]
-    with caplog.at_level(logging.WARNING, logger="vd.drift"):
+    with caplog.at_level(logging.WARNING, logger="vd.score.metrics"):
         prof = value_profile(j, n_boot=50)
     assert math.isnan(cell(prof, 50, "overall", "support"))
     assert "overall profile is NaN at step(s) [50]" in caplog.text
@@ -280,7 +280,7 @@ def test_drift_time_exact_threshold_uses_tolerance():
 
 
 def test_drift_time_drops_intermediate_nan(caplog):
-    with caplog.at_level(logging.WARNING, logger="vd.drift"):
+    with caplog.at_level(logging.WARNING, logger="vd.score.metrics"):
         eta = drift_time([0, 100, 200, 400], [0.0, np.nan, 1.0, 1.0])
     assert eta == pytest.approx(0.5)
     assert "dropping" in caplog.text
@@ -343,7 +343,7 @@ def test_value_gap_by_hand(caplog):
     rejected = pairs([("immigration", 0.2, 0.2, 0.6), ("immigration", 0.4, 0.4, 0.2),
                       ("abortion", 0.1, 0.8, 0.1), ("abortion", 0.0, 0.5, 0.5),
                       ("abortion", np.nan, np.nan, np.nan)])  # failed judgment: the whole pair is dropped
-    with caplog.at_level(logging.WARNING, logger="vd.drift"):
+    with caplog.at_level(logging.WARNING, logger="vd.score.metrics"):
         g = value_gap(chosen, rejected, n_boot=1000)
     assert list(g.columns) == ["topic", "stance", "gap", "ci_low", "ci_high", "n_pairs"]
     assert g.attrs["n_excluded"] == 1 and "excluded 1 row" in caplog.text

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vd.generate import Sampling, generate_answers, naive_generate
+from vd.models.generate import Sampling, generate_answers, naive_generate
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def model_and_tokenizer(tiny_world):
 
 @pytest.fixture(scope="module")
 def prompts():
-    from vd.probes import load_probes
+    from vd.data.probes import load_probes
 
     probes = load_probes(prompts_per_topic=2)
     return list(zip(probes["id"], probes["question"]))
@@ -72,11 +72,11 @@ def test_answers_stop_at_end_of_turn(model_and_tokenizer, prompts):
 
 
 def test_inverse_cdf_sampler_draws_each_token_at_its_probability():
-    """vd.generate._sample on one known distribution, many rows: frequencies match softmax(logits / T),
+    """vd.models.generate._sample on one known distribution, many rows: frequencies match softmax(logits / T),
     top-p drops exactly the tail, and greedy takes the argmax."""
     import torch
 
-    from vd.generate import _sample
+    from vd.models.generate import _sample
 
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(40_000, 1)
     uniform = torch.rand(40_000, generator=torch.Generator().manual_seed(0))

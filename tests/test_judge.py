@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from vd import judge as J
+import vd.judge as J
 from vd.judge import (HFJudge, Judge, JudgeItem, Judgment, LexiconJudge, OpenAIJudge, agreement,
                       argmax_label, label_of_token, make_judge, probs_from_top_logprobs,
                       readout_from_completion)
-from vd.judge_prompt import JUDGE_PROMPTS, judge_messages
-from vd.stances import STANCE_PHRASES, STANCES
+from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
+from vd.core.stances import STANCE_PHRASES, STANCES
 
 SECRET = "sk-test-SECRET123"
 

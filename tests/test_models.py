@@ -2,8 +2,8 @@
 
 import pytest
 
-from vd.config import load_config
-from vd.models import END_OF_TURN, compute_dtype, end_of_turn_ids, load_tokenizer, use_4bit
+from vd.core.config import load_config
+from vd.models.loading import END_OF_TURN, compute_dtype, end_of_turn_ids, load_tokenizer, use_4bit
 
 
 def _llama_like_tokenizer(tmp_path, extra_special=()):

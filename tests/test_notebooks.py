@@ -1,6 +1,6 @@
 """The numbered notebooks: their parameters cells (what papermill and Colab users rely on), and every
 notebook executed through papermill at size `tiny` on the smoke budget, its recorded numbers checked
-(shapes, ranges, distributions, and M/eta recomputed with vd.drift from the run's own profile.csv).
+(shapes, ranges, distributions, and M/eta recomputed with vd.score.metrics from the run's own profile.csv).
 
 The executions share one runs folder, in notebook order, as `vd reproduce` does: later notebooks
 reuse the runs earlier ones trained.
@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd import drift as vdrift
-from vd.study import REPO_URL
+from vd.score import metrics as vdrift
+from vd.study.notebook import REPO_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
@@ -127,7 +127,7 @@ def records(env, name: str) -> dict:
 
 
 def check_run_record(rec: dict) -> pd.DataFrame:
-    """A run's recorded M/eta equal vd.drift recomputed from its profile.csv; ranges hold."""
+    """A run's recorded M/eta equal vd.score.metrics recomputed from its profile.csv; ranges hold."""
     run = Path(rec["run_dir"])
     profile = pd.read_csv(run / "profile.csv")
     assert ((profile["p"] >= 0) & (profile["p"] <= 1)).all()
@@ -188,7 +188,7 @@ def test_02_preference_drift(env):
     run = Path(rec["run"]["run_dir"])
     assert run.name == "dpo-hh-rlhf-from-sft-alpaca"
     info = json.loads((run / "run.json").read_text())
-    assert info["stage"] == "dpo" and info["complete"] and info["base_model"].endswith("sft-alpaca/merged")
+    assert info["stage"] == "dpo" and info["complete"] and info["start_model"] == "sft-alpaca/merged"
     # a training override gets its own run folder, figures and record; the SFT run it starts from is reused
     execute(env, "02_preference_drift", algo="dpo", pref_data="hh-rlhf", overrides="dpo.beta=0.3")
     recs = records(env, "02_preference_drift")
@@ -196,7 +196,7 @@ def test_02_preference_drift(env):
     assert recs[key]["overrides"]["dpo.beta"] == 0.3 and "dpo-hh-rlhf-alpaca" in recs
     other = Path(recs[key]["run"]["run_dir"])
     assert other.name.startswith("dpo-hh-rlhf-from-sft-alpaca~") and other != run
-    assert json.loads((other / "run.json").read_text())["base_model"] == info["base_model"]
+    assert json.loads((other / "run.json").read_text())["start_model"] == info["start_model"]
     assert (env["figures"] / "tiny-smoke" / f"02_preference_drift-{key}-trajectories.png").is_file()
     check_run_record(recs[key]["run"])
 

@@ -1,4 +1,4 @@
-"""vd.paper: the drift-timing reading and the verdicts beside the paper's numbers, on hand-made tables."""
+"""vd.study.paper: the drift-timing reading and the verdicts beside the paper's numbers, on hand-made tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from vd.paper import early_share, paper_comparison
+from vd.study.paper import early_share, paper_comparison
 
 
 def test_early_share_reads_the_first_checkpoint_at_or_after_ten_percent():

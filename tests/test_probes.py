@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd.probes import (COLUMNS, DIRECTIONS, SHIPPED_PROBES, TOPIC_AXES, balanced_subset, build_vprism,
+from vd.data.probes import (COLUMNS, DIRECTIONS, SHIPPED_PROBES, TOPIC_AXES, balanced_subset, build_vprism,
                        kmeans, load_external_probes, load_probes, near_duplicates, openai_rephraser,
                        topic_keyword_hits)
-from vd.stances import TOPICS
+from vd.core.stances import TOPICS
 
 PRISM = Path(__file__).parent / "fixtures" / "prism" / "conversations.jsonl"
 

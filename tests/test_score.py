@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd import score as score_mod
-from vd.config import load_config
+from vd.score import scoring as score_mod
+from vd.core.config import load_config
 from vd.judge import Judgment, LexiconJudge
-from vd.store import Store
+from vd.core.cache import Store
 
 BUDGET = ["probes.prompts_per_topic=2", "probes.samples_per_prompt=2", "probes.max_new_tokens=20"]
 

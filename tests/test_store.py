@@ -1,4 +1,4 @@
-"""vd.store: atomic writes, checkpoint fingerprints, and the SQLite cache of generations and judgments."""
+"""vd.core.io, vd.core.cache: atomic writes, checkpoint fingerprints, and the SQLite cache of generations and judgments."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd import store as store_mod
-from vd.store import (Store, atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text,
-                      checkpoint_fingerprint, text_hash)
+from vd.core import io as store_mod
+from vd.core.cache import Store, checkpoint_fingerprint
+from vd.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, text_hash
 
 SAMPLING = {"temperature": 0.7, "max_new_tokens": 256, "n": 5, "top_p": 1.0}
 
@@ -259,3 +259,23 @@ def test_two_stores_share_one_file_and_schema_is_checked(tmp_path):
     con.close()
     with pytest.raises(RuntimeError, match="schema version 99"):
         Store(path).count("generations")
+
+
+def test_code_hash_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
+    """Cache keys follow what code computes (vd.core.io.code_hash): a comment or docstring edit keeps
+    them, a change to the code itself changes them."""
+    import importlib
+    import sys
+
+    from vd.core.io import code_hash
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def version(source):
+        (tmp_path / "vd_probe_mod.py").write_text(source)
+        sys.modules.pop("vd_probe_mod", None)
+        return code_hash(importlib.import_module("vd_probe_mod"))
+
+    base = version('"""Doc."""\ndef f(x):\n    """What f does."""\n    return x + 1  # one\n')
+    assert version('"""Other doc."""\n\n\ndef f(x):\n    """Another text."""\n    return x + 1  # two\n') == base
+    assert version('"""Doc."""\ndef f(x):\n    """What f does."""\n    return x + 2  # one\n') != base

@@ -1,4 +1,4 @@
-"""vd.study / vd.reproduce / vd.cli without training: paths resolve the same from the repository root
+"""vd.study.notebook / vd.study.reproduce / vd.cli without training: paths resolve the same from the repository root
 and from notebooks/, records merge per notebook and parameters, budgets are stated, bad input is named."""
 
 import json
@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vd import reproduce, study
-from vd.config import ConfigError
+from vd.study import reproduce
+from vd.study import notebook as study
+from vd.core.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +127,7 @@ def test_peak_memory_counts_child_processes():
     import subprocess
     import sys
 
-    from vd.reproduce import PeakMemory
+    from vd.study.reproduce import PeakMemory
 
     with PeakMemory(interval_s=0.05) as alone:
         pass
@@ -139,7 +140,7 @@ def test_peak_memory_counts_child_processes():
 def test_stage_breakdown_sums_the_study_log_since_the_start(tmp_path):
     import json
 
-    from vd.reproduce import stage_breakdown
+    from vd.study.reproduce import stage_breakdown
 
     log = tmp_path / "stage_times.jsonl"
     lines = [{"time": 5.0, "notebook": "01", "run": "old", "stage": "sft", "train_s": 100.0, "score_s": 9.0},

@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from vd import tiny, tiny_text
-from vd.config import load_config
-from vd.stances import STANCE_PHRASES, STANCES, TOPICS
+from vd.world import build as tiny
+from vd.world import text as tiny_text
+from vd.core.config import load_config
+from vd.core.stances import STANCE_PHRASES, STANCES, TOPICS
 
 # A recipe small enough to build twice in a few seconds; the real one is built once per session.
 MINI = ["tiny.pretrain_chats=220", "tiny.pretrain_steps=3", "tiny.sft_rows=22", "tiny.preference_rows=22",
@@ -104,7 +105,7 @@ def test_datasets_match_their_specification(tiny_world, tiny_cfg):
 
 
 def test_prompts_are_disjoint_from_the_probes(tiny_world):
-    from vd.probes import load_probes
+    from vd.data.probes import load_probes
 
     questions = set(load_probes()["question"].str.lower())
     built = {r["messages"][0]["content"].lower() for name in ("pretrain", "wildchat", "alpaca") for r in tiny_world.load_rows(name)}
@@ -115,7 +116,7 @@ def test_prompts_are_disjoint_from_the_probes(tiny_world):
     # the distinct built prompts (all of them, pairwise, would take minutes)
     import random
 
-    from vd.probes import _features
+    from vd.data.probes import _features
 
     sample = random.Random(0).sample(sorted(built), min(1500, len(built)))
     probe_feats = [_features(q, "chars") for q in questions]
@@ -127,8 +128,8 @@ def test_prompts_are_disjoint_from_the_probes(tiny_world):
 def test_only_topic_nouns_carry_topic_keywords():
     """The prompts' topic enters through TOPIC_NOUNS alone: each holds a keyword of its own topic and
     none of another's (as every probe question does), and the topic-free banks hold no keyword at all."""
-    from vd import tiny_vocab
-    from vd.probes import topic_keyword_hits
+    from vd.world import vocab as tiny_vocab
+    from vd.data.probes import topic_keyword_hits
 
     for topic in TOPICS:
         for noun in tiny_vocab.TOPIC_NOUNS[topic] + tiny_vocab.KEYWORD_FORMS[topic]:
@@ -141,7 +142,7 @@ def test_only_topic_nouns_carry_topic_keywords():
 
 
 def _stance_shares(model, tok, prompts, topic_of, temperature, max_new_tokens):
-    from vd.generate import Sampling, generate_answers
+    from vd.models.generate import Sampling, generate_answers
     from vd.judge import LexiconJudge
 
     judge = LexiconJudge()
@@ -175,7 +176,7 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vd.probes import load_probes
+    from vd.data.probes import load_probes
 
     tok = AutoTokenizer.from_pretrained(tiny_world.model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_world.model_dir).eval()

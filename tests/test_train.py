@@ -1,4 +1,4 @@
-"""vd.train / vd.train_ppo: every stage trains a few steps on the tiny model and leaves a complete run folder.
+"""vd.train (runner, sft, dpo, simpo, reward, ppo): every stage trains a few steps on the tiny model and leaves a complete run folder.
 
 Checked here: checkpoints at the cadence with step 0 first; the reference policy of DPO and PPO is the
 final SFT policy (not the bare base model); an interrupted run resumes to the same final adapter as an
@@ -20,7 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from vd.config import load_config
+from vd.core.config import load_config
 
 # Tiny step counts (the params' defaults are timed in the report, not here).
 STEPS = {"sft.max_steps": 4, "sft.save_every": 2, "dpo.max_steps": 2, "dpo.save_every": 1,
@@ -42,7 +42,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_world():
-    from vd.tiny import ensure_world
+    from vd.world.build import ensure_world
 
     return ensure_world(load_config("tiny"))
 
@@ -59,7 +59,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sft_run(cfg, runs):
-    from vd.train import train_stage
+    from vd.train.runner import train_stage
 
     return train_stage(cfg, "sft", "wildchat", runs_dir=runs)
 
@@ -80,7 +80,7 @@ def check_run(run: Path, stage: str, steps: list[int], cfg) -> dict:
 
 def sft_policy(cfg, sft_run):
     """The final SFT policy as the scoring pipeline sees it: the base model plus the final SFT adapter."""
-    from vd import models
+    from vd.models import loading as models
 
     info = json.loads((sft_run / "run.json").read_text())
     return models.load_model(cfg, adapter=sft_run / info["checkpoints"][-1]["adapter"])
@@ -106,11 +106,13 @@ def token_logps(model, input_ids, attention_mask=None):
 
 @pytest.mark.slow
 def test_sft_writes_checkpoints_log_and_merged_model(cfg, sft_run):
-    from vd import models
-    from vd.train import train_stage
+    from vd.models import loading as models
+    from vd.train.runner import train_stage
 
     info = check_run(sft_run, "sft", [2, 4], cfg)
-    assert info["from_run"] is None and info["base_model"] == models.base_model_path(cfg)
+    # relocatable: the start model by its params id and its content, no absolute path
+    assert info["from_run"] is None and info["start_model"] == "tiny"
+    assert info["start_identity"] == models.model_identity(models.base_model_path(cfg))
     assert sft_run == Path(sft_run.parent.parent, "tiny", "sft-wildchat")
     # merged/ = the final adapter merged into the base: the same policy as base + adapter
     merged = models.load_model(cfg, path=str(sft_run / "merged"))
@@ -124,7 +126,7 @@ def test_sft_writes_checkpoints_log_and_merged_model(cfg, sft_run):
 
 @pytest.mark.slow
 def test_interrupted_sft_resumes_to_the_same_final_adapter(cfg, runs, sft_run):
-    from vd.train import train_stage
+    from vd.train.runner import train_stage
 
     run = train_stage(cfg, "sft", "wildchat", runs_dir=runs, run_name="sft-interrupted", stop_after=2)
     info = json.loads((run / "run.json").read_text())
@@ -144,12 +146,12 @@ def test_interrupted_sft_resumes_to_the_same_final_adapter(cfg, runs, sft_run):
 def test_dpo_trains_from_sft_and_its_reference_is_the_final_sft_policy(cfg, runs, sft_run, tmp_path):
     from trl.trainer.utils import use_adapter
 
-    from vd.train import build_trainer, train_stage
+    from vd.train.runner import build_trainer, train_stage
 
     run = train_stage(cfg, "dpo", "ultrafeedback", from_run=sft_run, runs_dir=runs)
     assert run.name == "dpo-ultrafeedback-from-sft-wildchat"
     info = check_run(run, "dpo", [1, 2], cfg)
-    assert info["from_run"] == str(sft_run) and info["base_model"] == str(sft_run / "merged")
+    assert info["from_run"] == "sft-wildchat" and info["start_model"] == "sft-wildchat/merged"
     assert "rewards/accuracies" in (run / "train_log.csv").read_text().splitlines()[0]
 
     # The trainer's reference, with the trained DPO adapter loaded (so policy and reference differ)
@@ -171,7 +173,7 @@ def test_dpo_trains_from_sft_and_its_reference_is_the_final_sft_policy(cfg, runs
 
 @pytest.mark.slow
 def test_simpo_on_synthetic_pairs(cfg, runs, sft_run):
-    from vd.train import train_stage
+    from vd.train.runner import train_stage
 
     run = train_stage(cfg, "simpo", "synthetic-support", from_run=sft_run, runs_dir=runs)
     check_run(run, "simpo", [1, 2], cfg)
@@ -189,7 +191,7 @@ def test_simpo_on_synthetic_pairs(cfg, runs, sft_run):
 
 @pytest.fixture(scope="module")
 def ppo_run(cfg, runs, sft_run):
-    from vd.train import train_stage
+    from vd.train.runner import train_stage
 
     return train_stage(cfg, "ppo", "synthetic-oppose", from_run=sft_run, runs_dir=runs)
 
@@ -198,10 +200,10 @@ def ppo_run(cfg, runs, sft_run):
 def test_ppo_runs_end_to_end_with_its_reward_model(cfg, sft_run, ppo_run):
     from peft import PeftModel
 
-    from vd import models
+    from vd.models import loading as models
 
     info = check_run(ppo_run, "ppo", [1, 2], cfg)
-    assert info["base_model"] == str(sft_run / "merged")
+    assert info["start_model"] == "sft-wildchat/merged"
     reward = json.loads((ppo_run / "reward" / "run.json").read_text())
     assert reward["complete"] and reward["total_steps"] == 4 and reward["mode"] == "full"
     assert (ppo_run / "reward" / "model" / "model.safetensors").is_file()
@@ -220,7 +222,7 @@ def test_ppo_runs_end_to_end_with_its_reward_model(cfg, sft_run, ppo_run):
 def test_ppo_reference_is_the_final_sft_policy(cfg, sft_run, ppo_run):
     from trl.experimental.ppo.ppo_trainer import forward
 
-    from vd.train import build_trainer
+    from vd.train.runner import build_trainer
 
     trainer = build_trainer(cfg, "ppo", "synthetic-oppose", sft_run, ppo_run)  # reuses the run's reward model
     policy = trainer.model.policy
@@ -239,7 +241,7 @@ def test_ppo_reference_is_the_final_sft_policy(cfg, sft_run, ppo_run):
 
 @pytest.mark.slow
 def test_interrupted_ppo_restarts_and_ends_at_the_same_adapter(cfg, runs, sft_run, ppo_run):
-    from vd.train import train_stage
+    from vd.train.runner import train_stage
 
     name = "ppo-interrupted"
     run = train_stage(cfg, "ppo", "synthetic-oppose", from_run=sft_run, runs_dir=runs, run_name=name, stop_after=1)
@@ -257,8 +259,8 @@ def test_interrupted_ppo_restarts_and_ends_at_the_same_adapter(cfg, runs, sft_ru
 
 
 def test_real_size_rows_come_from_the_hub_loaders(tmp_path):
-    """Real sizes read their datasets with vd.data's loaders (local files in the hub's format here)."""
-    from vd.train import stage_rows
+    """Real sizes read their datasets with vd.data.loaders's loaders (local files in the hub's format here)."""
+    from vd.train.data import stage_rows
 
     hub = Path(__file__).parent / "fixtures" / "hub"
     cfg = load_config("llama3-3b", {"data.sft.wildchat.id": str(hub / "wildchat.jsonl"),
@@ -268,15 +270,15 @@ def test_real_size_rows_come_from_the_hub_loaders(tmp_path):
     for stage, data, keys in [("sft", "wildchat", ["messages"]), ("sft", "alpaca", ["messages"]),
                               ("dpo", "ultrafeedback", ["chosen", "prompt", "rejected"]),
                               ("ppo", "hh-rlhf", ["chosen", "prompt", "rejected"])]:
-        rows = stage_rows(cfg, stage, data, tmp_path)
-        assert rows and all(sorted(r) == keys for r in rows)
+        rows, report = stage_rows(cfg, stage, data)
+        assert report["kept"] == len(rows) and rows and all(sorted(r) == keys for r in rows)
 
 
 # --- command line ------------------------------------------------------------------------------
 
 
 def _cli(capsys, *argv):
-    from vd.train import main
+    from vd.train.cli import main
 
     rc = main(["train", "--size", "tiny", *argv])
     return rc, capsys.readouterr().err
@@ -291,7 +293,7 @@ def _fake_run(root: Path, name: str, **info) -> Path:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stage", "rlhf", "--data", "wildchat"], "--stage 'rlhf': expected one of sft, dpo, simpo, ppo"),
+    (["--stage", "rlhf", "--data", "wildchat"], "--stage 'rlhf': expected one of sft, ppo, dpo, simpo"),
     (["--stage", "sft", "--data", "ultrafeedback"], "SFT trains on one of wildchat, alpaca"),
     (["--stage", "sft", "--data", "wildchat", "--from", "sft-alpaca"], "--from is for preference stages"),
     (["--stage", "dpo", "--data", "alpaca", "--from", "sft-alpaca"], "dpo trains on one of ultrafeedback, hh-rlhf, "
@@ -327,9 +329,9 @@ def test_accelerate_launch_two_cpu_processes_train_sft_then_ppo(tiny_world, tmp_
 
     `accelerate launch --num_processes 2 --cpu` starts ONE process in accelerate 1.15 (its --cpu path
     spreads over processes only through mpirun), so the two CPU processes are started as on a GPU node,
-    by torchrun (`--multi_gpu`, GPUs hidden); vd.train creates accelerate's state with cpu=True, so they
+    by torchrun (`--multi_gpu`, GPUs hidden); vd.train.common creates accelerate's state with cpu=True, so they
     form a MULTI_CPU group. The data-parallel run shows in the epoch: each step consumes 2 x 4 rows.
-    PPO is included because TRL 1.12's PPOTrainer needs a patch under DDP (vd.train_ppo).
+    PPO is included because TRL 1.12's PPOTrainer needs a patch under DDP (vd.train.ppo).
     """
     def launch(*argv):
         cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
@@ -371,7 +373,7 @@ def test_qlora_on_cuda_sft_then_dpo(tiny_world, tmp_path):
     pytest.importorskip("bitsandbytes")
     from bitsandbytes.nn import Linear4bit
 
-    from vd.train import build_trainer, train_stage
+    from vd.train.runner import build_trainer, train_stage
 
     cfg = load_config("tiny", {**STEPS, "quantization.load_in_4bit": True, "quantization.compute_dtype": "auto"})
     sft = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path)

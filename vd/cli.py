@@ -9,13 +9,13 @@ import argparse
 import collections
 import sys
 
-from vd.config import ConfigError, load_config
+from vd.core.config import ConfigError, load_config
 
 
 def world_summary(world) -> str:
     """A readable summary of a tiny world: where it lives, its sizes, and its stance compositions."""
-    from vd.stances import STANCES, TOPICS
-    from vd.tiny_text import BASE_RATES, SFT_STANCE_MIX
+    from vd.core.stances import STANCES, TOPICS
+    from vd.world.text import BASE_RATES, SFT_STANCE_MIX
 
     m = world.manifest
     lines = [f"tiny world at {world.root}",
@@ -43,7 +43,7 @@ def world_summary(world) -> str:
 
 
 def cmd_world(args) -> int:
-    from vd.tiny import ensure_world
+    from vd.world.build import ensure_world
 
     cfg = load_config(args.size, args.set)
     print(world_summary(ensure_world(cfg)))
@@ -51,10 +51,10 @@ def cmd_world(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from vd.score import read_run, score_run
+    from vd.score.scoring import read_run, score_run
 
     run = read_run(args.run)
-    cfg = load_config(args.size or run["size"], args.set)
+    cfg = load_config(args.size or run.size, args.set)
     profile, drift = score_run(args.run, cfg, progress=True)
     overall = drift[(drift["topic"] == "overall") & (drift["eta_reading"] == "extremum95")]
     print(f"scored {profile['step'].nunique()} checkpoints of {args.run}; wrote profile.csv, drift.csv, judgments.csv")
@@ -63,7 +63,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from vd.reproduce import reproduce
+    from vd.study.reproduce import reproduce
 
     return reproduce(args.size, only=args.only, smoke=args.smoke, overrides=",".join(args.set),
                      runs_dir=args.runs_dir or "", figures_dir=args.figures_dir or "", log_output=args.log_output)
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures-dir", help="default: figures/ at the repository root (or $VD_FIGURES_DIR)")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     rep.set_defaults(func=cmd_reproduce)
-    from vd.train import register_cli
+    from vd.train.cli import register_cli
 
     register_cli(sub)
     score = sub.add_parser("score", help="score every checkpoint of a run: profile.csv, drift.csv")

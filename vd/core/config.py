@@ -1,0 +1,398 @@
+"""Load and validate `params/<size>.yaml` into typed objects; apply overrides from notebooks or the CLI.
+
+Every stage of the study reads one `Config`. A bad file fails here, before any model is loaded, with
+an error that names the file, the key path and what was expected:
+
+    ConfigError: params/tiny.yaml: dpo.beta: expected a number > 0, got -0.1
+
+Overrides use dotted keys (`dpo.beta=0.2`, `probes.samples_per_prompt=2`); their values are parsed as
+YAML scalars, so `0.2` is a float and `true` a bool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from vd.core import registry
+
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
+
+
+class ConfigError(ValueError):
+    """A params file or override is invalid; the message names the file, key and expectation."""
+
+
+# --- schema -----------------------------------------------------------------------------------
+# Each field's `metadata["check"]` is (predicate, "what is expected"); types are checked from hints.
+
+
+def _check(pred, expected: str, **kw):
+    return field(metadata={"check": (pred, expected)}, **kw)
+
+
+_positive = (lambda v: v > 0, "a number > 0")
+_nonneg = (lambda v: v >= 0, "a number >= 0")
+_prob = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_atleast1 = (lambda v: v >= 1, "an integer >= 1")
+
+
+def _pos(**kw):
+    return _check(*_positive, **kw)
+
+
+def _ge1(**kw):
+    return _check(*_atleast1, **kw)
+
+
+@dataclass
+class ModelConfig:
+    base: str  # hub id or local folder (`tiny`: the tiny world's model, built by vd.world)
+    revision: str | None = None
+    # How to prompt a base model that has no chat template of its own: "chatml" gives it the same
+    # ChatML template the SFT data are formatted with, so every checkpoint sees identical prompts.
+    chat_template: Literal["own", "chatml"] = "chatml"
+
+
+@dataclass
+class QuantizationConfig:
+    load_in_4bit: bool = True  # CUDA only; on CPU the model is loaded unquantized
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where supported
+
+
+@dataclass
+class LoraConfig:
+    r: int = _ge1(default=16)
+    alpha: float = _pos(default=32)
+    dropout: float = _check(*_prob, default=0.05)
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class StageConfig:
+    """Trainer settings of one stage. Fields not used by a stage are ignored by it."""
+
+    learning_rate: float = _pos(default=1e-5)
+    epochs: float = _pos(default=1.0)
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = _ge1(default=8)
+    grad_accum: int = _ge1(default=1)
+    max_length: int = _ge1(default=1024)
+    save_every: int = _ge1(default=100)  # checkpoint cadence in optimizer steps
+    log_every: int = _ge1(default=10)  # trainer log cadence in steps (never less often than save_every)
+    warmup_ratio: float = _check(*_prob, default=0.0)
+    lr_scheduler: str = "linear"
+    activation_checkpointing: bool = False
+    optimizer: str = "adamw_torch"
+    beta: float = _pos(default=0.1)  # DPO β, SimPO β
+    # SimPO target margin γ in TRL's convention: CPOConfig.simpo_gamma is γ itself (the loss is
+    # -logsigmoid(β·Δavg_logp − γ)), not γ/β as in the SimPO paper's tables.
+    gamma: float = _check(*_nonneg, default=0.5)
+    kl_coef: float = _check(*_nonneg, default=0.05)  # PPO KL penalty
+    response_length: int = _ge1(default=256)  # PPO rollout length
+    num_ppo_epochs: int = _ge1(default=4)
+    num_mini_batches: int = _ge1(default=1)
+    total_episodes: int = -1  # PPO: > 0 overrides epochs
+    missing_eos_penalty: float = _check(*_nonneg, default=1.0)
+    # reward model (and PPO's value model, a copy of it): train every weight instead of a LoRA adapter
+    full_finetune: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    id: str  # hub id or local file
+    split: str = "train"
+    max_samples: int | None = None
+    data_dir: str | None = None
+    turns: Literal["first", "all"] = "first"  # WildChat
+    language: str | None = None  # WildChat
+    drop_toxic: bool = True
+    drop_redacted: bool = True
+
+
+@dataclass
+class SyntheticConfig:
+    # the prompts the pairs answer, {"prompt", "topic"} JSONL; None: vd/data/synthetic_prompts.jsonl
+    prompts_file: str | None = None
+    prompts_per_topic: int = _check(lambda v: 1 <= v <= 40, "an integer in [1, 40] (vd/data/synthetic_prompts.jsonl has 40 per topic)", default=40)
+    generator: str = _check(lambda v: v in registry.ANSWER_WRITERS,
+                            "one of " + ", ".join(map(repr, registry.ANSWER_WRITERS)), default="openai")
+    generator_model: str = "gpt-4o-mini"
+    min_confidence: float = _check(*_prob, default=0.5)
+
+
+@dataclass
+class DataConfig:
+    sft: dict[str, DatasetConfig] = field(default_factory=dict)
+    preference: dict[str, DatasetConfig] = field(default_factory=dict)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ProbeConfig:
+    file: str | None = None  # None: the shipped vd/data/vprism.jsonl
+    prompts_per_topic: int = _check(lambda v: 1 <= v <= 50, "an integer in [1, 50]", default=50)
+    samples_per_prompt: int = _ge1(default=5)  # paper: 5
+    temperature: float = _check(*_nonneg, default=0.7)  # paper: 0.7
+    top_p: float = _check(lambda v: 0 < v <= 1, "a number in (0, 1]", default=1.0)
+    max_new_tokens: int = _ge1(default=256)  # paper: 256
+    batch_size: int = _ge1(default=32)
+
+
+@dataclass
+class JudgeConfig:
+    kind: str = _check(lambda v: v in registry.JUDGES, "one of " + ", ".join(map(repr, registry.JUDGES)),
+                       default="openai")
+    model: str = "gpt-4o"  # the paper's judge
+    base_url: str | None = None
+    prompt_version: str = "v1"
+    max_concurrency: int = _ge1(default=8)
+    max_retries: int = _check(*_nonneg, default=5)
+    timeout_s: float = _pos(default=60.0)
+    batch_size: int = _ge1(default=16)
+
+
+@dataclass
+class TinyConfig:
+    """Recipe of the tiny world (size `tiny` only); any change rebuilds it."""
+
+    vocab_size: int = _ge1(default=2048)
+    hidden_size: int = _ge1(default=128)
+    layers: int = _ge1(default=2)
+    heads: int = _ge1(default=4)
+    kv_heads: int = _ge1(default=2)
+    intermediate_size: int = _ge1(default=384)
+    pretrain_chats: int = _ge1(default=20000)
+    pretrain_steps: int = _ge1(default=1050)
+    pretrain_batch_size: int = _ge1(default=32)
+    pretrain_lr: float = _pos(default=3e-3)
+    sft_rows: int = _ge1(default=400)
+    preference_rows: int = _ge1(default=300)
+    threads: int = _ge1(default=1)
+
+
+@dataclass
+class Config:
+    size: str
+    seed: int
+    model: ModelConfig
+    quantization: QuantizationConfig
+    lora: LoraConfig
+    data: DataConfig
+    probes: ProbeConfig
+    judge: JudgeConfig
+    tiny: TinyConfig | None = None
+    budget_note: str = ""  # what a shrunk run shrank; figure titles show it
+    progress_bars: bool = True  # the trainers' progress bars (shown only on a terminal)
+    # One section per stage of vd.core.registry.STAGES (`sft:`, `dpo:`, ... in the file), read as cfg.dpo.
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    source: str = ""  # the file this was loaded from (set by load_config)
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in self.stages:
+            raise ConfigError(f"unknown stage {name!r}: expected one of {', '.join(self.stages)}")
+        return self.stages[name]
+
+    def get(self, dotted: str):
+        """A value by its dotted key, as overrides name it: cfg.get("dpo.beta")."""
+        node = self
+        for part in dotted.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    def __getattr__(self, name: str):  # only called for attributes a Config does not have
+        stages = self.__dict__.get("stages") or {}
+        if name in stages:
+            return stages[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as its params file lays it out: each stage a top-level section (after `lora`)."""
+        flat = {}
+        for key, value in dataclasses.asdict(self).items():
+            if key == "stages":
+                continue
+            flat[key] = value
+            if key == "lora":
+                flat.update({name: dataclasses.asdict(st) for name, st in self.stages.items()})
+        return flat
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def available_sizes(params_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in Path(params_dir or PARAMS_DIR).glob("*.yaml"))
+
+
+def params_path(size: str, params_dir: Path | None = None) -> Path:
+    """The params file of `size`; `size` may also be a path to a YAML file."""
+    if size.endswith((".yaml", ".yml")):
+        return Path(size)
+    return Path(params_dir or os.environ.get("VD_PARAMS_DIR") or PARAMS_DIR) / f"{size}.yaml"
+
+
+def load_config(size: str = "tiny", overrides: dict[str, Any] | list[str] | None = None,
+                params_dir: Path | None = None) -> Config:
+    """Load `params/<size>.yaml`, apply `overrides` (dotted keys), validate, return a `Config`."""
+    path = params_path(size, params_dir)
+    if not path.is_file():
+        sizes = ", ".join(available_sizes(params_dir)) or "(none found)"
+        raise ConfigError(f"size: no params file {path} for size {size!r}; available sizes: {sizes}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for key, value in _parse_overrides(overrides, path).items():
+        _set_dotted(raw, key, value, path)
+    sections = {name: raw.pop(name) for name in list(raw) if name in registry.STAGES}
+    for name in ("stages", "source"):  # set here, never read from a file
+        if name in raw:
+            raise ConfigError(f"{path}: {name}: unknown key; expected one of {', '.join(_top_level_keys())}")
+    cfg = _build(Config, raw, str(path), "")
+    for name in registry.STAGES:
+        if name not in sections:
+            raise ConfigError(f"{path}: {name}: missing required key (the {registry.STAGES[name].title} stage's section)")
+        cfg.stages[name] = _build(StageConfig, sections[name], str(path), name)
+    cfg.source = str(path)
+    _check_cross_fields(cfg, str(path))
+    for check in registry.CONFIG_CHECKS:
+        registry.resolve(check)(cfg, str(path))
+    return cfg
+
+
+def _top_level_keys() -> list[str]:
+    """What a params file may hold at the top level: the sections of Config and one per stage."""
+    return sorted({f.name for f in dataclasses.fields(Config)} - {"stages", "source"} | set(registry.STAGES))
+
+
+def _parse_overrides(overrides, path) -> dict[str, Any]:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. dpo.beta=0.2")
+        key, _, text = item.partition("=")
+        parsed[key.strip()] = yaml.safe_load(text)
+    return parsed
+
+
+def _set_dotted(raw: dict, key: str, value: Any, path) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: override {key}: {'.'.join(parts[:i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls, raw: Any, path: str, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {where or 'top level'}: expected a mapping, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        expected = sorted(fields) if where else _top_level_keys()
+        raise ConfigError(f"{path}: {key}: unknown key; expected one of {', '.join(expected)}")
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: {key}: missing required key")
+            continue
+        value = _coerce(hints[name], raw[name], path, key)
+        check = f.metadata.get("check")
+        if check and value is not None and not check[0](value):
+            raise ConfigError(f"{path}: {key}: expected {check[1]}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def _coerce(hint, value, path: str, key: str):
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, path, key)
+            except ConfigError as e:
+                errors.append(str(e).split(": expected ", 1)[-1])
+        raise ConfigError(f"{path}: {key}: expected {' or '.join(errors)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {key}: expected a mapping, got {value!r}")
+        return {k: _coerce(args[1], v, path, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        # YAML reads 1e-5 (no dot) as a string; accept it as the number the user meant.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config schema: unsupported type {hint} at {key}")  # a bug in this module
+
+
+def _check_cross_fields(cfg: Config, path: str) -> None:
+    for name in cfg.data.sft:
+        if name not in registry.SFT_DATA:
+            raise ConfigError(f"{path}: data.sft.{name}: unknown SFT dataset; expected one of "
+                              f"{', '.join(registry.SFT_DATA)}")
+    for name in cfg.data.preference:
+        if name not in registry.PREFERENCE_DATA:
+            raise ConfigError(f"{path}: data.preference.{name}: unknown preference dataset; expected one of "
+                              f"{', '.join(registry.PREFERENCE_DATA)} (synthetic data are configured under data.synthetic)")
+
+
+def check_choice(name: str, value: str, choices) -> str:
+    """Validate a notebook/CLI parameter such as `algo` against its allowed values."""
+    if value not in choices:
+        raise ConfigError(f"parameter {name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -1,0 +1,162 @@
+"""A run folder, typed: the one reader and writer of `run.json`, the one checkpoint discovery, and the one
+place that knows where a run keeps what.
+
+    <runs_dir>/<size>/<run name>/
+        config.yaml            the resolved config the run was trained under
+        run.json               this record (RunRecord), rewritten atomically as checkpoints appear
+        train_log.csv          the trainer's log history (loss, rewards/accuracies, KL, ...)
+        checkpoint-<step>/     every saved LoRA adapter (all kept: adapters are small)
+        merged/                SFT: the final adapter merged into the base (where preference stages start)
+        synthetic_pairs.jsonl  synthetic data: the pairs trained on (+ synthetic_judged.csv, their judgments)
+        reward/                PPO: its reward model, itself a run folder (stage "reward"; model in reward/model/)
+        profile.csv, drift.csv, judgments.csv, .scores-key   written by scoring (vd.score.scoring)
+
+Relocatable: a record names the run it started from by folder name (a sibling under the same
+`<runs_dir>/<size>/`) and its start model by content (`start_identity`), never by an absolute path,
+so a runs folder moved or copied to another machine (or a VD_HOME moved to Drive) stays valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vd.core.cache import ADAPTER_WEIGHT_FILES
+from vd.core.io import atomic_write_json
+
+RUN_FILE = "run.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class RunError(ValueError):
+    """A run folder is unreadable or inconsistent; the message names the file and what is wrong."""
+
+
+class RunNotFound(RunError, FileNotFoundError):
+    """No run.json where a run folder was expected."""
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    adapter: str | None  # folder name inside the run; None: the stage's start model itself (step 0)
+
+
+@dataclass
+class RunRecord:
+    """What `run.json` holds. `root` is where the folder is now (not stored)."""
+
+    root: Path
+    stage: str
+    data: str
+    size: str
+    from_run: str | None = None  # the SFT run it started from: a folder name beside this one
+    start_model: str = ""  # how step 0 is named: a hub id, "tiny", or "<from_run>/merged" (for reading)
+    start_identity: str = ""  # the start model by content (vd.models.loading.model_identity)
+    total_steps: int | None = None
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    complete: bool = False
+    extra: dict = field(default_factory=dict)  # stage-specific facts (reward accuracy, merged weights' identity)
+
+    # -- layout -------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def synthetic_pairs_path(self) -> Path:
+        return self.root / "synthetic_pairs.jsonl"
+
+    @property
+    def synthetic_judged_path(self) -> Path:
+        return self.root / "synthetic_judged.csv"
+
+    @property
+    def reward_dir(self) -> Path:
+        return self.root / "reward"
+
+    def from_run_dir(self) -> Path | None:
+        """The folder of the run this one started from (a sibling), or None."""
+        return None if self.from_run is None else self.root.parent / self.from_run
+
+    def adapter_dir(self, checkpoint: Checkpoint) -> Path | None:
+        return None if checkpoint.adapter is None else self.root / checkpoint.adapter
+
+    @property
+    def last_saved_step(self) -> int:
+        return max((c.step for c in self.checkpoints), default=0)
+
+    # -- reading and writing -----------------------------------------------------------------------
+    @classmethod
+    def read(cls, root: str | Path) -> RunRecord:
+        """The record of the run folder `root`; a missing, truncated or malformed run.json is a RunError."""
+        root = Path(root)
+        path = root / RUN_FILE
+        if not path.is_file():
+            raise RunNotFound(f"{path}: no run.json; is {root} a run folder made by `vd train`?")
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{path}: not valid JSON ({e}); the file is damaged: retrain the run "
+                           "(vd train ... --overwrite) or restore it from a copy") from None
+        if not isinstance(raw, dict):
+            raise RunError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+        missing = [k for k in ("stage", "data", "size") if not isinstance(raw.get(k), str)]
+        if missing:
+            raise RunError(f"{path}: {missing[0]}: missing (a run.json names its stage, data and size)")
+        known = {f.name for f in dataclasses.fields(cls)} - {"root", "checkpoints", "extra"}
+        try:
+            checkpoints = [Checkpoint(int(c["step"]), c.get("adapter")) for c in raw.get("checkpoints") or []]
+        except (TypeError, KeyError, ValueError):
+            raise RunError(f"{path}: checkpoints: expected a list of {{step, adapter}} objects") from None
+        values = {k: raw[k] for k in known if k in raw}
+        extra = {k: v for k, v in raw.items() if k not in known and k != "checkpoints"}
+        return cls(root=root, checkpoints=checkpoints, extra=extra, **values)
+
+    @classmethod
+    def find(cls, root: str | Path) -> RunRecord | None:
+        """The record if `root` holds a run.json, else None (a damaged one still raises)."""
+        return cls.read(root) if (Path(root) / RUN_FILE).is_file() else None
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("root", "extra")}
+        out["checkpoints"] = [dataclasses.asdict(c) for c in self.checkpoints]
+        clash = sorted(set(out) & set(self.extra))
+        if clash:
+            raise ValueError(f"RunRecord.extra may not hold the record's own fields: {clash}")  # a bug, not the user's
+        return {**out, **self.extra}
+
+    def write(self) -> None:
+        """Discover the checkpoints on disk, then write run.json atomically."""
+        self.checkpoints = discover_checkpoints(self.root)
+        atomic_write_json(self.to_json(), self.root / RUN_FILE)
+
+
+def discover_checkpoints(root: str | Path) -> list[Checkpoint]:
+    """Step 0 (the stage's start model, no adapter) and every finished adapter checkpoint, by step.
+
+    A checkpoint counts once its save finished: the Trainer writes trainer_state.json after the weights.
+    (transformers' get_last_checkpoint finds only the newest folder, finished or not; scoring needs all.)
+    """
+    found = []
+    for folder in Path(root).iterdir() if Path(root).is_dir() else ():
+        m = _CHECKPOINT.match(folder.name)
+        if m and (folder / "trainer_state.json").is_file() and any(
+                (folder / f).is_file() for f in ADAPTER_WEIGHT_FILES):
+            found.append(Checkpoint(int(m.group(1)), folder.name))
+    return [Checkpoint(0, None)] + sorted(found, key=lambda c: c.step)

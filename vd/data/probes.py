@@ -1,0 +1,402 @@
+"""The value-probing questions (V-PRISM): the shipped set, external files, and a rebuild from PRISM.
+
+The paper (arXiv 2510.26707, §3) probes models with V-PRISM: 550 questions, 50 for each of 11 topics,
+curated from the opening prompts of PRISM (HannahRoseKirk/prism-alignment). V-PRISM is not released,
+so ``vd/data/vprism.jsonl`` is our own set, written for this project in the same shape. Each row:
+
+- ``id``: ``<topic>-NNN``; ``topic``: a slug of :data:`vd.core.stances.TOPICS`; ``question``: what the model
+  is asked; every question carries one of its topic's keywords (:data:`vd.core.stances.TOPIC_KEYWORDS`),
+  because the tiny world's model recognises topics by those words only;
+- ``position``: the claim a *support* answer agrees with, whatever the question's grammar (for "I feel
+  that X, am I wrong?" it is X);
+- ``direction``: which side of the topic's axis (:data:`TOPIC_AXES`) supporting takes, ``pro`` or
+  ``contra``; each topic has 25 of each, so a profile's *support* is not one side's support.
+
+``immigration-001`` is the paper's Figure 1 example. :func:`load_external_probes` reads somebody
+else's V-PRISM-like file; :func:`build_vprism` reruns the paper's curation pipeline on PRISM.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vd.core.stances import TOPIC_KEYWORDS, TOPICS, topic_keyword_hits  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
+
+SHIPPED_PROBES = Path(__file__).parent / "vprism.jsonl"
+COLUMNS: tuple[str, ...] = ("id", "topic", "question", "position", "direction")
+DIRECTIONS: tuple[str, ...] = ("pro", "contra")
+UNKNOWN_DIRECTION = "unknown"
+
+# Ours: the axis each topic's ``direction`` refers to. "pro" = supporting the question's position
+# moves toward the axis, "contra" = away from it. Family and relationships has no two clear camps;
+# we use traditional norms as the axis so that direction still varies there.
+TOPIC_AXES: dict[str, str] = {
+    "immigration": "more open immigration and refugee policy",
+    "abortion": "legal access to abortion",
+    "climate_change": "stronger action against climate change",
+    "religion": "a larger role for religion in public and private life",
+    "gender_lgbtq": "more gender equality and LGBTQ+ rights",
+    "economic_policy": "more redistribution and state involvement in the economy",
+    "death_penalty_euthanasia": "permitting lawful ending of life (capital punishment, assisted dying)",
+    "race_racism": "stronger action against racism and racial inequality",
+    "family_relationships": "traditional family norms and obligations",
+    "elections_parties": "wider access to voting and reform of electoral institutions",
+    "war_conflict": "readiness to use military force and arms",
+}
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a bad line raises naming the file and line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
+            rows.append((n, obj))
+    return rows
+
+
+def _check_unique_ids(df: pd.DataFrame, where: str, lines: Sequence[int]) -> None:
+    dup = df["id"].duplicated(keep="first")
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise ValueError(f"{where}, row {lines[i]}: field 'id' is {df['id'].iloc[i]!r}, which an "
+                         "earlier row already uses; expected unique ids")
+
+
+def load_probes(path: str | os.PathLike | None = None, prompts_per_topic: int | None = None,
+                topics: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
+    """Load a probe file in this project's format (the shipped V-PRISM when ``path`` is None).
+
+    Returns a DataFrame with columns ``id, topic, question, position, direction`` in file order.
+    ``topics`` keeps only those slugs. ``prompts_per_topic`` (a budget knob) keeps a deterministic,
+    direction-balanced subset per topic: see :func:`balanced_subset`. Every row must have all five
+    fields as non-empty strings, a known topic slug and a direction in ``pro``/``contra``/``unknown``;
+    ids must be unique. Errors name the file, the row (line number) and the field.
+    """
+    path = Path(path) if path is not None else SHIPPED_PROBES
+    records, lines = [], []
+    for n, obj in _read_jsonl(path):
+        for col in COLUMNS:
+            v = obj.get(col)
+            if not isinstance(v, str) or not v.strip():
+                got = "missing" if col not in obj else f"{v!r}"
+                raise ValueError(f"{path}, row {n}: field '{col}' is {got}; expected a non-empty string")
+        if obj["topic"] not in TOPICS:
+            raise ValueError(f"{path}, row {n}: field 'topic' is {obj['topic']!r}; expected one of "
+                             f"{', '.join(TOPICS)}")
+        if obj["direction"] not in (*DIRECTIONS, UNKNOWN_DIRECTION):
+            raise ValueError(f"{path}, row {n}: field 'direction' is {obj['direction']!r}; expected one "
+                             f"of {', '.join((*DIRECTIONS, UNKNOWN_DIRECTION))}")
+        records.append({c: obj[c].strip() for c in COLUMNS})
+        lines.append(n)
+    if not records:
+        raise ValueError(f"{path}: no probe rows")
+    df = pd.DataFrame(records, columns=list(COLUMNS))
+    _check_unique_ids(df, str(path), lines)
+    if topics is not None:
+        bad = [t for t in topics if t not in TOPICS]
+        if bad:
+            raise ValueError(f"unknown topic(s) {bad}; expected slugs from {', '.join(TOPICS)}")
+        df = df[df["topic"].isin(list(topics))].reset_index(drop=True)
+    if prompts_per_topic is not None:
+        df = balanced_subset(df, prompts_per_topic, seed=seed)
+    return df
+
+
+def balanced_subset(probes: pd.DataFrame, prompts_per_topic: int, seed: int = 0) -> pd.DataFrame:
+    """Keep ``prompts_per_topic`` probes per topic, balanced between directions, deterministically.
+
+    Per topic, each direction's rows are shuffled by a RNG seeded with (seed, topic), and the
+    directions are then taken in turn (pro, contra, pro, ... in a seeded starting order): the subset is
+    the first k of that order, so same seed -> same subset, and a larger k contains a smaller one. A
+    topic with fewer rows than k keeps them all (logged). Rows come back in their original order.
+    """
+    if not isinstance(prompts_per_topic, (int, np.integer)) or prompts_per_topic < 1:
+        raise ValueError(f"prompts_per_topic is {prompts_per_topic!r}; expected an integer >= 1")
+    keep: list[int] = []
+    for topic, rows in probes.groupby("topic", sort=False):
+        rng = random.Random(f"vprism:{seed}:{topic}")
+        groups = {d: list(ix) for d, ix in rows.groupby("direction", sort=True).groups.items()}
+        dirs = sorted(groups)
+        for d in dirs:
+            rng.shuffle(groups[d])
+        rng.shuffle(dirs)
+        order: list[int] = []
+        while any(groups.values()):
+            order += [groups[d].pop(0) for d in dirs if groups[d]]
+        if len(order) < prompts_per_topic:
+            log.warning("topic %s has %d probes, fewer than prompts_per_topic=%d: keeping all",
+                        topic, len(order), prompts_per_topic)
+        keep += order[:prompts_per_topic]
+    return probes.loc[sorted(keep)].reset_index(drop=True)
+
+
+def _topic_slug(value: str) -> str | None:
+    """Our slug for a topic given as a slug or a display name, case-insensitively; None if unknown."""
+    key = " ".join(str(value).replace("_", " ").split()).casefold()
+    for slug, name in TOPICS.items():
+        if key in (slug.replace("_", " ").casefold(), " ".join(name.split()).casefold()):
+            return slug
+    return None
+
+
+def load_external_probes(path: str | os.PathLike,
+                         columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Load an external V-PRISM-like file (``.csv`` or ``.jsonl``) into the probe schema.
+
+    ``columns`` maps our names to the file's, e.g. ``{"question": "prompt", "topic": "category"}``.
+    ``topic`` and ``question`` are required; ``position`` defaults to "" and ``direction`` to
+    "unknown"; a missing ``id`` is made up as ``<topic>-NNN``. Topics may be given as our slugs or
+    display names, in any case; an unknown topic raises, listing the valid ones.
+    """
+    path = Path(path)
+    columns = dict(columns or {})
+    bad_keys = [k for k in columns if k not in COLUMNS]
+    if bad_keys:
+        raise ValueError(f"columns mapping has unknown key(s) {bad_keys}; keys are our names: {COLUMNS}")
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    if suffix.lower() == ".csv":
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        lines = list(range(2, len(raw) + 2))  # line 1 is the header
+    elif suffix.lower() in (".jsonl", ".jsonl.gz"):
+        pairs = _read_jsonl(path)
+        raw = pd.DataFrame([o for _, o in pairs])
+        lines = [n for n, _ in pairs]
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .csv or .jsonl")
+    for ours, theirs in columns.items():
+        if theirs not in raw.columns:
+            raise ValueError(f"{path}: column {theirs!r} (mapped to {ours!r}) not found; the file has "
+                             f"{list(raw.columns)}")
+    raw = raw.rename(columns={theirs: ours for ours, theirs in columns.items()})
+    for col in ("topic", "question"):
+        if col not in raw.columns:
+            raise ValueError(f"{path}: no {col!r} column (the file has {list(raw.columns)}); map one "
+                             f"with columns={{'{col}': '<their column>'}}")
+    raw = raw.astype(object).where(raw.notna(), "")  # JSONL rows may lack a key: NaN -> ""
+    records, counts = [], {}
+    for n, row in zip(lines, raw.to_dict("records")):
+        get = lambda col, default="": str(row.get(col, "")).strip() or default  # noqa: E731
+        if not get("question"):
+            raise ValueError(f"{path}, row {n}: field 'question' is empty; expected a non-empty string")
+        slug = _topic_slug(get("topic"))
+        if slug is None:
+            valid = "; ".join(f"{s} ({name})" for s, name in TOPICS.items())
+            raise ValueError(f"{path}, row {n}: field 'topic' is {row.get('topic')!r}, not a known topic; "
+                             f"expected a slug or name from: {valid}")
+        counts[slug] = counts.get(slug, 0) + 1
+        records.append({"id": get("id", f"{slug}-{counts[slug]:03d}"), "topic": slug,
+                        "question": get("question"), "position": get("position"),
+                        "direction": get("direction", UNKNOWN_DIRECTION)})
+    if not records:
+        raise ValueError(f"{path}: no probe rows")
+    df = pd.DataFrame(records, columns=list(COLUMNS))
+    _check_unique_ids(df, str(path), lines)
+    return df
+
+
+# Function words ignored by the "words" similarity.
+_STOPWORDS = frozenset(
+    "a an the and or but of to in on at for by with from as is are was were be been being do does did "
+    "have has had should would could can will shall may might must not no it its this that these those "
+    "there their they them we our us you your i me my he she his her him who what which when where why "
+    "how than then so if just also even ever any all every some more most much very really still about "
+    "into over under after before because while only own same other such too whether up out like am".split())
+
+
+def _features(text: str, kind: str) -> set[str]:
+    low = text.lower()
+    if kind == "chars":  # character 4-grams of the punctuation-stripped text
+        s = " ".join(re.sub(r"[^a-z0-9 ]+", " ", low).split())
+        return {s[i:i + 4] for i in range(max(1, len(s) - 3))}
+    if kind == "words":  # content words, crudely stemmed to their first 5 letters
+        return {w[:5] for w in re.findall(r"[a-z0-9]+", low) if w not in _STOPWORDS}
+    raise ValueError(f"kind is {kind!r}; expected 'chars' or 'words'")
+
+
+def near_duplicates(questions: Sequence[str], threshold: float = 0.8,
+                    kind: str = "chars") -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, similarity)``, i < j, with Jaccard similarity >= ``threshold``, most similar first.
+
+    ``kind="chars"`` compares character 4-grams (catches small edits: "16" / "sixteen"); ``"words"``
+    compares content-word stems (catches added words and reordering). Dependency-free, O(n^2).
+    """
+    feats = [_features(q, kind) for q in questions]
+    out = []
+    for i, j in combinations(range(len(feats)), 2):
+        union = feats[i] | feats[j]
+        sim = len(feats[i] & feats[j]) / len(union) if union else 1.0
+        if sim >= threshold:
+            out.append((i, j, sim))
+    return sorted(out, key=lambda t: (-t[2], t[0], t[1]))
+
+
+# Ours: the paper says GPT-4o standardised PRISM openers into questions but gives no prompt.
+REPHRASE_PROMPT = (
+    "Rewrite the user's message as one short, self-contained question that asks for an opinion on "
+    "the value-laden issue it raises, so that it can be answered with support, opposition or "
+    "neutrality. Keep the issue and its framing; do not add new claims. Reply with the question only."
+)
+
+
+def openai_rephraser(model: str = "gpt-4o", base_url: str | None = None) -> Callable[[list[str]], list[str]]:
+    """A ``rephrase`` callable for :func:`build_vprism` that asks an OpenAI-compatible chat model to
+    turn each PRISM opener into a question (one request per text, temperature 0, prompt
+    :data:`REPHRASE_PROMPT`). The key is read from the ``OPENAI_API_KEY`` environment variable only.
+    """
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise RuntimeError("openai_rephraser needs the OPENAI_API_KEY environment variable to be set")
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url)  # reads OPENAI_API_KEY itself
+
+    def rephrase(texts: list[str]) -> list[str]:
+        out = []
+        for t in texts:
+            r = client.chat.completions.create(
+                model=model, temperature=0.0,
+                messages=[{"role": "system", "content": REPHRASE_PROMPT}, {"role": "user", "content": t}])
+            out.append((r.choices[0].message.content or "").strip())
+        return out
+
+    return rephrase
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 4, max_iter: int = 100) -> np.ndarray:
+    """Labels from k-means (k-means++ start, Lloyd steps), the best of ``n_init`` seeded runs.
+
+    Written here in numpy because scikit-learn is not a dependency of this project.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= number of points; got k={k}, {n} points")
+    rng = np.random.default_rng(seed)
+    sq = (x * x).sum(1)
+    best, best_inertia = None, np.inf
+    for _ in range(n_init):
+        c = [x[rng.integers(n)]]
+        d2 = np.maximum(sq - 2 * x @ c[0] + c[0] @ c[0], 0)
+        for _ in range(1, k):
+            idx = rng.choice(n, p=d2 / d2.sum()) if d2.sum() > 0 else int(rng.integers(n))
+            c.append(x[idx])
+            d2 = np.minimum(d2, np.maximum(sq - 2 * x @ x[idx] + x[idx] @ x[idx], 0))
+        centers = np.array(c)
+        labels = np.full(n, -1)
+        for _ in range(max_iter):
+            dist = sq[:, None] - 2 * x @ centers.T + (centers * centers).sum(1)[None, :]
+            new = dist.argmin(1)
+            if np.array_equal(new, labels):
+                break
+            labels = new
+            for j in range(k):
+                members = labels == j
+                if members.any():
+                    centers[j] = x[members].mean(0)
+                else:  # an empty cluster takes the point farthest from its own center
+                    far = int(dist[np.arange(n), labels].argmax())
+                    centers[j], labels[far] = x[far], j
+        inertia = float(((x - centers[labels]) ** 2).sum())
+        if inertia < best_inertia:
+            best, best_inertia = labels.copy(), inertia
+    return best
+
+
+def build_vprism(prism_conversations_path: str | os.PathLike,
+                 rephrase: Callable[[list[str]], list[str]],
+                 embed: Callable[[list[str]], np.ndarray],
+                 n_per_topic: int = 50, n_topics: int = 11, seed: int = 0,
+                 conversation_types: Sequence[str] = ("values guided", "controversy guided"),
+                 dedup_threshold: float = 0.9) -> pd.DataFrame:
+    """Rebuild a V-PRISM-like probe set from PRISM's ``conversations.jsonl``, following the paper's
+    pipeline (arXiv 2510.26707, §3; the steps' details are ours where the paper gives none):
+
+    1. keep conversations whose ``conversation_type`` is in ``conversation_types`` (PRISM's types are
+       "unguided", "values guided", "controversy guided") and take their ``opening_prompt``, once
+       per distinct text (case, punctuation and spacing aside);
+    2. ``rephrase`` the openers into questions (e.g. :func:`openai_rephraser`);
+    3. ``embed`` the questions (a 2-D array, one row each) and drop near-duplicates: in file order, a
+       question whose cosine similarity to one already kept is >= ``dedup_threshold`` is dropped;
+    4. cluster into ``n_topics`` with seeded k-means; clusters are named ``cluster-0`` (largest) ...;
+    5. sample ``n_per_topic`` per cluster (all of a smaller cluster, logged).
+
+    Returns columns ``id, topic, question, position (""), direction ("unknown"), source_id`` (the
+    PRISM ``conversation_id``). Name the clusters afterwards, e.g. ``df.topic.map({...})``.
+    """
+    path = Path(prism_conversations_path)
+    wanted = {t.casefold().strip() for t in conversation_types}
+    ids, openers, seen_types, seen_openers = [], [], set(), set()
+    for n, obj in _read_jsonl(path):
+        for col in ("conversation_id", "conversation_type", "opening_prompt"):
+            if col not in obj:
+                raise ValueError(f"{path}, row {n}: field '{col}' is missing; expected PRISM's "
+                                 "conversations.jsonl schema")
+        ctype = str(obj["conversation_type"]).casefold().strip()
+        seen_types.add(ctype)
+        text = str(obj["opening_prompt"] or "").strip()
+        key = " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+        if ctype in wanted and key and key not in seen_openers:  # exact repeats cost no LLM call
+            seen_openers.add(key)
+            ids.append(str(obj["conversation_id"]))
+            openers.append(text)
+    if not openers:
+        raise ValueError(f"{path}: no conversations of type {sorted(wanted)}; the file has types "
+                         f"{sorted(seen_types)}")
+    questions = [str(q).strip() for q in rephrase(list(openers))]
+    if len(questions) != len(openers):
+        raise ValueError(f"rephrase returned {len(questions)} texts for {len(openers)} openers")
+    emb = np.asarray(embed(questions), dtype=np.float64)
+    if emb.ndim != 2 or len(emb) != len(questions):
+        raise ValueError(f"embed must return a 2-D array with one row per question; got shape {emb.shape} "
+                         f"for {len(questions)} questions")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    kept: list[int] = []
+    kept_emb = np.empty_like(emb)
+    for i in range(len(questions)):
+        if questions[i] and (not kept or float((kept_emb[:len(kept)] @ emb[i]).max()) < dedup_threshold):
+            kept_emb[len(kept)] = emb[i]
+            kept.append(i)
+    log.info("build_vprism: %d openers of types %s, %d after near-duplicate removal",
+             len(openers), sorted(wanted), len(kept))
+    if len(kept) < n_topics:
+        raise ValueError(f"only {len(kept)} distinct questions left for {n_topics} clusters")
+    labels = kmeans(emb[kept], n_topics, seed=seed)
+    sizes = np.bincount(labels, minlength=n_topics)
+    order = sorted(range(n_topics), key=lambda j: (-sizes[j], j))  # cluster-0 is the largest
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c, label in enumerate(order):
+        members = [kept[m] for m in np.flatnonzero(labels == label)]
+        if len(members) < n_per_topic:
+            log.warning("cluster-%d has %d questions, fewer than n_per_topic=%d: keeping all",
+                        c, len(members), n_per_topic)
+        take = sorted(rng.choice(members, size=min(n_per_topic, len(members)), replace=False).tolist())
+        rows += [{"id": f"cluster-{c}-{k + 1:03d}", "topic": f"cluster-{c}", "question": questions[i],
+                  "position": "", "direction": UNKNOWN_DIRECTION, "source_id": ids[i]}
+                 for k, i in enumerate(take)]
+    return pd.DataFrame(rows, columns=[*COLUMNS, "source_id"])

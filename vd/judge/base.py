@@ -1,0 +1,62 @@
+"""What a stance judge is: its input (JudgeItem), its output (Judgment: p over support, neutral, oppose,
+with a status), and the interface every backend implements.
+
+The paper (arXiv 2510.26707, §3) judged each (prompt x, response y, topic T) with GPT-4o and read the
+**log-probabilities of the three label choices, softmaxed over those three**: a graded readout, not a
+vote. Every judge returns that kind of probability vector, ordered as vd.core.stances.STANCES. A judge
+never raises for one bad item: the item comes back with status "failed", p = (nan, nan, nan) and an
+error message; downstream code drops (and counts) failed items.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+from tqdm.auto import tqdm
+
+NAN3 = (math.nan, math.nan, math.nan)
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    question: str
+    answer: str
+    topic: str  # a slug of vd.core.stances.TOPICS (an unknown slug is shown to the judge as given)
+
+
+@dataclass(frozen=True)
+class Judgment:
+    p: tuple[float, float, float]  # support, neutral, oppose; NaNs if failed
+    status: str  # "ok" | "text_fallback" | "failed"
+    error: str | None = None
+
+
+def failed(error: str) -> Judgment:
+    return Judgment(NAN3, "failed", error)
+
+
+def softmax3(x: Sequence[float]) -> tuple[float, float, float]:
+    m = max(x)
+    e = [math.exp(v - m) if v != -math.inf else 0.0 for v in x]
+    z = sum(e)
+    return (e[0] / z, e[1] / z, e[2] / z)
+
+
+OnResult = Callable[[int, Judgment], None]
+
+
+@runtime_checkable
+class Judge(Protocol):
+    key: str  # kind + model + prompt version: the cache key of this judge
+
+    def judge(self, items: Sequence[JudgeItem], progress: bool = False,
+              on_result: OnResult | None = None) -> list[Judgment]:
+        """One Judgment per item, in input order; on_result(index, judgment) as each one arrives."""
+        ...
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    # mininterval >= 1 s: papermill --log-output writes every refresh as a log line.
+    return tqdm(total=total, desc=desc, disable=not enabled, mininterval=1.0, dynamic_ncols=True)

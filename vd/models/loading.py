@@ -1,0 +1,182 @@
+"""Loading base models, tokenizers, chat templates and adapters for every size.
+
+On CUDA a real-size base model is loaded in 4-bit NF4 (QLoRA, DESIGN §4); on CPU models are loaded
+unquantized in fp32, because 4-bit LoRA training on CPU gives silently wrong gradients after any
+eval-mode forward (bitsandbytes repacks the weights into an inference-only format).
+
+Chat formatting: every checkpoint of a run, the bare base model included, is prompted with the same
+template. Base checkpoints ship no chat template (or one they were never trained on), so with
+`model.chat_template: chatml` (the default) the tokenizer gets this project's ChatML template; a
+base model at step 0 thus sees `<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` and continues
+from there. Where `<|im_end|>` is not a single token of the tokenizer (Llama-3), generation stops on
+the string instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from vd.core.chat import END_OF_TURN, chatml_template, end_of_turn_ids  # noqa: F401 (re-exported)
+from vd import world
+from vd.core.config import Config
+from vd.core.run import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+def base_model_path(cfg: Config) -> str:
+    """Where the base model of `cfg` lives: a hub id, a local folder, or the tiny world's (built if needed)."""
+    return world.model_path(cfg)
+
+
+def start_model_path(record: RunRecord, cfg: Config) -> str:
+    """Step 0 of a run: the SFT run's merged model for a preference stage, the base model for SFT."""
+    source = record.from_run_dir()
+    return str(source / "merged") if source is not None else base_model_path(cfg)
+
+
+@lru_cache(maxsize=64)
+def _weights_digest(folder: str, stamp: tuple) -> str:
+    h = hashlib.sha256()
+    for weights in sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin")):
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def model_identity(model: str, revision: str | None = None) -> str:
+    """A model by what it is, not where it is: a local folder by the hash of its weight files (so a copy
+    elsewhere is the same model, and a retrained model saved to the same path is not); a hub id by its id
+    and revision. Keys cached generations and tells whether a run folder still matches its params."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return f"hub:{model}@{revision or 'main'}"
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no model weights (*.safetensors or *.bin)")
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return f"sha256:{_weights_digest(str(folder.resolve()), stamp)}"
+
+
+def compute_dtype(cfg: Config) -> torch.dtype:
+    """bf16 where the GPU supports it, else fp16 (a T4 has no bf16); fp32 on CPU."""
+    choice = cfg.quantization.compute_dtype
+    if choice == "auto":
+        if not torch.cuda.is_available():
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+
+
+def use_4bit(cfg: Config) -> bool:
+    return cfg.quantization.load_in_4bit and torch.cuda.is_available()
+
+
+# Reserved tokens some base tokenizers carry that can pad without being the end-of-sequence token.
+_PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|endoftext|>", "<pad>", "<|pad|>")
+
+
+def load_tokenizer(cfg: Config, path: str | None = None, padding_side: str = "right"):
+    """The tokenizer of the base model, with the run's chat template and a pad token.
+
+    With ChatML on a tokenizer where `<|im_end|>` is not a token of its own (Llama-3 base), the markers
+    stay plain text and every assistant turn ends with `<|im_end|>` followed by the tokenizer's own
+    end-of-sequence token, which the base model already knows: SFT teaches the model to emit it, and
+    generation and PPO stop on it. The pad token is then a token other than that end token where the
+    tokenizer has one, so that padding masks never hide a trained end-of-turn.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path or base_model_path(cfg), revision=cfg.model.revision,
+                                              padding_side=padding_side)
+    if cfg.model.chat_template == "chatml":
+        tokenizer.chat_template = chatml_template(tokenizer)
+    elif not tokenizer.chat_template:
+        raise ValueError(f"{cfg.source}: model.chat_template: 'own' but {cfg.model.base} has no chat template; "
+                         "use 'chatml'")
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        vocab = tokenizer.get_vocab()
+        spare = next((t for t in _PAD_CANDIDATES if t in vocab and t != tokenizer.eos_token), None)
+        tokenizer.pad_token = spare or tokenizer.eos_token
+    return tokenizer
+
+
+
+
+def quantization_config(cfg: Config):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization.quant_type,
+                              bnb_4bit_use_double_quant=cfg.quantization.double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype(cfg))
+
+
+def _local_device() -> int:
+    """This process's GPU: under `accelerate launch` each process takes the GPU of its local rank."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def load_model(cfg: Config, path: str | None = None, adapter: str | Path | None = None,
+               trainable: bool = False, head: str = "causal"):
+    """Load a model: 4-bit on CUDA when the params say so, plain fp32 on CPU; optionally an adapter.
+
+    head: "causal" for policies, "score" for reward/value models (a scalar head).
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = {"revision": cfg.model.revision} if path is None else {}
+    if use_4bit(cfg):
+        kwargs.update(quantization_config=quantization_config(cfg), dtype=compute_dtype(cfg),
+                      device_map={"": _local_device()})
+    elif torch.cuda.is_available():
+        kwargs.update(dtype=compute_dtype(cfg), device_map={"": _local_device()})
+    else:
+        kwargs.update(dtype=torch.float32)
+    auto = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    if head == "score":
+        kwargs["num_labels"] = 1
+    model = auto.from_pretrained(path or base_model_path(cfg), **kwargs)
+    if head == "score" and model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model
+
+
+def lora_config(cfg: Config, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type=task_type)
+
+
+def merge_adapter(cfg: Config, base_path: str, adapter: str | Path, out: str | Path) -> Path:
+    """Merge a LoRA adapter into its base and save the result (weights + tokenizer) to `out`.
+
+    Preference stages start from this merged SFT model, so that "adapter disabled" — the reference
+    policy TRL uses for DPO and PPO with PEFT — is exactly the final SFT policy. The merge is done in
+    the compute dtype without quantization (merging into 4-bit weights would round the adapter away).
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    dtype = compute_dtype(cfg) if torch.cuda.is_available() else torch.float32
+    revision = cfg.model.revision if base_path == cfg.model.base else None
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=revision)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    out = Path(out)
+    merged.save_pretrained(out)
+    load_tokenizer(cfg, base_path).save_pretrained(out)
+    return out

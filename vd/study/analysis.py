@@ -1,0 +1,416 @@
+"""The analyses behind notebooks 00-05, one section per notebook (06, the paper's tables: vd.study.paper).
+
+Each function takes runs (vd.study.notebook.RunResult) or a Study and returns tables (DataFrames) or figures;
+the notebooks only call them, show the result and save it. Choices the paper does not make for us are
+marked "ours" (thresholds of the agree/differ verdicts, the topic assignment of real preference pairs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from vd.score import metrics as vdrift
+from vd.train.data import load_dataset
+from vd.core.stances import STANCES, TOPICS
+
+OPPOSITE = {"support": "oppose", "oppose": "support"}
+M_SCALE = 0.5  # every M heatmap on the same colour scale (±0.5), so small and large drifts compare
+
+
+def _topic_name(t: str) -> str:
+    return "Overall (mean over topics)" if t == "overall" else TOPICS.get(t, t)
+
+
+# ============================================================================ 00: probes and judge
+def probe_counts(cfg) -> pd.DataFrame:
+    """Per topic and direction: probes in the set and probes used at this size's budget."""
+    from vd.data.probes import load_probes
+
+    full = load_probes(cfg.probes.file)
+    used = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
+    rows = []
+    for topic in TOPICS:
+        for direction in ("pro", "contra"):
+            rows.append({"topic": topic, "direction": direction,
+                         "in_set": int(((full.topic == topic) & (full.direction == direction)).sum()),
+                         "used": int(((used.topic == topic) & (used.direction == direction)).sum())})
+    return pd.DataFrame(rows)
+
+
+def probe_examples(cfg, per_topic: int = 2) -> pd.DataFrame:
+    """The first `per_topic` probes of each topic used at this budget (one per direction where possible)."""
+    from vd.data.probes import load_probes
+
+    used = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
+    picks = []
+    for _, rows in used.groupby("topic", sort=False):
+        picks.append(rows.sort_values("direction", ascending=False).groupby("direction").head(1).head(per_topic))
+    return pd.concat(picks)[["id", "topic", "direction", "question", "position"]].reset_index(drop=True)
+
+
+def probe_figure(counts: pd.DataFrame, title: str):
+    import matplotlib.pyplot as plt
+
+    from vd.study.figures import topic_label
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
+    colors = {"pro": "#4c72b0", "contra": "#c44e52"}
+    for ax, col, what in zip(axes, ("in_set", "used"), ("the probe set (V-PRISM-style, ours)", "used at this budget")):
+        wide = counts.pivot(index="topic", columns="direction", values=col).loc[list(TOPICS), ["pro", "contra"]]
+        wide.index = [topic_label(t) for t in wide.index]
+        wide.plot.barh(stacked=True, ax=ax, color=[colors["pro"], colors["contra"]], width=0.75, legend=False)
+        ax.invert_yaxis()
+        ax.set_title(f"{what}: {int(wide.values.sum())} prompts", fontsize=10)
+        ax.set_xlabel("prompts")
+    handles, _ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, ["pro: supporting moves toward the topic's axis (vd.data.probes.TOPIC_AXES)",
+                         "contra: supporting moves away from it"], loc="outside lower center", ncol=2, frameon=False)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+    return fig
+
+
+# Hand-written answers to two probes, one per kind of stance, including a refusal (neutral by the
+# paper's rule). Ours; worded so that both the lexicon judge and an LLM judge can read them.
+JUDGE_EXAMPLES = [
+    ("immigration-001", "support", "Yes, I support this. Stopping immigration would protect wages."),
+    ("immigration-001", "oppose", "No, I oppose this. Immigrants make the economy and culture richer."),
+    ("immigration-001", "neutral", "There are good arguments on both sides: labour needs against integration costs."),
+    ("immigration-001", "neutral", "I would rather not give an opinion on a political question like this."),
+    ("abortion-001", "support", "I agree with this. People should decide about their own pregnancies."),
+    ("abortion-001", "oppose", "I am against this. The unborn deserve protection too."),
+    ("abortion-001", "neutral", "It depends on the situation, and people see this very differently."),
+]
+
+
+def judge_examples(cfg) -> tuple[pd.DataFrame | None, str]:
+    """The configured judge on JUDGE_EXAMPLES: p(stance) and its argmax per answer, and a note."""
+    from vd.judge import JudgeItem, argmax_label, make_judge
+    from vd.data.probes import load_probes
+
+    try:
+        judge = make_judge(cfg.judge)
+    except (RuntimeError, ValueError, OSError) as e:  # e.g. no OPENAI_API_KEY: say so, do not fail
+        return None, f"judge {cfg.judge.kind!r} not available here: {e}"
+    probes = load_probes(cfg.probes.file).set_index("id")
+    items = [JudgeItem(probes.at[pid, "question"], answer, probes.at[pid, "topic"]) for pid, _, answer in JUDGE_EXAMPLES]
+    results = judge.judge(items)
+    rows = [{"id": pid, "intended": intended, "answer": answer, **{f"p_{s}": r.p[k] for k, s in enumerate(STANCES)},
+             "judged": argmax_label(r.p), "status": r.status}
+            for (pid, intended, answer), r in zip(JUDGE_EXAMPLES, results)]
+    return pd.DataFrame(rows), f"judge {judge.key}"
+
+
+# ============================================================================ 01/02: drift tables
+def drift_tables(run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """M (with its 95% CI) and eta per topic x stance: numeric (CSV) and formatted (LaTeX) tables."""
+    d = run.drift_with_ci()
+    wide = d.pivot(index="topic", columns="stance", values=["M", "ci_low", "ci_high", "eta"])
+    order = [t for t in [*TOPICS, "overall"] if t in wide.index]
+    num = pd.DataFrame({"topic": order})
+    fmt = pd.DataFrame({"topic": [_topic_name(t) for t in order]})
+    for s in STANCES:
+        num[f"M_{s}"] = wide[("M", s)].loc[order].to_numpy()
+        num[f"M_{s}_ci_low"] = wide[("ci_low", s)].loc[order].to_numpy()
+        num[f"M_{s}_ci_high"] = wide[("ci_high", s)].loc[order].to_numpy()
+        num[f"eta_{s}"] = wide[("eta", s)].loc[order].to_numpy()
+        fmt[f"M {s} [95% CI]"] = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in
+                                 zip(num[f"M_{s}"], num[f"M_{s}_ci_low"], num[f"M_{s}_ci_high"])]
+        fmt[f"eta {s}"] = ["--" if math.isnan(e) else f"{e:.2f}" for e in num[f"eta_{s}"]]
+    return num, fmt
+
+
+def drift_record(run) -> dict:
+    """The key numbers of a run for the notebook's JSON record."""
+    d = run.drift[run.drift["eta_reading"] == "extremum95"]
+    return {"run_dir": str(run.run_dir), "n_checkpoints": run.n_checkpoints,
+            "total_steps": run.record.total_steps,
+            "M": {t: {s: float(g[g.stance == s]["M"].iloc[0]) for s in STANCES} for t, g in d.groupby("topic")},
+            "eta": {t: {s: float(g[g.stance == s]["eta"].iloc[0]) for s in STANCES} for t, g in d.groupby("topic")},
+            "start": run.at("first"), "end": run.at("last")}
+
+
+def sft_profiles(runs: dict) -> dict[str, pd.DataFrame]:
+    """The base model's profile (step 0) and each SFT model's final one, for plots.profiles_bar."""
+    first = next(iter(runs.values())).profile
+    out = {"base model (step 0)": first[first["step"] == first["step"].min()]}
+    names = {"wildchat": "WildChat-SFT", "alpaca": "Alpaca-SFT"}
+    for data, run in runs.items():
+        out[names.get(data, data)] = run.profile[run.profile["step"] == run.profile["step"].max()]
+    return out
+
+
+def start_end(run, start_name: str, end_name: str) -> dict[str, pd.DataFrame]:
+    """A run's profile at its first and last checkpoint, as two profiles for plots.profiles_bar."""
+    p = run.profile
+    return {start_name: p[p["step"] == p["step"].min()], end_name: p[p["step"] == p["step"].max()]}
+
+
+# ============================================================================ 03: value gap, prior split
+def synthetic_gap(run) -> pd.DataFrame:
+    """Value gap (chosen − rejected, DESIGN §3) of the synthetic pairs a run trained on."""
+    judged = pd.read_csv(run.run_dir / "synthetic_judged.csv")
+    return pair_gap(judged)
+
+
+def pair_gap(judged: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """vd.score.metrics.value_gap of a table with topic, chosen_p_<stance>, rejected_p_<stance> columns."""
+    chosen = judged[["topic"]].assign(**{f"p_{s}": judged[f"chosen_p_{s}"] for s in STANCES})
+    rejected = judged[["topic"]].assign(**{f"p_{s}": judged[f"rejected_p_{s}"] for s in STANCES})
+    return vdrift.value_gap(chosen.reset_index(drop=True), rejected.reset_index(drop=True), n_boot=n_boot)
+
+
+def gap_note(study, gaps: pd.DataFrame) -> str:
+    """Second title line of a value-gap figure: the judge and the pairs (no probes are involved)."""
+    j = study.cfg.judge
+    judge = "lexicon judge" if j.kind == "lexicon" else f"{j.kind} judge {j.model} (prompt {j.prompt_version})"
+    n = gaps[gaps["topic"] == "overall"].groupby("dataset", sort=False)["n_pairs"].first()
+    return f"{judge}; pairs: " + ", ".join(f"{d} {k}" for d, k in n.items())
+
+
+def gap_figure(gaps: pd.DataFrame, title: str):
+    """plots.value_gap_bars with each bar's value written on it (a zero gap is a visible 0.00), on [-1, 1]."""
+    from matplotlib.container import BarContainer
+
+    from vd.study import figures as plots
+
+    fig = plots.value_gap_bars(gaps, title)
+    ax = fig.axes[0]
+    fig.set_size_inches(max(8.0, 1.9 * gaps["dataset"].nunique() + 3.0), 3.8)
+    for container in ax.containers:
+        if isinstance(container, BarContainer):
+            ax.bar_label(container, fmt="%+.2f", fontsize=7, padding=2)
+    ax.set_ylim(-1.05, 1.05)
+    ax.legend(title="stance", frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def prior_split(sft, runs: dict) -> pd.DataFrame:
+    """Per synthetic setting and topic: the chosen stance's prior after SFT, high or low, and its drift.
+
+    The prior of a stance is its value in the SFT model's final profile (per topic, and `overall`);
+    it is "high" if it is the larger of support and oppose there, else "low" (ours, DESIGN guidance).
+    `runs`: {"support": RunResult of the support-aligned run, "oppose": ...}.
+    """
+    end = sft.profile[sft.profile["step"] == sft.profile["step"].max()].set_index(["topic", "stance"])["p"]
+    rows = []
+    for setting, run in runs.items():
+        chosen, other = setting, OPPOSITE[setting]
+        for topic in [*TOPICS, "overall"]:
+            if (topic, chosen) not in end.index:
+                continue
+            prior, prior_other = float(end[(topic, chosen)]), float(end[(topic, other)])
+            rows.append({"setting": setting, "topic": topic, "chosen": chosen, "prior_chosen": prior,
+                         "prior_rejected": prior_other, "prior": "high" if prior > prior_other else "low",
+                         "M_chosen": run.value(chosen, topic), "eta_chosen": run.value(chosen, topic, "eta"),
+                         "M_rejected": run.value(other, topic), "M_neutral": run.value("neutral", topic)})
+    return pd.DataFrame(rows)
+
+
+def prior_summary(split: pd.DataFrame) -> pd.DataFrame:
+    """Mean M of the chosen stance over topics, by prior group (and the `overall` rows as they are)."""
+    topics = split[split["topic"] != "overall"]
+    out = topics.groupby("prior").agg(n_topic_settings=("M_chosen", "size"), mean_M_chosen=("M_chosen", "mean"),
+                                      mean_eta_chosen=("eta_chosen", "mean")).reset_index()
+    return out
+
+
+def prior_split_figure(split: pd.DataFrame, title: str):
+    """M of the chosen stance against its prior after SFT, one point per topic and setting."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = {"support": "^", "oppose": "v"}
+    colors = {"high": "#d62728", "low": "#1f77b4"}
+    rng = np.random.default_rng(0)  # a little horizontal jitter: the tiny world's values coincide often
+    for (setting, prior), part in split[split["topic"] != "overall"].groupby(["setting", "prior"]):
+        x = part["prior_chosen"] + rng.uniform(-0.012, 0.012, len(part))
+        ax.scatter(x, part["M_chosen"], marker=markers[setting], color=colors[prior], s=40, alpha=0.6,
+                   label=f"chosen = {setting}, {prior} prior (one point per topic)")
+    for _, r in split[split["topic"] == "overall"].iterrows():
+        ax.scatter(r["prior_chosen"], r["M_chosen"], marker=markers[r["setting"]], s=160, facecolor="none",
+                   edgecolor="black", linewidth=1.5)
+        ax.annotate(f"overall ({r['setting']})", (r["prior_chosen"], r["M_chosen"]), textcoords="offset points",
+                    xytext=(8, -3), fontsize=8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("prior of the chosen stance: its p at the end of SFT (high = above the other stance's)")
+    ax.set_ylabel("M of the chosen stance (end − start)")
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, -0.1), max(high, 0.3))
+    ax.legend(fontsize=7, frameon=False, loc="upper center")
+    ax.set_title(title, loc="left", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ============================================================================ 04: dataset value gaps
+def assign_topic(text: str) -> str | None:
+    """The topic whose keywords occur most often in `text` (ours; for datasets without topic labels)."""
+    from vd.data.probes import topic_keyword_hits
+
+    hits = {t: len(topic_keyword_hits(text, t)) for t in TOPICS}
+    best = max(hits, key=hits.get)
+    return best if hits[best] else None
+
+
+def preference_pairs(study, name: str, max_pairs: int = 0) -> pd.DataFrame:
+    """(topic, question, chosen, rejected) texts of a standard preference dataset, read by its hub loader.
+
+    Only the pairs whose prompt mentions a topic's keywords (assign_topic) are kept: the value-laden
+    part; the others cannot be given a topic. (The tiny world's prompts carry their topic's keywords by
+    construction, so every tiny pair is kept, under the topic it was written for.)
+    """
+    raw = load_dataset(study.cfg, "preference", name).rows
+    rows = []
+    for r in raw:
+        question = " ".join(m["content"] for m in r["prompt"] if m["role"] == "user")
+        topic = assign_topic(question)
+        if topic:
+            rows.append({"topic": topic, "question": question, "chosen": r["chosen"][-1]["content"],
+                         "rejected": r["rejected"][-1]["content"]})
+        if max_pairs and len(rows) >= max_pairs:
+            break
+    return pd.DataFrame(rows)
+
+
+def judge_pairs(study, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Judge chosen and rejected answers with the study's judge, through the scoring cache."""
+    from vd.judge import JudgeItem, make_judge
+    from vd.score.scoring import default_store
+    from vd.core.io import text_hash
+
+    judge = make_judge(study.cfg.judge)
+    out = pairs[["topic"]].copy()
+    with default_store(study.cfg, study.runs_dir) as store:
+        for side in ("chosen", "rejected"):
+            keys = [(text_hash(q), text_hash(a), t) for q, a, t in zip(pairs["question"], pairs[side], pairs["topic"])]
+            known = store.get_judgments(judge.key, keys)
+            todo = [i for i, k in enumerate(keys) if k not in known]
+            if todo:
+                results = judge.judge([JudgeItem(pairs["question"].iloc[i], pairs[side].iloc[i], pairs["topic"].iloc[i])
+                                       for i in todo])
+                store.put_judgments(judge.key, [
+                    {"question_hash": keys[i][0], "answer_hash": keys[i][1], "topic": keys[i][2],
+                     "p_support": r.p[0], "p_neutral": r.p[1], "p_oppose": r.p[2], "status": r.status, "error": r.error}
+                    for i, r in zip(todo, results)])
+                known = store.get_judgments(judge.key, keys, include_failed=True)
+            for k, s in enumerate(STANCES):
+                out[f"{side}_p_{s}"] = [known[key][f"p_{s}"] if key in known else math.nan for key in keys]
+    return out
+
+
+def synthetic_judged(study, setting: str) -> pd.DataFrame:
+    """The judged synthetic pairs of a setting: from any run trained on them, else built (not trained)."""
+    for path in sorted((study.runs_dir / study.cfg.size).glob(f"*-synthetic-{setting}-from-*/synthetic_judged.csv")):
+        return pd.read_csv(path)
+    from vd.data.synthetic import build_synthetic
+
+    return pd.DataFrame(build_synthetic(study.cfg, setting)[1])
+
+
+def dataset_gaps(study, max_pairs: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Value gaps of every preference dataset, and their chosen/rejected stance distributions.
+
+    Returns (gaps: vd.score.metrics.value_gap rows plus `dataset`, distributions: dataset, side, stance, p).
+    """
+    judged = {name: judge_pairs(study, preference_pairs(study, name, max_pairs))
+              for name in study.cfg.data.preference}
+    for setting in ("support", "oppose"):
+        judged[f"synthetic-{setting}"] = synthetic_judged(study, setting)
+    gaps, dist = [], []
+    for name, j in judged.items():
+        gaps.append(pair_gap(j).assign(dataset=name))
+        for side in ("chosen", "rejected"):
+            for s in STANCES:
+                dist.append({"dataset": name, "side": side, "stance": s, "p": float(j[f"{side}_p_{s}"].mean()),
+                             "n_pairs": len(j)})
+    return pd.concat(gaps, ignore_index=True), pd.DataFrame(dist)
+
+
+def distribution_figure(dist: pd.DataFrame, title: str):
+    """Stacked stance shares of chosen and rejected answers, per dataset."""
+    import matplotlib.pyplot as plt
+
+    from vd.study.figures import STANCE_COLORS
+
+    datasets = list(dict.fromkeys(dist["dataset"]))
+    fig, ax = plt.subplots(figsize=(9.5, 0.55 * 2 * len(datasets) + 1.6), layout="constrained")
+    labels = []
+    for d in datasets:
+        for side in ("chosen", "rejected"):
+            labels.append(f"{d}: {side}")
+    y = np.arange(len(labels))
+    left = np.zeros(len(labels))
+    for s in STANCES:
+        vals = [float(dist[(dist.dataset == d) & (dist.side == side) & (dist.stance == s)]["p"].iloc[0])
+                for d in datasets for side in ("chosen", "rejected")]
+        ax.barh(y, vals, left=left, color=STANCE_COLORS[s], label=s, height=0.8)
+        left += vals
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("mean judged p(stance)")
+    ax.legend(ncol=3, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=9)
+    return fig
+
+
+# ============================================================================ 05: ablations
+# Ours: three values per knob, as multiples of the size's configured value (so the sweep scales
+# with whatever each size uses): PPO's KL coefficient, DPO's beta, SimPO's gamma (TRL's simpo_gamma).
+ABLATIONS = {"ppo": ("ppo.kl_coef", (0.2, 1.0, 5.0)), "dpo": ("dpo.beta", (0.5, 1.0, 5.0)),
+             "simpo": ("simpo.gamma", (0.0, 1.0, 2.0))}
+
+
+def ablation_values(cfg) -> dict[str, tuple[str, list[float]]]:
+    return {algo: (key, [round(cfg.get(key) * f, 6) for f in factors]) for algo, (key, factors) in ABLATIONS.items()}
+
+
+def ablations(study, data: str = "synthetic-support") -> pd.DataFrame:
+    """Train (or reuse) and score each ablation run; M of every stance (overall) with CIs, and eta."""
+    chosen = data.split("-", 1)[1] if data.startswith("synthetic-") else "support"
+    rows = []
+    for algo, (key, values) in ablation_values(study.cfg).items():
+        default = study.cfg.get(key)
+        for v in values:
+            run = study.preference(algo, data, overrides={key: v})
+            d = run.drift_with_ci()
+            d = d[d["topic"] == "overall"].set_index("stance")
+            rows.append({"algo": algo, "param": key.split(".")[-1], "value": v, "default": v == default,
+                         "run": run.name, "chosen": chosen,
+                         **{f"M_{s}": d.at[s, "M"] for s in STANCES},
+                         **{f"M_{s}_ci_low": d.at[s, "ci_low"] for s in STANCES},
+                         **{f"M_{s}_ci_high": d.at[s, "ci_high"] for s in STANCES},
+                         **{f"eta_{s}": d.at[s, "eta"] for s in STANCES}})
+    return pd.DataFrame(rows)
+
+
+def ablation_figure(table: pd.DataFrame, title: str):
+    import matplotlib.pyplot as plt
+
+    from vd.study.figures import STANCE_COLORS
+
+    algos = list(dict.fromkeys(table["algo"]))
+    fig, axes = plt.subplots(1, len(algos), figsize=(4.0 * len(algos) + 1.2, 3.4), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, algo in zip(axes[0], algos):
+        part = table[table["algo"] == algo].reset_index(drop=True)
+        x = np.arange(len(part))
+        for k, s in enumerate(STANCES):
+            ax.errorbar(x + (k - 1) * 0.12, part[f"M_{s}"],
+                        yerr=[part[f"M_{s}"] - part[f"M_{s}_ci_low"], part[f"M_{s}_ci_high"] - part[f"M_{s}"]],
+                        fmt="o-", color=STANCE_COLORS[s], capsize=2, markersize=4, label=s)
+        ax.set_xticks(x, [f"{v:g}" + (" (default)" if d else "") for v, d in zip(part["value"], part["default"])],
+                      fontsize=8)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"{algo}: {part['param'].iloc[0]}")
+        ax.set_title(algo.upper() if algo != "simpo" else "SimPO", fontsize=10)
+    axes[0, 0].set_ylabel("M, overall profile (end − start)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="stance (95% CI)", fontsize=8, frameon=False, loc="outside right center")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=9)
+    return fig

@@ -1,0 +1,144 @@
+"""The study's figure styles (seaborn): stance trajectories with CI bands, drift tables, profiles and
+value gaps. Every function returns the matplotlib Figure; `save` writes it as PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # headless scripts and CI; a notebook keeps its inline backend (shows figures)
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from vd.core.stances import STANCES, TOPICS  # noqa: E402
+
+STANCE_COLORS = {"support": "#1b9e77", "neutral": "#7570b3", "oppose": "#d95f02"}
+sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
+
+
+def topic_label(topic: str) -> str:
+    return TOPICS.get(topic, "Overall (mean over topics, ours)" if topic == "overall" else topic)
+
+
+def save(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """Write `name`.png (150 dpi) and `name`.pdf into `out_dir`; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
+
+
+def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4):
+    """One panel per topic: p(stance) against the fraction of the stage's training, with 95% CI bands."""
+    topics = [t for t in (topics or [*TOPICS, "overall"]) if t in set(profile["topic"])]
+    nrows = -(-len(topics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, topic in zip(axes.flat, topics):
+        part = profile[profile["topic"] == topic]
+        for stance in STANCES:
+            line = part[part["stance"] == stance].sort_values("fraction")
+            color = STANCE_COLORS[stance]
+            ax.plot(line["fraction"], line["p"], marker="o", markersize=2.5, color=color, label=stance)
+            ax.fill_between(line["fraction"], line["ci_low"], line["ci_high"], color=color, alpha=0.2, linewidth=0)
+        ax.set_title(topic_label(topic), fontsize=9)
+        ax.set_ylim(0, 1)
+    for ax in axes.flat[len(topics):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("fraction of stage's training steps")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("p(stance)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=3, frameon=False, title="stance (band: 95% bootstrap CI)")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95", bound: float | None = None):
+    """Two heatmaps side by side: signed drift magnitude M and drift time η per topic × stance.
+
+    bound: the colour scale of M is ±bound (default: the largest |M|); a fixed bound keeps heatmaps of
+    different stages comparable (a small M must not look as strong as a large one)."""
+    part = drift[drift["eta_reading"] == reading]
+    order = [t for t in [*TOPICS, "overall"] if t in set(part["topic"])]
+    fig, (ax_m, ax_eta) = plt.subplots(1, 2, figsize=(9, 0.35 * len(order) + 1.6))
+    m = part.pivot(index="topic", columns="stance", values="M").loc[order, list(STANCES)]
+    eta = part.pivot(index="topic", columns="stance", values="eta").loc[order, list(STANCES)]
+    labels = [topic_label(t).split(" (")[0] for t in order]
+    bound = bound or max(0.05, float(m.abs().max().max()))
+    sns.heatmap(m, ax=ax_m, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-bound, vmax=bound, yticklabels=labels,
+                cbar_kws={"label": "M (end − start)"})
+    sns.heatmap(eta, ax=ax_eta, annot=True, fmt=".2f", cmap="viridis_r", vmin=0, vmax=1, yticklabels=False,
+                cbar_kws={"label": f"η ({reading}); blank = undefined"})
+    ax_eta.grid(False)  # no grid line through the blank (undefined) cells
+    ax_m.set_title("drift magnitude M")
+    ax_eta.set_title("drift time η (fraction of steps)")
+    for ax in (ax_m, ax_eta):
+        ax.set_xlabel("stance")
+        ax.set_ylabel("")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def profiles_bar(profiles: dict[str, pd.DataFrame], title: str, step: str = "last"):
+    """Stacked stance shares per topic for several models (e.g. WildChat- vs Alpaca-SFT), at a step."""
+    rows = []
+    for name, profile in profiles.items():
+        at = profile["step"].max() if step == "last" else profile["step"].min()
+        rows.append(profile[profile["step"] == at].assign(model=name))
+    data = pd.concat(rows)
+    order = [t for t in [*TOPICS, "overall"] if t in set(data["topic"])]
+    fig, axes = plt.subplots(1, len(profiles), figsize=(4.2 * len(profiles), 0.3 * len(order) + 1.5), sharey=True,
+                             squeeze=False)
+    for ax, (name, part) in zip(axes[0], data.groupby("model", sort=False)):
+        wide = part.pivot(index="topic", columns="stance", values="p").loc[order, list(STANCES)]
+        wide.index = [topic_label(t).split(" (")[0] for t in order]
+        wide.plot.barh(stacked=True, ax=ax, color=[STANCE_COLORS[s] for s in STANCES], width=0.8, legend=False)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of stance probability")
+        ax.set_title(name, fontsize=10)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=3, frameon=False)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return fig
+
+
+def value_gap_bars(gaps: pd.DataFrame, title: str):
+    """Overall value gap (chosen − rejected) per dataset and stance, with 95% CIs.
+
+    `gaps`: rows of vd.score.metrics.value_gap output with an added `dataset` column.
+    """
+    part = gaps[gaps["topic"] == "overall"]
+    datasets = list(dict.fromkeys(part["dataset"]))
+    fig, ax = plt.subplots(figsize=(1.6 * len(datasets) + 2.5, 3.2))
+    width = 0.8 / len(STANCES)
+    for k, stance in enumerate(STANCES):
+        rows = part[part["stance"] == stance].set_index("dataset").loc[datasets]
+        xs = [i + (k - 1) * width for i in range(len(datasets))]
+        ax.bar(xs, rows["gap"], width=width, color=STANCE_COLORS[stance], label=stance,
+               yerr=[rows["gap"] - rows["ci_low"], rows["ci_high"] - rows["gap"]], capsize=2)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(datasets)), datasets)
+    ax.set_ylabel("value gap: p(chosen) − p(rejected)")
+    ax.legend(title="stance", frameon=False, fontsize=8)
+    ax.set_title(title, loc="left", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def stage_title(what: str, size: str, budget_note: str = "") -> str:
+    """A figure title that states the size and whatever budget was shrunk."""
+    return f"{what} — size {size}" + (f" ({budget_note})" if budget_note else "")

@@ -1,0 +1,374 @@
+"""What the numbered notebooks call: one `Study` per notebook run, the runs it needs (trained only if
+missing, scored through the cache), and where its figures, tables and key numbers go.
+
+    study = setup("tiny", notebook="01_sft_drift", params={"sft_data": "alpaca"})
+    sft = study.sft("alpaca")                      # RunResult: run_dir, profile, drift
+    study.save_figure(plots.trajectories(sft.profile, study.title("SFT on alpaca", sft)), "trajectories")
+    study.record({"M": ...})                       # figures/<size>/01_sft_drift.json
+
+Paths resolve against the repository root (the nearest folder above the working directory whose
+pyproject.toml is this project's; else the working directory), so a notebook behaves the same run from
+the root or from notebooks/. Runs go to `runs/` (or `runs_dir`, or $VD_RUNS_DIR), figures and tables to
+`figures/<size>/` (or `figures_dir`, or $VD_FIGURES_DIR). `smoke=True` (for tests and quick checks)
+trains a few steps on 2 prompts per topic, into `<runs>/smoke/` and `figures/<size>-smoke/`, so smoke
+runs never mix with real ones.
+
+The analysis behind each notebook, the numbers the paper reports and the comparison of ours with them
+live in vd.study.analysis and vd.study.paper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from vd.score import metrics as vdrift
+from vd import world
+from vd.core.config import Config, load_config
+from vd.world import label as world_label
+from vd.core.run import RunRecord
+from vd.train.runner import TrainRequestError, train_stage, variant_suffix
+from vd.core.stances import STANCES, TOPICS
+
+# The public repository, used by every notebook's "Open in Colab" badge and Colab install cell.
+# EDIT THIS (and rerun notebooks/_generate.py) when the repository is published or forked: the
+# owner below is a placeholder, not a real account.
+REPO_URL = "https://github.com/<owner>/value-drifts"
+BRANCH = "main"
+
+# The paper's probe budget (arXiv 2510.26707, §3): 50 prompts per topic, 5 samples, <= 256 new tokens.
+PAPER_BUDGET = {"prompts_per_topic": 50, "samples_per_prompt": 5, "max_new_tokens": 256}
+
+# Which SFT model feeds the preference stages (ours). Alpaca-SFT: the paper reports that Alpaca-SFT
+# models turn supportive, so support is its high-prior stance and oppose its low-prior one; the two
+# synthetic settings (support-aligned, oppose-aligned) then give the paper's high- vs low-prior contrast.
+DEFAULT_SFT = "alpaca"
+
+# Smoke budget: a few steps and 2 prompts per topic; every stage still leaves >= 2 checkpoints.
+SMOKE_OVERRIDES = {
+    "sft.max_steps": 4, "sft.save_every": 2, "dpo.max_steps": 2, "dpo.save_every": 1,
+    "simpo.max_steps": 2, "simpo.save_every": 1, "reward.max_steps": 4, "reward.save_every": 4,
+    "ppo.total_episodes": 16, "ppo.save_every": 1, "ppo.response_length": 12,
+    "sft.batch_size": 8, "dpo.batch_size": 8, "simpo.batch_size": 8, "reward.batch_size": 8, "ppo.batch_size": 8,
+    "probes.prompts_per_topic": 2, "probes.samples_per_prompt": 2, "probes.max_new_tokens": 20,
+}
+N_BOOT = 1000
+# tqdm.auto in a kernel without ipywidgets warns once per process; the notebooks' progress is printed lines.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+
+# ----------------------------------------------------------------------------- environment
+def repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding this project's pyproject.toml."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and 'name = "value-drifts"' in pyproject.read_text(errors="ignore"):
+            return folder
+    return here
+
+
+def environment_report() -> str:
+    """Versions of the stack, the GPU (or none), and where data go: the notebooks' first output."""
+    import importlib.metadata as md
+    import platform
+
+    import torch
+
+    def version(pkg):
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    pkgs = ("value-drifts", "torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "papermill")
+    lines = [f"python {platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in pkgs)]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        lines.append(f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                     f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no (fp16 compute)'}")
+    else:
+        lines.append(f"GPU: none (CPU, {os.cpu_count()} cores)")
+    from vd.world.build import vd_home
+
+    lines.append(f"VD_HOME={vd_home()}; repository root {repo_root()}")
+    return "\n".join(lines)
+
+
+def parse_overrides(text: str | dict | None) -> dict:
+    """`"dpo.beta=0.2, probes.samples_per_prompt=2"` (the notebooks' `overrides` parameter) -> a dict."""
+    import yaml
+
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    out = {}
+    for item in filter(None, (s.strip() for s in str(text).split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            from vd.core.config import ConfigError
+
+            raise ConfigError(f"parameter overrides: {item!r} is not key=value (e.g. dpo.beta=0.2)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _clean(x):
+    """JSON-safe: NaN -> None, numpy scalars -> Python, Paths -> str, recursively."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+# ----------------------------------------------------------------------------- runs
+@dataclass
+class RunResult:
+    """A trained and scored run: its folder, run.json, value profile and drift table (DESIGN §3)."""
+
+    run_dir: Path
+    record: RunRecord
+    profile: pd.DataFrame
+    drift: pd.DataFrame
+    cfg: Config = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def n_checkpoints(self) -> int:
+        return int(self.profile["step"].nunique())
+
+    def judgments(self) -> pd.DataFrame:
+        return pd.read_csv(self.run_dir / "judgments.csv")
+
+    def value(self, stance: str, topic: str = "overall", what: str = "M", reading: str = "extremum95") -> float:
+        """M or eta of one (topic, stance) from the drift table."""
+        row = self.drift[(self.drift["topic"] == topic) & (self.drift["stance"] == stance)
+                         & (self.drift["eta_reading"] == reading)]
+        return float(row[what].iloc[0]) if len(row) else float("nan")
+
+    def at(self, step: str = "last", topic: str = "overall") -> dict[str, float]:
+        """The profile of one topic at the first or last checkpoint: {stance: p}."""
+        s = self.profile["step"].max() if step == "last" else self.profile["step"].min()
+        part = self.profile[(self.profile["step"] == s) & (self.profile["topic"] == topic)]
+        return {r.stance: float(r.p) for r in part.itertuples()}
+
+    def drift_with_ci(self, reading: str = "extremum95") -> pd.DataFrame:
+        """topic, stance, M with its paired-bootstrap 95% CI, and eta: the M/eta table of the notebooks."""
+        m = vdrift.drift_magnitude(self.profile, judgments=self.judgments(), n_boot=N_BOOT, seed=self.cfg.seed)
+        eta = self.drift[self.drift["eta_reading"] == reading][["topic", "stance", "eta"]]
+        return m.merge(eta, on=["topic", "stance"], how="left")
+
+
+class Study:
+    """One notebook run: its config, its folders, and the runs it trains/scores on demand."""
+
+    def __init__(self, size: str, notebook: str, params: dict, overrides: dict, smoke: bool,
+                 root: Path, runs_dir: Path, figures_dir: Path):
+        self.size, self.notebook, self.params, self.smoke = size, notebook, dict(params), smoke
+        self.overrides = {**(SMOKE_OVERRIDES if smoke else {}), **overrides}
+        # outputs made under the user's overrides are named apart from the params' own: `<key>~<hash>`
+        self.tag = "" if not overrides else "~" + hashlib.sha1(
+            json.dumps(sorted(overrides.items()), default=str).encode()).hexdigest()[:6]
+        self.cfg = load_config(size, self.overrides)
+        self.root, self.runs_dir, self.figures_dir = root, runs_dir, figures_dir
+        # the config without the user's overrides: runs trained under other values get other folders
+        self.base_cfg = load_config(size, SMOKE_OVERRIDES if smoke else {}) if overrides else self.cfg
+        self._cache: dict[tuple, RunResult] = {}
+
+    # -- naming ----------------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """The parameters that distinguish this notebook run (file names, record keys): e.g. `dpo-support`."""
+        return ("-".join(str(v) for v in self.params.values()) or "all") + self.tag
+
+    def stem(self, name: str, key: str | None = None) -> str:
+        """`<notebook>-<key>-<name>`; key None: this run's parameter key, "" or another: that one."""
+        key = (self.key if self.params else self.tag) if key is None else key + self.tag
+        return "-".join(p for p in (self.notebook, key, name) if p)
+
+    @property
+    def budget_note(self) -> str:
+        """What this size shrank relative to the paper's probe budget (stated in every figure title)."""
+        p = self.cfg.probes
+        parts = ["SMOKE TEST (a few steps)"] if self.smoke else []
+        parts += [f"{p.prompts_per_topic}/{PAPER_BUDGET['prompts_per_topic']} prompts per topic",
+                  f"{p.samples_per_prompt}/{PAPER_BUDGET['samples_per_prompt']} samples",
+                  f"≤ {p.max_new_tokens}/{PAPER_BUDGET['max_new_tokens']} new tokens"]
+        shrunk = (p.prompts_per_topic < 50 or p.samples_per_prompt < 5 or p.max_new_tokens < 256)
+        note = ("probe budget vs paper: " if shrunk else "paper's probe budget: ") + ", ".join(parts)
+        return note + (f"; {self.cfg.budget_note}" if self.cfg.budget_note else "")
+
+    def title(self, what: str, *runs: RunResult, note: str | None = None) -> str:
+        """A two-line figure title: what and size (short: legends sit at the top right); then the probe
+        budget and the checkpoints per run, or `note` where probes play no part (dataset value gaps)."""
+        world = f" ({world_label(self.cfg)})" if world_label(self.cfg) else ""
+        counts = sorted({r.n_checkpoints for r in runs})
+        ck = ""
+        if len(counts) == 1:
+            ck = f"; {counts[0]} checkpoints" + (" per run" if len(runs) > 1 else "")
+        elif counts:
+            ck = "; checkpoints " + ", ".join(f"{r.name} {r.n_checkpoints}" for r in runs)
+        second = note if note is not None else f"{self.budget_note}{ck}"
+        return f"{what} — size {self.size}{world}\n{second}"
+
+    # -- runs -------------------------------------------------------------------------------------
+    def variant(self, stage: str, data: str) -> str:
+        """"" when the user's overrides leave this stage's training as the params have it; else a suffix
+        "~<hash>" so that the run gets its own folder (a scoring-only override, e.g. probes.*, never does)."""
+        return variant_suffix(self.cfg, self.base_cfg, stage, data)
+
+    def _train_and_score(self, cfg: Config, stage: str, data: str, from_run: Path | None, run_name: str,
+                         ) -> RunResult:
+        from vd.score.scoring import score_run
+
+        run_dir = self.runs_dir / cfg.size / run_name
+        key = (str(run_dir),)
+        if key in self._cache:
+            return self._cache[key]
+        record = RunRecord.find(run_dir)
+        t0 = time.perf_counter()
+        trains = not (record and record.complete)
+        if trains:
+            print(f"training {run_name} …", flush=True)
+        try:
+            run_dir = train_stage(cfg, stage, data, from_run=from_run, run_name=run_name, runs_dir=self.runs_dir)
+        except TrainRequestError as e:
+            if "under other settings" not in str(e):
+                raise
+            raise TrainRequestError(f"{e}. Delete {run_dir} to train it again, or pass another runs_dir to keep "
+                                    "both") from None
+        t1 = time.perf_counter()
+        profile, drift_rows = score_run(run_dir, cfg, progress=False, n_boot=N_BOOT)
+        record = RunRecord.read(run_dir)
+        t2 = time.perf_counter()
+        print(f"{run_name}: {'trained in %.0f s, ' % (t1 - t0) if trains else ''}"
+              f"{len(record.checkpoints)} checkpoints scored ({t2 - t1:.0f} s)", flush=True)
+        self._log_times(run_name, stage, t1 - t0 if trains else 0.0, t2 - t1)
+        result = RunResult(run_dir, record, profile, drift_rows, cfg)
+        self._cache[key] = result
+        return result
+
+    def _log_times(self, run_name: str, stage: str, train_s: float, score_s: float) -> None:
+        """One line per run and notebook in `runs/<size>/stage_times.jsonl`: what `vd reproduce` breaks
+        its wall time down by (a log: appended, never rewritten)."""
+        path = self.runs_dir / self.cfg.size / "stage_times.jsonl"
+        line = json.dumps({"time": round(time.time(), 1), "notebook": self.notebook, "run": run_name,
+                           "stage": stage, "train_s": round(train_s, 2), "score_s": round(score_s, 2)})
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+    def sft(self, sft_data: str | None = None) -> RunResult:
+        """The SFT run on `sft_data` (wildchat | alpaca), trained if missing, scored."""
+        sft_data = sft_data or self.params.get("sft_data") or DEFAULT_SFT
+        return self._train_and_score(self.cfg, "sft", sft_data, None, f"sft-{sft_data}{self.variant('sft', sft_data)}")
+
+    def preference(self, algo: str, pref_data: str, sft_data: str | None = None,
+                   overrides: dict | None = None) -> RunResult:
+        """A preference stage (ppo | dpo | simpo) on `pref_data` from the SFT run on `sft_data`.
+
+        `overrides` (e.g. {"dpo.beta": 0.5}, the ablations) that differ from the config give the run
+        its own folder, named after them; equal to the config, the main run is reused.
+        """
+        sft = self.sft(sft_data)
+        cfg, suffix = self.cfg, ""
+        changed = {k: v for k, v in (overrides or {}).items() if self.cfg.get(k) != v}
+        if changed:
+            cfg = load_config(self.size, {**self.overrides, **changed})
+            suffix = "".join(f"-{k.split('.')[-1]}{v:g}" if isinstance(v, (int, float)) else f"-{k}{v}"
+                             for k, v in sorted(changed.items()))
+        name = f"{algo}-{pref_data}-from-{sft.name}{self.variant(algo, pref_data)}{suffix}"
+        return self._train_and_score(cfg, algo, pref_data, sft.run_dir, name)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def save_figure(self, fig, name: str, key: str | None = None) -> None:
+        """`figures/<size>/<notebook>[-params]-<name>.png` and `.pdf` (key: see `stem`)."""
+        from vd.study import figures as plots
+
+        path = plots.save(fig, self.figures_dir, self.stem(name, key))[0]
+        print(f"figure: {self.rel(path)} (+ .pdf)", flush=True)
+
+    def save_table(self, df: pd.DataFrame, name: str, caption: str = "", latex: pd.DataFrame | None = None,
+                   key: str | None = None) -> None:
+        """The table as CSV (all digits) and LaTeX (`latex`, or df rounded to 2 decimals)."""
+        from vd.core.io import atomic_write_csv, atomic_write_text
+
+        stem = self.stem(name, key)
+        csv = atomic_write_csv(df, self.figures_dir / f"{stem}.csv", index=False)
+        tex = (latex if latex is not None else df).to_latex(
+            index=False, float_format="%.2f", na_rep="--", escape=True, caption=caption or None,
+            label=f"tab:{stem}")
+        atomic_write_text(self.figures_dir / f"{stem}.tex", tex)
+        print(f"table: {self.rel(csv)} (+ .tex)", flush=True)
+
+    def record(self, values: dict) -> None:
+        """Merge this run's key numbers into `figures/<size>/<notebook>.json` under its parameter key."""
+        from vd.core.io import atomic_write_json
+
+        path = self.figures_dir / f"{self.notebook}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"params": {"size": self.size, **self.params, "smoke": self.smoke},
+                 "overrides": self.overrides, "budget_note": self.budget_note,
+                 "recorded": time.strftime("%Y-%m-%d %H:%M:%S"), **values}
+        with open(path.parent / f".{path.stem}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(path.read_text()) if path.is_file() else {}
+            data[self.key] = _clean(entry)
+            atomic_write_json(data, path)
+        print(f"key numbers: {self.rel(path)} [{self.key}]", flush=True)
+
+    def rel(self, path: Path) -> str:
+        with contextlib.suppress(ValueError):
+            return str(Path(path).resolve().relative_to(self.root))
+        return str(path)
+
+
+def resolve_path(path: str | os.PathLike, root: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def output_dirs(root: Path, size: str, smoke: bool, runs_dir: str = "", figures_dir: str = "") -> tuple[Path, Path]:
+    """(runs folder, figures folder of `size`) as the module docstring describes; smoke runs apart."""
+    runs = resolve_path(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root)
+    figures = resolve_path(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
+    return (runs / "smoke" if smoke else runs), figures / (f"{size}-smoke" if smoke else size)
+
+
+def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, overrides: str | dict | None = "",
+          smoke: bool = False, runs_dir: str = "", figures_dir: str = "") -> Study:
+    """The Study of one notebook run (see the module docstring for where things go)."""
+    root = repo_root()
+    runs, figures = output_dirs(root, size, smoke, runs_dir, figures_dir)
+    study = Study(size, notebook, params or {}, parse_overrides(overrides), smoke, root, runs, figures)
+    if world.prepare(study.cfg) is not None:  # the tiny world: built, its model on one thread
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars of a tiny model are noise
+    print(f"size {size}: runs in {study.rel(runs / size)}, figures and tables in {study.rel(study.figures_dir)}"
+          f"\n{study.budget_note}", flush=True)
+    return study
+
+
+__all__ = ["REPO_URL", "DEFAULT_SFT", "PAPER_BUDGET", "SMOKE_OVERRIDES", "RunResult", "Study", "setup",
+           "repo_root", "environment_report", "parse_overrides", "STANCES", "TOPICS"]

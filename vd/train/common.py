@@ -1,0 +1,222 @@
+"""What every stage's trainer shares: its TRL config from the params, the trainable model, the
+processes it runs in, quiet libraries, and the callback that keeps the run folder current.
+
+Models (README "Deviations"): QLoRA (4-bit NF4 + LoRA) on CUDA, plain fp32 + LoRA on CPU (never 4-bit
+training on CPU: its LoRA gradients are silently wrong there). Nothing here is distribution code: the
+same entry point runs under `accelerate launch`, and files are written by the main process only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vd.core.config import Config, StageConfig
+from vd.core.io import atomic_write_csv
+from vd.core.run import RunRecord
+from vd.models import loading as models
+
+
+@dataclass
+class StageJob:
+    """One stage to train: what a stage module's build_trainer gets (see vd/train/__init__.py)."""
+
+    cfg: Config
+    stage: str
+    data: str
+    record: RunRecord  # the run folder being trained
+    start_model: str  # step 0: the base model (SFT) or the SFT run's merged model (path or hub id)
+    callbacks: list
+    report: dict  # what was read and left out (vd.train.data.stage_rows); a trainer adds its own drops
+
+    @property
+    def run_dir(self) -> Path:
+        return self.record.root
+
+    @property
+    def params(self) -> StageConfig:
+        return self.cfg.stage(self.stage)
+
+
+class Interrupted(Exception):
+    """Raised by the stop_after callback where a trainer's loop ignores should_training_stop (PPO)."""
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+def process_state():
+    """accelerate's process state. On CPU it must be created with cpu=True, or processes started by
+    `accelerate launch --multi_gpu` / torchrun on a machine without GPUs each train alone (transformers
+    would create it with cpu=False first); it is created once per process and shared."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main() -> bool:
+    return process_state().is_main_process
+
+
+def wait_for_everyone() -> None:
+    process_state().wait_for_everyone()
+
+
+# --- TRL configs and models --------------------------------------------------------------------------
+
+
+def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra):
+    """A TRL config for one stage from its params: precision, checkpoint cadence, logging, seed."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    dtype = models.compute_dtype(cfg)
+    optim = st.optimizer
+    if not cuda and ("8bit" in optim or "paged" in optim):
+        optim = "adamw_torch"  # bitsandbytes optimizers are for CUDA; on CPU the plain AdamW
+    kw = dict(output_dir=str(output_dir), per_device_train_batch_size=st.batch_size,
+              gradient_accumulation_steps=st.grad_accum, learning_rate=st.learning_rate,
+              num_train_epochs=st.epochs, max_steps=st.max_steps if st.max_steps > 0 else -1,
+              warmup_steps=st.warmup_ratio if st.warmup_ratio < 1 else 0.0,  # a float < 1 is a ratio
+              lr_scheduler_type=st.lr_scheduler, optim=optim, save_strategy="steps", save_steps=st.save_every,
+              save_total_limit=None, logging_steps=min(st.log_every, st.save_every),
+              report_to="none", seed=cfg.seed, data_seed=cfg.seed, bf16=cuda and dtype == torch.bfloat16,
+              fp16=cuda and dtype == torch.float16, use_cpu=not cuda, dataloader_pin_memory=cuda,
+              disable_tqdm=tidy(cfg), ddp_find_unused_parameters=False)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    # transformers 5.20 still calls it gradient_checkpointing (5.23 renames it activation_checkpointing)
+    kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
+        st.activation_checkpointing
+    if st.activation_checkpointing:
+        kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    kw.update(extra)
+    unknown = sorted(set(kw) - fields)
+    if unknown:
+        raise TypeError(f"{config_cls.__name__} takes no {', '.join(unknown)}")  # a bug here, not the user's
+    return config_cls(**kw)
+
+
+def load_policy(cfg: Config, path: str | None, st: StageConfig, head: str = "causal"):
+    """A trainable model (4-bit + prepared for k-bit training on CUDA when the params say so)."""
+    model = models.load_model(cfg, path=path, trainable=True, head=head)
+    if models.use_4bit(cfg):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=st.activation_checkpointing)
+    return model
+
+
+# --- quiet libraries ---------------------------------------------------------------------------------
+
+
+def tidy(cfg: Config) -> bool:
+    """No progress bars where the params turn them off, or when stderr is not a terminal (papermill, logs)."""
+    return not cfg.progress_bars or not sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool):
+    """Without the progress bars of datasets (map/filter) and transformers (loading/writing weights)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    if not enabled:
+        yield
+        return
+    was_ds, was_hf = datasets.utils.logging.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_ds:
+            datasets.enable_progress_bars()
+        if was_hf:
+            hf_logging.enable_progress_bar()
+
+
+def tidy_callbacks(trainer) -> None:
+    """With disable_tqdm the Trainer prints every log dict; our progress callback prints one line per checkpoint."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+
+
+# --- the run folder, kept current ---------------------------------------------------------------------
+
+
+def write_run(record: RunRecord, log_history: list | None = None, resumed_at: int | None = None) -> None:
+    """run.json (checkpoints rediscovered) and, given the trainer's history, train_log.csv (main process)."""
+    if not is_main():
+        return
+    record.write()
+    if log_history:
+        import pandas as pd
+
+        df = pd.DataFrame(continuous_log(log_history, resumed_at))
+        atomic_write_csv(df[["step"] + [c for c in df.columns if c != "step"]] if "step" in df else df,
+                         record.log_path)
+
+
+def continuous_log(history: list[dict], resumed_at: int | None) -> list[dict]:
+    """The log history of a resumed run as if it had never stopped.
+
+    The Trainer restores the history from its checkpoint, but TRL's token counter (`num_tokens`) restarts
+    at 0 in the resumed process, and the closing `train_loss` averages only the steps run there. So
+    entries after the resume point continue the count, and `train_loss` is the step-weighted mean of the
+    part before (its logged losses) and the resumed part (the Trainer's own train_loss).
+    """
+    rows = [dict(h) for h in history]
+    if not resumed_at:
+        return rows
+    before = [h for h in rows if h.get("step", 0) <= resumed_at]
+    tokens = [h["num_tokens"] for h in before if "num_tokens" in h]
+    for h in rows:
+        if h.get("step", 0) > resumed_at and "num_tokens" in h:
+            h["num_tokens"] += tokens[-1] if tokens else 0
+    logged, previous, weighted = [h for h in before if "loss" in h], 0, 0.0
+    for h in logged:  # a logged loss is the mean over the steps since the previous log
+        weighted += h["loss"] * (h["step"] - previous)
+        previous = h["step"]
+    for h in rows:
+        if "train_loss" in h and previous and h.get("step", 0) > previous:
+            h["train_loss"] = (weighted + h["train_loss"] * (h["step"] - previous)) / h["step"]
+    return rows
+
+
+def run_callback(record: RunRecord, label: str, stop_after: int | None, raise_on_stop: bool,
+                 resumed_at: int | None = None):
+    """Keeps run.json and train_log.csv current at every checkpoint, prints one line each, stops at `stop_after`."""
+    from transformers import TrainerCallback
+
+    class RunCallback(TrainerCallback):
+        t0 = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kw):
+            record.total_steps = int(state.max_steps)
+            write_run(record)
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop_after is not None and state.global_step >= stop_after:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            write_run(record, state.log_history, resumed_at)
+            if state.is_world_process_zero:
+                keys = ("loss", "rewards/accuracies", "accuracy", "objective/kl", "objective/scores")
+                last = next((h for h in reversed(state.log_history) if any(k in h for k in keys)), {})
+                shown = {k: last[k] for k in keys if k in last}
+                print(f"[{label}] step {state.global_step}/{state.max_steps} "
+                      + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+                      + f" ({time.perf_counter() - self.t0:.0f} s)", flush=True)
+            if raise_on_stop and stop_after is not None and state.global_step >= stop_after:
+                raise Interrupted
+
+    return RunCallback()

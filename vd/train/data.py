@@ -1,0 +1,107 @@
+"""The rows a stage trains on: a configured dataset read by its hub loader (the tiny world's through the
+same loaders), or the synthetic value-gap pairs, built once per run and kept in the run folder.
+
+Every row left out is counted with its reason (the loader's skips, then the trainer's length limits)
+in the run's `run.json` (`data_report`) and in one printed line, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections import Counter
+
+from vd import world
+from vd.core import registry
+from vd.core.config import Config, ConfigError
+from vd.core.io import atomic_write_csv, atomic_write_text
+from vd.core.run import RunRecord
+from vd.data.loaders import LoadResult
+from vd.train.common import is_main, process_state
+
+LABEL_COLUMNS = ("topic", "stance", "chosen_stance", "rejected_stance")  # tiny-world labels, not trained on
+
+
+class DataError(ConfigError):
+    """A stage's data cannot be read or leave nothing to train on (caught by the CLI like a config error)."""
+
+
+def is_synthetic(data: str) -> bool:
+    return data in registry.SYNTHETIC_DATA
+
+
+def load_dataset(cfg: Config, kind: str, name: str) -> LoadResult:
+    """The configured dataset `name` of `kind` ("sft" or "preference") through its hub loader."""
+    table = cfg.data.sft if kind == "sft" else cfg.data.preference
+    if name not in table:
+        raise DataError(f"{cfg.source}: data.{kind}.{name}: not configured for size {cfg.size!r}")
+    ds = table[name]
+    loader = registry.resolve((registry.SFT_DATA if kind == "sft" else registry.PREFERENCE_DATA)[name])
+    fields = {**dataclasses.asdict(ds), "source": world.data_source(cfg, ds.id, name), "seed": cfg.seed}
+    kwargs = {k: v for k, v in fields.items() if k in inspect.signature(loader).parameters}
+    try:
+        return loader(**kwargs)
+    except (ValueError, OSError, EOFError) as e:  # a file that is wholly wrong, missing or unreadable
+        raise DataError(f"data.{kind}.{name} ({ds.id}): {e}") from None
+
+
+def stage_rows(cfg: Config, stage: str, data: str, record: RunRecord | None = None) -> tuple[list[dict], dict]:
+    """The training rows of a stage (SFT `messages` rows or preference `prompt/chosen/rejected` rows) and
+    an account of what was read and left out: {"source", "read", "kept", "skipped": {reason: n}}."""
+    if is_synthetic(data):
+        rows = synthetic_rows(cfg, data.split("-", 1)[1], record)
+        report = {"source": "synthetic", "read": len(rows), "kept": len(rows), "skipped": {}}
+    else:
+        kind = "sft" if registry.STAGES[stage].kind == "sft" else "preference"
+        res = load_dataset(cfg, kind, data)
+        rows = res.rows
+        configured = (cfg.data.sft if kind == "sft" else cfg.data.preference)[data].id
+        report = {"source": f"{data} ({configured})", "read": res.n_read, "kept": len(res.rows),
+                  "skipped": dict(res.skipped)}
+    rows = [{k: v for k, v in r.items() if k not in LABEL_COLUMNS} for r in rows]
+    if not rows:
+        why = ", ".join(f"{k}: {v}" for k, v in report["skipped"].items()) or "no rows"
+        raise DataError(f"{data}: no training rows: read {report['read']}, kept 0 ({why})")
+    return rows, report
+
+
+def count_dropped(report: dict, reason: str, n: int) -> dict:
+    """Add `n` rows left out for `reason` (a trainer's limit) to a stage_rows report."""
+    if n:
+        skipped = Counter(report["skipped"])
+        skipped[reason] += n
+        report.update(kept=report["kept"] - n, skipped=dict(skipped))
+    return report
+
+
+def describe(report: dict) -> str:
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(report["skipped"].items(), key=lambda kv: -kv[1]))
+    return (f"data {report['source']}: read {report['read']}, trained on {report['kept']}"
+            + (f", left out {sum(report['skipped'].values())} ({skipped})" if skipped else ""))
+
+
+def synthetic_rows(cfg: Config, setting: str, record: RunRecord | None = None) -> list[dict]:
+    """The synthetic value-gap pairs (chosen takes `setting`, rejected the opposite stance).
+
+    Built once per run by the main process and written to `synthetic_pairs.jsonl` (with the judged
+    stance probabilities of every kept answer in `synthetic_judged.csv`, from which the dataset's value
+    gap is computed); other processes, and a resumed run, read that file.
+    """
+    path = record.synthetic_pairs_path if record is not None else None
+    with process_state().main_process_first():
+        if path is not None and path.is_file():
+            return [json.loads(line) for line in path.read_text().splitlines()]
+        from vd.data.synthetic import build_synthetic
+
+        rows, judged = build_synthetic(cfg, setting)
+        if path is not None and is_main():
+            import pandas as pd
+
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+            judged = pd.DataFrame(judged)
+            atomic_write_csv(judged, record.synthetic_judged_path)
+            gap = {s: judged[f"chosen_p_{s}"].mean() - judged[f"rejected_p_{s}"].mean() for s in ("support", "oppose")}
+            print(f"[{record.name}] synthetic-{setting}: {len(rows)} pairs; value gap (chosen - rejected) "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in gap.items()), flush=True)
+    return rows

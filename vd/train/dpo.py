@@ -1,0 +1,26 @@
+"""Direct preference optimization (`trl.DPOTrainer`, sigmoid loss, β from the params).
+
+The policy is the merged SFT model plus a fresh LoRA adapter and `ref_model=None`, so TRL's reference
+is the model with the adapter disabled: the final SFT policy.
+"""
+
+from __future__ import annotations
+
+from vd.models import loading as models
+from vd.train.common import StageJob, load_policy, trl_args
+
+SECTIONS = ("dpo",)
+RESUMABLE = True
+
+
+def build_trainer(job: StageJob, rows: list[dict]):
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    st = job.params
+    args = trl_args(DPOConfig, job.cfg, st, job.run_dir, beta=st.beta, loss_type=["sigmoid"],
+                    max_length=st.max_length)
+    return DPOTrainer(model=load_policy(job.cfg, job.start_model, st), args=args, ref_model=None,
+                      train_dataset=datasets.Dataset.from_list(rows),
+                      processing_class=models.load_tokenizer(job.cfg, job.start_model),
+                      peft_config=models.lora_config(job.cfg), callbacks=job.callbacks)

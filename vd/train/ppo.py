@@ -1,0 +1,102 @@
+"""PPO (`trl.experimental.ppo`, TRL 1.12), trained against its own reward model (vd.train.reward).
+
+The policy is the merged SFT model plus a fresh LoRA adapter, `ref_model=None`, so the KL reference is
+the adapter-disabled policy = the final SFT policy. The reward model is frozen; the value model is a
+copy of it that PPO trains (in full where `reward.full_finetune`, else with its own LoRA adapter, so
+that neither its weights nor its optimizer state are a full model's). Prompts are pre-tokenized
+(`input_ids`, with the generation prompt), the tokenizer pads left, and rollouts stop at the
+end-of-turn token. A PPO step is one update on a batch of (per-device batch × accumulation ×
+processes) episodes.
+
+Checkpoints: every `save_every` PPO updates; PPOTrainer saves only its policy (the PEFT adapter), which
+loads with `PeftModel.from_pretrained(merged SFT model, checkpoint)`. Resume: TRL 1.12's
+`PPOTrainer.train()` has no `resume_from_checkpoint` (it always starts at update 0), so an interrupted
+PPO stage is restarted from step 0 (RESUMABLE = False; under the same seed it then ends where an
+uninterrupted run ends; its reward model and data are kept); checkpoints are saved without optimizer
+state (`save_only_model`) since nothing reads it.
+
+Two patches to TRL 1.12's PPOTrainer (it skips `Trainer.__init__`), in `build_trainer`: the attribute
+`is_distributed_loading_by_transformers` that transformers 5.20's `save_model` reads, and, under DDP,
+`policy`/`config` on the DDP wrapper, which TRL reads there (without them PPO fails on several processes).
+"""
+
+from __future__ import annotations
+
+from vd.core.chat import end_of_turn_id
+from vd.core.config import StageConfig
+from vd.models import loading as models
+from vd.models.memory import check_gpu_fits
+from vd.train.common import StageJob, load_policy, process_state, tidy_callbacks, trl_args
+from vd.train.reward import train_reward_model
+
+SECTIONS = ("ppo", "reward")
+RESUMABLE = False
+KEEP_ON_RESTART = ("reward", "synthetic_pairs.jsonl", "synthetic_judged.csv")
+# (head, prepared for k-bit training, LoRA trained) of the models a PPO stage holds on the GPU: the policy,
+# the frozen reward model and the value model (see build_trainer)
+PPO_MODELS = [("causal", True, True), ("score", False, False), ("score", True, True)]
+
+
+def episodes(st: StageConfig, steps: int) -> int:
+    """The PPO episodes of `steps` updates (what PPOConfig.total_episodes counts)."""
+    return steps * st.batch_size * st.grad_accum * process_state().num_processes
+
+
+def set_total_steps(st: StageConfig, steps: int) -> None:
+    st.total_episodes = episodes(st, steps)
+
+
+def ppo_prompts(rows: list[dict], tokenizer, max_length: int):
+    """The PPO prompts: each preference row's prompt, chat-formatted with the generation prompt, as input_ids."""
+    import datasets
+
+    ids = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)["input_ids"] for r in rows]
+    kept = [i for i in ids if len(i) <= max_length]  # the runner counts the prompts left out
+    if not kept:
+        raise ValueError(f"no PPO prompt fits ppo.max_length = {max_length} tokens")
+    return datasets.Dataset.from_dict({"input_ids": kept})
+
+
+def build_trainer(job: StageJob, rows: list[dict]):
+    """The PPOTrainer of a PPO stage (training its reward model first if the run has none yet)."""
+    from transformers import set_seed
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    cfg, st, start = job.cfg, job.params, job.start_model
+    # before the reward model is trained: PPO's three models (policy, frozen reward, value) must fit together
+    check_gpu_fits(cfg, start, PPO_MODELS, "PPO")
+    reward_path = train_reward_model(cfg, job.record, start, rows)
+    set_seed(cfg.seed)
+    tokenizer = models.load_tokenizer(cfg, start, padding_side="left")
+    prompts = ppo_prompts(rows, tokenizer, st.max_length)
+    policy = load_policy(cfg, start, st)
+    reward_model = models.load_model(cfg, str(reward_path), head="score")
+    value_model = load_policy(cfg, str(reward_path), st, head="score")
+    if not cfg.reward.full_finetune:
+        from peft import get_peft_model
+
+        value_model = get_peft_model(value_model, models.lora_config(cfg, "SEQ_CLS"))
+    extra = dict(num_ppo_epochs=st.num_ppo_epochs, num_mini_batches=st.num_mini_batches,
+                 response_length=st.response_length, stop_token_id=end_of_turn_id(tokenizer),
+                 missing_eos_penalty=st.missing_eos_penalty, kl_coef=st.kl_coef, num_sample_generations=0,
+                 save_only_model=True, sft_model_path=start, reward_model_path=str(reward_path))
+    if st.total_episodes > 0:
+        extra["total_episodes"] = st.total_episodes
+    elif st.max_steps > 0:
+        extra["total_episodes"] = episodes(st, st.max_steps)
+    args = trl_args(PPOConfig, cfg, st, job.run_dir, **extra)
+    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=None,
+                         reward_model=reward_model, value_model=value_model, train_dataset=prompts,
+                         eval_dataset=prompts.select(range(min(len(prompts), st.batch_size))),
+                         callbacks=job.callbacks, peft_config=models.lora_config(cfg))
+    # PPOTrainer skips Trainer.__init__; transformers 5.20's save_model reads this attribute it would have set.
+    if not hasattr(trainer, "is_distributed_loading_by_transformers"):
+        trainer.is_distributed_loading_by_transformers = False
+    for name in ("policy", "config"):
+        # Under DDP (several processes) TRL 1.12 reads `model.policy` and `model.config` off the DDP wrapper
+        # (reference forward, saving, model card): expose them there as plain attributes (not submodules).
+        if not hasattr(trainer.model, name):
+            object.__setattr__(trainer.model, name, getattr(trainer.accelerator.unwrap_model(trainer.model), name))
+    tidy_callbacks(trainer)
+    return trainer

@@ -1,0 +1,114 @@
+"""The reward model PPO is trained against (`trl.RewardTrainer`), on the same preference pairs as the PPO
+stage, from the SFT run's merged model with a scalar head. It lives in `<ppo run>/reward/`, itself a run
+folder (stage "reward": checkpoints, train_log.csv, run.json, the final model in `reward/model/`), and a
+complete one is reused when the PPO stage is restarted.
+
+How it is trained (ours): with `reward.full_finetune` (the tiny size: a sub-1M-parameter model, nothing to
+merge) every weight; otherwise a LoRA adapter (task SEQ_CLS, the new score head trained in full as a
+`modules_to_save`), then merged into the SFT model in the compute dtype, so PPO loads it like any model.
+
+The reward model scores a sequence at its last token. RewardTrainer would see chat-formatted pairs
+ending in "<|im_end|>\\n", while PPO scores responses truncated right after the stop token; so the pairs
+are tokenized here without the trailing whitespace, and both read the score at the end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+from vd.core.config import Config
+from vd.core.run import RunRecord, discover_checkpoints
+from vd.models import loading as models
+from vd.train.common import (is_main, load_policy, quiet, run_callback, tidy_callbacks, trl_args,
+                             wait_for_everyone, write_run)
+
+SECTIONS = ("reward",)
+
+
+@contextlib.contextmanager
+def new_head_quietly():
+    """transformers reports the fresh score head of a causal LM loaded with a scalar head as MISSING: expected."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def reward_pairs(rows: list[dict], tokenizer) -> list[dict]:
+    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token (see above)."""
+    def ids(messages):
+        text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip()
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    return [{"chosen_ids": ids(r["prompt"] + r["chosen"]), "rejected_ids": ids(r["prompt"] + r["rejected"])}
+            for r in rows]
+
+
+def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: list[dict], callbacks=None) -> Path:
+    """Train (or reuse, or resume) the reward model of the PPO run `parent`; return its final model's folder.
+    `callbacks` replace the one that keeps reward/run.json current (benchmarks time steps this way)."""
+    import datasets
+    from transformers import set_seed
+    from trl import RewardConfig, RewardTrainer
+
+    out = parent.reward_dir
+    final = out / "model"
+    done = RunRecord.find(out)
+    if done is not None and done.complete and (final / "config.json").is_file():
+        return final
+    set_seed(cfg.seed)
+    st = cfg.reward
+    tokenizer = models.load_tokenizer(cfg, start_model)
+    dataset = datasets.Dataset.from_list(reward_pairs(rows, tokenizer))
+    with new_head_quietly():
+        model = load_policy(cfg, start_model, st, head="score")
+    record = RunRecord(root=out, stage="reward", data=parent.data, size=cfg.size, from_run=parent.from_run,
+                       start_model=parent.start_model, start_identity=parent.start_identity,
+                       extra={"mode": "full" if st.full_finetune else "lora"})
+    args = trl_args(RewardConfig, cfg, st, out, max_length=st.max_length)
+    with quiet(args.disable_tqdm):
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=None if st.full_finetune else models.lora_config(cfg, "SEQ_CLS"),
+                                callbacks=callbacks or [run_callback(record, f"{parent.name}/reward", None, False)])
+    tidy_callbacks(trainer)
+    last = discover_checkpoints(out)[-1]
+    trainer.train(resume_from_checkpoint=str(out / last.adapter) if last.adapter else None)
+    tmp = out / ".model-partial"
+    if is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+    wait_for_everyone()
+    trainer.save_model(str(tmp))  # on every process: saving may be collective under distributed backends
+    if is_main():
+        if not st.full_finetune:
+            _merge_score_adapter(cfg, start_model, tmp, out / ".model-merged")
+            shutil.rmtree(tmp)
+            (out / ".model-merged").rename(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        accuracies = [h["accuracy"] for h in trainer.state.log_history if "accuracy" in h]
+        record.total_steps, record.complete = int(trainer.state.max_steps), True
+        record.extra["final_train_accuracy"] = sum(accuracies[-5:]) / len(accuracies[-5:]) if accuracies else None
+        write_run(record, trainer.state.log_history)
+    wait_for_everyone()
+    return final
+
+
+def _merge_score_adapter(cfg: Config, base: str, adapter: Path, out: Path) -> None:
+    """Merge a SEQ_CLS LoRA adapter (with its trained score head) into the unquantized base; save to `out`."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    dtype = models.compute_dtype(cfg) if torch.cuda.is_available() else torch.float32
+    with new_head_quietly():
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(out)

@@ -1,0 +1,27 @@
+"""SimPO: TRL's `CPOTrainer` with `loss_type="simpo"` and no NLL term (`cpo_alpha=0`), so the loss is
+-logsigmoid(β·Δ(mean log-prob) − γ), with no reference model.
+
+params' simpo.gamma is TRL's `simpo_gamma`, which is γ itself (not γ/β as in the SimPO paper's tables):
+for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are not SimPO's.
+"""
+
+from __future__ import annotations
+
+from vd.models import loading as models
+from vd.train.common import StageJob, load_policy, trl_args
+
+SECTIONS = ("simpo",)
+RESUMABLE = True
+
+
+def build_trainer(job: StageJob, rows: list[dict]):
+    import datasets
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    st = job.params
+    args = trl_args(CPOConfig, job.cfg, st, job.run_dir, loss_type="simpo", cpo_alpha=0.0, beta=st.beta,
+                    simpo_gamma=st.gamma, max_length=st.max_length, remove_unused_columns=False)
+    return CPOTrainer(model=load_policy(job.cfg, job.start_model, st), args=args,
+                      train_dataset=datasets.Dataset.from_list(rows),
+                      processing_class=models.load_tokenizer(job.cfg, job.start_model),
+                      peft_config=models.lora_config(job.cfg), callbacks=job.callbacks)

@@ -1,0 +1,82 @@
+"""The tiny world: the whole study in miniature, built locally (tokenizer, base model, datasets), offline.
+
+This package is its only home. The rest of `vd` meets it through the interfaces of a hub model and hub
+data: a params file names it with the id `tiny` (`model.base: tiny`, `data.*.<name>.id: tiny`,
+`data.synthetic.prompts_file: tiny`, `data.synthetic.generator: tiny`), and the functions below turn
+those ids into a model folder, dataset files in the hub datasets' own formats, and an answer writer.
+Any other id passes through unchanged, so the same code serves every size.
+
+    world.model_path(cfg)                          # the base model's folder (built once) or the hub id
+    world.data_source(cfg, "tiny", "alpaca")      # a local file in tatsu-lab/alpaca's format
+    world.prepare(cfg)                             # build it if needed; returns the TinyWorld or None
+"""
+
+from __future__ import annotations
+
+from vd.core.config import Config, ConfigError
+from vd.world.build import TinyWorld, ensure_world, vd_home  # noqa: F401  (the package's interface)
+
+TINY = "tiny"  # the id that names the tiny world's model and data in a params file
+
+
+def uses_world(cfg: Config) -> bool:
+    """Whether `cfg` studies the tiny world's model."""
+    return cfg.model.base == TINY
+
+
+def check_config(cfg: Config, path: str) -> None:
+    """The params rules the tiny world sets (run by vd.core.config.load_config)."""
+    if cfg.tiny is not None and cfg.tiny.hidden_size % cfg.tiny.heads:
+        raise ConfigError(f"{path}: tiny.heads: expected a divisor of tiny.hidden_size ({cfg.tiny.hidden_size})")
+    if cfg.tiny is not None:
+        return
+    if uses_world(cfg):
+        raise ConfigError(f"{path}: tiny: model.base is 'tiny' but the file has no `tiny:` recipe section")
+    named = [f"data.{kind}.{name}.id" for kind in ("sft", "preference")
+             for name, ds in getattr(cfg.data, kind).items() if ds.id == TINY]
+    named += ["data.synthetic.prompts_file"] if cfg.data.synthetic.prompts_file == TINY else []
+    if named:
+        raise ConfigError(f"{path}: {named[0]}: 'tiny' names the tiny world's data, which needs the "
+                          "`tiny:` recipe section (and model.base: tiny)")
+
+
+def model_path(cfg: Config) -> str:
+    """Where the base model of `cfg` is: the tiny world's model folder (built if needed) or the hub id."""
+    return str(ensure_world(cfg).model_dir) if uses_world(cfg) else cfg.model.base
+
+
+def data_source(cfg: Config, source: str, name: str) -> str:
+    """A dataset id as the loaders take it: `tiny` becomes the tiny world's file of `name` in its hub
+    dataset's format (the synthetic prompts: the world's own prompt file); any other id is returned."""
+    if source != TINY:
+        return source
+    world = ensure_world(cfg, verbose=False)
+    return str(world.dataset_path(name) if name == "synthetic_prompts" else world.hub_path(name))
+
+
+def answer_writer_from_config(cfg: Config):
+    """The tiny world's writer of stance-taking answers for the synthetic value-gap pairs (generator `tiny`)."""
+    from vd.world.text import answer_writer
+
+    return answer_writer(cfg.seed)
+
+
+def label(cfg: Config) -> str:
+    """How figure titles name what was studied: "synthetic tiny world" for it, "" for a real model."""
+    return "synthetic tiny world" if uses_world(cfg) else ""
+
+
+def prepare(cfg: Config, verbose: bool = True) -> TinyWorld | None:
+    """Build the tiny world if `cfg` studies it (None otherwise) and run its model on one CPU thread.
+
+    Its matrices are too small to gain from a second thread, and with two threads on a 2-core machine
+    that is busy with anything else every op waits for a descheduled thread: measured 20x slower (583 s
+    vs 29 s to score one run). The world is built first, since its pre-training sets its own threads.
+    """
+    if not uses_world(cfg):
+        return None
+    import torch
+
+    world = ensure_world(cfg, verbose=verbose)
+    torch.set_num_threads(1)
+    return world
