@@ -1,10 +1,12 @@
 """Writes the numbered notebooks (run: `python notebooks/_generate.py`).
 
-The notebooks are thin (parameters, calls into `vd`, figures, tables, a few lines of text), so they
-are written from this script: one place for the shared cells (the Colab setup, the parameters
-conventions), reviewable diffs, and no outputs committed. Edit here, rerun, and commit both.
-Each notebook gets exactly one cell tagged `parameters`, with annotated entries (`size: str = "tiny"`
-first) that `papermill --help-notebook` lists.
+The notebooks read as documents: what the paper claims, the parameters, calls into `vd`, each figure or
+table followed by what to look for in it, and the bookkeeping last. They are written from this script so
+that the shared cells (the Colab cell, the parameters conventions) live in one place, diffs stay
+reviewable and no outputs are committed. Edit here, rerun, and commit both. Each notebook gets exactly
+one cell tagged `parameters`, with annotated entries (`size: str = "tiny"` first) that
+`papermill --help-notebook` lists; tests/test_notebooks.py checks all of this, and that no line is
+longer than 100 characters.
 """
 
 from __future__ import annotations
@@ -17,46 +19,28 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from vd.study.notebook import BRANCH, REPO_URL  # noqa: E402
+from vd.study.colab import BRANCH, CLONE, REPO_URL  # noqa: E402
 
+SIZE = 'size: str = "tiny"  # params/<size>.yaml or a params file: tiny | llama3-3b | ... | qwen3-8b'
 COMMON = '''\
-smoke: bool = False  # True: a few training steps and 2 prompts per topic (tests, quick checks)
-overrides: str = ""  # params overrides as for vd train --set, comma-separated (example above)
-runs_dir: str = ""  # where runs live; default runs/ at the repository root (or $VD_RUNS_DIR)
-figures_dir: str = ""  # where figures/tables go; default figures/ at the repository root (or $VD_FIGURES_DIR)'''
-SIZE = 'size: str = "tiny"  # params/<size>.yaml: tiny | llama3-3b | llama3-8b | qwen3-4b | qwen3-8b'
-SETUP_ARGS = "overrides=overrides, smoke=smoke, runs_dir=runs_dir, figures_dir=figures_dir"
+smoke: bool = False  # True: a few training steps, 2 prompts per topic (tests, quick checks)
+overrides: str = ""  # params overrides, comma-separated: "dpo.beta=0.2,probes.samples_per_prompt=2"
+runs_dir: str = ""  # where runs live (default: runs/ at the repository root, or $VD_RUNS_DIR)
+figures_dir: str = ""  # figures and tables (default: figures/ at the root, or $VD_FIGURES_DIR)'''
+SETUP_ARGS = "overrides=overrides, smoke=smoke,\n                 runs_dir=runs_dir, figures_dir=figures_dir"
 
-
-def colab_cell() -> str:
-    return f'''\
-# Setup. On Colab only, this installs the project (from REPO) and can keep all its data on Google
-# Drive, so that a disconnect loses nothing; everywhere, it prints the versions and the GPU.
+COLAB = f'''\
+# Colab only: clone and install this repository (Colab keeps its own torch); data go to Drive.
 import os, subprocess, sys
-REPO = "{REPO_URL}"  # the repository to install on Colab (vd.study.notebook.REPO_URL): set it to yours if you forked
-DRIVE = True  # Colab: keep VD_HOME (the tiny world), runs/ and figures/ in MyDrive/value-drifts
-if "google.colab" in sys.modules:
-    src = "/content/value-drifts"
-    if not os.path.isdir(src):
-        if "<owner>" in REPO:
-            raise SystemExit("REPO above is not set: put the URL of the repository you opened this notebook "
-                             "from (your fork or the published one) in REPO, then run this cell again")
-        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{BRANCH}", REPO, src], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", src + "[gpu]"], check=True)
-    import importlib.metadata as md
-    stale = [m for m in ("numpy", "pandas") if m in sys.modules and sys.modules[m].__version__ != md.version(m)]
-    if stale:
-        raise SystemExit(f"pip replaced {{stale}}: use Runtime > Restart session, then run the notebook again")
-    sys.path.insert(0, src)
-    os.chdir(src + "/notebooks")
-    if DRIVE:
-        from google.colab import drive
-        drive.mount("/content/drive")
-        home = "/content/drive/MyDrive/value-drifts"
-        for var, path in (("VD_HOME", home), ("VD_RUNS_DIR", home + "/runs"), ("VD_FIGURES_DIR", home + "/figures")):
-            os.environ.setdefault(var, path)
-from vd.study.notebook import environment_report
-print(environment_report())'''
+REPO = "{REPO_URL}"  # the repository you opened this from
+if "google.colab" in sys.modules and not os.path.isdir("{CLONE}"):
+    if "<owner>" in REPO:
+        raise SystemExit("set REPO above to your fork or the published repository, then rerun")
+    subprocess.run(["git", "clone", "--depth", "1", "-b", "{BRANCH}", REPO, "{CLONE}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{CLONE}[gpu]"], check=True)
+    sys.path.insert(0, "{CLONE}")
+from vd.study.colab import prepare, environment_report  # noqa: E402
+prepare(drive=True)  # Colab: work in the clone, data on Drive; everywhere: environment_report()'''
 
 
 def badge(name: str) -> str:
@@ -65,20 +49,24 @@ def badge(name: str) -> str:
             f"({colab}/blob/{BRANCH}/notebooks/{name}.ipynb)")
 
 
-def notebook(name: str, title: str, intro: str, params: str, checks: str, setup_params: str, body: list) -> None:
+def look(what: str, paper: str, tiny: str) -> tuple[str, str]:
+    """The markdown cell after a figure or table: what to look for, the paper's result, the tiny world."""
+    return ("md", f"**What to look for.** {what}\n\n**The paper.** {paper}\n\n**In the tiny world.** {tiny}")
+
+
+def notebook(name: str, title: str, intro: str, params: str, setup: str, body: list, record: str) -> None:
     cells = [new_markdown_cell(f"# {title}\n\n{badge(name)}\n\n{intro}"),
-             new_code_cell(colab_cell()),
-             new_markdown_cell("**Parameters** (papermill: `-p name value`; `papermill --help-notebook notebooks/"
-                               + name + ".ipynb` lists them). `overrides` changes params values, e.g. "
-                               "`-p overrides \"dpo.beta=0.2,probes.samples_per_prompt=2\"`; runs trained under "
-                               "changed training values get their own run folders."),
+             new_code_cell(COLAB),
+             new_markdown_cell("**Parameters.** Papermill: `-p name value`; `papermill --help-notebook "
+                               f"notebooks/{name}.ipynb` lists them. Runs trained under changed\n"
+                               "training values (`overrides`) get their own run folders."),
              new_code_cell("\n".join(filter(None, [SIZE, params, COMMON])), metadata={"tags": ["parameters"]}),
-             new_code_cell("from IPython.display import Markdown, display\n\n"
-                           "from vd.study import analysis\nfrom vd.study import figures as plots\nfrom vd.core.config import check_choice\n"
-                           "from vd.study.notebook import setup\n\n" + (checks + "\n" if checks else "")
-                           + f'study = setup(size, notebook="{name}", params={setup_params}, {SETUP_ARGS})')]
+             new_code_cell("from IPython.display import Markdown, display\n\nimport vd\n\n" + setup)]
     for kind, text in body:
         cells.append(new_markdown_cell(text) if kind == "md" else new_code_cell(text))
+    cells += [new_markdown_cell("## Bookkeeping\n\nThe key numbers of this run, for `vd reproduce`, notebook 06 "
+                                "and the tests (`figures/<size>/<notebook>.json`)."),
+              new_code_cell(record)]
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}})
@@ -88,8 +76,19 @@ def notebook(name: str, title: str, intro: str, params: str, checks: str, setup_
     nbformat.write(nb, HERE / f"{name}.ipynb")
 
 
-ALGO_CHECK = 'check_choice("algo", algo, ("ppo", "dpo", "simpo"))'
-SFT_CHECK = 'check_choice("sft_data", sft_data, ("wildchat", "alpaca"))'
+def setup_cell(name: str, params: str, checks: tuple[str, ...] = ()) -> str:
+    lines = [f"vd.check_choice({c})" for c in checks]
+    lines.append(f'study = vd.setup(size, notebook="{name}", params={params},\n                 {SETUP_ARGS})')
+    return "\n".join(lines)
+
+
+ALGO = '"algo", algo, vd.registry.ALGORITHMS'
+SFT = '"sft_data", sft_data, vd.registry.SFT_DATA'
+SFT_PARAM = 'sft_data: str = "alpaca"  # the SFT model it starts from: wildchat | alpaca'
+M_AND_ETA = ("M = v_end − v_start per topic and stance (signed, with a paired bootstrap 95% CI); η = the "
+             "fraction of the stage's steps needed to come within 95% of the way to the trajectory's "
+             "extremum (`extremum95`; blank where there is no drift). η can only take the checkpoints' "
+             "values, multiples of 1/(checkpoints − 1). `docs/method.md` §3–§4 defines both.")
 
 
 def main() -> None:
@@ -97,214 +96,285 @@ def main() -> None:
         "00_probes", "00 · The probe set and the stance judge",
         "Every checkpoint of the study is probed with value-laden questions and its answers are judged "
         "support / neutral / oppose. The paper uses V-PRISM (550 questions, 11 topics × 50, curated from "
-        "PRISM), which is not released; the set shipped here (`vd/data/vprism.jsonl`) is ours, in the same "
-        "shape. In each topic half the questions are phrased so that *support* moves toward the topic's "
-        "axis (`pro`) and half away from it (`contra`), so a profile's *support* is not one side's support.\n\n"
-        "This notebook shows the set, the part of it a size's budget uses, examples, and the judge on "
-        "hand-written answers. It trains nothing.",
-        "", "", "{}",
-        [("md", "## Probes per topic and direction\n\nLeft: the whole set. Right: the subset probed at this "
-                "size (`probes.prompts_per_topic`, direction-balanced, the same subset for every checkpoint)."),
-         ("code", 'counts = analysis.probe_counts(study.cfg)\n'
+        "PRISM), which is not released; the set shipped here (`vd/data/vprism.jsonl`) is ours, in the "
+        "same shape. In each topic half the questions are phrased so that *support* moves toward the "
+        "topic's axis (`pro`) and half away from it (`contra`), so a profile's *support* is not one "
+        "side's support.\n\nThis notebook shows the set, the part a size's budget uses, examples, and the "
+        "judge on hand-written answers. It trains nothing.",
+        "", setup_cell("00_probes", "{}"),
+        [("md", "## Probes per topic and direction"),
+         ("code", 'counts = vd.analysis.probe_counts(study.cfg)\n'
                   'study.save_table(counts, "counts")\n'
-                  'study.save_figure(analysis.probe_figure(counts, study.title("Probes per topic and direction")), "counts")'),
-         ("md", "## Examples\n\nOne question per direction for each topic, with the position a *support* "
-                "answer agrees with."),
-         ("code", 'examples = analysis.probe_examples(study.cfg)\nstudy.save_table(examples, "examples")\n'
-                  'examples'),
-         ("md", "## The judge on examples\n\nThe paper judges each (question, answer, topic) with GPT-4o and "
-                "reads the log-probabilities of the three labels, softmaxed over those three: a probability "
-                "vector, not a vote. Refusals, hedged and balanced answers count as **neutral**. The tiny size "
-                "uses a lexicon judge that reads the tiny world's stance phrases; real sizes use the `judge` "
-                "section of their params (an OpenAI-compatible endpoint needs `OPENAI_API_KEY`)."),
-         ("code", 'judged, note = analysis.judge_examples(study.cfg)\nprint(note)\n'
+                  'title = study.title("Probes per topic and direction")\n'
+                  'study.save_figure(vd.analysis.probe_figure(counts, title), "counts")'),
+         look("Left, the whole set; right, the subset this size probes (`probes.prompts_per_topic`, the same "
+              "subset at every checkpoint). Both halves of each bar should be equal: a topic's support is "
+              "half *pro* and half *contra* its axis.",
+              "550 questions, 50 per topic (V-PRISM); no direction balance is reported.",
+              "The tiny size probes 10 prompts per topic (5 pro, 5 contra): the title states the shrunk "
+              "budget."),
+         ("md", "## Examples"),
+         ("code", 'examples = vd.analysis.probe_examples(study.cfg)\n'
+                  'study.save_table(examples, "examples")\nexamples'),
+         look("`position` is the claim a *support* answer agrees with, whatever the question's grammar.",
+              "Figure 1's example is `immigration-001`.", "The tiny model sees these exact questions."),
+         ("md", "## The judge on examples"),
+         ("code", 'judged, note = vd.analysis.judge_examples(study.cfg)\nprint(note)\n'
                   'if judged is not None:\n    study.save_table(judged, "judge_examples")\n'
                   '    display(judged.round(3))'),
-         ("code", 'accuracy = None if judged is None else float((judged["judged"] == judged["intended"]).mean())\n'
-                  'study.record({\n'
-                  '    "n_probes": int(counts["in_set"].sum()), "n_used": int(counts["used"].sum()),\n'
-                  '    "per_topic": counts.groupby("topic")[["in_set", "used"]].sum().to_dict("index"),\n'
-                  '    "per_direction": counts.groupby("direction")[["in_set", "used"]].sum().to_dict("index"),\n'
-                  '    "judge": note, "judge_accuracy_on_examples": accuracy,\n'
-                  '})')])
+         look("Each row's `judged` (the most probable stance) should equal `intended`; the refusal counts as "
+              "neutral. The p columns are the graded readout: the three labels' log-probabilities "
+              "softmaxed over those three.",
+              "GPT-4o, read this way (`docs/method.md` §1).",
+              "The lexicon judge reads the tiny world's stance phrases; real sizes use the `judge` section of "
+              "their params (an OpenAI-compatible endpoint needs `OPENAI_API_KEY`).")],
+        'study.record(vd.records.probes(counts, judged, note))')
 
     notebook(
         "01_sft_drift", "01 · Value drift through supervised fine-tuning",
-        "**Paper (claim 1):** SFT establishes a model's values, early and strongly: most of the drift happens "
-        "in the first ~10% of the SFT steps (WildChat, Llama-3 3B, immigration, neutral: M = 0.38, η = 0.09), "
-        "and the final profile follows the SFT data: WildChat-SFT models turn neutral, Alpaca-SFT models "
-        "supportive.\n\nThis notebook trains SFT on both datasets (only what is not trained yet), scores every "
-        "checkpoint (step 0 = the base model), and shows the stance trajectories of `sft_data`, its drift "
-        "table, and the final profiles of both SFT models.",
+        "**Paper (claim 1):** SFT establishes a model's values, early and strongly: most of the drift "
+        "happens in the first ~10% of the SFT steps (WildChat, Llama-3 3B, immigration, neutral: M = 0.38, "
+        "η = 0.09), and the final profile follows the SFT data: WildChat-SFT models turn neutral, "
+        "Alpaca-SFT models supportive.\n\nThis notebook trains SFT on both datasets (only what is not "
+        "trained yet), scores every checkpoint (step 0 = the base model), and shows the stance trajectories "
+        "of `sft_data`, its drift table, and the final profiles of both SFT models.",
         'sft_data: str = "wildchat"  # wildchat | alpaca: whose trajectories and drift table to show',
-        SFT_CHECK, '{"sft_data": sft_data}',
-        [("code", 'runs = {d: study.sft(d) for d in ("wildchat", "alpaca")}\nsft = runs[sft_data]'),
-         ("md", "## Stance trajectories\n\nOne panel per topic (and the mean over topics): the value profile "
-                "v_t(T) — the mean judged p(stance) over the topic's prompts and sampled answers — against the "
-                "fraction of SFT steps, with 95% bootstrap bands (prompts resampled)."),
-         ("code", 'fig = plots.trajectories(sft.profile, study.title(f"Stance trajectories through SFT on {sft_data}", sft))\n'
-                  'study.save_figure(fig, "trajectories")'),
-         ("md", "## Drift magnitude M and drift time η\n\nM = v_end − v_start per topic and stance (signed, with "
-                "a paired bootstrap 95% CI); η = the fraction of steps needed to come within 95% of the way to "
-                "the trajectory's extremum (`extremum95`; blank where there is no drift). η can only take the "
-                "values of the checkpoints, i.e. multiples of 1/(checkpoints − 1)."),
-         ("code", 'table, formatted = analysis.drift_tables(sft)\n'
-                  'study.save_table(table, "drift", caption=f"M and eta through SFT on {sft_data}", latex=formatted)\n'
-                  'study.save_figure(plots.drift_heatmap(sft.drift, study.title(f"Drift through SFT on {sft_data}", sft), bound=analysis.M_SCALE), "drift")\n'
-                  'formatted'),
-         ("md", "## Final profiles: WildChat-SFT vs Alpaca-SFT\n\nStance shares per topic of the base model "
-                "and of the two SFT models at their last checkpoint. Paper: WildChat-SFT turns neutral, "
-                "Alpaca-SFT supportive."),
-         ("code", 'fig = plots.profiles_bar(analysis.sft_profiles(runs), study.title("Profiles before and after SFT", *runs.values()))\n'
-                  'study.save_figure(fig, "profiles", key="")'),
-         ("code", 'study.record({"sft": analysis.drift_record(sft),\n'
-                  '              "final_profiles": {d: r.at("last") for d, r in runs.items()},\n'
-                  '              "base_profile": runs["wildchat"].at("first")})')])
+        setup_cell("01_sft_drift", '{"sft_data": sft_data}', (SFT,)),
+        [("code", 'runs = {d: study.sft(d) for d in vd.registry.SFT_DATA}\nsft = runs[sft_data]'),
+         ("md", "## Stance trajectories"),
+         ("code", 'title = study.title(f"Stance trajectories through SFT on {sft_data}", sft)\n'
+                  'study.save_figure(vd.figures.trajectories(sft.profile, title), "trajectories")'),
+         look("One panel per topic and the mean over topics: the value profile v_t(T), the mean judged "
+              "p(stance) over the topic's prompts and answers, against the fraction of SFT steps, with 95% "
+              "bootstrap bands (prompts resampled). A drift is early when most of the climb happens left of "
+              "0.1; it is real only where the band at the end leaves the band at step 0.",
+              "Most of the drift in the first ~10% of steps; WildChat-SFT moves toward neutral.",
+              "The tiny SFT data take stances at fixed rates (WildChat-like mostly neutral, Alpaca-like mostly "
+              "supportive), so the profile should move toward those rates; how early depends on the tiny "
+              "learning rate, not on anything the paper measured.")),
+         ("md", "## Drift magnitude M and drift time η\n\n" + M_AND_ETA),
+         ("code", 'table, formatted = vd.analysis.drift_tables(sft)\n'
+                  'study.save_table(table, "drift", caption=f"M and eta through SFT on {sft_data}",\n'
+                  '                 latex=formatted)\n'
+                  'title = study.title(f"Drift through SFT on {sft_data}", sft)\n'
+                  'heatmap = vd.figures.drift_heatmap(sft.drift, title, bound=vd.analysis.M_SCALE)\n'
+                  'study.save_figure(heatmap, "drift")\nformatted'),
+         look("Cells whose CI includes 0 are not resolved at this budget, however large they look; the table "
+              "states the smallest |M| the budget resolves.",
+              "WildChat, immigration, neutral: M = 0.38, η = 0.09.",
+              "Compare M with the resolution before reading anything into it."),
+         ("md", "## Final profiles: WildChat-SFT vs Alpaca-SFT"),
+         ("code", 'title = study.title("Profiles before and after SFT", *runs.values())\n'
+                  'figure = vd.figures.profiles_bar(vd.analysis.sft_profiles(runs), title)\n'
+                  'study.save_figure(figure, "profiles", key="")'),
+         look("Stance shares per topic of the base model and of the two SFT models at their last checkpoint.",
+              "WildChat-SFT turns neutral, Alpaca-SFT supportive.",
+              "The same direction by construction of the tiny data; the check is that the pipeline shows it.")],
+        'study.record(vd.records.sft(runs, sft))')
 
     notebook(
         "02_preference_drift", "02 · Value drift through preference optimization",
         "**Paper (claim 2):** preference optimization (PPO, DPO, SimPO) on standard preference data "
-        "(UltraFeedback, HH-RLHF) barely moves the values SFT established (M between 0.01 and 0.27, η between "
-        "0.14 and 0.42), because chosen and rejected answers there take the same stance (a small value gap; "
-        "see notebook 04).\n\nThis notebook trains `algo` on `pref_data` starting from the SFT model "
-        "(`sft_data`; step 0 = the final SFT model) and shows the same trajectories and tables as notebook 01.",
+        "(UltraFeedback, HH-RLHF) barely moves the values SFT established (M between 0.01 and 0.27, η "
+        "between 0.14 and 0.42), because chosen and rejected answers there take the same stance (a small "
+        "value gap; see notebook 04).\n\nThis notebook trains `algo` on `pref_data` starting from the SFT "
+        "model (`sft_data`; step 0 = the final SFT model) and shows the same trajectories and tables as "
+        "notebook 01. A null result here is evidence only beside the positive controls of notebooks 03 "
+        "and 06 (the same pipeline moves when the data say it should).",
         'algo: str = "dpo"  # ppo | dpo | simpo\n'
-        'pref_data: str = "ultrafeedback"  # ultrafeedback | hh-rlhf\n'
-        'sft_data: str = "alpaca"  # the SFT model it starts from: wildchat | alpaca',
-        ALGO_CHECK + '\ncheck_choice("pref_data", pref_data, ("ultrafeedback", "hh-rlhf"))\n' + SFT_CHECK,
-        '{"algo": algo, "pref_data": pref_data, "sft_data": sft_data}',
+        'pref_data: str = "ultrafeedback"  # ultrafeedback | hh-rlhf\n' + SFT_PARAM,
+        setup_cell("02_preference_drift", '{"algo": algo, "pref_data": pref_data, "sft_data": sft_data}',
+                   (ALGO, '"pref_data", pref_data, vd.registry.PREFERENCE_DATA', SFT)),
         [("code", 'run = study.preference(algo, pref_data, sft_data)'),
-         ("md", "## Stance trajectories\n\nAs in notebook 01, against the fraction of the preference stage's "
-                "steps (PPO: its updates)."),
-         ("code", 'fig = plots.trajectories(run.profile, study.title(f"{algo.upper()} on {pref_data} from SFT on {sft_data}", run))\n'
-                  'study.save_figure(fig, "trajectories")'),
-         ("md", "## M and η"),
-         ("code", 'table, formatted = analysis.drift_tables(run)\n'
-                  'study.save_table(table, "drift", caption=f"M and eta through {algo} on {pref_data}", latex=formatted)\n'
-                  'study.save_figure(plots.drift_heatmap(run.drift, study.title(f"Drift through {algo.upper()} on {pref_data}", run), bound=analysis.M_SCALE), "drift")\n'
-                  'formatted'),
-         ("md", "## Profiles before and after\n\nThe SFT model (step 0 of this stage) and the model after "
-                "preference optimization."),
-         ("code", 'fig = plots.profiles_bar(analysis.start_end(run, f"SFT on {sft_data} (start)", f"after {algo.upper()}"),\n'
-                  '                         study.title(f"{algo.upper()} on {pref_data}: profiles", run))\n'
-                  'study.save_figure(fig, "profiles")'),
-         ("code", 'study.record({"run": analysis.drift_record(run)})')])
+         ("md", "## Stance trajectories"),
+         ("code", 'title = study.title(f"{algo.upper()} on {pref_data} from SFT on {sft_data}", run)\n'
+                  'study.save_figure(vd.figures.trajectories(run.profile, title), "trajectories")'),
+         look("As in notebook 01, against the fraction of the preference stage's steps (PPO: its updates). "
+              "Flat lines inside their bands mean nothing moved that this budget can see.",
+              "Standard preference data barely move values.",
+              "The tiny standard pairs share a stance and differ only in style, so a flat trajectory is what "
+              "the data say; whether the pipeline could have seen a move is what the positive controls "
+              "(notebook 06) show.")),
+         ("md", "## M and η\n\n" + M_AND_ETA),
+         ("code", 'table, formatted = vd.analysis.drift_tables(run)\n'
+                  'study.save_table(table, "drift", caption=f"M and eta through {algo} on {pref_data}",\n'
+                  '                 latex=formatted)\n'
+                  'title = study.title(f"Drift through {algo.upper()} on {pref_data}", run)\n'
+                  'heatmap = vd.figures.drift_heatmap(run.drift, title, bound=vd.analysis.M_SCALE)\n'
+                  'study.save_figure(heatmap, "drift")\nformatted'),
+         look("Small |M| with CIs around 0; η is blank where there is no drift.",
+              "M 0.01–0.27, η 0.14–0.42 (e.g. DPO, immigration, support: 0.02 / 0.14).",
+              "Read M against the stated resolution."),
+         ("md", "## Profiles before and after"),
+         ("code", 'start_end = vd.analysis.start_end(run, f"SFT on {sft_data} (start)", f"after {algo.upper()}")\n'
+                  'title = study.title(f"{algo.upper()} on {pref_data}: profiles", run)\n'
+                  'study.save_figure(vd.figures.profiles_bar(start_end, title), "profiles")'),
+         look("The SFT model (step 0 of this stage) and the model after preference optimization.",
+              "Nearly the same profile.", "Nearly the same profile, by construction of the data.")],
+        'study.record(vd.records.preference(run))')
 
     notebook(
         "03_value_gap", "03 · A large value gap: synthetic preference data",
-        "**Paper (claim 3):** with synthetic preference pairs whose chosen and rejected answers take opposite "
-        "stances (a large value gap), the algorithms differ although the data are the same: PPO barely moves "
-        "(M 0.0 support-aligned, −0.02 oppose-aligned; its KL penalty anchors it to the SFT policy), DPO moves "
-        "strongly (M 0.53 when the chosen stance already had a high prior after SFT, 0.46 when it had a low "
-        "one), SimPO moderately (about 0.15).\n\nThis notebook trains `algo` on both synthetic settings (chosen "
-        "= support, chosen = oppose) from the SFT model `sft_data`, shows the value gap of the data, the "
-        "trajectories and drift table of `setting`, and splits the drift of the chosen stance by its prior "
-        "after SFT. With Alpaca-SFT (the default) support is the high-prior stance overall; per topic the "
-        "prior can differ, so the split is made per topic too.",
+        "**Paper (claim 3):** with synthetic preference pairs whose chosen and rejected answers take "
+        "opposite stances (a large value gap), the algorithms differ although the data are the same: PPO "
+        "barely moves (M 0.0 support-aligned, −0.02 oppose-aligned; its KL penalty anchors it to the SFT "
+        "policy), DPO moves strongly (M 0.53 when the chosen stance already had a high prior after SFT, "
+        "0.46 when it had a low one), SimPO moderately (about 0.15).\n\nThis notebook trains `algo` on both "
+        "synthetic settings (chosen = support, chosen = oppose) from the SFT model `sft_data`, shows the "
+        "value gap of the data, the trajectories and drift table of `setting`, and splits the drift of the "
+        "chosen stance by its prior after SFT.",
         'algo: str = "dpo"  # ppo | dpo | simpo\n'
-        'setting: str = "support"  # support | oppose: the stance of the chosen answers\n'
-        'sft_data: str = "alpaca"  # the SFT model it starts from: wildchat | alpaca',
-        ALGO_CHECK + '\ncheck_choice("setting", setting, ("support", "oppose"))\n' + SFT_CHECK,
-        '{"algo": algo, "setting": setting, "sft_data": sft_data}',
-        [("code", 'runs = {s: study.preference(algo, f"synthetic-{s}", sft_data) for s in ("support", "oppose")}\n'
-                  'run = runs[setting]'),
-         ("md", "## The synthetic data's value gap\n\nMean judged p(stance) of chosen minus rejected answers "
-                "(ours: the paper uses the notion without a formula), with 95% bootstrap CIs over pairs."),
-         ("code", 'import pandas as pd\n'
-                  'gaps = pd.concat([analysis.synthetic_gap(r).assign(dataset=f"synthetic-{s}") for s, r in runs.items()])\n'
+        'setting: str = "support"  # support | oppose: the stance of the chosen answers\n' + SFT_PARAM,
+        setup_cell("03_value_gap", '{"algo": algo, "setting": setting, "sft_data": sft_data}',
+                   (ALGO, '"setting", setting, vd.registry.SYNTHETIC_SETTINGS', SFT)),
+        [("code", 'runs = {s: study.preference(algo, f"synthetic-{s}", sft_data)\n'
+                  '        for s in vd.registry.SYNTHETIC_SETTINGS}\nrun = runs[setting]'),
+         ("md", "## The synthetic data's value gap"),
+         ("code", 'gaps = vd.analysis.synthetic_gaps(runs)\n'
                   'study.save_table(gaps, "gap", key=algo)\n'
-                  'study.save_figure(analysis.gap_figure(gaps, study.title("Value gap of the synthetic pairs", note=analysis.gap_note(study, gaps))), "gap", key=algo)'),
-         ("md", "## Stance trajectories and drift of this setting"),
-         ("code", 'fig = plots.trajectories(run.profile, study.title(f"{algo.upper()} on synthetic-{setting} from SFT on {sft_data}", run))\n'
-                  'study.save_figure(fig, "trajectories")\n'
-                  'table, formatted = analysis.drift_tables(run)\n'
-                  'study.save_table(table, "drift", caption=f"M and eta through {algo} on synthetic-{setting}", latex=formatted)\n'
-                  'study.save_figure(plots.drift_heatmap(run.drift, study.title(f"Drift through {algo.upper()} on synthetic-{setting}", run), bound=analysis.M_SCALE), "drift")\n'
-                  'formatted'),
-         ("md", "## High vs low prior\n\nFor each topic and setting: the chosen stance's value at the end of SFT "
-                "(its prior; *high* if it is the larger of support and oppose there) against its drift M through "
-                "this stage. Paper: DPO amplifies a high-prior stance (0.53) and partly shifts toward a low-prior "
-                "one (0.46)."),
-         ("code", 'split = analysis.prior_split(study.sft(sft_data), runs)\n'
-                  'summary = analysis.prior_summary(split)\n'
+                  'title = study.title("Value gap of the synthetic pairs",\n'
+                  '                    note=vd.analysis.gap_note(study, gaps))\n'
+                  'study.save_figure(vd.analysis.gap_figure(gaps, title), "gap", key=algo)'),
+         look("Mean judged p(stance) of chosen minus rejected answers, per stance (ours: `docs/method.md` §5), "
+              "with 95% CIs over pairs: close to +1 for the chosen stance, −1 for the other.",
+              "A large value gap by construction.", "The same, verified by the lexicon judge."),
+         ("md", "## Stance trajectories and drift of this setting\n\n" + M_AND_ETA),
+         ("code", 'title = study.title(f"{algo.upper()} on synthetic-{setting} from SFT on {sft_data}", run)\n'
+                  'study.save_figure(vd.figures.trajectories(run.profile, title), "trajectories")\n'
+                  'table, formatted = vd.analysis.drift_tables(run)\n'
+                  'study.save_table(table, "drift", latex=formatted,\n'
+                  '                 caption=f"M and eta through {algo} on synthetic-{setting}")\n'
+                  'title = study.title(f"Drift through {algo.upper()} on synthetic-{setting}", run)\n'
+                  'heatmap = vd.figures.drift_heatmap(run.drift, title, bound=vd.analysis.M_SCALE)\n'
+                  'study.save_figure(heatmap, "drift")\nformatted'),
+         look("The chosen stance should rise for DPO and SimPO, with a CI that excludes 0 (the positive "
+              "control); PPO may stay put.",
+              "PPO ≈ 0, SimPO ≈ 0.15, DPO ≈ 0.5.",
+              "The tiny pairs are written in the answer style the tiny model already produces, so a move "
+              "here is a move of what the model says; the size of it depends on the tiny hyperparameters, "
+              "which are not tuned to the paper.")),
+         ("md", "## High vs low prior"),
+         ("code", 'split = vd.analysis.prior_split(study.sft(sft_data), runs)\n'
+                  'summary = vd.analysis.prior_summary(split)\n'
                   'study.save_table(split, "prior_split", key=algo)\n'
-                  'study.save_figure(analysis.prior_split_figure(split, study.title(f"{algo.upper()}: drift of the chosen stance by its prior", *runs.values())), "prior_split", key=algo)\n'
-                  'display(summary.round(3))\n'
-                  'split[split.topic == "overall"].round(3)'),
-         ("code", 'overall = split[split.topic == "overall"].set_index("setting")\n'
-                  'study.record({"run": analysis.drift_record(run),\n'
-                  '              "chosen_M_overall": overall["M_chosen"].to_dict(),\n'
-                  '              "prior_overall": overall["prior"].to_dict(),\n'
-                  '              "prior_summary": summary.set_index("prior").to_dict("index"),\n'
-                  '              "gap_overall": gaps[gaps.topic == "overall"].pivot(index="dataset", columns="stance", values="gap").to_dict("index")})')])
+                  'title = study.title(f"{algo.upper()}: drift of the chosen stance by its prior", *runs.values())\n'
+                  'study.save_figure(vd.analysis.prior_split_figure(split, title), "prior_split", key=algo)\n'
+                  'display(summary.round(3))\nsplit[split.topic == "overall"].round(3)'),
+         look("For each topic and setting: the chosen stance's value at the end of SFT (its prior; *high* if "
+              "it is the larger of support and oppose there) against its drift M through this stage.",
+              "DPO amplifies a high-prior stance (0.53) and partly shifts toward a low-prior one (0.46).",
+              "With Alpaca-SFT, support is the high-prior stance overall; per topic the prior can differ.")],
+        'study.record(vd.records.value_gap(run, split, summary, gaps))')
 
     notebook(
-        "04_dataset_value_gap", "04 · The value gap of each preference dataset",
-        "**Paper:** standard preference data move values little because their chosen and rejected answers "
-        "take the same stance; the synthetic data have opposite stances by construction. This notebook judges "
-        "the chosen and rejected answers of every preference dataset with the study's judge and shows their "
-        "stance distributions and the gap (mean p(chosen) − mean p(rejected), per stance; ours).\n\nReal data "
-        "carry no topic: there, only pairs whose prompt mentions a topic's keywords are judged (the value-laden "
-        "part), at most `max_pairs` per dataset (judge calls cost money at real sizes).",
-        'max_pairs: int = 0  # judge at most this many pairs per standard dataset (0: all)', "", "{}",
-        [("code", 'gaps, dist = analysis.dataset_gaps(study, max_pairs)\n'
+        "04_dataset_value_gap", "04 · The value gap and the policy fit of each preference dataset",
+        "**Paper:** standard preference data move values little because their chosen and rejected "
+        "answers take the same stance; the synthetic data have opposite stances by construction. This "
+        "notebook judges the chosen and rejected answers of every preference dataset with the study's "
+        "judge and shows their stance distributions and the gap (ours: `docs/method.md` §5), then how far "
+        "each dataset sits from what the SFT model itself writes (its policy fit, §7).\n\nReal data carry no "
+        "topic: only pairs whose prompt mentions a topic's keywords are judged, at most `max_pairs` per "
+        "dataset (judge calls cost money at real sizes).",
+        'max_pairs: int = 0  # judge at most this many pairs per standard dataset (0: all)\n'
+        'datasets: str = ""  # comma-separated preference datasets (default: all configured + synthetic)\n'
+        + SFT_PARAM,
+        setup_cell("04_dataset_value_gap", '{"sft_data": sft_data}', (SFT,)),
+        [("code", 'names = vd.analysis.dataset_names(study, datasets)\n'
+                  'gaps, dist = vd.analysis.dataset_gaps(study, max_pairs, datasets=names)\n'
                   'study.save_table(gaps, "gaps")\nstudy.save_table(dist, "distributions")'),
          ("md", "## Stance distributions of chosen and rejected answers"),
-         ("code", 'study.save_figure(analysis.distribution_figure(dist, study.title("Stances of chosen and rejected answers", note=analysis.gap_note(study, gaps))), "distributions")'),
-         ("md", "## Value gaps (overall, 95% bootstrap CI over pairs)"),
-         ("code", 'study.save_figure(analysis.gap_figure(gaps, study.title("Value gap per dataset", note=analysis.gap_note(study, gaps))), "gaps")\n'
+         ("code", 'title = study.title("Stances of chosen and rejected answers",\n'
+                  '                    note=vd.analysis.gap_note(study, gaps))\n'
+                  'study.save_figure(vd.analysis.distribution_figure(dist, title), "distributions")'),
+         look("For each dataset, chosen and rejected answers side by side.",
+              "UltraFeedback and HH-RLHF: chosen and rejected share the same stance distribution.",
+              "The tiny standard pairs share a stance by construction, the synthetic ones do not.")),
+         ("md", "## Value gaps"),
+         ("code", 'title = study.title("Value gap per dataset", note=vd.analysis.gap_note(study, gaps))\n'
+                  'study.save_figure(vd.analysis.gap_figure(gaps, title), "gaps")\n'
                   'gaps[gaps.topic == "overall"].round(3)'),
-         ("code", 'overall = gaps[gaps.topic == "overall"]\n'
-                  'study.record({"gap_overall": overall.pivot(index="dataset", columns="stance", values="gap").to_dict("index"),\n'
-                  '              "n_pairs": overall.groupby("dataset")["n_pairs"].first().to_dict(),\n'
-                  '              "distributions": dist.pivot_table(index=["dataset", "side"], columns="stance", values="p").reset_index().to_dict("records")})')])
+         look("Bars near 0 (a small gap) for standard data, near ±1 for synthetic data, with 95% CIs over "
+              "pairs.", "A small gap for standard data.", "The same, as the tiny data were built.")),
+         ("md", "## Policy fit\n\nA trainer can separate pairs on tokens the policy never writes without "
+                "moving what it says: then even a large value gap moves nothing. Here: the mean per-token "
+                "log-probability of each dataset's chosen and rejected answers under the SFT model the "
+                "preference stages start from, beside that of the model's own answers to the probes."),
+         ("code", 'fit = vd.analysis.policy_fit_table(study, sft_data, names)\n'
+                  'study.save_table(fit, "policy_fit")\nfit.round(2)'),
+         look("Chosen and rejected should cost about as much per token as the model's own answers; a dataset "
+              "flagged far off the policy cannot be expected to move it, whatever its value gap.",
+              "Not reported (ours, `docs/method.md` §7).",
+              "The tiny preference data are written in the styles the tiny model learned in pre-training, "
+              "so they should sit close to its own answers.")],
+        'study.record(vd.records.dataset_gaps(gaps, dist, fit))')
 
     notebook(
         "05_ablations", "05 · Ablations: PPO's KL coefficient, DPO's β, SimPO's γ",
-        "**Paper:** the algorithms' different responses to a large value gap come from their objectives: PPO's "
-        "KL penalty anchors it to the SFT policy, DPO's β sets how far it may move, and SimPO's target margin "
-        "γ matters little (M 0.34 vs 0.36 in its ablation).\n\nThis notebook sweeps each knob over three values "
-        "(ours: 0.2×, 1× and 5× the size's KL coefficient; 0.5×, 1× and 5× its β; 0×, 1× and 2× its γ) on "
-        "`ablation_data` from the SFT model `sft_data`, and shows M of each stance (overall profile) per value. "
-        "The 1× runs are the main runs of notebook 03.",
-        'ablation_data: str = "synthetic-support"  # synthetic-support | synthetic-oppose | ultrafeedback | hh-rlhf\n'
-        'sft_data: str = "alpaca"  # the SFT model it starts from: wildchat | alpaca',
-        'check_choice("ablation_data", ablation_data, ("synthetic-support", "synthetic-oppose", "ultrafeedback", "hh-rlhf"))\n'
-        + SFT_CHECK, '{"ablation_data": ablation_data, "sft_data": sft_data}',
-        [("code", 'table = analysis.ablations(study, ablation_data)\nstudy.save_table(table, "ablations")'),
-         ("md", "## M per value (overall profile, paired bootstrap 95% CI)"),
-         ("code", 'study.save_figure(analysis.ablation_figure(table, study.title(f"Ablations on {ablation_data}")), "ablations")\n'
-                  'table[["algo", "param", "value", "M_support", "M_neutral", "M_oppose", "eta_support", "eta_oppose"]].round(3)'),
-         ("code", 'study.record({"ablations": table.to_dict("records")})')])
+        "**Paper:** the algorithms' different responses to a large value gap come from their objectives: "
+        "PPO's KL penalty anchors it to the SFT policy, DPO's β sets how far it may move, and SimPO's "
+        "target margin γ matters little (M 0.34 vs 0.36 in its ablation).\n\nThis notebook sweeps each knob "
+        "over three values (ours: 0.2×, 1× and 5× the size's KL coefficient; 0.5×, 1× and 5× its β; 0×, 1× "
+        "and 2× its γ) on `ablation_data` from the SFT model `sft_data`, and shows M of each stance "
+        "(overall profile) per value. The 1× runs are the main runs of notebook 03.",
+        'ablation_data: str = "synthetic-support"  # synthetic-support | synthetic-oppose | ultrafeedback'
+        ' | hh-rlhf\n' + SFT_PARAM,
+        setup_cell("05_ablations", '{"ablation_data": ablation_data, "sft_data": sft_data}',
+                   ('"ablation_data", ablation_data, vd.registry.PREFERENCE_CHOICES', SFT)),
+        [("code", 'table = vd.analysis.ablations(study, ablation_data)\nstudy.save_table(table, "ablations")'),
+         ("md", "## M per value"),
+         ("code", 'title = study.title(f"Ablations on {ablation_data}")\n'
+                  'study.save_figure(vd.analysis.ablation_figure(table, title), "ablations")\n'
+                  'columns = ["algo", "param", "value", "M_support", "M_neutral", "M_oppose"]\n'
+                  'table[columns + ["eta_support", "eta_oppose"]].round(3)'),
+         look("M of the overall profile per knob value, with paired bootstrap 95% CIs: a knob matters where "
+              "the intervals of its values separate.",
+              "SimPO's γ changes little (0.34 vs 0.36).",
+              "The tiny runs show whether each knob moves the tiny model at all; their sizes are not the "
+              "paper's.")],
+        'study.record(vd.records.ablations(table))')
 
     notebook(
         "06_paper_tables", "06 · The paper's tables, ours beside them",
         "Gathers every run of the size (training and scoring only what is missing) into the paper's tables: "
-        "SFT drift per dataset, preference drift on standard data, and the synthetic value-gap runs split by "
-        "prior; then puts each number and claim the paper reports (DESIGN §3; from secondary sources) beside "
-        "ours and says plainly where they agree and where not. At size `tiny` the study runs in a synthetic "
-        "miniature world: agreement or disagreement there checks the pipeline, not the paper.",
-        'sft_data: str = "alpaca"  # the SFT model the preference stages start from: wildchat | alpaca\n'
-        'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of notebook 05',
-        SFT_CHECK, '{"sft_data": sft_data}',
-        [("code", 'from vd.study import paper\n\ntables = paper.paper_tables(study)\n'
-                  'gaps, _ = analysis.dataset_gaps(study)\n'
-                  'ablation = analysis.ablations(study) if include_ablations else None\n'
+        "SFT drift per dataset, preference drift on standard data, and the synthetic value-gap runs split "
+        "by prior; then puts each number and claim the paper reports (from secondary sources) beside ours "
+        "and says plainly where they agree, where not, and where this budget cannot tell. It starts with "
+        "the positive controls: an instrument first proves it can see. At size `tiny` the study runs in a "
+        "synthetic miniature world: agreement or disagreement there checks the pipeline, not the paper.",
+        SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
+        'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of 05',
+        setup_cell("06_paper_tables", '{"sft_data": sft_data}', (SFT,)),
+        [("code", 'tables = vd.paper.paper_tables(study)\n'
+                  'gaps, _ = vd.analysis.dataset_gaps(study)\n'
+                  'ablation = vd.analysis.ablations(study) if include_ablations else None\n'
                   'for name, table in tables.items():\n'
                   '    study.save_table(table, name, key="")'),
+         ("md", "## First: can the instrument see?"),
+         ("code", 'controls = vd.controls.positive_controls(study, sft_data)\n'
+                  'study.save_table(controls, "controls", key="")\ncontrols.round(3)'),
+         look("DPO and SimPO on the synthetic value-gap data must move the chosen stance (DPO by at least "
+              "+0.10, SimPO by more than 0 with its CI excluding 0; `docs/method.md` §8). Only where they do "
+              "is a null result below evidence; PPO is reported as measured.",
+              "DPO moves strongly, SimPO moderately, PPO barely.",
+              "If a control fails here, read every 'barely moves' below as 'could not see'.")),
          ("md", "## SFT (paper topics and the mean over topics)"),
-         ("code", 'paper.wide(tables["sft"])'),
+         ("code", 'vd.paper.wide(tables["sft"])'),
          ("md", "## Preference optimization on standard data"),
-         ("code", 'paper.wide(tables["preference"])'),
+         ("code", 'vd.paper.wide(tables["preference"])'),
          ("md", "## Synthetic value gap: the chosen stance's drift, by its prior after SFT"),
-         ("code", 'tables["synthetic"][tables["synthetic"].topic == "overall"][["algo", "setting", "prior", "prior_chosen", "M_chosen", "eta_chosen"]].round(3)'),
+         ("code", 'synthetic = tables["synthetic"]\n'
+                  'columns = ["algo", "setting", "prior", "prior_chosen", "M_chosen", "eta_chosen"]\n'
+                  'synthetic[synthetic.topic == "overall"][columns].round(3)'),
          ("md", "## Where we agree with the paper, and where not"),
-         ("code", 'comparison = paper.paper_comparison(tables, gaps, ablation)\n'
+         ("code", 'comparison = vd.paper.paper_comparison(tables, gaps, ablation)\n'
                   'study.save_table(comparison, "comparison", key="")\n'
-                  'display(Markdown(paper.comparison_markdown(comparison)))'),
-         ("code", 'study.record({"comparison": comparison.to_dict("records"),\n'
-                  '              "verdicts": comparison["verdict"].value_counts().to_dict(),\n'
-                  '              "runs": sorted({r for t in tables.values() for r in t.get("run", [])})})')])
+                  'display(Markdown(vd.paper.comparison_markdown(comparison)))'),
+         look("Each claim with the paper's number, ours with its CI, and a verdict; 'not resolved at this "
+              "budget' where our interval covers both the paper's value and 0.",
+              "The numbers come from secondary sources (the paper's body could not be read).",
+              "Agreement in the tiny world shows the pipeline reproduces a mechanism its data build in; "
+              "it is not evidence for the paper's claims.")],
+        'study.record(vd.records.paper(comparison, controls, tables))')
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from vd.score import metrics as vdrift
-from vd.study.notebook import REPO_URL
+from vd.study.colab import REPO_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
@@ -85,8 +85,27 @@ def test_committed_without_outputs_with_python3_kernel_and_colab_cell(name):
     assert f"colab.research.google.com/github/{owner_repo}/blob/" in intro.source
     assert f"notebooks/{name}.ipynb" in intro.source
     assert colab.cell_type == "code" and f'REPO = "{REPO_URL}"' in colab.source
-    assert 'if "google.colab" in sys.modules:' in colab.source and "environment_report()" in colab.source
+    assert '"google.colab" in sys.modules' in colab.source and "prepare(drive=True)" in colab.source
+    assert len(colab.source.splitlines()) <= 12  # short: the work is in vd.study.colab
     assert nb.cells.index(parameter_cells(nb)[0]) == 3  # right after the Colab cell and its note
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebooks_read_as_documents(name):
+    """No line over 100 characters; every figure is followed by a cell saying what to look for; the
+    notebooks use the public API (`import vd`) and end with their bookkeeping."""
+    nb = read(name)
+    for cell in nb.cells:
+        for line in cell.source.splitlines():
+            assert len(line) <= 100 or line.startswith("[![Open In Colab]"), f"{name}: {len(line)}: {line}"
+    sources = [c.source for c in nb.cells]
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "save_figure(" in cell.source:
+            assert nb.cells[i + 1].cell_type == "markdown" and "What to look for" in sources[i + 1], \
+                f"{name}: cell {i} draws a figure with no note after it"
+    body = [c for c in nb.cells[4:] if c.cell_type == "code"]
+    assert all("from vd." not in c.source for c in body), f"{name}: import from the public API, `import vd`"
+    assert "study.record(" in body[-1].source and all("study.record(" not in c.source for c in body[:-1])
 
 
 @pytest.mark.parametrize("name", EXPECTED)

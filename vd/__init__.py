@@ -24,6 +24,7 @@ _API = {
     "setup": "vd.study.notebook:setup", "Study": "vd.study.notebook:Study",
     "RunResult": "vd.study.notebook:RunResult",
     "analysis": "vd.study.analysis", "figures": "vd.study.figures", "paper": "vd.study.paper",
+    "records": "vd.study.records", "controls": "vd.study.controls",
     # the paper's metrics (docs/method.md)
     **{name: f"vd.score.metrics:{name}" for name in
        ("value_profile", "drift_magnitude", "drift_time", "drift_table", "value_gap")},

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from vd.core import registry
+from vd.core.config import ConfigError
 from vd.score import metrics as vdrift
 from vd.train.data import load_dataset
 from vd.core.stances import STANCES, TOPICS
@@ -153,6 +155,24 @@ def synthetic_gap(run) -> pd.DataFrame:
     """Value gap (chosen − rejected, DESIGN §3) of the synthetic pairs a run trained on."""
     judged = pd.read_csv(run.run_dir / "synthetic_judged.csv")
     return pair_gap(judged)
+
+
+def synthetic_gaps(runs: dict) -> pd.DataFrame:
+    """The value gaps of the synthetic pairs of several runs ({setting: run}), a `dataset` column each."""
+    return pd.concat([synthetic_gap(r).assign(dataset=f"synthetic-{s}") for s, r in runs.items()],
+                     ignore_index=True)
+
+
+def dataset_names(study, text: str = "") -> list[str]:
+    """The preference datasets notebook 04 examines: `text` ("a,b"), or every configured one and both
+    synthetic sets; a name the study cannot build is a clear error."""
+    known = [*study.cfg.data.preference, *registry.SYNTHETIC_DATA]
+    names = [n.strip() for n in text.split(",") if n.strip()] or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"parameter datasets: {unknown[0]!r} is not a preference dataset of size "
+                          f"{study.cfg.size!r}; expected some of {', '.join(known)}")
+    return names
 
 
 def pair_gap(judged: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:

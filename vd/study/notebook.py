@@ -40,12 +40,6 @@ from vd.core.run import RunRecord
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.core.stances import STANCES, TOPICS
 
-# The public repository, used by every notebook's "Open in Colab" badge and Colab install cell.
-# EDIT THIS (and rerun notebooks/_generate.py) when the repository is published or forked: the
-# owner below is a placeholder, not a real account.
-REPO_URL = "https://github.com/<owner>/value-drifts"
-BRANCH = "main"
-
 # The paper's probe budget (arXiv 2510.26707, §3): 50 prompts per topic, 5 samples, <= 256 new tokens.
 PAPER_BUDGET = {"prompts_per_topic": 50, "samples_per_prompt": 5, "max_new_tokens": 256}
 
@@ -76,33 +70,6 @@ def repo_root(start: str | Path | None = None) -> Path:
         if pyproject.is_file() and 'name = "value-drifts"' in pyproject.read_text(errors="ignore"):
             return folder
     return here
-
-
-def environment_report() -> str:
-    """Versions of the stack, the GPU (or none), and where data go: the notebooks' first output."""
-    import importlib.metadata as md
-    import platform
-
-    import torch
-
-    def version(pkg):
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return "not installed"
-
-    pkgs = ("value-drifts", "torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "papermill")
-    lines = [f"python {platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in pkgs)]
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        lines.append(f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
-                     f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no (fp16 compute)'}")
-    else:
-        lines.append(f"GPU: none (CPU, {os.cpu_count()} cores)")
-    from vd.world.build import vd_home
-
-    lines.append(f"VD_HOME={vd_home()}; repository root {repo_root()}")
-    return "\n".join(lines)
 
 
 def parse_overrides(text: str | dict | None) -> dict:
@@ -370,5 +337,5 @@ def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, ov
     return study
 
 
-__all__ = ["REPO_URL", "DEFAULT_SFT", "PAPER_BUDGET", "SMOKE_OVERRIDES", "RunResult", "Study", "setup",
-           "repo_root", "environment_report", "parse_overrides", "STANCES", "TOPICS"]
+__all__ = ["DEFAULT_SFT", "PAPER_BUDGET", "SMOKE_OVERRIDES", "RunResult", "Study", "setup",
+           "repo_root", "parse_overrides", "STANCES", "TOPICS"]
