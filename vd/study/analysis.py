@@ -156,7 +156,7 @@ def start_end(run, start_name: str, end_name: str) -> dict[str, pd.DataFrame]:
 
 # ============================================================================ 03: value gap, prior split
 def synthetic_gap(run) -> pd.DataFrame:
-    """Value gap (chosen − rejected, DESIGN §3) of the synthetic pairs a run trained on."""
+    """Value gap (chosen − rejected, docs/method.md §5) of the synthetic pairs a run trained on."""
     judged = pd.read_csv(run.run_dir / "synthetic_judged.csv")
     return pair_gap(judged)
 
@@ -198,7 +198,7 @@ def prior_split(sft, runs: dict) -> pd.DataFrame:
     """Per synthetic setting and topic: the chosen stance's prior after SFT, high or low, and its drift.
 
     The prior of a stance is its value in the SFT model's final profile (per topic, and `overall`);
-    it is "high" if it is the larger of support and oppose there, else "low" (ours, DESIGN guidance).
+    it is "high" if it is the larger of support and oppose there, else "low" (ours).
     `runs`: {"support": RunResult of the support-aligned run, "oppose": ...}.
     """
     end = sft.profile[sft.profile["step"] == sft.profile["step"].max()].set_index(["topic", "stance"])["p"]
