@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd.score.metrics import drift_magnitude, drift_table, drift_time, value_gap, value_profile
+from vd.score.metrics import drift_magnitude, drift_table, drift_time, resolution, value_gap, value_profile
 from vd.core.stances import STANCES
 
 COLS = ["step", "topic", "prompt_id", "sample_index", "p_support", "p_neutral", "p_oppose"]
@@ -299,27 +299,108 @@ def test_drift_time_bad_input():
         drift_time([0, 1, 2], [0, 1, 1], "ci95", ci_low=[0, 1], ci_high=[1, 1])
 
 
+def test_drift_time_ci95_step0_is_a_candidate():
+    # M = 0.6 - 0.5 = 0.1 > 0; the extremum is 0.62 at step 300, its CI [0.45, 0.75]. v_0 = 0.5 already
+    # lies inside it: the drift is within the extremum's noise, so η is missing, not the first
+    # checkpoint's fraction (0.55 at step 100 is inside too: the old reading gave 100/400 = 0.25).
+    v = [0.5, 0.55, 0.6, 0.62, 0.6]
+    assert math.isnan(drift_time(STEPS, v, "ci95", ci_low=0.45, ci_high=0.75))
+    # CI [0.52, 0.75]: v_0 = 0.5 is outside; the first value inside is 0.55 at step 100 -> 0.25
+    assert drift_time(STEPS, v, "ci95", ci_low=0.52, ci_high=0.75) == pytest.approx(0.25)
+    # extremum95 never takes step 0 (no progress): 0.95 * 0.12 = 0.114; progress 0.05, 0.1, 0.12 -> step 300
+    assert drift_time(STEPS, v) == pytest.approx(0.75)
+
+
+def test_drift_time_over_the_stages_total_steps():
+    # Checkpoints 0, 5, 10 of a stage of 20 steps (scored before it finished). M = 0.4, threshold
+    # 0.95 * 0.4 = 0.38; progress 0.4 at step 5 -> η = 5/20 = 0.25, not 5/10 (the steps saved so far).
+    steps, v = [0, 5, 10], [0.2, 0.6, 0.6]
+    assert drift_time(steps, v) == pytest.approx(0.5)
+    assert drift_time(steps, v, total_steps=20) == pytest.approx(0.25)
+    # ci95, extremum CI [0.55, 0.65]: v_0 = 0.2 outside, 0.6 at step 5 inside -> 5/20
+    assert drift_time(steps, v, "ci95", ci_low=0.55, ci_high=0.65, total_steps=20) == pytest.approx(0.25)
+    # a stage starting at step 500: η counts from its first checkpoint, (700 - 500) / 2000 = 0.1
+    assert drift_time([500, 700, 1500], [0.2, 0.6, 0.6], total_steps=2000) == pytest.approx(0.1)
+    for bad in (8, 0, -5):  # shorter than the checkpoints' span (10), or not a length
+        with pytest.raises(ValueError, match="must be > 0 and cover the checkpoints"):
+            drift_time(steps, v, total_steps=bad)
+
+
+# ----------------------------------------------------------------------------- resolution
+# Per-prompt differences d_i = v_i(200) - v_i(0) of the crafted table (prompt means written out above).
+# With 3 prompts, a paired-bootstrap mean of d equals min d (or max d) with probability (1/3)^3 = 3.7% >
+# 2.5%, so the 95% CI of M is exactly [min d, max d] and its half-width is (max d - min d) / 2.
+M_CI = {("immigration", "support"): (0.3, 0.5),  # d = 0.8-0.3, 0.5-0.1, 0.7-0.4 = 0.5, 0.4, 0.3
+        ("immigration", "neutral"): (-0.4, 0.1),  # d = 0.2-0.5, 0.5-0.9, 0.3-0.2 = -0.3, -0.4, 0.1
+        ("immigration", "oppose"): (-0.4, 0.0),  # d = 0-0.2, 0-0, 0-0.4 = -0.2, 0, -0.4
+        ("abortion", "support"): (0.0, 0.3),  # d = 0.3, 0, 0
+        ("abortion", "neutral"): (-0.1, 0.1),  # d = 0-0, 0.6-0.5, 0.9-1 = 0, 0.1, -0.1
+        ("abortion", "oppose"): (-0.3, 0.1)}  # d = 0.7-1, 0.4-0.5, 0.1-0 = -0.3, -0.1, 0.1
+
+
+def test_resolution_by_hand(judgments):
+    prof = value_profile(judgments, n_boot=2000, seed=0)
+    m = drift_magnitude(prof, judgments=judgments, n_boot=2000, seed=0).set_index(["topic", "stance"])
+    for key, (lo, hi) in M_CI.items():
+        assert (m.at[key, "ci_low"], m.at[key, "ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    res = resolution(m.reset_index())
+    assert list(res.columns) == ["topic", "resolution"] and list(res.topic) == ["immigration", "abortion", "overall"]
+    r = res.set_index("topic")["resolution"]
+    # max over stances of the half-widths: immigration 0.1, 0.25, 0.2 -> 0.25; abortion 0.15, 0.1, 0.2 -> 0.2
+    assert r["immigration"] == pytest.approx(0.25) and r["abortion"] == pytest.approx(0.2)
+    # overall averages the two topics' replicates, so each of its quantiles lies between the averages of
+    # the topics' extremes: its half-width is at most the mean of theirs (support (0.1 + 0.15)/2,
+    # neutral (0.25 + 0.1)/2, oppose (0.2 + 0.2)/2), i.e. at most 0.2, and it is > 0.
+    assert 0 < r["overall"] <= 0.2 + 1e-12
+    # a drift table (M_ci_* columns, rows repeated per reading) gives the same; no CI gives NaN
+    pd.testing.assert_frame_equal(resolution(drift_table(prof, judgments=judgments, n_boot=2000, seed=0)), res)
+    assert resolution(drift_table(prof))["resolution"].isna().all()
+    with pytest.raises(ValueError, match="ci_low > ci_high"):
+        resolution(m.reset_index().assign(ci_low=1.0))
+
+
 # ----------------------------------------------------------------------------- drift table
+DRIFT_COLUMNS = ["topic", "stance", "M", "M_ci_low", "M_ci_high", "resolution", "eta", "eta_reading", "eta_status"]
+
+
 def test_drift_table(judgments):
     prof = value_profile(judgments, n_boot=2000, seed=0)
-    t = drift_table(prof)
-    assert list(t.columns) == ["topic", "stance", "M", "eta", "eta_reading"]
+    t = drift_table(prof, judgments=judgments, n_boot=2000, seed=0)
+    assert list(t.columns) == DRIFT_COLUMNS
     assert len(t) == 3 * 3 * 2  # (2 topics + overall) x 3 stances x 2 readings
     assert list(t.topic.unique()) == ["immigration", "abortion", "overall"]
     assert list(t.eta_reading[:2]) == ["extremum95", "ci95"]
     r = t.set_index(["topic", "stance", "eta_reading"])
     # immigration support: 0.8/3, 0.6, 2/3 over steps 0, 50, 200. M = 0.4; 0.95 * 0.4 = 0.38;
     # progress at step 50 = 0.6 - 0.2667 = 0.333 < 0.38 -> step 200 -> η = 1.0.
-    assert r.loc[("immigration", "support", "extremum95"), "M"] == pytest.approx(0.4)
-    assert r.loc[("immigration", "support", "extremum95"), "eta"] == pytest.approx(1.0)
-    # ci95: the CI of step 200 is [0.5, 0.8] (see test_ci_by_hand_for_three_prompts); 0.6 at step 50 is
-    # inside -> η = 50/200 = 0.25.
+    row = r.loc[("immigration", "support", "extremum95")]
+    assert row["M"] == pytest.approx(0.4) and row["eta"] == pytest.approx(1.0) and row["eta_status"] == "ok"
+    # its CI [0.3, 0.5] and the topic's resolution 0.25 (test_resolution_by_hand), beside M in every row
+    assert (row["M_ci_low"], row["M_ci_high"], row["resolution"]) == (pytest.approx(0.3), pytest.approx(0.5),
+                                                                       pytest.approx(0.25))
+    assert np.allclose(r.xs("abortion", level="topic")["resolution"], 0.2)
+    # ci95: the CI of step 200 is [0.5, 0.8] (see test_ci_by_hand_for_three_prompts); v_0 = 0.267 is
+    # outside, 0.6 at step 50 inside -> η = 50/200 = 0.25.
     assert r.loc[("immigration", "support", "ci95"), "eta"] == pytest.approx(0.25)
-    # abortion neutral: 0.5 -> 0.533 -> 0.5: M = 0 -> η missing in both readings
-    assert np.isnan(r.loc[("abortion", "neutral", "extremum95"), "eta"])
-    assert np.isnan(r.loc[("abortion", "neutral", "ci95"), "eta"])
+    # abortion support: 0, 0, 0.1. The CI of step 200 is [0, 0.3] (prompt means 0.3, 0, 0), so v_0 = 0
+    # is inside: not significant, η missing (step 50's 0 is inside too: the old reading said 0.25).
+    # extremum95 still reads it: 0.95 * 0.1 -> step 200 -> 1.0.
+    assert np.isnan(r.loc[("abortion", "support", "ci95"), "eta"])
+    assert r.loc[("abortion", "support", "ci95"), "eta_status"] == "not_significant"
+    assert r.loc[("abortion", "support", "extremum95"), "eta"] == pytest.approx(1.0)
+    # abortion oppose: 0.5, 0.467, 0.4; CI of step 200 [0.1, 0.7] holds v_0 = 0.5 -> not significant
+    assert r.loc[("abortion", "oppose", "ci95"), "eta_status"] == "not_significant"
+    # abortion neutral: 0.5 -> 0.533 -> 0.5: M = 0 -> η missing in both readings, for want of a direction
+    for reading in ("extremum95", "ci95"):
+        assert np.isnan(r.loc[("abortion", "neutral", reading), "eta"])
+        assert r.loc[("abortion", "neutral", reading), "eta_status"] == "no_drift"
+    # over a stage of 400 steps (scored at 200): immigration support 200/400 and 50/400
+    long = drift_table(prof, total_steps=400).set_index(["topic", "stance", "eta_reading"])
+    assert long.loc[("immigration", "support", "extremum95"), "eta"] == pytest.approx(0.5)
+    assert long.loc[("immigration", "support", "ci95"), "eta"] == pytest.approx(0.125)
     one = drift_table(prof, readings="extremum95")
     assert set(one.eta_reading) == {"extremum95"} and len(one) == 9
+    assert one[["M_ci_low", "M_ci_high", "resolution"]].isna().all().all()  # no judgments: no CI of M
 
 
 def test_drift_table_ci95_needs_cis(judgments):

@@ -64,7 +64,9 @@ def test_score_run_writes_profile_and_drift(fake_run, tmp_path):
     sums = profile.groupby(["step", "topic"])["p"].sum()
     assert np.allclose(sums, 1.0)
     assert (profile["ci_low"] <= profile["p"] + 1e-12).all() and (profile["p"] <= profile["ci_high"] + 1e-12).all()
-    assert list(drift.columns) == ["topic", "stance", "M", "eta", "eta_reading"]
+    assert list(drift.columns) == ["topic", "stance", "M", "M_ci_low", "M_ci_high", "resolution", "eta",
+                                   "eta_reading", "eta_status", "complete", "end_fraction"]
+    assert drift["complete"].all() and (drift["end_fraction"] == 1.0).all()
     assert set(drift["eta_reading"]) == {"extremum95", "ci95"} and "overall" in set(drift["topic"])
     on_disk = pd.read_csv(fake_run / "profile.csv")
     assert len(on_disk) == len(profile) == 3 * 12 * 3  # steps x (11 topics + overall) x stances
@@ -149,6 +151,56 @@ def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
         assert retry.calls == n_failed  # only the failed ones are judged again
         assert store.failures().empty
         assert (pd.read_csv(fake_run / "judgments.csv")["status"] == "ok").all()
+
+
+@pytest.fixture
+def incomplete_run(fake_run, tmp_path):
+    """fake_run's checkpoints (0, 5, 10) as a run stopped halfway: total_steps 20, complete false."""
+    import shutil
+
+    run = tmp_path / "runs" / "tiny" / "sft-stopped"
+    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("*.csv", ".scores-key"))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "total_steps": 20, "complete": False}))
+    return run
+
+
+def test_incomplete_run_is_scored_marked_incomplete_with_eta_over_its_total_steps(fake_run, incomplete_run, tmp_path,
+                                                                                  caplog):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        _, done = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        with caplog.at_level("WARNING", logger="vd.score.scoring"):
+            profile, drift = score_mod.score_run(incomplete_run, cfg, judge=LexiconJudge(), store=store,
+                                                 progress=False)
+    assert "incomplete (saved up to step 10 of 20)" in caplog.text
+    assert not drift["complete"].any() and (drift["end_fraction"] == 0.5).all()  # M reaches step 10 of 20
+    assert set(profile["fraction"]) == {0.0, 0.25, 0.5}  # steps 0, 5, 10 of 20
+    # The same answers as the complete run (total 10): the same M and CI, and every η halved, since
+    # η = step / 20 here, not step / 10 (the last saved step): 5/10 -> 5/20, 10/10 -> 10/20.
+    cols = ["M", "M_ci_low", "M_ci_high", "resolution", "eta_status"]
+    pd.testing.assert_frame_equal(drift[cols], done[cols])
+    assert np.allclose(drift["eta"], done["eta"] / 2, equal_nan=True) and drift["eta"].notna().any()
+    assert set(drift["eta"].dropna()) <= {0.25, 0.5}
+    # finishing it (complete: true, nothing else changed) rescores: the cached CSVs said incomplete
+    info = json.loads((incomplete_run / "run.json").read_text())
+    (incomplete_run / "run.json").write_text(json.dumps({**info, "complete": True}))
+    with Store(tmp_path / "cache.sqlite") as store:
+        _, finished = score_mod.score_run(incomplete_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+    assert finished["complete"].all()
+
+
+def test_incomplete_run_without_a_total_or_a_checkpoint_is_refused(tmp_path):
+    run = tmp_path / "runs" / "tiny" / "sft-x"
+    run.mkdir(parents=True)
+    record = {"stage": "sft", "data": "x", "size": "tiny", "complete": False,
+              "checkpoints": [{"step": 0, "adapter": None}, {"step": 5, "adapter": "checkpoint-5"}]}
+    (run / "run.json").write_text(json.dumps(record))
+    with pytest.raises(score_mod.RunError, match="incomplete and has no total_steps"):
+        score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), progress=False)
+    (run / "run.json").write_text(json.dumps({**record, "total_steps": 20, "checkpoints": record["checkpoints"][:1]}))
+    with pytest.raises(score_mod.RunError, match="no checkpoint after step 0 yet"):
+        score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), progress=False)
 
 
 def test_missing_run_json_is_a_clear_error(tmp_path):

@@ -10,6 +10,7 @@ import collections
 import sys
 
 from vd.core.config import ConfigError, load_config
+from vd.core.run import RunError
 
 
 def world_summary(world) -> str:
@@ -58,7 +59,9 @@ def cmd_score(args) -> int:
     profile, drift = score_run(args.run, cfg, progress=True)
     overall = drift[(drift["topic"] == "overall") & (drift["eta_reading"] == "extremum95")]
     print(f"scored {profile['step'].nunique()} checkpoints of {args.run}; wrote profile.csv, drift.csv, judgments.csv")
-    print(overall[["stance", "M", "eta"]].to_string(index=False))
+    if not drift["complete"].all():
+        print(f"INCOMPLETE run: M is the drift up to {drift['end_fraction'].iloc[0]:.0%} of the stage's steps")
+    print(overall[["stance", "M", "M_ci_low", "M_ci_high", "resolution", "eta"]].to_string(index=False))
     return 0
 
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,7 @@
 """Value profiles, drift magnitude M, drift time η, value gaps, and their bootstrap confidence intervals.
 
 The definitions are those of "Value Drifts: Tracing Value Alignment During LLM Post-Training"
-(Bhatia et al., arXiv 2510.26707) as DESIGN.md §3 states them; each function cites the one it computes.
+(Bhatia et al., arXiv 2510.26707) as docs/method.md states them; each function cites the one it computes.
 What the paper leaves open and we chose (the `overall` topic, the prompt-first averaging when samples
 are missing, the bootstrap, the value-gap formula, tie and tolerance rules) is marked "ours".
 
@@ -18,7 +18,8 @@ import pandas as pd
 
 from vd.core.stances import STANCES
 from vd.score.resampling import (JUDGMENT_KEYS, OVERALL, P_COLS, TOL, _bootstrap, _check_boot_args,  # noqa: F401
-                                 _interval, _note_excluded, _order_topics, _prob_matrix, _require_columns, _rng)
+                                 _interval, _note_excluded, _order_topics, _prob_matrix, _require_columns, _rng,
+                                 resolution)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _add_overall(steps, arrays: dict) -> dict:
 
 # ----------------------------------------------------------------------------- value profile
 def value_profile(judgments: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    """Value profile per checkpoint and topic, with bootstrap CIs (arXiv 2510.26707; DESIGN §3).
+    """Value profile per checkpoint and topic, with bootstrap CIs (arXiv 2510.26707; docs/method.md §2, §6).
 
     ``v_t(T)_s = mean over prompts x in T and sampled responses y ~ π_t(·|x) of p(s | x, y, T)``.
 
@@ -164,7 +165,7 @@ def _check_profile(profile, need_ci: bool = False) -> pd.DataFrame:
 def drift_magnitude(profile: pd.DataFrame, start_step: int | None = None, end_step: int | None = None, *,
                     judgments: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0,
                     ci: float = 0.95) -> pd.DataFrame:
-    """Signed drift magnitude ``M_s(t, t') = v_t'(T)_s − v_t(T)_s`` (arXiv 2510.26707; DESIGN §3).
+    """Signed drift magnitude ``M_s(t, t') = v_t'(T)_s − v_t(T)_s`` (arXiv 2510.26707; docs/method.md §3, §6).
 
     Defaults: t = the profile's first step (the stage start), t' = its last step. A topic without a
     value at t or t' gets M = NaN (with a warning). Returns columns ``topic, stance, M``.
@@ -214,8 +215,14 @@ def drift_magnitude(profile: pd.DataFrame, start_step: int | None = None, end_st
 
 
 # ----------------------------------------------------------------------------- drift time
-def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=None) -> float:
-    """Drift time ``η = η_ext / η_total`` of one stance trajectory (arXiv 2510.26707; DESIGN §3).
+# Why a row's η is what it is (drift_table's `eta_status`): defined, no direction (M = 0), not
+# significant (ci95: v_0 already inside the extremum's CI), or too few values to measure it.
+ETA_STATUS: tuple[str, ...] = ("ok", "no_drift", "not_significant", "no_data")
+
+
+def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=None,
+               total_steps: float | None = None) -> float:
+    """Drift time ``η = η_ext / η_total`` of one stance trajectory (arXiv 2510.26707; docs/method.md §4).
 
     ``steps`` are training steps of the stage's checkpoints (the first is the stage start, "step 0"),
     ``values`` the stance probability v_k at each. With ``M = v_last − v_0`` and ``d = sign(M)``, the
@@ -226,16 +233,23 @@ def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=
     * ``"ci95"``: the first k whose value lies inside the 95% bootstrap CI of the extremum checkpoint
       (``ci_low``/``ci_high``: arrays aligned with ``steps``, or scalars giving the extremum's CI).
 
-    ``η = (step_k − step_0) / (step_last − step_0)``, so uneven checkpoint spacing is handled.
+    ``η = (step_k − step_0) / total_steps``: ``total_steps`` is the stage's length in training steps
+    from its first checkpoint; default ``step_last − step_0`` (a finished run). A run scored before it
+    finished passes its planned total, so η is never a fraction of the steps saved so far.
 
-    Rules (ours): comparisons allow a 1e-12 tolerance. Candidates are the checkpoints *after* the start
-    (v_0 is the reference, so η > 0; under ``ci95`` an η at the first checkpoint can mean the drift is
-    within bootstrap noise). Ties at the extremum: the extremum checkpoint is the *first* one within
-    1e-12 of v_*; it always counts as reached, even if its own percentile CI excluded it.
+    Rules (ours): comparisons allow a 1e-12 tolerance. Under ``ci95`` step 0 is a candidate too: where
+    v_0 already lies inside the extremum's CI the drift is not significant and η is NaN (missing), not
+    the first checkpoint's fraction. Ties at the extremum: the extremum checkpoint is the *first* one
+    within 1e-12 of v_*; it always counts as reached, even if its own percentile CI excluded it.
     η is NaN (missing, never 0) when |M| ≤ 1e-12 — a flat trajectory, or one that moves and returns
     exactly to v_0 (no direction is defined) — when there are fewer than two checkpoints, or when v_0
     or v_last is NaN. NaN values at intermediate checkpoints are dropped (with a warning).
     """
+    return _drift_time(steps, values, reading, ci_low, ci_high, total_steps)[0]
+
+
+def _drift_time(steps, values, reading, ci_low, ci_high, total_steps) -> tuple[float, str]:
+    """(η, its ETA_STATUS) of one trajectory; see drift_time."""
     if reading not in READINGS:
         raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
     s = np.asarray(steps, dtype=float).ravel()
@@ -258,8 +272,12 @@ def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=
     hi = hi if hi is None or hi.ndim == 0 else hi[order]
     if (np.diff(s) == 0).any():
         raise ValueError(f"steps contain duplicates: {s.tolist()}")
+    span = s[-1] - s[0] if s.size else 0.0
+    if total_steps is not None and s.size and not (total_steps > 0 and total_steps >= span):
+        raise ValueError(f"total_steps={total_steps!r} must be > 0 and cover the checkpoints "
+                         f"(steps {s[0]:g} to {s[-1]:g} span {span:g})")
     if s.size < 2 or np.isnan(v[0]) or np.isnan(v[-1]):
-        return float("nan")
+        return float("nan"), "no_data"
     keep = ~np.isnan(v)
     if not keep.all():
         log.warning("drift_time: dropping checkpoint(s) at step(s) %s with no value", s[~keep].tolist())
@@ -268,12 +286,13 @@ def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=
         hi = hi if hi is None or hi.ndim == 0 else hi[keep]
     m = v[-1] - v[0]
     if abs(m) <= TOL:
-        return float("nan")
+        return float("nan"), "no_drift"
     d = np.sign(m)
     dev = d * (v - v[0])  # progress in the drift direction
-    k_ext = int(np.flatnonzero(dev >= dev.max() - TOL)[0])  # first checkpoint at the extremum
+    k_ext = int(np.flatnonzero(dev >= dev.max() - TOL)[0])  # first checkpoint at the extremum (never 0)
     if reading == "extremum95":
-        hit = dev[1:] >= 0.95 * dev.max() - TOL
+        hit = dev >= 0.95 * dev.max() - TOL
+        hit[0] = False  # v_0 is the reference: no progress is no drift, even where |M| is near TOL
     else:
         c_lo = float(lo if lo.ndim == 0 else lo[k_ext])
         c_hi = float(hi if hi.ndim == 0 else hi[k_ext])
@@ -281,19 +300,30 @@ def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=
             raise ValueError(f"reading='ci95': the CI of the extremum checkpoint (step {s[k_ext]:g}) is missing")
         if c_lo > c_hi:
             raise ValueError(f"reading='ci95': ci_low {c_lo!r} > ci_high {c_hi!r} at the extremum")
-        hit = (v[1:] >= c_lo - TOL) & (v[1:] <= c_hi + TOL)
-        hit[k_ext - 1] = True
-    k = 1 + int(np.flatnonzero(hit)[0])
-    return float((s[k] - s[0]) / (s[-1] - s[0]))
+        hit = (v >= c_lo - TOL) & (v <= c_hi + TOL)
+        if hit[0]:  # the start is already within the extremum's noise
+            return float("nan"), "not_significant"
+        hit[k_ext] = True
+    k = int(np.flatnonzero(hit)[0])
+    return float((s[k] - s[0]) / (span if total_steps is None else total_steps)), "ok"
 
 
-def drift_table(profile: pd.DataFrame, readings=READINGS) -> pd.DataFrame:
-    """M and η for every (topic, stance) of a profile, for each η reading (arXiv 2510.26707; DESIGN §3).
+def drift_table(profile: pd.DataFrame, readings=READINGS, *, judgments: pd.DataFrame | None = None,
+                n_boot: int = 1000, seed: int = 0, ci: float = 0.95, total_steps: float | None = None,
+                ) -> pd.DataFrame:
+    """M with its CI, the budget's resolution, and η for every (topic, stance) of a profile, for each η
+    reading (arXiv 2510.26707; docs/method.md §3, §4, §6).
 
-    M spans the profile's first to last step (:func:`drift_magnitude`); η is :func:`drift_time` on the
-    same steps (a topic missing the first or last step gets NaN). ``ci95`` uses the profile's
-    ``ci_low``/``ci_high``. Returns ``topic, stance, M, eta, eta_reading``, one row per
-    (topic, stance, reading), in TOPICS order (others after, ``overall`` last) and STANCES order.
+    M spans the profile's first to last step (:func:`drift_magnitude`); with ``judgments`` (the table the
+    profile was built from) its paired-bootstrap CI is ``M_ci_low, M_ci_high`` (same ``n_boot``, ``seed``
+    and ``ci`` as the profile's) and ``resolution`` is the topic's smallest resolvable |M|
+    (:func:`resolution`); without them the three are NaN. η is :func:`drift_time` on the same steps over
+    ``total_steps`` (default: last − first step; a topic missing the first or last step gets NaN);
+    ``ci95`` uses the profile's ``ci_low``/``ci_high``. ``eta_status`` says why η is what it is
+    (ETA_STATUS: ``ok``, ``no_drift``, ``not_significant``, ``no_data``).
+
+    Returns ``topic, stance, M, M_ci_low, M_ci_high, resolution, eta, eta_reading, eta_status``, one row
+    per (topic, stance, reading), in TOPICS order (others after, ``overall`` last) and STANCES order.
     """
     readings = (readings,) if isinstance(readings, str) else tuple(readings)
     for r in readings:
@@ -303,25 +333,30 @@ def drift_table(profile: pd.DataFrame, readings=READINGS) -> pd.DataFrame:
     if "ci95" in readings and profile[["ci_low", "ci_high"]].isna().all().all():
         raise ValueError("reading 'ci95' needs bootstrap CIs, but the profile has none (built with n_boot=0?)")
     steps = np.sort(profile["step"].unique())
-    mag = drift_magnitude(profile)
+    if judgments is None:
+        mag = drift_magnitude(profile).assign(ci_low=np.nan, ci_high=np.nan)
+    else:
+        mag = drift_magnitude(profile, judgments=judgments, n_boot=n_boot, seed=seed, ci=ci)
+    res = resolution(mag).set_index("topic")["resolution"]
     wide = {c: profile.pivot(index=["topic", "stance"], columns="step", values=c).reindex(columns=steps)
             for c in (("p", "ci_low", "ci_high") if "ci95" in readings else ("p",))}
     rows = []
-    for topic, stance, m in mag[["topic", "stance", "M"]].itertuples(index=False):
+    for topic, stance, m, m_lo, m_hi in mag[["topic", "stance", "M", "ci_low", "ci_high"]].itertuples(index=False):
         v = wide["p"].loc[(topic, stance)].to_numpy()
         for r in readings:
-            kw = {}
+            lo = hi = None
             if r == "ci95":
-                kw = dict(ci_low=wide["ci_low"].loc[(topic, stance)].to_numpy(),
-                          ci_high=wide["ci_high"].loc[(topic, stance)].to_numpy())
-            rows.append((topic, stance, m, drift_time(steps, v, reading=r, **kw), r))
-    return pd.DataFrame(rows, columns=["topic", "stance", "M", "eta", "eta_reading"])
+                lo, hi = (wide[c].loc[(topic, stance)].to_numpy() for c in ("ci_low", "ci_high"))
+            eta, status = _drift_time(steps, v, r, lo, hi, total_steps)
+            rows.append((topic, stance, m, m_lo, m_hi, res[topic], eta, r, status))
+    return pd.DataFrame(rows, columns=["topic", "stance", "M", "M_ci_low", "M_ci_high", "resolution", "eta",
+                                       "eta_reading", "eta_status"])
 
 
 # ----------------------------------------------------------------------------- value gap
 def value_gap(chosen: pd.DataFrame, rejected: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
               ci: float = 0.95) -> pd.DataFrame:
-    """Value gap of a preference dataset (ours; DESIGN §3 — the paper uses the notion without a formula).
+    """Value gap of a preference dataset (ours; docs/method.md §5 — the paper uses the notion without a formula).
 
     ``gap(T)_s = mean p_s(chosen) − mean p_s(rejected)`` over the pairs of topic T, and over all pairs
     for ``overall`` (pooled over pairs, unlike the profile's ``overall``, which averages topics).

@@ -1,5 +1,6 @@
-"""What the metrics (vd.score.metrics) share: validating judgment tables, the order of topics, and the
-percentile bootstrap that resamples prompts (ours: the paper reports no confidence intervals)."""
+"""What the metrics (vd.score.metrics) share: validating judgment tables, the order of topics, the
+percentile bootstrap that resamples prompts, and the resolution its intervals give (ours: the paper
+reports no confidence intervals; docs/method.md §6)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,26 @@ def _interval(boot: np.ndarray | None, point: np.ndarray, ci: float):
     lo = np.where((lo > point) & (lo - point <= TOL), point, lo)
     hi = np.where((hi < point) & (point - hi <= TOL), point, hi)
     return lo, hi
+
+
+# ----------------------------------------------------------------------------- resolution
+def resolution(drift: pd.DataFrame) -> pd.DataFrame:
+    """The smallest |M| a probe budget can tell from 0, per topic and ``overall`` (docs/method.md §6).
+
+    A stance's resolution is the half-width ``(ci_high − ci_low) / 2`` of its M's 95% paired-bootstrap
+    CI. A topic's is the **max** over its stances (ours): a drift larger than that is resolved whichever
+    stance moved; a median would claim, for one stance in three, a resolution the budget lacks.
+    ``overall`` is the ``overall`` topic's own (its M averages the topics, so it resolves smaller drifts).
+
+    ``drift``: :func:`vd.score.metrics.drift_magnitude` output with ``judgments`` (``ci_low, ci_high``)
+    or a drift table (``M_ci_low, M_ci_high``; rows repeated per η reading do not change a max).
+    Returns ``topic, resolution`` in the drift's topic order; NaN where M has no CI (``n_boot=0``).
+    """
+    lo, hi = ("M_ci_low", "M_ci_high") if "M_ci_low" in getattr(drift, "columns", ()) else ("ci_low", "ci_high")
+    _require_columns(drift, ("topic", lo, hi), "drift")
+    half = (drift[hi] - drift[lo]) / 2.0
+    if (half < -TOL).any():
+        raise ValueError(f"drift: {lo} > {hi} for topic {drift.loc[half < -TOL, 'topic'].iloc[0]!r}")
+    per_topic = half.groupby(drift["topic"], sort=False).max()  # NaN only where every stance lacks a CI
+    topics = _order_topics(per_topic.index)
+    return pd.DataFrame({"topic": topics, "resolution": per_topic.reindex(topics).to_numpy(dtype=float)})

@@ -1,5 +1,5 @@
 """Score every checkpoint of a run: sample answers to the probes, judge their stance, and write the
-value profile and drift table (DESIGN §2-§3).
+value profile and drift table (docs/method.md §2-§4, §6).
 
     profile, drift = score_run("runs/tiny/sft-wildchat", cfg)
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from vd.score import metrics as drift
+from vd.score import resampling
 from vd.core.config import Config, load_config
 from vd.core.run import RunError, RunRecord
 from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
@@ -49,12 +50,19 @@ def default_store(cfg: Config, runs_dir: str | Path = "runs") -> Store:
 
 def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store: Store | None = None,
               progress: bool = True, n_boot: int = N_BOOT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score all checkpoints of `run_dir` (step 0 included); write profile.csv, drift.csv, judgments.csv."""
+    """Score all checkpoints of `run_dir` (step 0 included); write profile.csv, drift.csv, judgments.csv.
+
+    drift.csv: drift_table's columns (M with its paired-bootstrap CI, the topic's resolution, η and its
+    status per reading) and `complete`, `end_fraction` (the fraction of the stage's steps M reaches).
+    A run still training (run.json `complete: false`) is scored as far as it has saved, marked
+    incomplete: M is the drift so far, and every fraction and η is over the stage's total steps.
+    """
     from vd.judge import make_judge
     from vd.data.probes import load_probes
 
     run_dir = Path(run_dir)
     run = read_run(run_dir)
+    total = stage_steps(run)
     cfg = cfg or load_config(run.size)
     judge = judge or make_judge(cfg.judge)
     own_store = store is None
@@ -71,13 +79,14 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     if failed:
         log.warning("%s: %d of %d judgments failed after retries; they are left out of the profile and "
                     "retried on the next `vd score`", run_dir, failed, len(judgments))
-    total = run.total_steps or run.last_saved_step or 1
-    key = outputs_key(judgments, total, n_boot, cfg.seed)
+    key = outputs_key(judgments, total, n_boot, cfg.seed, run.complete)
     if _outputs_current(run_dir, key):  # nothing they depend on changed: the bootstrap is not redone
         return pd.read_csv(run_dir / "profile.csv"), pd.read_csv(run_dir / "drift.csv")
     profile = drift.value_profile(judgments, n_boot=n_boot, seed=cfg.seed)
     profile.insert(1, "fraction", profile["step"] / total)
-    drift_rows = drift.drift_table(profile)
+    drift_rows = drift.drift_table(profile, judgments=judgments, n_boot=n_boot, seed=cfg.seed, total_steps=total)
+    drift_rows["complete"] = run.complete
+    drift_rows["end_fraction"] = profile["step"].max() / total
     atomic_write_csv(judgments, run_dir / "judgments.csv", index=False)
     atomic_write_csv(profile, run_dir / "profile.csv", index=False)
     atomic_write_csv(drift_rows, run_dir / "drift.csv", index=False)
@@ -85,16 +94,38 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     return profile, drift_rows
 
 
+def stage_steps(run: RunRecord) -> int:
+    """The stage's total steps, over which every fraction and η is measured (docs/method.md §4).
+
+    An incomplete run is scored as far as it has saved (ours: scoring is cached, so scoring a run
+    while it trains costs nothing later, and a stopped run can still be inspected), but only where
+    run.json knows the planned total: η over the steps saved so far would overstate every drift time.
+    """
+    where = run.root / "run.json"
+    if run.complete:
+        return run.total_steps or run.last_saved_step or 1
+    if not run.total_steps:
+        raise RunError(f"{where}: the run is incomplete and has no total_steps, so its drift time cannot be "
+                       "measured over the stage's steps; resume training (`vd train` with the same arguments)")
+    if run.last_saved_step <= 0:
+        raise RunError(f"{where}: the run is incomplete and has saved no checkpoint after step 0 yet: "
+                       "there is no drift to score")
+    log.warning("%s is incomplete (saved up to step %d of %d): scoring it as far as it goes; drift.csv marks "
+                "it complete=False, and its M is the drift so far", run.root, run.last_saved_step, run.total_steps)
+    return run.total_steps
+
+
 OUTPUTS = ("judgments.csv", "profile.csv", "drift.csv")
 OUTPUTS_KEY_FILE = ".scores-key"
 
 
-def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: int) -> str:
+def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: int, complete: bool = True) -> str:
     """What a run's three CSVs are a function of: every judged answer (all columns written), the
-    bootstrap's settings, the step count, and the code that computes them (vd.score.metrics, this module)."""
+    bootstrap's settings, the step count, whether the run is complete, and the code that computes them
+    (vd.score.metrics, vd.score.resampling, this module)."""
     h = hashlib.sha256(pd.util.hash_pandas_object(judgments, index=False).values.tobytes())
-    h.update(json.dumps([total_steps, n_boot, seed]).encode())
-    h.update(code_hash(drift, sys.modules[__name__]).encode())
+    h.update(json.dumps([total_steps, n_boot, seed, bool(complete)]).encode())
+    h.update(code_hash(drift, resampling, sys.modules[__name__]).encode())
     return h.hexdigest()
 
 

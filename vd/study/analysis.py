@@ -106,31 +106,37 @@ def judge_examples(cfg) -> tuple[pd.DataFrame | None, str]:
 
 
 # ============================================================================ 01/02: drift tables
-def drift_tables(run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """M (with its 95% CI) and eta per topic x stance: numeric (CSV) and formatted (LaTeX) tables."""
-    d = run.drift_with_ci()
-    wide = d.pivot(index="topic", columns="stance", values=["M", "ci_low", "ci_high", "eta"])
+PER_STANCE = {"M": "M_{}", "M_ci_low": "M_{}_ci_low", "M_ci_high": "M_{}_ci_high", "eta": "eta_{}",  # drift.csv -> wide
+              "eta_status": "eta_{}_status"}
+
+
+def drift_tables(run, reading: str = "extremum95") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """M (95% CI), eta and the topic's resolution (smallest resolvable |M|, docs/method.md §6) per topic x stance:
+    numeric (CSV: topic, resolution, PER_STANCE columns) and formatted (LaTeX: ±r, M [95% CI], eta or --/n.s.)."""
+    d = run.drift_with_ci(reading)
+    wide = d.pivot(index="topic", columns="stance", values=list(PER_STANCE))
     order = [t for t in [*TOPICS, "overall"] if t in wide.index]
-    num = pd.DataFrame({"topic": order})
-    fmt = pd.DataFrame({"topic": [_topic_name(t) for t in order]})
+    num = pd.DataFrame({"topic": order, "resolution": d.groupby("topic")["resolution"].max().loc[order].to_numpy()})
+    fmt = pd.DataFrame({"topic": [_topic_name(t) for t in order],
+                        "resolvable |M|": ["--" if math.isnan(r) else f"±{r:.2f}" for r in num["resolution"]]})
     for s in STANCES:
-        num[f"M_{s}"] = wide[("M", s)].loc[order].to_numpy()
-        num[f"M_{s}_ci_low"] = wide[("ci_low", s)].loc[order].to_numpy()
-        num[f"M_{s}_ci_high"] = wide[("ci_high", s)].loc[order].to_numpy()
-        num[f"eta_{s}"] = wide[("eta", s)].loc[order].to_numpy()
+        for col, name in PER_STANCE.items():
+            num[name.format(s)] = wide[(col, s)].loc[order].to_numpy()
         fmt[f"M {s} [95% CI]"] = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in
                                  zip(num[f"M_{s}"], num[f"M_{s}_ci_low"], num[f"M_{s}_ci_high"])]
-        fmt[f"eta {s}"] = ["--" if math.isnan(e) else f"{e:.2f}" for e in num[f"eta_{s}"]]
+        fmt[f"eta {s}"] = ["n.s." if st == "not_significant" else "--" if math.isnan(e) else f"{e:.2f}"
+                           for e, st in zip(num[f"eta_{s}"].astype(float), num[f"eta_{s}_status"])]
     return num, fmt
 
 
 def drift_record(run) -> dict:
-    """The key numbers of a run for the notebook's JSON record."""
-    d = run.drift[run.drift["eta_reading"] == "extremum95"]
-    return {"run_dir": str(run.run_dir), "n_checkpoints": run.n_checkpoints,
-            "total_steps": run.record.total_steps,
-            "M": {t: {s: float(g[g.stance == s]["M"].iloc[0]) for s in STANCES} for t, g in d.groupby("topic")},
-            "eta": {t: {s: float(g[g.stance == s]["eta"].iloc[0]) for s in STANCES} for t, g in d.groupby("topic")},
+    """A run's key numbers for the notebook's JSON record: M, its CI, eta (extremum95) per topic and
+    stance, the resolution per topic, and whether the run was complete when scored."""
+    by = {t: g.set_index("stance") for t, g in run.drift_with_ci().groupby("topic")}
+    per = {c: {t: {s: float(g.at[s, c]) for s in STANCES} for t, g in by.items()}
+           for c in ("M", "M_ci_low", "M_ci_high", "eta")}
+    return {"run_dir": str(run.run_dir), "n_checkpoints": run.n_checkpoints, "total_steps": run.record.total_steps,
+            "complete": bool(run.record.complete), **per, "resolution": dict(run.resolution().itertuples(index=False)),
             "start": run.at("first"), "end": run.at("last")}
 
 
@@ -152,7 +158,7 @@ def start_end(run, start_name: str, end_name: str) -> dict[str, pd.DataFrame]:
 
 # ============================================================================ 03: value gap, prior split
 def synthetic_gap(run) -> pd.DataFrame:
-    """Value gap (chosen − rejected, DESIGN §3) of the synthetic pairs a run trained on."""
+    """Value gap (chosen − rejected, docs/method.md §5) of the synthetic pairs a run trained on."""
     judged = pd.read_csv(run.run_dir / "synthetic_judged.csv")
     return pair_gap(judged)
 
@@ -212,7 +218,7 @@ def prior_split(sft, runs: dict) -> pd.DataFrame:
     """Per synthetic setting and topic: the chosen stance's prior after SFT, high or low, and its drift.
 
     The prior of a stance is its value in the SFT model's final profile (per topic, and `overall`);
-    it is "high" if it is the larger of support and oppose there, else "low" (ours, DESIGN guidance).
+    it is "high" if it is the larger of support and oppose there, else "low" (ours).
     `runs`: {"support": RunResult of the support-aligned run, "oppose": ...}.
     """
     end = sft.profile[sft.profile["step"] == sft.profile["step"].max()].set_index(["topic", "stance"])["p"]
@@ -391,7 +397,7 @@ def ablation_values(cfg) -> dict[str, tuple[str, list[float]]]:
 
 
 def ablations(study, data: str = "synthetic-support") -> pd.DataFrame:
-    """Train (or reuse) and score each ablation run; M of every stance (overall) with CIs, and eta."""
+    """Train (or reuse) and score each ablation run: overall M (95% CI), eta, resolution (docs/method.md §6)."""
     chosen = data.split("-", 1)[1] if data.startswith("synthetic-") else "support"
     rows = []
     for algo, (key, values) in ablation_values(study.cfg).items():
@@ -401,11 +407,8 @@ def ablations(study, data: str = "synthetic-support") -> pd.DataFrame:
             d = run.drift_with_ci()
             d = d[d["topic"] == "overall"].set_index("stance")
             rows.append({"algo": algo, "param": key.split(".")[-1], "value": v, "default": v == default,
-                         "run": run.name, "chosen": chosen,
-                         **{f"M_{s}": d.at[s, "M"] for s in STANCES},
-                         **{f"M_{s}_ci_low": d.at[s, "ci_low"] for s in STANCES},
-                         **{f"M_{s}_ci_high": d.at[s, "ci_high"] for s in STANCES},
-                         **{f"eta_{s}": d.at[s, "eta"] for s in STANCES}})
+                         "run": run.name, "chosen": chosen, "resolution": float(d["resolution"].max()),
+                         **{name.format(s): d.at[s, col] for col, name in PER_STANCE.items() for s in STANCES}})
     return pd.DataFrame(rows)
 
 

@@ -36,12 +36,24 @@ def save(fig, out_dir: str | Path, name: str) -> list[Path]:
     return paths
 
 
-def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4):
-    """One panel per topic: p(stance) against the fraction of the stage's training, with 95% CI bands."""
+def _resolution(drift: pd.DataFrame | None) -> dict:
+    """{topic: smallest resolvable |M|} from a drift table's `resolution` column (empty without one)."""
+    if drift is None or "resolution" not in drift:
+        return {}
+    return {t: r for t, r in drift.groupby("topic")["resolution"].max().items() if not pd.isna(r)}
+
+
+def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4, drift: pd.DataFrame | None = None):
+    """One panel per topic: p(stance) against the fraction of the stage's training, with 95% CI bands.
+
+    drift: the run's drift table; each panel's title then states the topic's resolution (±r: the smallest
+    |M| the probe budget resolves there, docs/method.md §6)."""
     topics = [t for t in (topics or [*TOPICS, "overall"]) if t in set(profile["topic"])]
+    res = _resolution(drift)
     nrows = -(-len(topics) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows), sharex=True, sharey=True,
-                             squeeze=False)
+    # constrained layout keeps the title's lines (the budget's resolution among them) off the axes
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows + 0.6), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
     for ax, topic in zip(axes.flat, topics):
         part = profile[profile["topic"] == topic]
         for stance in STANCES:
@@ -49,7 +61,8 @@ def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4)
             color = STANCE_COLORS[stance]
             ax.plot(line["fraction"], line["p"], marker="o", markersize=2.5, color=color, label=stance)
             ax.fill_between(line["fraction"], line["ci_low"], line["ci_high"], color=color, alpha=0.2, linewidth=0)
-        ax.set_title(topic_label(topic), fontsize=9)
+        label = topic_label(topic).split(" (")[0] if topic in res else topic_label(topic)
+        ax.set_title(label + (f" ±{res[topic]:.2f}" if topic in res else ""), fontsize=9)
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(topics):]:
         ax.set_visible(False)
@@ -58,36 +71,44 @@ def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4)
     for ax in axes[:, 0]:
         ax.set_ylabel("p(stance)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=3, frameon=False, title="stance (band: 95% bootstrap CI)")
+    fig.legend(handles, labels, loc="outside upper right", ncol=3, frameon=False,
+               title="stance (band: 95% bootstrap CI)" + ("\n±: smallest resolvable |M|" if res else ""))
     fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
 def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95", bound: float | None = None):
     """Two heatmaps side by side: signed drift magnitude M and drift time η per topic × stance.
 
+    Each topic's label carries its resolution (±r, the smallest |M| the probe budget resolves there,
+    docs/method.md §6), and an M whose 95% CI covers 0 is shown in parentheses. η is blank where it is
+    undefined (M = 0, no data) or, under ci95, not significant.
     bound: the colour scale of M is ±bound (default: the largest |M|); a fixed bound keeps heatmaps of
     different stages comparable (a small M must not look as strong as a large one)."""
     part = drift[drift["eta_reading"] == reading]
     order = [t for t in [*TOPICS, "overall"] if t in set(part["topic"])]
-    fig, (ax_m, ax_eta) = plt.subplots(1, 2, figsize=(9, 0.35 * len(order) + 1.6))
+    fig, (ax_m, ax_eta) = plt.subplots(1, 2, figsize=(9.5, 0.35 * len(order) + 2.0), layout="constrained")
     m = part.pivot(index="topic", columns="stance", values="M").loc[order, list(STANCES)]
     eta = part.pivot(index="topic", columns="stance", values="eta").loc[order, list(STANCES)]
-    labels = [topic_label(t).split(" (")[0] for t in order]
+    annot = m.map(lambda v: f"{v:.2f}")
+    if {"M_ci_low", "M_ci_high"} <= set(part.columns):
+        lo, hi = (part.pivot(index="topic", columns="stance", values=c).loc[order, list(STANCES)]
+                  for c in ("M_ci_low", "M_ci_high"))
+        annot = annot.where(~((lo <= 0) & (hi >= 0)), "(" + annot + ")")
+    res = _resolution(part)
+    labels = [topic_label(t).split(" (")[0] + (f" ±{res[t]:.2f}" if t in res else "") for t in order]
     bound = bound or max(0.05, float(m.abs().max().max()))
-    sns.heatmap(m, ax=ax_m, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-bound, vmax=bound, yticklabels=labels,
-                cbar_kws={"label": "M (end − start)"})
+    sns.heatmap(m, ax=ax_m, annot=annot.to_numpy(), fmt="", cmap="RdBu_r", vmin=-bound, vmax=bound,
+                yticklabels=labels, cbar_kws={"label": "M (end − start)"})
     sns.heatmap(eta, ax=ax_eta, annot=True, fmt=".2f", cmap="viridis_r", vmin=0, vmax=1, yticklabels=False,
-                cbar_kws={"label": f"η ({reading}); blank = undefined"})
+                cbar_kws={"label": f"η ({reading}); blank = undefined or n.s."})
     ax_eta.grid(False)  # no grid line through the blank (undefined) cells
-    ax_m.set_title("drift magnitude M")
-    ax_eta.set_title("drift time η (fraction of steps)")
+    ax_m.set_title("drift magnitude M\n(±r: smallest resolvable |M|; (M): CI covers 0)", fontsize=9)
+    ax_eta.set_title("drift time η (fraction of steps)", fontsize=9)
     for ax in (ax_m, ax_eta):
         ax.set_xlabel("stance")
         ax.set_ylabel("")
     fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
 
@@ -100,7 +121,7 @@ def profiles_bar(profiles: dict[str, pd.DataFrame], title: str, step: str = "las
     data = pd.concat(rows)
     order = [t for t in [*TOPICS, "overall"] if t in set(data["topic"])]
     fig, axes = plt.subplots(1, len(profiles), figsize=(4.2 * len(profiles), 0.3 * len(order) + 1.5), sharey=True,
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, (name, part) in zip(axes[0], data.groupby("model", sort=False)):
         wide = part.pivot(index="topic", columns="stance", values="p").loc[order, list(STANCES)]
         wide.index = [topic_label(t).split(" (")[0] for t in order]
@@ -110,9 +131,8 @@ def profiles_bar(profiles: dict[str, pd.DataFrame], title: str, step: str = "las
         ax.set_xlabel("share of stance probability")
         ax.set_title(name, fontsize=10)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=3, frameon=False)
+    fig.legend(handles, labels, loc="outside upper right", ncol=3, frameon=False)
     fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig
 
 

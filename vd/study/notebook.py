@@ -109,7 +109,7 @@ def _clean(x):
 # ----------------------------------------------------------------------------- runs
 @dataclass
 class RunResult:
-    """A trained and scored run: its folder, run.json, value profile and drift table (DESIGN §3)."""
+    """A trained and scored run: its folder, run.json, value profile and drift table (docs/method.md §2-§4)."""
 
     run_dir: Path
     record: RunRecord
@@ -141,10 +141,31 @@ class RunResult:
         return {r.stance: float(r.p) for r in part.itertuples()}
 
     def drift_with_ci(self, reading: str = "extremum95") -> pd.DataFrame:
-        """topic, stance, M with its paired-bootstrap 95% CI, and eta: the M/eta table of the notebooks."""
-        m = vdrift.drift_magnitude(self.profile, judgments=self.judgments(), n_boot=N_BOOT, seed=self.cfg.seed)
-        eta = self.drift[self.drift["eta_reading"] == reading][["topic", "stance", "eta"]]
-        return m.merge(eta, on=["topic", "stance"], how="left")
+        """One η reading's rows of the drift table: topic, stance, M with its paired-bootstrap 95% CI
+        (M_ci_low, M_ci_high), the topic's resolution, eta and eta_status (docs/method.md §3, §4, §6)."""
+        d = self.drift[self.drift["eta_reading"] == reading]
+        cols = ["topic", "stance", "M", "M_ci_low", "M_ci_high", "resolution", "eta", "eta_status"]
+        return d[cols].reset_index(drop=True)
+
+    def resolution(self) -> pd.DataFrame:
+        """topic, resolution: the smallest |M| this run's probe budget resolves (docs/method.md §6)."""
+        return vdrift.resolution(self.drift)
+
+
+def resolution_note(*runs: RunResult) -> str:
+    """The line every drift figure and table states (docs/method.md §6): the smallest |M| the runs'
+    probe budget resolves, overall and per topic (a range over topics, and over runs if several)."""
+    res = pd.concat([r.resolution() for r in runs]) if runs else pd.DataFrame(columns=["topic", "resolution"])
+    overall = res.loc[res["topic"] == "overall", "resolution"].dropna()
+    topics = res.loc[res["topic"] != "overall", "resolution"].dropna()
+
+    def span(x) -> str:
+        lo, hi = f"{x.min():.2f}", f"{x.max():.2f}"
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    parts = [f"{what} {span(x)}" for what, x in (("overall", overall), ("per topic", topics)) if len(x)]
+    return ("smallest |M| this budget resolves (95% CI half-width of M, max over stances): " + ", ".join(parts)
+            if parts else "")
 
 
 class Study:
@@ -187,8 +208,9 @@ class Study:
         return note + (f"; {self.cfg.budget_note}" if self.cfg.budget_note else "")
 
     def title(self, what: str, *runs: RunResult, note: str | None = None) -> str:
-        """A two-line figure title: what and size (short: legends sit at the top right); then the probe
-        budget and the checkpoints per run, or `note` where probes play no part (dataset value gaps)."""
+        """A figure title: what and size (short: legends sit at the top right); then the probe budget and
+        the checkpoints per run, or `note` where probes play no part (dataset value gaps); then, for
+        runs, the smallest |M| their budget resolves (resolution_note)."""
         world = f" ({world_label(self.cfg)})" if world_label(self.cfg) else ""
         counts = sorted({r.n_checkpoints for r in runs})
         ck = ""
@@ -197,7 +219,8 @@ class Study:
         elif counts:
             ck = "; checkpoints " + ", ".join(f"{r.name} {r.n_checkpoints}" for r in runs)
         second = note if note is not None else f"{self.budget_note}{ck}"
-        return f"{what} — size {self.size}{world}\n{second}"
+        resolved = resolution_note(*runs)
+        return f"{what} — size {self.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
 
     # -- runs -------------------------------------------------------------------------------------
     def variant(self, stage: str, data: str) -> str:
@@ -338,4 +361,4 @@ def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, ov
 
 
 __all__ = ["DEFAULT_SFT", "PAPER_BUDGET", "SMOKE_OVERRIDES", "RunResult", "Study", "setup",
-           "repo_root", "parse_overrides", "STANCES", "TOPICS"]
+           "resolution_note", "repo_root", "parse_overrides", "STANCES", "TOPICS"]

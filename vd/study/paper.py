@@ -1,7 +1,13 @@
 """Notebook 06: every run of a size gathered into the paper's tables, and the paper's numbers beside ours.
 
-The paper's numbers (DESIGN §3) come from secondary sources (see ../shared/notes/paper.md): they are
-for comparison, never for tuning. The agree/differ verdicts and their thresholds are ours.
+The paper's numbers below come from secondary sources (summaries and reviews of the paper; see the
+preamble of docs/method.md): they are for comparison, never for tuning. The agree/differ verdicts,
+their thresholds and the "not resolved at this budget" rule (docs/method.md §6) are ours.
+
+    tables = paper_tables(study)               # long tables: M with its CI, the topic's resolution, eta
+    paper.wide(tables["sft"])                  # rows stage x data x topic, numeric (for display and CSV)
+    paper.wide_formatted(tables["sft"])        # the same as "M [95% CI]" strings (for LaTeX)
+    paper_comparison(tables, gaps, ablation)   # claim, paper, ours (with CIs), verdict, note
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from vd.core import registry
 from vd.study.analysis import prior_split
 from vd.core.stances import STANCES
 
-# The paper's numbers (DESIGN §3).
+# The paper's numbers (from secondary sources; docs/method.md, preamble).
 PAPER = {
     "sft_wildchat_immigration_neutral": {"M": 0.38, "eta": 0.09},
     "standard_M_range": (0.01, 0.27),
@@ -26,13 +32,18 @@ PAPER = {
                     ("simpo", "any"): 0.15},
     "simpo_gamma_ablation_M": (0.34, 0.36),
 }
+NOT_RESOLVED = "not resolved at this budget"
+VERDICTS = ("agrees", "differs", NOT_RESOLVED, "n/a")
+CLOSE = 0.10  # ours: a reported number and ours "agree" within this
 
 
 def paper_tables(study, standard_data=None, settings=("support", "oppose")) -> dict[str, pd.DataFrame]:
     """Every run of the grid (trained if missing) gathered into the paper's three tables.
 
-    sft: M and eta per SFT data x topic x stance; preference: per algorithm x standard dataset;
-    synthetic: per algorithm x setting, the chosen stance's M, eta and its prior group.
+    sft: M (with its 95% CI, ``M_ci_low, M_ci_high``), the topic's ``resolution`` (smallest resolvable
+    |M|, docs/method.md §6) and eta per SFT data x topic x stance; preference: the same per algorithm x
+    standard dataset; synthetic: per algorithm x setting, the chosen stance's M (with its CI and the
+    topic's resolution), eta and its prior group.
     """
     sft = {d: study.sft(d) for d in registry.SFT_DATA if d in study.cfg.data.sft}
     rows = []
@@ -48,28 +59,59 @@ def paper_tables(study, standard_data=None, settings=("support", "oppose")) -> d
     base = study.sft()
     for algo in registry.ALGORITHMS:
         runs = {s: study.preference(algo, f"synthetic-{s}") for s in settings}
-        splits.append(prior_split(base, runs).assign(algo=algo))
+        splits.append(_with_chosen_ci(prior_split(base, runs), runs).assign(algo=algo))
     syn = pd.concat(splits, ignore_index=True)
     return {"sft": sft_table, "preference": pref_table, "synthetic": syn}
 
 
-def wide(long: pd.DataFrame, topics=("immigration", "abortion", "climate_change", "overall")) -> pd.DataFrame:
-    """A long M/eta table (paper_tables) as rows stage x data x topic, columns M and eta per stance."""
+def _with_chosen_ci(split: pd.DataFrame, runs: dict) -> pd.DataFrame:
+    """prior_split's rows with the chosen stance's M CI and the topic's resolution, from each run's drift."""
+    drift = {s: run.drift_with_ci().set_index(["topic", "stance"]) for s, run in runs.items()}
+    cols = {"M_chosen_ci_low": "M_ci_low", "M_chosen_ci_high": "M_ci_high", "resolution": "resolution"}
+    return split.assign(**{new: [float(drift[r.setting].at[(r.topic, r.chosen), old]) for r in split.itertuples()]
+                           for new, old in cols.items()})
+
+
+def wide(long: pd.DataFrame, topics=("immigration", "abortion", "climate_change", "overall"),
+         decimals: int | None = 3) -> pd.DataFrame:
+    """A long M/eta table (paper_tables) as rows stage x data x topic: the topic's resolution, then per
+    stance M, its 95% CI and eta (columns ``M <stance>``, ``M <stance> ci_low``, ``... ci_high``, ``eta <stance>``),
+    rounded to `decimals` (None: not rounded)."""
     part = long[long["topic"].isin(topics)]
-    out = part.pivot_table(index=["stage", "data", "topic"], columns="stance", values=["M", "eta"], dropna=False)
-    out.columns = [f"{what} {stance}" for what, stance in out.columns]
-    order = [f"{w} {s}" for s in STANCES for w in ("M", "eta")]
-    out = out[order].reset_index()
+    index = ["stage", "data", "topic"]
+    out = part.pivot_table(index=index, columns="stance", values=["M", "M_ci_low", "M_ci_high", "eta"], dropna=False)
+    names = {"M": "M {}", "M_ci_low": "M {} ci_low", "M_ci_high": "M {} ci_high", "eta": "eta {}"}
+    out.columns = [names[what].format(stance) for what, stance in out.columns]
+    order = [c for s in STANCES for c in (f"M {s}", f"M {s} ci_low", f"M {s} ci_high", f"eta {s}")]
+    out = out[order]
+    out.insert(0, "resolution", part.groupby(index)["resolution"].max().reindex(out.index))
+    out = out.reset_index()
     out["topic"] = pd.Categorical(out["topic"], categories=list(topics), ordered=True)
-    return out.sort_values(["stage", "data", "topic"]).reset_index(drop=True).round(3)
+    out = out.sort_values(index).reset_index(drop=True)
+    return out if decimals is None else out.round(decimals)
+
+
+def wide_formatted(long: pd.DataFrame, topics=("immigration", "abortion", "climate_change", "overall")) -> pd.DataFrame:
+    """wide() as text for LaTeX: ``M <stance> [95% CI]`` as "+0.21 [-0.05, +0.43]", ``eta <stance>`` ("--"
+    where undefined), and ``resolvable |M|`` as "±0.12"."""
+    w = wide(long, topics, decimals=None)  # rounded once, here: -0.3846 must read -0.38, not -0.385 -> -0.39
+    out = w[["stage", "data", "topic"]].astype(str)
+    out["resolvable |M|"] = ["--" if math.isnan(r) else f"±{r:.2f}" for r in w["resolution"]]
+    for s in STANCES:
+        out[f"M {s} [95% CI]"] = [_fmt(*v) for v in zip(w[f"M {s}"], w[f"M {s} ci_low"], w[f"M {s} ci_high"])]
+        out[f"eta {s}"] = ["--" if math.isnan(e) else f"{e:.2f}" for e in w[f"eta {s}"]]
+    return out
 
 
 def _long(run, stage: str, data: str) -> list[dict]:
     d = run.drift.pivot_table(index=["topic", "stance"], columns="eta_reading", values="eta", dropna=False)
-    m = run.drift[run.drift["eta_reading"] == "extremum95"]
+    status = run.drift[run.drift["eta_reading"] == "ci95"].set_index(["topic", "stance"])["eta_status"]
     return [{"stage": stage, "data": data, "topic": r.topic, "stance": r.stance, "M": r.M,
+             "M_ci_low": r.M_ci_low, "M_ci_high": r.M_ci_high, "resolution": r.resolution,
              "eta": d.at[(r.topic, r.stance), "extremum95"], "eta_ci95": d.at[(r.topic, r.stance), "ci95"],
-             "share_by_10pct": early_share(run.profile, r.topic, r.stance), "run": run.name} for r in m.itertuples()]
+             "eta_ci95_status": status.get((r.topic, r.stance), ""),
+             "share_by_10pct": early_share(run.profile, r.topic, r.stance), "run": run.name}
+            for r in run.drift_with_ci().itertuples()]
 
 
 def early_share(profile: pd.DataFrame, topic: str, stance: str, fraction: float = 0.1) -> float:
@@ -85,6 +127,39 @@ def early_share(profile: pd.DataFrame, topic: str, stance: str, fraction: float 
     return float((v[later[0]] - v[0]) / m)
 
 
+# ----------------------------------------------------------------------------- verdicts against CIs
+def _fmt(m: float, lo: float, hi: float) -> str:
+    """M beside its 95% CI: "+0.21 [-0.05, +0.43]"."""
+    if math.isnan(m):
+        return "--"
+    return f"{m:+.2f} (no CI)" if math.isnan(lo) or math.isnan(hi) else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def _covers(lo: float, hi: float, x: float) -> bool:
+    return bool(lo - 1e-12 <= x <= hi + 1e-12)  # False for a missing CI
+
+
+def _unresolved(lo: float, hi: float, paper: float = 0.0) -> bool:
+    """M's CI covers both the paper's value and 0: this budget cannot tell the paper's drift from none."""
+    return _covers(lo, hi, 0.0) and _covers(lo, hi, paper)
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Two (lo, hi) CIs overlap: their order is not resolved (ours; conservative for two estimates)."""
+    return bool(a[0] <= b[1] + 1e-12 and b[0] <= a[1] + 1e-12)
+
+
+def _small(triples, bound: float) -> bool | None:
+    """A claim that every |M| ≤ bound, against the CIs (m, lo, hi): True where every CI lies inside
+    ±bound, False where one lies wholly outside, None (not resolved) otherwise. A missing CI counts
+    as its point value. (Ours: for a claim of ~no drift, "covers 0" is what agreeing means, so the
+    interval is held against the claim's bound instead.)"""
+    cis = [(m, m) if math.isnan(lo) or math.isnan(hi) else (lo, hi) for m, lo, hi in triples]
+    if any(lo > bound + 1e-12 or hi < -bound - 1e-12 for lo, hi in cis):
+        return False
+    return True if all(-bound - 1e-12 <= lo and hi <= bound + 1e-12 for lo, hi in cis) else None
+
+
 def _val(table, col, **eq) -> float:
     """The value of `col` in the first row of `table` matching `eq` (NaN if none)."""
     mask = np.ones(len(table), bool)
@@ -95,56 +170,72 @@ def _val(table, col, **eq) -> float:
 
 def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None = None,
                      ablation: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each of the paper's claims beside its number and ours, with a plain verdict.
+    """Each of the paper's claims beside its number and ours (M with its 95% CI), with a plain verdict.
 
     Verdicts (ours): "agrees" / "differs" on the claim's direction or ordering; for a reported number,
-    "close" when ours lies within 0.10 of it. "Early" drift is read as at least half of M reached by
-    10% of the steps (early_share), since eta can only take the checkpoints' fractions."""
+    "agrees" when ours lies within 0.10 of it. "Early" drift is read as at least half of M reached by
+    10% of the steps (early_share), since eta can only take the checkpoints' fractions.
+    "not resolved at this budget" (docs/method.md §6) replaces them where the CI cannot decide:
+    where M's CI covers both the paper's value and 0 (for a claimed direction: covers 0); for an
+    ordering, where the two CIs overlap; for a claim of ~no drift (|M| within a bound), where a CI
+    straddles the bound; for SimPO's gamma (a spread within 0.10), also where a run's resolution
+    exceeds 0.10. A mean over two runs gets the mean of their bounds as its CI (conservative: wider
+    than that of two independent estimates). A missing CI (n_boot=0) leaves the point rule.
+    """
     sft, pref, syn = tables["sft"], tables["preference"], tables["synthetic"]
     out = []
 
-    def add(claim, paper, ours, ok, note=""):
-        verdict = {True: "agrees", False: "differs", None: "n/a"}[ok if ok is None else bool(ok)]
+    def add(claim, paper, ours, ok, note="", resolved=True):
+        verdict = "n/a" if ok is None else ("agrees" if ok else "differs") if resolved else NOT_RESOLVED
         out.append({"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "note": note})
+
+    def ci(table, **eq):
+        return tuple(_val(table, c, **eq) for c in ("M", "M_ci_low", "M_ci_high"))
 
     for data, stance in (("wildchat", "neutral"), ("alpaca", "support")):
         part = sft[(sft.data == data) & (sft.topic == "overall")]
         if part.empty:
             continue
-        m = {r.stance: r.M for r in part.itertuples()}
-        top = max(m, key=m.get)
+        m = {r.stance: ci(part, stance=r.stance) for r in part.itertuples()}
+        top = max(m, key=lambda s: m[s][0])
+        sign_known = not _covers(m[stance][1], m[stance][2], 0.0)
         add(f"SFT on {data} raises {stance} the most", "WildChat → neutral, Alpaca → support",
-            ", ".join(f"M {s} {v:+.2f}" for s, v in m.items()), top == stance and m[stance] > 0)
+            ", ".join(f"M {s} {_fmt(*v)}" for s, v in m.items()), top == stance and m[stance][0] > 0,
+            resolved=sign_known)
         eta, eta_ci, share = (_val(part, c, stance=stance) for c in ("eta", "eta_ci95", "share_by_10pct"))
         add(f"SFT drift on {data} is early ({stance}, overall)", "most drift in the first ~10% of steps",
             f"{share:.0%} of M reached by 10% of the steps; eta {eta:.2f} (extremum95), {eta_ci:.2f} (ci95)",
-            None if math.isnan(share) else share >= 0.5, "agrees if at least half of M is reached by 10%")
-    m, eta = _val(sft, "M", data="wildchat", topic="immigration", stance="neutral"), \
-        _val(sft, "eta", data="wildchat", topic="immigration", stance="neutral")
+            None if math.isnan(share) else share >= 0.5, "agrees if at least half of M is reached by 10%",
+            resolved=sign_known)
+    m = ci(sft, data="wildchat", topic="immigration", stance="neutral")
+    eta = _val(sft, "eta", data="wildchat", topic="immigration", stance="neutral")
     p = PAPER["sft_wildchat_immigration_neutral"]
     add("WildChat SFT, immigration, neutral: M and eta", f"M {p['M']:.2f}, eta {p['eta']:.2f}",
-        f"M {m:+.2f}, eta {eta:.2f}", None if math.isnan(m) else abs(m - p["M"]) <= 0.10,
-        "verdict on M: close (within 0.10) or not")
+        f"M {_fmt(*m)}, eta {eta:.2f}", None if math.isnan(m[0]) else abs(m[0] - p["M"]) <= CLOSE,
+        "verdict on M: close (within 0.10) or not", resolved=not _unresolved(m[1], m[2], p["M"]))
 
     if not pref.empty:
         overall = pref[pref.topic == "overall"]
         lo, hi = PAPER["standard_M_range"]
         biggest = overall.loc[overall.M.abs().idxmax()]
         sft_m = sft[sft.topic == "overall"].M.abs().max() if not sft.empty else math.nan
+        small = _small(overall[["M", "M_ci_low", "M_ci_high"]].itertuples(index=False), hi)
         add("standard preference data barely move values (|M|, overall, every algorithm x dataset)",
             f"M between {lo} and {hi}", f"max |M| {abs(biggest.M):.2f} ({biggest.stage} on {biggest.data}, "
-            f"{biggest.stance}); SFT's max |M| {sft_m:.2f}", abs(biggest.M) <= hi and abs(biggest.M) < sft_m)
+            f"{biggest.stance}; M {_fmt(biggest.M, biggest.M_ci_low, biggest.M_ci_high)}); SFT's max |M| {sft_m:.2f}",
+            bool(small) and abs(biggest.M) < sft_m, f"every CI within ±{hi}", resolved=small is not None)
         etas = overall.eta.dropna()
         elo, ehi = PAPER["standard_eta_range"]
         add("drift time under standard preference data", f"eta between {elo} and {ehi}",
             f"eta {etas.min():.2f} to {etas.max():.2f}" if len(etas) else "no drift (eta undefined)", None)
         first = overall.data.iloc[0]
         for (algo, topic, stance), (pm, pe) in PAPER["standard_examples"].items():
-            m, e = _val(pref, "M", stage=algo, data=first, topic=topic, stance=stance), \
-                _val(pref, "eta", stage=algo, data=first, topic=topic, stance=stance)
+            m = ci(pref, stage=algo, data=first, topic=topic, stance=stance)
+            e = _val(pref, "eta", stage=algo, data=first, topic=topic, stance=stance)
             add(f"{algo.upper() if algo != 'simpo' else 'SimPO'} on standard data ({first}), {topic}, {stance}",
-                f"M {pm:.2f}, eta {pe:.2f}", f"M {m:+.2f}, eta {e:.2f}",
-                None if math.isnan(m) else abs(m - pm) <= 0.10, "close (within 0.10) or not")
+                f"M {pm:.2f}, eta {pe:.2f}", f"M {_fmt(*m)}, eta {e:.2f}",
+                None if math.isnan(m[0]) else abs(m[0] - pm) <= CLOSE, "close (within 0.10) or not",
+                resolved=not _unresolved(m[1], m[2], pm))
 
     if gaps is not None and not gaps.empty:
         g = gaps[(gaps.topic == "overall") & (gaps.stance == "support")].set_index("dataset")["gap"]
@@ -157,54 +248,74 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
 
     if not syn.empty:
         ov = syn[syn.topic == "overall"].set_index(["algo", "setting"])
-        mean = {a: float(ov.loc[a]["M_chosen"].mean()) for a in ("ppo", "dpo", "simpo") if a in ov.index}
+        nan3 = (math.nan,) * 3
 
         def chosen(algo, setting):
-            return float(ov.loc[(algo, setting), "M_chosen"]) if (algo, setting) in ov.index else math.nan
+            if (algo, setting) not in ov.index:
+                return nan3
+            return tuple(float(ov.at[(algo, setting), c]) for c in ("M_chosen", "M_chosen_ci_low", "M_chosen_ci_high"))
 
         def by_prior(algo, prior):
             part = ov.loc[algo] if algo in ov.index else pd.DataFrame()
             part = part[part["prior"] == prior] if len(part) else part
-            return float(part["M_chosen"].iloc[0]) if len(part) else math.nan
+            return chosen(algo, part.index[0]) if len(part) else nan3
+
+        def mean(algo):  # over the settings; the CI: the mean of the bounds
+            rows = [chosen(algo, s) for s in ov.loc[algo].index] if algo in ov.index else []
+            return tuple(float(np.mean([r[k] for r in rows])) for k in range(3)) if rows else nan3
 
         pp = PAPER["synthetic_M"]
+        sup, opp = chosen("ppo", "support"), chosen("ppo", "oppose")
+        small = _small([sup, opp], 0.05)
         add("synthetic value gap: PPO barely moves (M of the chosen stance)",
             f"support-aligned {pp[('ppo', 'support')]:.2f}, oppose-aligned {pp[('ppo', 'oppose')]:.2f}",
-            f"support-aligned {chosen('ppo', 'support'):+.2f}, oppose-aligned {chosen('ppo', 'oppose'):+.2f}",
-            max(abs(chosen("ppo", "support")), abs(chosen("ppo", "oppose"))) <= 0.05)
+            f"support-aligned {_fmt(*sup)}, oppose-aligned {_fmt(*opp)}", bool(small),
+            "agrees if both CIs lie within ±0.05", resolved=small is not None)
         high, low = by_prior("dpo", "high"), by_prior("dpo", "low")
         add("synthetic value gap: DPO moves the chosen stance strongly",
             f"high prior {pp[('dpo', 'high')]:.2f}, low prior {pp[('dpo', 'low')]:.2f}",
-            f"high prior {high:+.2f}, low prior {low:+.2f}", min(high, low) >= 0.25,
-            "agrees if both are at least 0.25, half the paper's")
+            f"high prior {_fmt(*high)}, low prior {_fmt(*low)}", min(high[0], low[0]) >= 0.25,
+            "agrees if both are at least 0.25, half the paper's",
+            resolved=not (_unresolved(*high[1:], pp[("dpo", "high")]) or _unresolved(*low[1:], pp[("dpo", "low")])))
         add("synthetic value gap: DPO moves a high-prior stance more than a low-prior one",
-            f"{pp[('dpo', 'high')]:.2f} > {pp[('dpo', 'low')]:.2f}", f"{high:+.3f} vs {low:+.3f}", high > low)
+            f"{pp[('dpo', 'high')]:.2f} > {pp[('dpo', 'low')]:.2f}", f"{_fmt(*high)} vs {_fmt(*low)}",
+            high[0] > low[0], "resolved where the two CIs do not overlap", resolved=not _overlap(high[1:], low[1:]))
+        means = {a: mean(a) for a in ("ppo", "simpo", "dpo") if a in ov.index}
+        simpo = means.get("simpo", nan3)
         add("synthetic value gap: SimPO moves moderately", f"about {pp[('simpo', 'any')]:.2f}",
-            f"mean over settings {mean.get('simpo', math.nan):+.2f}",
-            None if "simpo" not in mean else abs(mean["simpo"] - pp[("simpo", "any")]) <= 0.10,
-            "close (within 0.10) or not")
+            f"mean over settings {_fmt(*simpo)}",
+            None if math.isnan(simpo[0]) else abs(simpo[0] - pp[("simpo", "any")]) <= CLOSE,
+            "close (within 0.10) or not", resolved=not _unresolved(*simpo[1:], pp[("simpo", "any")]))
+        ppo, dpo = means.get("ppo", nan3), means.get("dpo", nan3)
         add("synthetic value gap: the algorithms order PPO < SimPO < DPO", "PPO ≈ 0 < SimPO ≈ 0.15 < DPO ≈ 0.5",
-            ", ".join(f"{a} {v:+.2f}" for a, v in mean.items()) + " (mean M of the chosen stance)",
-            mean.get("ppo", math.nan) < mean.get("simpo", math.nan) < mean.get("dpo", math.nan))
+            ", ".join(f"{a} {_fmt(*v)}" for a, v in means.items()) + " (mean M of the chosen stance)",
+            ppo[0] < simpo[0] < dpo[0], "resolved where neighbours' CIs do not overlap",
+            resolved=not (_overlap(ppo[1:], simpo[1:]) or _overlap(simpo[1:], dpo[1:])))
 
     if ablation is not None and not ablation.empty:
         part = ablation[ablation.algo == "simpo"]
         if len(part):
             col = f"M_{part['chosen'].iloc[0]}"
             a, b = PAPER["simpo_gamma_ablation_M"]
+            runs = list(zip(part[col], part[f"{col}_ci_low"], part[f"{col}_ci_high"]))
             spread = float(part[col].max() - part[col].min())
+            widest = max((hi - lo) / 2 for _, lo, hi in runs)
             add("SimPO's gamma changes little", f"M {a:.2f} vs {b:.2f}",
-                ", ".join(f"gamma {v:g}: {m:+.2f}" for v, m in zip(part["value"], part[col])), spread <= 0.10,
-                f"spread {spread:.2f}; agrees if <= 0.10")
+                ", ".join(f"gamma {v:g}: {_fmt(*r)}" for v, r in zip(part["value"], runs)), spread <= CLOSE,
+                f"spread {spread:.2f}; agrees if <= 0.10; resolution ±{widest:.2f}",
+                resolved=not (widest > CLOSE or any(_unresolved(lo, hi, a) or _unresolved(lo, hi, b)
+                                                     for _, lo, hi in runs)))
     return pd.DataFrame(out)
 
 
 def comparison_markdown(comp: pd.DataFrame) -> str:
     """The comparison as a plain-language list (the notebook displays it as Markdown)."""
-    lines = []
-    for r in comp.itertuples():
-        mark = {"agrees": "✅ agrees", "differs": "❌ differs", "n/a": "· no verdict"}[r.verdict]
-        lines.append(f"- **{mark}** — {r.claim}. Paper: {r.paper}. Ours: {r.ours}." + (f" ({r.note})" if r.note else ""))
-    n_ok, n_no = (comp.verdict == "agrees").sum(), (comp.verdict == "differs").sum()
-    lines.append(f"\n**{n_ok} of {n_ok + n_no} checked claims agree, {n_no} differ.**")
+    marks = {"agrees": "✅ agrees", "differs": "❌ differs", NOT_RESOLVED: "◌ not resolved at this budget",
+             "n/a": "· no verdict"}
+    lines = [f"- **{marks[r.verdict]}** — {r.claim}. Paper: {r.paper}. Ours: {r.ours}."
+             + (f" ({r.note})" if r.note else "") for r in comp.itertuples()]
+    n = comp.verdict.value_counts()
+    n_ok, n_no, n_open = (int(n.get(v, 0)) for v in ("agrees", "differs", NOT_RESOLVED))
+    lines.append(f"\n**{n_ok} of {n_ok + n_no + n_open} checked claims agree, {n_no} differ, "
+                 f"{n_open} are not resolved at this budget.**")
     return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""What every drift table and figure states beside M (docs/method.md §6): its 95% CI, the smallest |M| the
+probe budget resolves (overall and per topic), and why an η is missing, on hand-made drift tables."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from vd.core.config import load_config
+from vd.core.run import RunRecord
+from vd.study import analysis, figures
+from vd.study import notebook as study
+
+STANCES = ("support", "neutral", "oppose")
+
+
+def drift_rows(resolution: dict, ci95_status: str = "ok") -> pd.DataFrame:
+    """A drift table (drift_table's columns) for the topics of `resolution`: M = +0.2 (support), -0.05
+    (neutral), -0.15 (oppose), each CI ±`resolution[topic]` around M; eta 0.5 (extremum95), and under
+    ci95 NaN with `ci95_status` for support."""
+    rows = []
+    for topic, r in resolution.items():
+        for s, m in zip(STANCES, (0.2, -0.05, -0.15)):
+            for reading in ("extremum95", "ci95"):
+                bad = reading == "ci95" and s == "support" and ci95_status != "ok"
+                rows.append({"topic": topic, "stance": s, "M": m, "M_ci_low": m - r, "M_ci_high": m + r,
+                             "resolution": r, "eta": math.nan if bad else 0.5, "eta_reading": reading,
+                             "eta_status": ci95_status if bad else "ok"})
+    return pd.DataFrame(rows)
+
+
+def run_result(tmp_path, name: str, resolution: dict, **kw) -> study.RunResult:
+    profile = pd.DataFrame([{"step": step, "fraction": step / 10, "topic": t, "stance": s, "p": 1 / 3,
+                             "ci_low": 0.2, "ci_high": 0.5} for step in (0, 5, 10) for t in resolution for s in STANCES])
+    record = RunRecord(root=tmp_path / name, stage="sft", data="x", size="tiny", total_steps=10, complete=True)
+    return study.RunResult(tmp_path / name, record, profile, drift_rows(resolution, **kw), load_config("tiny"))
+
+
+def test_resolution_note_states_overall_and_the_range_over_topics(tmp_path):
+    a = run_result(tmp_path, "a", {"immigration": 0.25, "abortion": 0.2, "overall": 0.1})
+    b = run_result(tmp_path, "b", {"immigration": 0.3, "abortion": 0.15, "overall": 0.1})
+    # half-widths (M_ci_high - M_ci_low) / 2 = r for every stance, so each topic's max is r
+    assert a.resolution().set_index("topic")["resolution"].to_dict() == pytest.approx(
+        {"immigration": 0.25, "abortion": 0.2, "overall": 0.1})
+    head = "smallest |M| this budget resolves (95% CI half-width of M, max over stances): "
+    assert study.resolution_note(a) == head + "overall 0.10, per topic 0.20–0.25"
+    # two runs: the ranges span both (overall 0.10 in each; topics 0.15 to 0.30)
+    assert study.resolution_note(a, b) == head + "overall 0.10, per topic 0.15–0.30"
+    assert study.resolution_note() == ""
+    s = study.setup("tiny", notebook="x")
+    assert s.title("Drift", a).splitlines() == [f"Drift — size tiny ({study.world_label(s.cfg)})",
+                                                f"{s.budget_note}; 3 checkpoints", head + "overall 0.10, per topic 0.20–0.25"]
+    assert len(s.title("Probes").splitlines()) == 2  # no runs, nothing measured: no resolution line
+
+
+def test_drift_tables_carry_the_ci_the_resolution_and_why_eta_is_missing(tmp_path):
+    run = run_result(tmp_path, "a", {"immigration": 0.25, "overall": 0.1}, ci95_status="not_significant")
+    num, fmt = analysis.drift_tables(run)
+    assert list(num.columns) == ["topic", "resolution"] + [c.format(s) for s in STANCES for c in analysis.PER_STANCE.values()]
+    assert list(num["resolution"]) == [0.25, 0.1]
+    row = num.iloc[0]  # immigration support: M 0.2, CI 0.2 ± 0.25
+    assert (row["M_support"], row["M_support_ci_low"], row["M_support_ci_high"]) == pytest.approx((0.2, -0.05, 0.45))
+    assert list(fmt.columns[:3]) == ["topic", "resolvable |M|", "M support [95% CI]"]
+    assert fmt.iloc[0]["resolvable |M|"] == "±0.25" and fmt.iloc[0]["M support [95% CI]"] == "+0.20 [-0.05, +0.45]"
+    assert fmt.iloc[0]["eta support"] == "0.50"
+    num, fmt = analysis.drift_tables(run, reading="ci95")
+    assert math.isnan(num.iloc[0]["eta_support"]) and num.iloc[0]["eta_support_status"] == "not_significant"
+    assert fmt.iloc[0]["eta support"] == "n.s."  # not "--": the drift is within the extremum's noise
+    rec = analysis.drift_record(run)
+    assert rec["resolution"] == pytest.approx({"immigration": 0.25, "overall": 0.1}) and rec["complete"] is True
+    assert rec["M_ci_low"]["immigration"]["oppose"] == pytest.approx(-0.4)  # -0.15 - 0.25
+
+
+def test_drift_figures_state_each_topics_resolution(tmp_path):
+    drift = drift_rows({"immigration": 0.25, "overall": 0.1})
+    fig = figures.drift_heatmap(drift, "t")
+    ax_m = fig.axes[0]
+    assert [t.get_text() for t in ax_m.get_yticklabels()] == ["Immigration ±0.25", "Overall ±0.10"]
+    # immigration: support 0.2 [-0.05, 0.45] and neutral -0.05 [-0.3, 0.2] cover 0 -> in parentheses;
+    # overall oppose -0.15 [-0.25, -0.05] and support 0.2 [0.1, 0.3] do not
+    texts = [t.get_text() for t in ax_m.texts]
+    assert texts == ["(0.20)", "(-0.05)", "(-0.15)", "0.20", "(-0.05)", "-0.15"]
+    profile = run_result(tmp_path, "a", {"immigration": 0.25, "overall": 0.1}).profile
+    fig = figures.trajectories(profile, "t", drift=drift)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()][:2] == ["Immigration ±0.25", "Overall ±0.10"]
+    fig = figures.trajectories(profile, "t")  # without the drift table: the plain topic names
+    assert fig.axes[0].get_title() == "Immigration"
+
+
+def test_outputs_key_follows_the_bootstrap_code(tmp_path, monkeypatch):
+    # The bootstrap lives in vd.score.resampling: a change to it must recompute a run's CSVs.
+    from vd.score import resampling, scoring
+
+    j = pd.DataFrame({"step": [0], "topic": ["t"], "prompt_id": ["p"], "sample_index": [0],
+                      "p_support": [1.0], "p_neutral": [0.0], "p_oppose": [0.0]})
+    key = scoring.outputs_key(j, 10, 1000, 0)
+    changed = tmp_path / "resampling.py"
+    changed.write_text(open(resampling.__file__).read().replace("_BOOT_CELLS = 4_000_000", "_BOOT_CELLS = 8"))
+    monkeypatch.setattr(resampling, "__file__", str(changed))
+    assert scoring.outputs_key(j, 10, 1000, 0) != key
+    assert scoring.outputs_key(j, 10, 1000, 0, complete=False) != scoring.outputs_key(j, 10, 1000, 0)
