@@ -95,7 +95,8 @@ def test_base_and_adapter_evaluate_through_lm_eval_and_a_second_call_never_reach
     first = C.evaluate_checkpoint(cfg, base, None, cache_dir=tmp_path)
     damaged = C.evaluate_checkpoint(cfg, base, adapter, cache_dir=tmp_path)
     assert len(calls) == 2 and len(loads) == 2
-    assert calls[0]["limit"] == 110 and calls[0]["num_fewshot"] == 0 and calls[0]["use_cache"].startswith(str(tmp_path))
+    assert calls[0]["limit"] == 110 and calls[0]["num_fewshot"] == 0
+    assert calls[0]["use_cache"] is None  # the tiny task: seconds, nothing to resume (the group test covers use_cache)
     (b,), (d,) = first, damaged
     assert b["task"] == "vd_tiny_topics" and b["n"] == 110 and not b["cached"] and b["metric"] == "acc"
     assert 0 <= b["stderr"] < 0.05 and len(b["per_item"]["vd_tiny_topics"]) == 110
@@ -111,8 +112,7 @@ def test_base_and_adapter_evaluate_through_lm_eval_and_a_second_call_never_reach
         assert {k: new[k] for k in ("value", "stderr", "n", "per_item")} == \
             {k: old[k] for k in ("value", "stderr", "n", "per_item")}
     assert len(list((tmp_path / "results").glob("vd_tiny_topics-*.json"))) == 2
-    assert list((tmp_path / "lm-eval").glob("*_rank0.db"))  # lm-eval's own request cache beneath
-    # another budget is another result: evaluated, and lm-eval's request cache serves the first 110 items
+    # another budget is another result: evaluated again
     C.evaluate_checkpoint(small(55), base, None, cache_dir=tmp_path)
     assert len(calls) == 3
 
@@ -221,7 +221,8 @@ def test_a_gated_dataset_fails_with_what_to_do_not_a_hub_traceback(monkeypatch, 
     cfg = load_config("llama3-3b")
 
     def gated(path, *a, **k):
-        raise DatasetNotFoundError(f"Dataset '{path}' is a gated dataset on the Hub. You must be authenticated to access it.")
+        raise DatasetNotFoundError(f"Dataset '{path}' is a gated dataset on the Hub. "
+                                   "You must be authenticated to access it.")
 
     monkeypatch.setattr(datasets, "load_dataset", gated)
     with pytest.raises(C.DatasetAccessError) as err:
@@ -304,7 +305,8 @@ def test_budget_note_and_labels_of_the_tiny_size(tiny_cfg):
     assert C.parse_algos("all") == ("ppo", "dpo", "simpo") and C.parse_algos("dpo, simpo") == ("dpo", "simpo")
 
 
-def test_a_group_task_like_mmlu_gives_its_aggregate_and_per_subtask_items(tmp_path, tiny_cfg, tiny_world, task):
+def test_a_group_task_like_mmlu_gives_its_aggregate_and_per_subtask_items(monkeypatch, tmp_path, tiny_cfg, tiny_world,
+                                                                          task):
     """mmlu is a group of 57 subtasks in lm-eval; the same code path on a local group of two tiny subtasks."""
     lines = (task / "items.jsonl").read_text().splitlines()
     for name, part in (("a", lines[:22]), ("b", lines[22:55])):
@@ -322,3 +324,11 @@ def test_a_group_task_like_mmlu_gives_its_aggregate_and_per_subtask_items(tmp_pa
     assert [len(v) for v in out["per_item"].values()] == [22, 33]
     flat = [x for v in out["per_item"].values() for x in v]
     assert out["value"] == pytest.approx(sum(flat) / 55)  # the micro average, as mmlu's weight_by_size
+    # lm-eval's request cache (use_cache, as for the hub tasks): a second run is served without the model
+    db = str(tmp_path / "lm-eval" / "model")
+    first = C._run(lm, obj, manager, "tiny_group", "acc", limit=None, num_fewshot=0, cache_db=db)
+    assert (tmp_path / "lm-eval" / "model_rank0.db").is_file()
+    monkeypatch.setattr(type(lm), "_loglikelihood_tokens", lambda *a, **k: pytest.fail("the model was called"))
+    obj = manager.load(["tiny_group"])["groups"]["tiny_group"]
+    again = C._run(lm, obj, manager, "tiny_group", "acc", limit=None, num_fewshot=0, cache_db=db)
+    assert again["per_item"] == first["per_item"] == out["per_item"]

@@ -64,7 +64,8 @@ def test_overrides_apply_with_dotted_keys_and_yaml_values():
      "capabilities.tasks.vd_tiny_topics.num_fewshot: expected an integer >= 0, got -1"),
     ("capabilities.tasks.vd_tiny_topics.metric=f1",
      "capabilities.tasks.vd_tiny_topics.metric: expected one of 'acc', 'acc_norm', got 'f1'"),
-    ("capabilities.tasks.mmlu={shots: 5}", "capabilities.tasks.mmlu.shots: unknown key; expected one of metric, num_fewshot"),
+    ("capabilities.tasks.mmlu={shots: 5}",
+     "capabilities.tasks.mmlu.shots: unknown key; expected one of metric, num_fewshot"),
     ("capabilities.budget=3", "capabilities.budget: unknown key; expected one of batch_size, limit, tasks"),
 ])
 def test_bad_values_name_file_key_and_expectation(override, message):

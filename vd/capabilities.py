@@ -34,8 +34,10 @@ Caching, so that re-executing a notebook evaluates nothing: one small JSON file 
 in `<runs>/<size>/capabilities/results/`, named by a hash of what the result depends on (the base
 model's identity and the adapter's weights, the task and for local tasks its items, limit, few-shot,
 the metric-independent lm-eval version and the 4-bit setting), written atomically; a hit never calls
-into lm-eval. Below it lm-eval's own request cache (`use_cache`, one SQLite file per model under
-`capabilities/lm-eval/`), so an interrupted long evaluation resumes.
+into lm-eval. Below it, for the hub tasks, lm-eval's own request cache (`use_cache`, one SQLite file
+per model under `capabilities/lm-eval/`, written per request), so that an interrupted evaluation of
+thousands of items resumes where it stopped. Not for the tiny task: its evaluation takes seconds, of
+which the cache's per-request commits were a fifth, and it has nothing to resume.
 
 Verdict (ours; notebook 06's "post-training keeps capabilities"): a stage loses a capability when its
 end scores below its start by more than twice the standard error of the paired difference (the same
@@ -344,7 +346,7 @@ def evaluate_checkpoint(cfg: Config, base: str, adapter: str | Path | None = Non
         task_obj = load_task(cfg, task)  # the dataset first: a gated one fails before a model is loaded
         if lm is None:
             lm = _hflm(cfg, base, adapter)
-        cache_db = str(cache_dir / "lm-eval" / mkey[:24])
+        cache_db = None if task == _tiny().TASK else str(cache_dir / "lm-eval" / mkey[:24])
         result = _run(lm, task_obj, task_manager(cfg, task), task, spec.metric, cfg.capabilities.limit,
                       spec.num_fewshot, cache_db)
         row = {"task": task, **result, "num_fewshot": spec.num_fewshot, "limit": cfg.capabilities.limit,
@@ -505,15 +507,15 @@ def verdict_markdown(summary: pd.DataFrame) -> str:
 
 
 def latex_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary formatted for LaTeX: value ± stderr at start and end, the difference ± its SE."""
+    """The summary formatted for LaTeX (ASCII): value (stderr) at start and end, the change (its paired SE)."""
     def pm(v, s):
-        return "--" if pd.isna(v) else f"{v:.3f} ± {s:.3f}" if not pd.isna(s) else f"{v:.3f}"
+        return "--" if pd.isna(v) else f"{v:.3f} ({s:.3f})" if not pd.isna(s) else f"{v:.3f}"
 
     return pd.DataFrame({
         "run": summary["run"], "task": summary["task"].map(task_label), "metric": summary["metric"],
-        "start": [pm(v, s) for v, s in zip(summary["start"], summary["start_stderr"])],
-        "end": [pm(v, s) for v, s in zip(summary["end"], summary["end_stderr"])],
-        "change": [pm(v, s) for v, s in zip(summary["delta"], summary["delta_se"])],
+        "start (stderr)": [pm(v, s) for v, s in zip(summary["start"], summary["start_stderr"])],
+        "end (stderr)": [pm(v, s) for v, s in zip(summary["end"], summary["end_stderr"])],
+        "change (SE)": [pm(v, s) for v, s in zip(summary["delta"], summary["delta_se"])],
         "lost": ["--" if v is None or (isinstance(v, float) and math.isnan(v)) else "yes" if v else "no"
                  for v in summary["lost"]]})
 
@@ -532,8 +534,8 @@ def budget_note(cfg: Config, smoke: bool = False) -> str:
 
 
 def figure(table: pd.DataFrame, summary: pd.DataFrame, title: str):
-    """Per task: left, each run's start (open) and end (filled) score ± its stderr, chance dashed; right,
-    the change end - start with its 2-SE bar (paired), red where the stage lost the task."""
+    """Per task: above, each run's start (open) and end (filled) score ± its stderr, chance dashed; below,
+    the change end - start with its 2-SE bar (paired), a red edge where the stage lost the task."""
     import textwrap
 
     import matplotlib.pyplot as plt
@@ -543,10 +545,11 @@ def figure(table: pd.DataFrame, summary: pd.DataFrame, title: str):
     colors = {"sft": "#4c72b0", "ppo": "#55a868", "dpo": "#dd8452", "simpo": "#8172b2"}
     tasks = list(dict.fromkeys(table["task"]))
     runs = list(dict.fromkeys(table["run"]))
-    width = max(4.0, 0.45 * len(runs) + 1.5)
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(2 * width, 3.2 * len(tasks)), squeeze=False)
+    width = max(6.0, 0.5 * len(runs) + 1.5)
+    fig, axes = plt.subplots(2 * len(tasks), 1, figsize=(width, 5.0 * len(tasks)), squeeze=False, sharex=True,
+                             gridspec_kw={"height_ratios": [3, 2] * len(tasks)})
     x = np.arange(len(runs))
-    for (ax, dx), task in zip(axes, tasks):
+    for ax, dx, task in zip(axes[0::2, 0], axes[1::2, 0], tasks):
         part = table[table["task"] == task]
         for i, run in enumerate(runs):
             r = part[part["run"] == run].set_index("position")
@@ -572,11 +575,10 @@ def figure(table: pd.DataFrame, summary: pd.DataFrame, title: str):
         dx.axhline(0, color="black", lw=0.8)
         dx.set_ylabel(f"end − start ({part['metric'].iloc[0]})")
         dx.set_title(f"change ± {DROP_SE:g} SE (paired); red edge: lost", fontsize=9)
-        for a in (ax, dx):
-            a.set_xticks(x)
-            a.set_xticklabels([_short(r) for r in runs], rotation=35, ha="right", fontsize=8)
-            a.set_xlim(-0.6, len(runs) - 0.4)
-    fig.suptitle("\n".join(textwrap.fill(line, width=int(16 * 2 * width)) for line in title.splitlines()), fontsize=9)
+        dx.set_xticks(x)
+        dx.set_xticklabels([_short(r) for r in runs], rotation=35, ha="right", fontsize=8)
+        dx.set_xlim(-0.6, len(runs) - 0.4)
+    fig.suptitle("\n".join(textwrap.fill(line, width=int(15 * width)) for line in title.splitlines()), fontsize=9)
     fig.tight_layout()
     return fig
 

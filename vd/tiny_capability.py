@@ -216,9 +216,3 @@ def ensure_task(cfg: Config, score: Callable[[Path], dict] | None = None) -> Pat
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
-
-def manifest(cfg: Config) -> dict:
-    """The task's manifest (chance level, size, the base model's score), building the task if needed."""
-    from vd.tiny import ensure_world
-
-    return json.loads((task_dir(ensure_world(cfg, verbose=False)) / "manifest.json").read_text())
