@@ -281,15 +281,21 @@ def main() -> None:
         "06_paper_tables", "06 · The paper's tables, ours beside them",
         "Gathers every run of the size (training and scoring only what is missing) into the paper's tables: "
         "SFT drift per dataset, preference drift on standard data, and the synthetic value-gap runs split by "
-        "prior; then puts each number and claim the paper reports (DESIGN §3; from secondary sources) beside "
-        "ours and says plainly where they agree and where not. At size `tiny` the study runs in a synthetic "
-        "miniature world: agreement or disagreement there checks the pipeline, not the paper.",
+        "prior, and the capability checks of notebook 07; then puts each number and claim the paper reports "
+        "(DESIGN §3; from secondary sources) beside ours and says plainly where they agree and where not. "
+        "At size `tiny` the study runs in a synthetic miniature world: agreement or disagreement there checks the pipeline, not the paper.",
         'sft_data: str = "alpaca"  # the SFT model the preference stages start from: wildchat | alpaca\n'
-        'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of notebook 05',
+        'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of notebook 05\n'
+        'include_capabilities: bool = True  # also check capabilities (notebook 07; cached evaluations through lm-eval)',
         SFT_CHECK, '{"sft_data": sft_data}',
         [("code", 'from vd import paper\n\ntables = paper.paper_tables(study)\n'
                   'gaps, _ = analysis.dataset_gaps(study)\n'
                   'ablation = analysis.ablations(study) if include_ablations else None\n'
+                  'if include_capabilities:\n'
+                  '    from vd import capabilities\n'
+                  '    caps = capabilities.stage_summary(capabilities.capability_table(study))\n'
+                  'else:\n'
+                  '    caps = None\n'
                   'for name, table in tables.items():\n'
                   '    study.save_table(table, name, key="")'),
          ("md", "## SFT (paper topics and the mean over topics)"),
@@ -299,12 +305,59 @@ def main() -> None:
          ("md", "## Synthetic value gap: the chosen stance's drift, by its prior after SFT"),
          ("code", 'tables["synthetic"][tables["synthetic"].topic == "overall"][["algo", "setting", "prior", "prior_chosen", "M_chosen", "eta_chosen"]].round(3)'),
          ("md", "## Where we agree with the paper, and where not"),
-         ("code", 'comparison = paper.paper_comparison(tables, gaps, ablation)\n'
+         ("code", 'comparison = paper.paper_comparison(tables, gaps, ablation, caps)\n'
                   'study.save_table(comparison, "comparison", key="")\n'
                   'display(Markdown(paper.comparison_markdown(comparison)))'),
          ("code", 'study.record({"comparison": comparison.to_dict("records"),\n'
                   '              "verdicts": comparison["verdict"].value_counts().to_dict(),\n'
                   '              "runs": sorted({r for t in tables.values() for r in t.get("run", [])})})')])
+
+    notebook(
+        "07_capabilities", "07 · Capabilities before and after each stage",
+        "**Paper:** post-training keeps the models' capabilities: they are checked on MMLU, HellaSwag, "
+        "GPQA-Diamond and PIQA (from secondary sources: the claim is reported, its numbers and settings were "
+        "not found).\n\nThis notebook evaluates the start (step 0) and the end (last checkpoint) of every stage "
+        "of the study through lm-evaluation-harness: both SFT runs, and per algorithm in `algos` its runs on "
+        "standard and synthetic preference data from the SFT model `sft_data` (trained and scored first where "
+        "missing). Real sizes use lm-eval's `mmlu`, `hellaswag`, `gpqa_diamond_zeroshot` and `piqa` (few-shot "
+        "counts, metrics and the item budget in the `capabilities` section of the params; GPQA is gated on "
+        "the hub: accept its terms and log in first). The tiny model knows none of those: it is checked on the "
+        "tiny world's own task, `vd_tiny_topics` (pick the answer on the question's topic among four; chance "
+        "0.25). Results are cached per checkpoint and task: re-executing evaluates nothing.",
+        'sft_data: str = "alpaca"  # the SFT model the preference stages start from: wildchat | alpaca\n'
+        'algos: str = "all"  # preference algorithms whose runs are checked: all, or a comma-separated subset of ppo, dpo, simpo',
+        SFT_CHECK + '\nfrom vd import capabilities\ncapabilities.parse_algos(algos)',
+        '{"sft_data": sft_data, "algos": algos.replace(",", "+")}',
+        [("code", 'runs = capabilities.study_runs(study, sft_data, algos)\n'
+                  'table = capabilities.capability_table(study, runs)\n'
+                  'summary = capabilities.stage_summary(table)'),
+         ("md", "## Scores at the start and end of each stage\n\nAbove, per task: each run's score at the start of its "
+                "stage (open marker) and at its end (filled), ± lm-eval's standard error; the dashed line is "
+                "chance. Below: the change end − start, ± 2 standard errors of the paired difference (the same "
+                "items at both ends); a red edge marks a stage that lost the task. A preference run starts from "
+                "the final SFT model (merged), so its start repeats the end of SFT on `sft_data`."),
+         ("code", 'fig = capabilities.figure(table, summary, study.title("Capabilities at the start and end of each stage",\n'
+                  '                                                     note=capabilities.budget_note(study.cfg, study.smoke)))\n'
+                  'study.save_figure(fig, "capabilities")'),
+         ("md", "**What to look for.** Filled markers level with the open ones: the stage kept what the model "
+                "could do. A filled marker clearly below its open one (beyond the error bars) is forgetting; "
+                "the table below tests each drop against the standard error of the paired difference (the same "
+                "items at both ends). Everything should sit well above the chance line, or the task cannot show "
+                "forgetting at all. In the tiny world SFT and preference data are written in the same language as "
+                "the pre-training chats, so little forgetting is expected there; at real sizes, look at MMLU and "
+                "GPQA-Diamond (knowledge) after the synthetic value-gap stages, which train hardest on one stance."),
+         ("code", 'study.save_table(summary, "capabilities", caption="Capability scores at the start and end of each stage",\n'
+                  '                 latex=capabilities.latex_table(summary))\n'
+                  'capabilities.latex_table(summary)'),
+         ("md", "## The paper's statement, and ours\n\n" + "> The paper reports that its post-trained models keep "
+                "their capabilities on MMLU, HellaSwag, GPQA-Diamond and PIQA (from secondary sources; the "
+                "numbers were not found).\n\nOur verdict rule: a stage *loses* a task when its end scores below "
+                "its start by more than 2 standard errors of the paired difference; the claim holds when no "
+                "stage loses any task (the same rule as notebook 06's comparison)."),
+         ("code", 'display(Markdown(capabilities.verdict_markdown(summary)))'),
+         ("code", 'study.record({"runs": list(runs), "tasks": list(study.cfg.capabilities.tasks),\n'
+                  '              "budget": capabilities.budget_note(study.cfg, study.smoke),\n'
+                  '              **capabilities.record(table, summary)})')])
 
 
 if __name__ == "__main__":

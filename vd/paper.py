@@ -95,12 +95,14 @@ def _val(table, col, **eq) -> float:
 
 
 def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None = None,
-                     ablation: pd.DataFrame | None = None) -> pd.DataFrame:
+                     ablation: pd.DataFrame | None = None, capabilities: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each of the paper's claims beside its number and ours, with a plain verdict.
 
     Verdicts (ours): "agrees" / "differs" on the claim's direction or ordering; for a reported number,
     "close" when ours lies within 0.10 of it. "Early" drift is read as at least half of M reached by
-    10% of the steps (early_share), since eta can only take the checkpoints' fractions."""
+    10% of the steps (early_share), since eta can only take the checkpoints' fractions. Capabilities
+    (`capabilities`: vd.capabilities.stage_summary) are kept when no stage's end scores below its start
+    by more than 2 standard errors of the paired difference, on any task (vd.capabilities.verdict)."""
     sft, pref, syn = tables["sft"], tables["preference"], tables["synthetic"]
     out = []
 
@@ -197,6 +199,18 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
             add("SimPO's gamma changes little", f"M {a:.2f} vs {b:.2f}",
                 ", ".join(f"gamma {v:g}: {m:+.2f}" for v, m in zip(part["value"], part[col])), spread <= 0.10,
                 f"spread {spread:.2f}; agrees if <= 0.10")
+    if capabilities is not None and not capabilities.empty:
+        from vd.capabilities import DROP_SE, task_label, verdict
+
+        v = verdict(capabilities)
+        tasks = ", ".join(task_label(t) for t in dict.fromkeys(capabilities["task"]))
+        worst = v["worst"]
+        ours = (f"{v['n_lost']} of {v['n_pairs']} stage x task pairs lost ({tasks}); worst change "
+                f"{worst['delta']:+.3f} ± {worst['delta_se']:.3f} ({worst['run']}, {task_label(worst['task'])})"
+                if worst else "nothing testable")
+        add("post-training keeps capabilities (every stage, start vs end)",
+            "kept on MMLU, HellaSwag, GPQA-Diamond, PIQA (reported; no numbers found)", ours, v["kept"],
+            f"agrees if no stage's end is below its start by more than {DROP_SE:g} SE of the paired difference")
     return pd.DataFrame(out)
 
 
