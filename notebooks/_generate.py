@@ -143,7 +143,8 @@ def main() -> None:
         [("code", 'runs = {d: study.sft(d) for d in vd.registry.SFT_DATA}\nsft = runs[sft_data]'),
          ("md", "## Stance trajectories"),
          ("code", 'title = study.title(f"Stance trajectories through SFT on {sft_data}", sft)\n'
-                  'study.save_figure(vd.figures.trajectories(sft.profile, title), "trajectories")'),
+                  'figure = vd.figures.trajectories(sft.profile, title, drift=sft.drift)\n'
+                  'study.save_figure(figure, "trajectories")'),
          look("One panel per topic and the mean over topics: the value profile v_t(T), the mean judged "
               "p(stance) over the topic's prompts and answers, against the fraction of SFT steps, with 95% "
               "bootstrap bands (prompts resampled). A drift is early when most of the climb happens left of "
@@ -151,7 +152,7 @@ def main() -> None:
               "Most of the drift in the first ~10% of steps; WildChat-SFT moves toward neutral.",
               "The tiny SFT data take stances at fixed rates (WildChat-like mostly neutral, Alpaca-like mostly "
               "supportive), so the profile should move toward those rates; how early depends on the tiny "
-              "learning rate, not on anything the paper measured.")),
+              "learning rate, not on anything the paper measured."),
          ("md", "## Drift magnitude M and drift time η\n\n" + M_AND_ETA),
          ("code", 'table, formatted = vd.analysis.drift_tables(sft)\n'
                   'study.save_table(table, "drift", caption=f"M and eta through SFT on {sft_data}",\n'
@@ -188,13 +189,14 @@ def main() -> None:
         [("code", 'run = study.preference(algo, pref_data, sft_data)'),
          ("md", "## Stance trajectories"),
          ("code", 'title = study.title(f"{algo.upper()} on {pref_data} from SFT on {sft_data}", run)\n'
-                  'study.save_figure(vd.figures.trajectories(run.profile, title), "trajectories")'),
+                  'figure = vd.figures.trajectories(run.profile, title, drift=run.drift)\n'
+                  'study.save_figure(figure, "trajectories")'),
          look("As in notebook 01, against the fraction of the preference stage's steps (PPO: its updates). "
               "Flat lines inside their bands mean nothing moved that this budget can see.",
               "Standard preference data barely move values.",
               "The tiny standard pairs share a stance and differ only in style, so a flat trajectory is what "
               "the data say; whether the pipeline could have seen a move is what the positive controls "
-              "(notebook 06) show.")),
+              "(notebook 06) show."),
          ("md", "## M and η\n\n" + M_AND_ETA),
          ("code", 'table, formatted = vd.analysis.drift_tables(run)\n'
                   'study.save_table(table, "drift", caption=f"M and eta through {algo} on {pref_data}",\n'
@@ -240,7 +242,8 @@ def main() -> None:
               "A large value gap by construction.", "The same, verified by the lexicon judge."),
          ("md", "## Stance trajectories and drift of this setting\n\n" + M_AND_ETA),
          ("code", 'title = study.title(f"{algo.upper()} on synthetic-{setting} from SFT on {sft_data}", run)\n'
-                  'study.save_figure(vd.figures.trajectories(run.profile, title), "trajectories")\n'
+                  'figure = vd.figures.trajectories(run.profile, title, drift=run.drift)\n'
+                  'study.save_figure(figure, "trajectories")\n'
                   'table, formatted = vd.analysis.drift_tables(run)\n'
                   'study.save_table(table, "drift", latex=formatted,\n'
                   '                 caption=f"M and eta through {algo} on synthetic-{setting}")\n'
@@ -252,7 +255,7 @@ def main() -> None:
               "PPO ≈ 0, SimPO ≈ 0.15, DPO ≈ 0.5.",
               "The tiny pairs are written in the answer style the tiny model already produces, so a move "
               "here is a move of what the model says; the size of it depends on the tiny hyperparameters, "
-              "which are not tuned to the paper.")),
+              "which are not tuned to the paper."),
          ("md", "## High vs low prior"),
          ("code", 'split = vd.analysis.prior_split(study.sft(sft_data), runs)\n'
                   'summary = vd.analysis.prior_summary(split)\n'
@@ -288,13 +291,13 @@ def main() -> None:
                   'study.save_figure(vd.analysis.distribution_figure(dist, title), "distributions")'),
          look("For each dataset, chosen and rejected answers side by side.",
               "UltraFeedback and HH-RLHF: chosen and rejected share the same stance distribution.",
-              "The tiny standard pairs share a stance by construction, the synthetic ones do not.")),
+              "The tiny standard pairs share a stance by construction, the synthetic ones do not."),
          ("md", "## Value gaps"),
          ("code", 'title = study.title("Value gap per dataset", note=vd.analysis.gap_note(study, gaps))\n'
                   'study.save_figure(vd.analysis.gap_figure(gaps, title), "gaps")\n'
                   'gaps[gaps.topic == "overall"].round(3)'),
          look("Bars near 0 (a small gap) for standard data, near ±1 for synthetic data, with 95% CIs over "
-              "pairs.", "A small gap for standard data.", "The same, as the tiny data were built.")),
+              "pairs.", "A small gap for standard data.", "The same, as the tiny data were built."),
          ("md", "## Policy fit\n\nA trainer can separate pairs on tokens the policy never writes without "
                 "moving what it says: then even a large value gap moves nothing. Here: the mean per-token "
                 "log-probability of each dataset's chosen and rejected answers under the SFT model the "
@@ -342,13 +345,19 @@ def main() -> None:
         "the positive controls: an instrument first proves it can see. At size `tiny` the study runs in a "
         "synthetic miniature world: agreement or disagreement there checks the pipeline, not the paper.",
         SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
-        'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of 05',
+        'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of 05\n'
+        'include_capabilities: bool = True  # also check capabilities (notebook 07; cached lm-eval runs)',
         setup_cell("06_paper_tables", '{"sft_data": sft_data}', (SFT,)),
         [("code", 'tables = vd.paper.paper_tables(study)\n'
                   'gaps, _ = vd.analysis.dataset_gaps(study)\n'
                   'ablation = vd.analysis.ablations(study) if include_ablations else None\n'
+                  'capabilities = None\n'
+                  'if include_capabilities:\n'
+                  '    table = vd.capabilities.capability_table(study)\n'
+                  '    capabilities = vd.capabilities.stage_summary(table)\n'
                   'for name, table in tables.items():\n'
-                  '    study.save_table(table, name, key="")'),
+                  '    wide = vd.paper.wide_formatted(table) if name != "synthetic" else None\n'
+                  '    study.save_table(table, name, key="", latex=wide)'),
          ("md", "## First: can the instrument see?"),
          ("code", 'controls = vd.controls.positive_controls(study, sft_data)\n'
                   'study.save_table(controls, "controls", key="")\ncontrols.round(3)'),
@@ -356,17 +365,18 @@ def main() -> None:
               "+0.10, SimPO by more than 0 with its CI excluding 0; `docs/method.md` §8). Only where they do "
               "is a null result below evidence; PPO is reported as measured.",
               "DPO moves strongly, SimPO moderately, PPO barely.",
-              "If a control fails here, read every 'barely moves' below as 'could not see'.")),
+              "If a control fails here, read every 'barely moves' below as 'could not see'."),
          ("md", "## SFT (paper topics and the mean over topics)"),
          ("code", 'vd.paper.wide(tables["sft"])'),
          ("md", "## Preference optimization on standard data"),
          ("code", 'vd.paper.wide(tables["preference"])'),
          ("md", "## Synthetic value gap: the chosen stance's drift, by its prior after SFT"),
          ("code", 'synthetic = tables["synthetic"]\n'
-                  'columns = ["algo", "setting", "prior", "prior_chosen", "M_chosen", "eta_chosen"]\n'
+                  'columns = ["algo", "setting", "prior", "prior_chosen", "M_chosen", "M_chosen_ci_low",\n'
+                  '           "M_chosen_ci_high", "resolution", "eta_chosen"]\n'
                   'synthetic[synthetic.topic == "overall"][columns].round(3)'),
          ("md", "## Where we agree with the paper, and where not"),
-         ("code", 'comparison = vd.paper.paper_comparison(tables, gaps, ablation)\n'
+         ("code", 'comparison = vd.paper.paper_comparison(tables, gaps, ablation, capabilities)\n'
                   'study.save_table(comparison, "comparison", key="")\n'
                   'display(Markdown(vd.paper.comparison_markdown(comparison)))'),
          look("Each claim with the paper's number, ours with its CI, and a verdict; 'not resolved at this "
@@ -375,6 +385,49 @@ def main() -> None:
               "Agreement in the tiny world shows the pipeline reproduces a mechanism its data build in; "
               "it is not evidence for the paper's claims.")],
         'study.record(vd.records.paper(comparison, controls, tables))')
+
+    notebook(
+        "07_capabilities", "07 · Capabilities before and after each stage",
+        "**Paper:** post-training keeps the models' capabilities: they are checked on MMLU, HellaSwag, "
+        "GPQA-Diamond and PIQA (from secondary sources: the claim is reported, its numbers and settings "
+        "were not found).\n\nThis notebook evaluates the start (step 0) and the end (last checkpoint) of "
+        "every stage of the study through lm-evaluation-harness: both SFT runs, and per algorithm in "
+        "`algos` its runs on standard and synthetic preference data from the SFT model `sft_data` (trained "
+        "and scored first where missing). Real sizes use lm-eval's `mmlu`, `hellaswag`, "
+        "`gpqa_diamond_zeroshot` and `piqa` (few-shot counts, metrics and the item budget in the "
+        "`capabilities` section of the params; GPQA is gated on the hub: accept its terms and log in "
+        "first). The tiny model knows none of those: it is checked on the tiny world's own task, "
+        "`vd_tiny_topics` (pick the answer on the question's topic among four; chance 0.25). Results are "
+        "cached per checkpoint and task: re-executing evaluates nothing.",
+        SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
+        'algos: str = "all"  # algorithms whose runs are checked: all, or some of ppo, dpo, simpo',
+        'vd.capabilities.parse_algos(algos)\n'
+        + setup_cell("07_capabilities", '{"sft_data": sft_data, "algos": algos.replace(",", "+")}', (SFT,)),
+        [("code", 'runs = vd.capabilities.study_runs(study, sft_data, algos)\n'
+                  'table = vd.capabilities.capability_table(study, runs)\n'
+                  'summary = vd.capabilities.stage_summary(table)'),
+         ("md", "## Scores at the start and end of each stage"),
+         ("code", 'note = vd.capabilities.budget_note(study.cfg, study.smoke)\n'
+                  'title = study.title("Capabilities at the start and end of each stage", note=note)\n'
+                  'study.save_figure(vd.capabilities.figure(table, summary, title), "capabilities")'),
+         look("Above, per task: each run's score at the start of its stage (open marker) and at its end "
+              "(filled), ± lm-eval's standard error; the dashed line is chance. Below: the change end − start, "
+              "± 2 standard errors of the paired difference (the same items at both ends); a red edge marks a "
+              "stage that lost the task. Everything should sit well above chance, or the task cannot show "
+              "forgetting at all. A preference run starts from the final SFT model, so its start repeats "
+              "the end of SFT on `sft_data`.",
+              "Capabilities are preserved (no numbers found).",
+              "The tiny task is near its ceiling, so only drops of a few points show; at real sizes look at "
+              "MMLU and GPQA-Diamond (knowledge) after the synthetic value-gap stages, which train hardest "
+              "on one stance."),
+         ("code", 'latex = vd.capabilities.latex_table(summary)\n'
+                  'study.save_table(summary, "capabilities", latex=latex,\n'
+                  '                 caption="Capability scores at the start and end of each stage")\nlatex'),
+         ("md", "## The paper's statement, and ours\n\nOur verdict rule: a stage *loses* a task when its end "
+                "scores below its start by more than 2 standard errors of the paired difference; the claim "
+                "holds when no stage loses any task (the same rule as notebook 06's comparison)."),
+         ("code", 'display(Markdown(vd.capabilities.verdict_markdown(summary)))')],
+        'study.record(vd.records.capabilities(study, runs, table, summary))')
 
 
 if __name__ == "__main__":

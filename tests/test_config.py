@@ -28,6 +28,16 @@ def test_gpu_sizes_use_4bit_nf4_and_the_paper_judge():
         assert cfg.simpo.gamma == pytest.approx(0.5 * cfg.simpo.beta)
 
 
+def test_every_size_has_capability_checks():
+    tiny = load_config("tiny").capabilities
+    assert list(tiny.tasks) == ["vd_tiny_topics"] and tiny.limit == 220 and tiny.batch_size >= 1
+    for size in SIZES[1:]:
+        cap = load_config(size).capabilities
+        assert list(cap.tasks) == ["mmlu", "hellaswag", "gpqa_diamond_zeroshot", "piqa"]  # the paper's four
+        assert cap.limit == 500 and cap.batch_size >= 1
+    assert load_config("tiny", {"capabilities.limit": None}).capabilities.limit is None  # null: every item
+
+
 def test_overrides_apply_with_dotted_keys_and_yaml_values():
     cfg = load_config("tiny", ["dpo.beta=0.2", "probes.samples_per_prompt=2", "judge.kind=openai"])
     assert cfg.dpo.beta == 0.2 and cfg.probes.samples_per_prompt == 2 and cfg.judge.kind == "openai"
@@ -48,6 +58,15 @@ def test_overrides_apply_with_dotted_keys_and_yaml_values():
     ("data.sft.sharegpt={id: x}", "data.sft.sharegpt: unknown SFT dataset; expected one of wildchat, alpaca"),
     ("data.preference.shp={id: x}", "data.preference.shp: unknown preference dataset"),
     ("probes.prompts_per_topic=80", "probes.prompts_per_topic: expected an integer in [1, 50], got 80"),
+    ("capabilities.limit=0", "capabilities.limit: expected an integer >= 1, got 0"),
+    ("capabilities.batch_size=0", "capabilities.batch_size: expected an integer >= 1, got 0"),
+    ("capabilities.tasks.vd_tiny_topics.num_fewshot=-1",
+     "capabilities.tasks.vd_tiny_topics.num_fewshot: expected an integer >= 0, got -1"),
+    ("capabilities.tasks.vd_tiny_topics.metric=f1",
+     "capabilities.tasks.vd_tiny_topics.metric: expected one of 'acc', 'acc_norm', got 'f1'"),
+    ("capabilities.tasks.mmlu={shots: 5}",
+     "capabilities.tasks.mmlu.shots: unknown key; expected one of metric, num_fewshot"),
+    ("capabilities.budget=3", "capabilities.budget: unknown key; expected one of batch_size, limit, tasks"),
 ])
 def test_bad_values_name_file_key_and_expectation(override, message):
     with pytest.raises(ConfigError) as err:

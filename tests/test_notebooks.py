@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["00_probes", "01_sft_drift", "02_preference_drift", "03_value_gap", "04_dataset_value_gap",
-            "05_ablations", "06_paper_tables"]
+            "05_ablations", "06_paper_tables", "07_capabilities"]
 PAPERMILL = str(Path(sys.executable).parent / "papermill")
 
 
@@ -300,6 +300,43 @@ def test_06_paper_tables(env):
     syn = pd.read_csv(figures / "06_paper_tables-synthetic.csv")
     assert len(syn) == 3 * 2 * 12
     assert (figures / "06_paper_tables-comparison.tex").is_file()
+
+
+@pytest.mark.slow
+def test_07_capabilities(env):
+    """Every run's start and end through lm-eval on the tiny task; a second execution evaluates nothing."""
+    execute(env, "07_capabilities")
+    rec = records(env, "07_capabilities")["alpaca-all"]
+    assert rec["tasks"] == ["vd_tiny_topics"] and "capability budget: ≤ 220 of 440 items" in rec["budget"]
+    assert len(rec["runs"]) == 14 and sum(r.startswith("sft-") for r in rec["runs"]) == 2
+    results = pd.DataFrame(rec["results"])
+    assert len(results) == 2 * 14 and set(results["position"]) == {"start", "end"}
+    assert (results["n"] == 220).all() and (results["chance"] == 0.25).all()
+    assert results["value"].between(0, 1).all() and (results["stderr"] >= 0).all()
+    runs = env["runs"] / "smoke" / "tiny"
+    for r in results.itertuples():  # start = step 0, end = the run's last checkpoint
+        steps = [c["step"] for c in json.loads((runs / r.run / "run.json").read_text())["checkpoints"]]
+        assert r.step == (0 if r.position == "start" else max(steps))
+    starts = results[results["position"] == "start"]
+    assert starts[starts["stage"] == "sft"]["value"].nunique() == 1  # both SFT runs start from the base model
+    assert starts[starts["stage"] != "sft"]["value"].nunique() == 1  # every preference run from the same SFT model
+    assert starts["value"].min() > 0.8  # the base and the SFT model read topics far above chance
+    summary = pd.DataFrame(rec["summary"])
+    assert len(summary) == 14
+    for r in summary.itertuples():
+        part = results[(results["run"] == r.run)].set_index("position")["value"]
+        assert r.start == part["start"] and r.end == part["end"] and r.delta == pytest.approx(r.end - r.start)
+        assert r.lost == (r.delta < -2 * r.delta_se if r.delta_se > 0 else r.delta < 0)
+    assert rec["verdict"]["kept"] == (not summary["lost"].any()) and rec["verdict"]["n_pairs"] == 14
+    figures = env["figures"] / "tiny-smoke"
+    csv = pd.read_csv(figures / "07_capabilities-alpaca-all-capabilities.csv")
+    assert np.allclose(csv["delta"], summary["delta"])
+    for ext in ("png", "pdf", "tex"):
+        assert (figures / f"07_capabilities-alpaca-all-capabilities.{ext}").is_file()
+    # re-executing the notebook evaluates nothing: every result comes from the cache
+    execute(env, "07_capabilities")
+    again = records(env, "07_capabilities")["alpaca-all"]
+    assert again["evaluated_now"] == 0 and again["results"] == rec["results"]
 
 
 @pytest.mark.slow

@@ -102,12 +102,12 @@ def test_reproduce_grid_covers_every_notebook_with_valid_parameters():
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert list(reproduce.GRID) == notebooks
     jobs = reproduce.grid()
-    assert len(jobs) == 18
+    assert len(jobs) == 19
     assert ("03_value_gap", {"algo": "simpo", "setting": "oppose"}) in jobs
     assert reproduce.output_name("03_value_gap", {"algo": "simpo", "setting": "oppose"}) == "03_value_gap-simpo-oppose.ipynb"
     assert [n for n, _ in reproduce.grid(["02", "06_paper_tables"])] == ["02_preference_drift"] * 6 + ["06_paper_tables"]
     with pytest.raises(ConfigError, match="no such notebook"):
-        reproduce.grid(["07"])
+        reproduce.grid(["08"])
 
 
 def test_cli_has_train_and_reproduce(capsys):

@@ -24,7 +24,7 @@ _API = {
     "setup": "vd.study.notebook:setup", "Study": "vd.study.notebook:Study",
     "RunResult": "vd.study.notebook:RunResult",
     "analysis": "vd.study.analysis", "figures": "vd.study.figures", "paper": "vd.study.paper",
-    "records": "vd.study.records", "controls": "vd.study.controls",
+    "records": "vd.study.records", "controls": "vd.study.controls", "capabilities": "vd.study.capabilities",
     # the paper's metrics (docs/method.md)
     **{name: f"vd.score.metrics:{name}" for name in
        ("value_profile", "drift_magnitude", "drift_time", "drift_table", "value_gap")},

@@ -162,6 +162,26 @@ class JudgeConfig:
 
 
 @dataclass
+class CapabilityTaskConfig:
+    """One capability task of lm-evaluation-harness (vd.capabilities): its few-shot count and the metric read."""
+
+    num_fewshot: int = _check(lambda v: v >= 0, "an integer >= 0", default=0)
+    metric: Literal["acc", "acc_norm"] = "acc"
+
+
+@dataclass
+class CapabilitiesConfig:
+    """Capability checks through lm-evaluation-harness at the start and end of every stage (notebook 07).
+
+    tasks: lm-eval task (or group) names; limit: items per task (lm-eval's `limit`; for a group such as
+    mmlu, per subtask), None for all; batch_size: lm-eval's batch size for the HF model."""
+
+    tasks: dict[str, CapabilityTaskConfig] = field(default_factory=dict)
+    limit: int | None = _ge1(default=None)
+    batch_size: int = _ge1(default=8)
+
+
+@dataclass
 class TinyConfig:
     """Recipe of the tiny world (size `tiny` only); any change rebuilds it."""
 
@@ -191,6 +211,7 @@ class Config:
     probes: ProbeConfig
     judge: JudgeConfig
     tiny: TinyConfig | None = None
+    capabilities: CapabilitiesConfig = field(default_factory=CapabilitiesConfig)
     budget_note: str = ""  # what a shrunk run shrank; figure titles show it
     progress_bars: bool = True  # the trainers' progress bars (shown only on a terminal)
     # One section per stage of vd.core.registry.STAGES (`sft:`, `dpo:`, ... in the file), read as cfg.dpo.

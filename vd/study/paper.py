@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vd.core import registry
+from vd.study import capabilities as caps
 from vd.study.analysis import prior_split
 from vd.core.stances import STANCES
 
@@ -169,7 +170,8 @@ def _val(table, col, **eq) -> float:
 
 
 def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None = None,
-                     ablation: pd.DataFrame | None = None) -> pd.DataFrame:
+                     ablation: pd.DataFrame | None = None, capabilities: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
     """Each of the paper's claims beside its number and ours (M with its 95% CI), with a plain verdict.
 
     Verdicts (ours): "agrees" / "differs" on the claim's direction or ordering; for a reported number,
@@ -305,6 +307,16 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
                 f"spread {spread:.2f}; agrees if <= 0.10; resolution ±{widest:.2f}",
                 resolved=not (widest > CLOSE or any(_unresolved(lo, hi, a) or _unresolved(lo, hi, b)
                                                      for _, lo, hi in runs)))
+    if capabilities is not None and not capabilities.empty:
+        v = caps.verdict(capabilities)
+        tasks = ", ".join(caps.task_label(t) for t in dict.fromkeys(capabilities["task"]))
+        worst = v["worst"]
+        ours = (f"{v['n_lost']} of {v['n_pairs']} stage x task pairs lost ({tasks}); worst change "
+                f"{worst['delta']:+.3f} ± {worst['delta_se']:.3f} ({worst['run']}, {caps.task_label(worst['task'])})"
+                if worst else "nothing testable")
+        add("post-training keeps capabilities (every stage, start vs end)",
+            "kept on MMLU, HellaSwag, GPQA-Diamond, PIQA (reported; no numbers found)", ours, v["kept"],
+            f"agrees if no stage's end is below its start by more than {caps.DROP_SE:g} SE of the paired difference")
     return pd.DataFrame(out)
 
 

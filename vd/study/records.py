@@ -62,3 +62,11 @@ def paper(comparison: pd.DataFrame, controls: pd.DataFrame, tables: dict[str, pd
     return {"controls": controls.to_dict("records"), "comparison": comparison.to_dict("records"),
             "verdicts": comparison["verdict"].value_counts().to_dict(),
             "runs": sorted({r for t in tables.values() for r in t.get("run", [])})}
+
+
+def capabilities(study, runs: dict, table: pd.DataFrame, summary: pd.DataFrame) -> dict:
+    """07: every stage's start and end scores per task, the paired changes and the verdict."""
+    from vd.study import capabilities as caps
+
+    return {"runs": list(runs), "tasks": list(study.cfg.capabilities.tasks),
+            "budget": caps.budget_note(study.cfg, study.smoke), **caps.record(table, summary)}

@@ -32,6 +32,7 @@ GRID: dict[str, list[dict]] = {
     "04_dataset_value_gap": [{}],
     "05_ablations": [{}],
     "06_paper_tables": [{}],
+    "07_capabilities": [{}],
 }
 
 
