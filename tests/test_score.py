@@ -2,6 +2,7 @@
 run resumes without redoing or duplicating anything; failed judgments are recorded, not dropped."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -228,3 +229,21 @@ def test_vd_score_without_openai_api_key_is_one_line(tmp_path, monkeypatch, caps
     assert err.count("\n") == 1 and err.startswith("error: judge.kind is 'openai'") and "OPENAI_API_KEY" in err
     assert isinstance(JudgeUnavailable("x"), ConfigError)
 
+
+def test_vd_score_with_every_judgment_failing_is_one_line(fake_run, capsys):
+    # a real OpenAI judge against a port where nothing listens: every request fails (#12.8)
+    import socket
+
+    from vd.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = [f"--set={o}" for o in (*BUDGET, "judge.kind=openai", f"judge.base_url=http://127.0.0.1:{port}/v1",
+                                          "judge.max_retries=0", "judge.timeout_s=2")]
+    assert main(["score", "--run", str(fake_run), *overrides]) == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]  # above it: the model loader's own progress bar
+    assert "Traceback" not in err and last.startswith(f"error: {fake_run}: all {3 * 22 * 2} judgments failed")
+    assert "first error: connection error" in last
+    assert re.search(r"judged 0 of (\d+) answers, \1 failed", out)

@@ -10,6 +10,7 @@ import collections
 import sys
 
 from vd.core.config import ConfigError, load_config
+from vd.judge.base import JudgingFailed
 
 
 def world_summary(world) -> str:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, JudgingFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
