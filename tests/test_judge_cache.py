@@ -74,17 +74,18 @@ def test_a_judge_that_does_not_report_is_stored_on_return(tmp_path):
 def test_failures_are_stored_with_their_error_then_retried(tmp_path):
     broken = {"x": Judgment((math.nan,) * 3, "failed", "HTTP 500: down"),
               "odd": Judgment((0.9, 0.9, 0.9), "ok"),  # claims success without a distribution
-              "silent": Judgment((math.nan,) * 3, "failed")}
+              "silent": Judgment((math.nan,) * 3, "failed"),
+              "odd status": Judgment((0.2, 0.6, 0.2), "maybe")}
     with Store(tmp_path / "c.sqlite") as store:
         cached = CachedJudge(ScriptedJudge(broken), store)
-        x, odd, silent = cached.judge(items("x", "odd", "silent"))
+        x, odd, silent, status = cached.judge(items("x", "odd", "silent", "odd status"))
         assert x.error == "HTTP 500: down" and odd.status == "failed" and "not a distribution" in odd.error
-        assert silent.error == "failed without an error message"
-        assert cached.counts["failed"] == 3
-        assert sorted(store.failures("scripted:v1")["error"]) == sorted([x.error, odd.error, silent.error])
+        assert silent.error == "failed without an error message" and "unknown status 'maybe'" in status.error
+        assert cached.counts["failed"] == 4
+        assert sorted(store.failures("scripted:v1")["error"]) == sorted(j.error for j in (x, odd, silent, status))
         retry = ScriptedJudge()
-        CachedJudge(retry, store).judge(items("x", "odd", "silent"))
-        assert retry.asked == ["x", "odd", "silent"] and store.failures().empty
+        CachedJudge(retry, store).judge(items("x", "odd", "silent", "odd status"))
+        assert retry.asked == ["x", "odd", "silent", "odd status"] and store.failures().empty
 
 
 def test_progress_lines_say_what_was_judged_and_what_failed(tmp_path, capsys):

@@ -29,7 +29,8 @@ class CachedJudge:
 
     Stored judgments (ok, text_fallback) are reused; the rest are judged (each distinct item once) and
     each is stored as it arrives, failures too, with their error, so an interruption loses at most
-    the judgments in flight, and a failed item is tried again on the next call. `counts` holds the
+    the judgments in flight, and a failed item is tried again on the next call (an exception from
+    the judge itself propagates, after what arrived before it is stored). `counts` holds the
     last call's items, cached, judged and failed (of the judged). With progress, a line
     "judged k of n answers, f failed" is printed every REPORT_EVERY judgments and at the end.
     """
@@ -94,6 +95,8 @@ def _checked(j: Judgment) -> Judgment:
     """`j`, or its failure where it claims success without a distribution (the cache refuses those)."""
     if j.status == "failed":
         return j if j.error else Judgment(j.p, "failed", "failed without an error message")
+    if j.status not in ("ok", "text_fallback"):
+        return failed(f"the judge returned an unknown status {j.status!r}")
     p = tuple(float(x) for x in j.p)
     if len(p) != 3 or not all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in p) or abs(sum(p) - 1.0) > 1e-6:
         return failed(f"the judge returned status {j.status!r} with p = {j.p}, not a distribution")
