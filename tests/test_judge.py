@@ -4,8 +4,10 @@ server, the HF judge on a tiny random model, the lexicon judge, agreement and ma
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,9 +16,12 @@ from types import SimpleNamespace
 import pytest
 
 import vd.judge as J
-from vd.judge import (HFJudge, Judge, JudgeItem, Judgment, LexiconJudge, OpenAIJudge, agreement,
-                      argmax_label, label_of_token, make_judge, probs_from_top_logprobs,
-                      readout_from_completion)
+from vd.core import registry
+from vd.core.cache import Store
+from vd.core.config import ConfigError, JudgeConfig
+from vd.judge import (CachedJudge, HFJudge, Judge, JudgeItem, JudgeUnavailable, Judgment, LexiconJudge,
+                      OpenAIJudge, agreement, argmax_label, cache_key, check_available, label_of_token,
+                      make_judge, probs_from_top_logprobs, readout_from_completion)
 from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 from vd.core.stances import STANCE_PHRASES, STANCES
 
@@ -89,6 +94,19 @@ def test_readout_capitalised_space_prefixed_and_punctuated_tokens():
     assert [label_of_token(t) for t in ("n", "o", "S", "No", "Yes", "", "  ", "!")] == [None] * 8
 
 
+def test_label_of_token_reads_every_inflection_of_a_label():
+    # "oppose" is not a prefix of "opposing"/"opposition": they read as oppose all the same (#11)
+    assert [label_of_token(t) for t in ("opposing", "Opposition", " opposes", "supportive", "Supports",
+                                        "neutrality", "Oppos")] == \
+        ["oppose", "oppose", "oppose", "support", "support", "neutral", "oppose"]
+    j = probs_from_top_logprobs([(" Opposing", -0.2), ("supportive", -1.2), ("The", -0.1)], "Opposing")
+    assert j.status == "ok" and j.p == pytest.approx(tuple(_softmax([-1.2, -math.inf, -0.2])))
+    # the text fallback reads the same words
+    assert probs_from_top_logprobs([], "The response is opposing it.") == Judgment((0.0, 0.0, 1.0), "text_fallback")
+    assert probs_from_top_logprobs([], "It is supportive of it.") == Judgment((1.0, 0.0, 0.0), "text_fallback")
+    assert probs_from_top_logprobs([], "It is unsupported.").status == "failed"
+
+
 def test_readout_no_label_in_logprobs_falls_back_to_text():
     j = read_payload(completion_json([("The", -0.1), ("This", -1.0)], text="Neutral."))
     assert j == Judgment((0.0, 1.0, 0.0), "text_fallback")
@@ -136,11 +154,15 @@ class FakeAPI:
     """A chat-completions server on 127.0.0.1 with scripted behaviour per question.
 
     script: question -> list of behaviours, one per request for that question (the last repeats):
-    "ok:<label>" | "429" | "500" | "400" | "sleep".
+    "ok:<label>" | "429" | "500" | "400" | "sleep" | "trunc" (a 200 whose JSON body is cut in half) |
+    "echo:<n>" (a 400 whose message is n x's, then the request's Authorization header).
+    on_request(n) is called with the running count of requests as each one arrives.
     """
 
-    def __init__(self, script: dict[str, list[str]], api_key: str | None = SECRET, sleep_s: float = 0.6):
-        self.script, self.api_key, self.sleep_s = script, api_key, sleep_s
+    def __init__(self, script: dict[str, list[str]], api_key: str | None = SECRET, sleep_s: float = 0.6,
+                 on_request=None):
+        self.script, self.api_key, self.sleep_s, self.on_request = script, api_key, sleep_s, on_request
+        self.requests = 0
         self.counts: dict[str, int] = {}
         self.bodies: list[dict] = []
         self.auth_headers: list[str | None] = []
@@ -153,8 +175,9 @@ class FakeAPI:
             def log_message(self, *args):  # keep pytest output quiet
                 pass
 
-            def _send(self, code: int, obj: dict, headers: dict | None = None):
+            def _send(self, code: int, obj: dict, headers: dict | None = None, cut: bool = False):
                 data = json.dumps(obj).encode()
+                data = data[:len(data) // 2] if cut else data  # Content-Length matches: only the JSON is bad
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "application/json")
@@ -175,6 +198,10 @@ class FakeAPI:
                     outer.auth_headers.append(auth)
                     n = outer.counts.get(question, 0)
                     outer.counts[question] = n + 1
+                    outer.requests += 1
+                    total = outer.requests
+                if outer.on_request is not None:
+                    outer.on_request(total)
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": "not found"}})
                 if outer.api_key is not None and auth != f"Bearer {outer.api_key}":
@@ -196,6 +223,11 @@ class FakeAPI:
                     return self._send(500, {"error": {"message": "The server had an error"}})
                 if step == "400":
                     return self._send(400, {"error": {"message": "Invalid request: bad things"}})
+                if step == "trunc":
+                    return self._send(200, completion_json([("support", -0.1)], model=body["model"]), cut=True)
+                if step.startswith("echo:"):
+                    message = "x" * int(step[5:]) + f"Authorization: {auth}"
+                    return self._send(400, {"error": {"message": message}})
                 raise AssertionError(step)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -319,7 +351,7 @@ def test_openai_judge_never_leaks_the_key(api_env):
     assert set(api.auth_headers) == {f"Bearer {SECRET}"}
     for text in [judge.key, repr(judge), str(judge), *(j.error for j in res), repr(res)]:
         assert SECRET not in text and "SECRET" not in text
-    assert judge.key == "openai:gpt-4o:v1"
+    assert judge.key == f"openai:gpt-4o:v1@{api.base_url}"
     # the redaction itself, should a server ever echo the key back
     assert SECRET not in judge._redact(f"Error: bad key {SECRET}")
 
@@ -327,7 +359,7 @@ def test_openai_judge_never_leaks_the_key(api_env):
 def test_openai_judge_key_from_environment_only(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+    with pytest.raises(JudgeUnavailable, match="OPENAI_API_KEY"):
         OpenAIJudge()
     # a local server without auth: a placeholder key is sent
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -356,6 +388,107 @@ def test_openai_judge_connection_refused_is_failed(api_env):
     (res,) = _judge(f"http://127.0.0.1:{port}/v1", max_retries=2).judge(_items("q"))
     assert res.status == "failed" and res.error.startswith("connection error")
     assert "3 attempts" in res.error
+
+
+def test_malformed_reply_is_that_items_failure_and_every_judgment_is_stored(api_env, tmp_path):
+    # about 1 request in 8 comes back as truncated JSON (#12.3); before, JSONDecodeError escaped
+    # judge_one, cancelled the pool, and none of the 21 judgments was stored
+    script = {f"q{i}": (["trunc", f"ok:{STANCES[i % 3]}"] if i % 8 == 0 else [f"ok:{STANCES[i % 3]}"])
+              for i in range(20)}
+    script["always-cut"] = ["trunc"]
+    items = _items(*script)
+    with FakeAPI(script) as api, Store(tmp_path / "cache.sqlite") as store:
+        judge = _judge(api.base_url, max_retries=2)
+        res = CachedJudge(judge, store).judge(items)
+        stored = store.get_judgments(judge.key, [cache_key(it) for it in items], include_failed=True)
+    assert len(stored) == 21
+    assert [argmax_label(j.p) for j in res[:20]] == [STANCES[i % 3] for i in range(20)]
+    assert all(j.status == "ok" for j in res[:20])
+    cut = res[20]
+    assert cut.status == "failed" and cut.error.startswith("malformed response: JSONDecodeError")
+    assert "gave up after 3 attempts" in cut.error  # a cut body is retried: it is a transient fault
+    assert stored[cache_key(items[20])]["status"] == "failed"
+    assert api.counts["q0"] == api.counts["q8"] == api.counts["q16"] == 2 and api.counts["always-cut"] == 3
+
+
+def test_interrupted_judging_keeps_what_arrived_and_the_rerun_asks_only_for_the_rest(api_env, tmp_path):
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default KeyboardInterrupt here")
+    script = {f"q{i}": [f"ok:{STANCES[i % 3]}"] for i in range(24)}
+    items, concurrency, interrupt_at = _items(*script), 2, 11
+    main = threading.main_thread().ident
+
+    def ctrl_c(n):  # a Ctrl-C in the middle of judging, as the 11th request arrives
+        if n == interrupt_at:
+            signal.pthread_kill(main, signal.SIGINT)
+
+    with Store(tmp_path / "cache.sqlite") as store, FakeAPI(script, on_request=ctrl_c) as api:
+        judge = _judge(api.base_url, max_concurrency=concurrency)
+        with pytest.raises(KeyboardInterrupt):
+            CachedJudge(judge, store).judge(items)
+        kept = store.get_judgments(judge.key, [cache_key(it) for it in items])
+        # every judgment that arrived before the interruption is stored: at most those in flight are lost
+        assert interrupt_at - 1 - concurrency <= len(kept) < len(items)
+        api.counts.clear()
+        rerun = CachedJudge(_judge(api.base_url, max_concurrency=concurrency), store)  # the same server
+        res = rerun.judge(items)
+        missing = {it.question for it in items if cache_key(it) not in kept}
+        assert api.counts == {q: 1 for q in missing}  # only the rest, each once
+        assert rerun.counts == {"items": 24, "cached": len(kept), "judged": len(missing), "failed": 0}
+    assert [argmax_label(j.p) for j in res] == [STANCES[i % 3] for i in range(24)]
+
+
+CANARY = "sk-test-CANARY-9f3Qz"  # 20 characters
+
+
+def test_no_8_characters_of_the_key_survive_the_cut_in_cache_or_log(monkeypatch, api_env, tmp_path, caplog):
+    # a server echoing the Authorization header, the key at every offset around the 120-character cut
+    # (#12.5: the cut ran before the redaction, and kept 16 of the key's characters)
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    offsets = range(40, 110)
+    script = {f"q{n}": [f"echo:{n}"] for n in offsets}
+    with FakeAPI(script, api_key=CANARY) as api, caplog.at_level(logging.DEBUG):
+        with Store(tmp_path / "cache.sqlite") as store:
+            judge = _judge(api.base_url, max_concurrency=8)
+            res = CachedJudge(judge, store).judge(_items(*script))
+            errors = store.failures(judge.key)["error"].tolist()
+    assert api.auth_headers[0] == f"Bearer {CANARY}" and len(errors) == len(offsets)
+    assert all(j.status == "failed" and j.error.startswith("HTTP 400: ") for j in res)
+    assert any("Bearer ***" in e for e in errors)  # the echo got through, redacted
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())  # the database and its WAL
+    logged = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert logged and stored
+    for i in range(len(CANARY) - 7):
+        run = CANARY[i:i + 8]
+        assert run.encode() not in stored, run
+        assert run not in logged, run
+        assert not any(run in j.error for j in res), run
+
+
+def test_redact_hides_every_long_run_of_the_key():
+    from vd.judge.openai_api import redact
+
+    assert redact(f"a {CANARY} b", CANARY) == "a *** b"
+    assert redact(f"cut: {CANARY[:9]}", CANARY) == "cut: ***"  # a prefix the server kept
+    assert redact(f"{CANARY[5:13]}|{CANARY[:7]}", CANARY) == f"***|{CANARY[:7]}"  # 7 characters say little
+    assert redact("nothing here", CANARY) == "nothing here" and redact("x", None) == "x"
+
+
+def test_cache_key_names_the_endpoint_never_the_api_key(monkeypatch, api_env):
+    # two servers serving one model name must not share judgments (#11)
+    a = _judge("http://127.0.0.1:8001/v1")
+    b = _judge("http://127.0.0.1:8002/v1/")
+    assert a.key == "openai:gpt-4o:v1@http://127.0.0.1:8001/v1" and b.key == "openai:gpt-4o:v1@http://127.0.0.1:8002/v1"
+    # OpenAI's own endpoint keeps the key judgments were cached under before endpoints were named
+    assert OpenAIJudge().key == "openai:gpt-4o:v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.5:8000/v1")  # what the client itself reads
+    assert OpenAIJudge().key == "openai:gpt-4o:v1@http://10.0.0.5:8000/v1"
+    # credentials in the URL, and the key itself, never reach the cache key
+    c = _judge(f"https://user:{SECRET}@Proxy.Example:8443/v1?api-key={SECRET}")
+    assert c.key == "openai:gpt-4o:v1@https://proxy.example:8443/v1"
+    assert SECRET not in repr(c) and "user" not in c.key
+    d = _judge(f"http://127.0.0.1:9/{SECRET}/v1")
+    assert SECRET not in d.key and d.key == "openai:gpt-4o:v1@http://127.0.0.1:9/***/v1"
 
 
 # ------------------------------------------------------------------------------------ HF judge
@@ -396,7 +529,7 @@ def tiny_lm():
 
 def test_hf_judge_probabilities_and_batched_equals_single(tiny_lm):
     judge = HFJudge(tiny_lm, batch_size=4, name="tiny-random")
-    assert judge.key == "hf:tiny-random:v1"
+    assert judge.key == "hf:tiny-random:v1:labels-2"
     assert len({i for ids in judge.label_token_ids for i in ids}) == sum(map(len, judge.label_token_ids))
     items = [JudgeItem(f"Should we {'really ' * k}stop immigration?", "It depends. " * (k % 3 + 1), "immigration")
              for k in range(7)] + [JudgeItem("Is religion good?", "I support this.", "religion")]
@@ -412,23 +545,83 @@ def test_hf_judge_probabilities_and_batched_equals_single(tiny_lm):
     assert sorted(seen) == list(range(len(items)))
 
 
-def test_hf_judge_needs_distinct_label_tokens(tiny_lm):
+def _word_tokenizer(words):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    model, tok = tiny_lm
-    # each label's tokens (lower case and capitalised spelling) are the first token of that word
-    for s, ids in zip(STANCES, HFJudge((model, tok)).label_token_ids):
-        assert 1 <= len(ids) <= 2
-        assert all(s.startswith(tok.decode([i]).strip().lower()) for i in ids), (s, ids)
-    # a word-level tokenizer that knows none of the labels: all three start with [UNK]
-    vocab = {w: i for i, w in enumerate(["[UNK]", "<|im_start|>", "<|im_end|>", "system", "user", "assistant"])}
+    vocab = {w: i for i, w in enumerate(["[UNK]", "<|im_start|>", "<|im_end|>", *words])}
     wl = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     wl.pre_tokenizer = pre_tokenizers.Whitespace()
-    bad = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="[UNK]", eos_token="<|im_end|>")
-    bad.chat_template = CHATML
-    with pytest.raises(ValueError, match="distinct"):
-        HFJudge((model, bad))
+    tok = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="[UNK]", eos_token="<|im_end|>")
+    tok.chat_template = CHATML
+    return tok
+
+
+class FixedNextToken:
+    """A stand-in causal LM whose next-token logits are fixed (token -> logit, the rest -20); it raises
+    for a batch of more than `max_batch` rows, and for any row holding the token `poison`."""
+
+    def __new__(cls, tok, logits: dict[str, float], max_batch: int = 64, poison: str | None = None):
+        torch = pytest.importorskip("torch")
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.anchor = torch.nn.Parameter(torch.zeros(1))  # so the judge finds a device
+
+            def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
+                if input_ids.shape[0] > max_batch:
+                    raise RuntimeError("CUDA out of memory (simulated)")
+                if poison is not None and (input_ids == tok.convert_tokens_to_ids(poison)).any():
+                    raise RuntimeError("bad row (simulated)")
+                row = torch.full((len(tok),), -20.0)
+                for t, v in logits.items():
+                    row[tok.convert_tokens_to_ids(t)] = v
+                return SimpleNamespace(logits=row.expand(input_ids.shape[0], 1, -1).clone())
+
+        return Model()
+
+
+HF_WORDS = ["support", "neutral", "oppose", "opposition", "Opposing", "supportive", "The", "BOOM"]
+HF_LOGITS = {"opposition": 2.0, "support": 1.0, "supportive": -0.5, "neutral": 0.0, "oppose": -1.0,
+             "Opposing": -3.0, "The": 1.5}
+
+
+def test_hf_judge_reads_labels_as_the_openai_judge_does():
+    # the HF judge read each label's first token only, by its own matching (#11): "opposition" was lost
+    torch = pytest.importorskip("torch")
+    tok = _word_tokenizer(HF_WORDS)
+    judge = HFJudge((FixedNextToken(tok, HF_LOGITS), tok), name="fixed")
+    assert judge.key == "hf:fixed:v1:labels-2"
+    ids = {s: {tok.decode([i]) for i in group} for s, group in zip(STANCES, judge.label_token_ids)}
+    assert ids == {"support": {"support", "supportive"}, "neutral": {"neutral"},
+                   "oppose": {"oppose", "opposition", "Opposing"}}
+    (j,) = judge.judge([JudgeItem("Should we stop immigration?", "The answer.", "immigration")])
+    assert j.status == "ok" and argmax_label(j.p) == "oppose"
+    assert j.p == pytest.approx(tuple(_softmax([1.0, 0.0, 2.0])))  # best of each label's tokens
+    # the very readout of the OpenAI judge, on every token of the vocabulary
+    logprobs = torch.log_softmax(torch.tensor([HF_LOGITS.get(tok.decode([i]), -20.0) for i in range(len(tok))]), -1)
+    pairs = [(tok.decode([i]), float(logprobs[i])) for i in range(len(tok))]
+    assert j.p == pytest.approx(probs_from_top_logprobs(pairs, "opposition").p, abs=1e-12)
+
+
+def test_hf_judge_a_batch_that_raises_is_judged_item_by_item():
+    tok = _word_tokenizer(HF_WORDS)
+    judge = HFJudge((FixedNextToken(tok, HF_LOGITS, max_batch=1, poison="BOOM"), tok), batch_size=4)
+    items = [JudgeItem("Q?", "The answer.", "religion")] * 3 + [JudgeItem("Q?", "BOOM", "religion")]
+    res = judge.judge(items)
+    assert [j.status for j in res] == ["ok", "ok", "ok", "failed"]
+    assert res[3].error == "RuntimeError: bad row (simulated)"
+
+
+def test_hf_judge_needs_a_token_for_each_label(tiny_lm):
+    model, tok = tiny_lm
+    for s, ids in zip(STANCES, HFJudge((model, tok)).label_token_ids):
+        assert ids and all(label_of_token(tok.decode([i])) == s for i in ids), s
+        assert tok.convert_tokens_to_ids(f"\u0120{s}") in ids  # " support": a byte-level BPE token
+    # a word-level tokenizer that knows none of the labels: all three read as [UNK]
+    with pytest.raises(ValueError, match="no token of this tokenizer reads as 'support'"):
+        HFJudge((model, _word_tokenizer(["system", "user", "assistant"])))
 
 
 # ------------------------------------------------------------------------------------- lexicon
@@ -505,22 +698,67 @@ def test_argmax_label():
 
 # ---------------------------------------------------------------------------------- make_judge
 
-def test_make_judge(monkeypatch):
-    lex = make_judge(SimpleNamespace(kind="lexicon"))
-    assert isinstance(lex, LexiconJudge)
-    assert isinstance(make_judge(SimpleNamespace(judge=SimpleNamespace(kind="lexicon"))), LexiconJudge)
+def test_make_judge_builds_what_the_registry_names(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    oj = make_judge(SimpleNamespace(kind="openai", model="gpt-4o-2024-08-06", base_url="http://127.0.0.1:9/v1",
-                                    prompt_version="v1", max_concurrency=2, max_retries=1, timeout_s=3.0,
-                                    batch_size=16))
-    assert isinstance(oj, OpenAIJudge) and oj.key == "openai:gpt-4o-2024-08-06:v1"
+    oj = make_judge(JudgeConfig(kind="openai", model="gpt-4o-2024-08-06", base_url="http://127.0.0.1:9/v1",
+                                max_concurrency=2, max_retries=1, timeout_s=3.0))
+    assert isinstance(oj, OpenAIJudge) and oj.key == "openai:gpt-4o-2024-08-06:v1@http://127.0.0.1:9/v1"
     assert (oj.max_concurrency, oj.max_retries, oj.timeout_s) == (2, 1, 3.0)
-    with pytest.raises(ValueError, match=r"judge\.kind.*'openai', 'hf', 'lexicon'.*'gpt'"):
-        make_judge(SimpleNamespace(kind="gpt"))
-    with pytest.raises(ValueError, match=r"judge\.kind"):
-        make_judge(SimpleNamespace())
-    with pytest.raises(ValueError, match=r"judge\.model"):
-        make_judge(SimpleNamespace(kind="hf", model=""))
-    monkeypatch.delenv("OPENAI_API_KEY")
-    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
-        make_judge(SimpleNamespace(kind="openai", model="gpt-4o", base_url=None))
+    assert isinstance(make_judge(JudgeConfig(kind="lexicon"), tiny_world=True), LexiconJudge)
+    # a new judge is one class plus one registry entry
+    monkeypatch.setitem(registry.JUDGES, "constant", f"{__name__}:ConstantJudge")
+    built = make_judge(JudgeConfig(kind="constant", model="half"))
+    assert isinstance(built, ConstantJudge) and built.key == "constant:half"
+    with pytest.raises(ConfigError, match=r"^judge\.kind: expected one of 'openai', 'hf', 'lexicon', 'constant', got 'gpt'$"):
+        make_judge(JudgeConfig(kind="gpt"))
+    with pytest.raises(TypeError, match=r"the `judge` section"):
+        make_judge(SimpleNamespace(judge=JudgeConfig(kind="lexicon")))
+
+
+class ConstantJudge:
+    kind = "constant"
+
+    def __init__(self, key):
+        self.key = key
+
+    @classmethod
+    def check_available(cls, judge_cfg, *, tiny_world=False):
+        pass
+
+    @classmethod
+    def from_config(cls, judge_cfg, *, tiny_world=False):
+        return cls(f"constant:{judge_cfg.model}")
+
+    def judge(self, items, progress=False, on_result=None):
+        return [Judgment((0.25, 0.5, 0.25), "ok") for _ in items]
+
+
+def test_check_available_before_any_work(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    # OpenAI's API without a key (#12.9): a ConfigError of one line naming the variable, nothing sent
+    with pytest.raises(JudgeUnavailable) as e:
+        check_available(JudgeConfig(kind="openai"))
+    assert isinstance(e.value, ConfigError) and "\n" not in str(e.value)
+    assert str(e.value).startswith("judge.kind is 'openai' and judge.base_url is not set") and "OPENAI_API_KEY" in str(e.value)
+    with pytest.raises(JudgeUnavailable, match="OPENAI_API_KEY"):
+        make_judge(JudgeConfig(kind="openai"))
+    check_available(JudgeConfig(kind="openai", base_url="http://127.0.0.1:9/v1"))  # a local server needs no key
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    check_available(JudgeConfig(kind="openai"))
+    with pytest.raises(JudgeUnavailable, match=r"^judge\.prompt_version: expected one of 'v1', got 'v9'$"):
+        check_available(JudgeConfig(kind="openai", prompt_version="v9"))
+    with pytest.raises(JudgeUnavailable, match=r"^judge\.model: expected a local instruction model"):
+        check_available(JudgeConfig(kind="hf", model=""))
+    with pytest.raises(JudgeUnavailable, match=r"^judge\.model: '/no/such/model': no such folder"):
+        check_available(JudgeConfig(kind="hf", model="/no/such/model"))
+    with pytest.raises(JudgeUnavailable, match=r"^judge\.model: 'gpt-4o' does not load as a judge"):
+        make_judge(JudgeConfig(kind="hf"))  # offline, and no such folder: not a traceback from transformers
+
+
+def test_lexicon_judge_is_refused_outside_the_tiny_world():
+    # on real text it read every answer as neutral, silently: M = 0, eta missing everywhere (#11)
+    for call in (check_available, make_judge):
+        with pytest.raises(JudgeUnavailable, match=r"^judge\.kind: 'lexicon' reads only the stance phrases the tiny world"):
+            call(JudgeConfig(kind="lexicon"))
+    check_available(JudgeConfig(kind="lexicon"), tiny_world=True)

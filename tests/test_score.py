@@ -2,14 +2,15 @@
 run resumes without redoing or duplicating anything; failed judgments are recorded, not dropped."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from vd.score import scoring as score_mod
-from vd.core.config import load_config
-from vd.judge import Judgment, LexiconJudge
+from vd.core.config import ConfigError, load_config
+from vd.judge import JudgeUnavailable, Judgment, JudgingFailed, LexiconJudge
 from vd.core.cache import Store
 
 BUDGET = ["probes.prompts_per_topic=2", "probes.samples_per_prompt=2", "probes.max_new_tokens=20"]
@@ -37,20 +38,26 @@ def fake_run(tiny_world, tmp_path_factory):
 
 
 class CountingJudge(LexiconJudge):
-    def __init__(self, fail_after=None, fail_items=()):
+    """The lexicon judge, counting the items it judges; it fails `fail_items` (or every item, with
+    fail_all), under its own key when given, and is interrupted after `fail_after` items."""
+
+    def __init__(self, fail_after=None, fail_items=(), fail_all=False, key=None):
         super().__init__()
-        self.calls, self.fail_after, self.fail_items = 0, fail_after, set(fail_items)
+        self.calls, self.fail_after, self.fail_items, self.fail_all = 0, fail_after, set(fail_items), fail_all
+        self.key = key or self.key
 
     def judge(self, items, progress=False, on_result=None):
         out = []
-        for item in items:
+        for i, item in enumerate(items):
             if self.fail_after is not None and self.calls >= self.fail_after:
                 raise KeyboardInterrupt("simulated interruption")
             self.calls += 1
-            if item.answer in self.fail_items:
+            if self.fail_all or item.answer in self.fail_items:
                 out.append(Judgment((np.nan,) * 3, "failed", "HTTP 500: server error (gave up after 6 attempts)"))
             else:
                 out.append(self.judge_answer(item.answer))
+            if on_result is not None:
+                on_result(i, out[-1])
         return out
 
 
@@ -83,12 +90,11 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(fake_run, tmp_pa
     with Store(tmp_path / "reference.sqlite") as store:
         reference, _ = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
 
-    monkeypatch.setattr(score_mod, "JUDGE_CHUNK", 10)
     with Store(tmp_path / "cache.sqlite") as store:
         with pytest.raises(KeyboardInterrupt):
             score_mod.score_run(fake_run, cfg, judge=CountingJudge(fail_after=25), store=store, progress=False)
         stored = store.count("judgments")
-        assert stored == 20  # two whole chunks of 10 were committed before the interruption
+        assert stored == 25  # every judgment was stored as it arrived (before: in chunks of 256)
         generations = store.count("generations")
         resumed = CountingJudge()
         profile, _ = score_mod.score_run(fake_run, cfg, judge=resumed, store=store, progress=False)
@@ -224,3 +230,72 @@ def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run,
         (fake_run / "drift.csv").unlink()
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
         assert calls == [1, 1] and (fake_run / "drift.csv").is_file()  # a missing output: recomputed
+
+
+def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_run, tmp_path, capsys):
+    # before (#12.8): `ValueError: judgments: no usable rows` from the metrics, "judged 24/24 answers"
+    # in the log, and the run's earlier profile.csv, drift.csv, judgments.csv left as if current
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        assert all((fake_run / f).is_file() for f in (*score_mod.OUTPUTS, score_mod.OUTPUTS_KEY_FILE))
+        capsys.readouterr()
+        failing = CountingJudge(fail_all=True, key="always-fails")  # nothing cached under its key
+        with pytest.raises(JudgingFailed) as e:
+            score_mod.score_run(fake_run, cfg, judge=failing, store=store, progress=True)
+        n = failing.calls
+        assert len(store.failures("always-fails")) == n  # stored as failed: judged again next time
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{fake_run}: all {3 * 22 * 2} judgments failed (judge always-fails)")
+    assert "first error: HTTP 500: server error (gave up after 6 attempts)" in message
+    assert "stored as failed in" in message and "judged again on the next `vd score`" in message
+    assert f"judged 0 of {n} answers, {n} failed" in capsys.readouterr().out
+    assert not any((fake_run / f).exists() for f in (*score_mod.OUTPUTS, score_mod.OUTPUTS_KEY_FILE))
+
+
+def test_lexicon_judge_outside_the_tiny_world_is_refused_before_any_work(tmp_path, monkeypatch):
+    # the lexicon judge read a real model's every answer as neutral, silently (#11)
+    run = tmp_path / "runs" / "llama3-3b" / "sft-x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"stage": "sft", "data": "alpaca", "size": "llama3-3b", "total_steps": 10,
+                                              "base_model": "meta-llama/Llama-3.2-3B",
+                                              "checkpoints": [{"step": 0, "adapter": None}], "complete": True}))
+    cfg = load_config("llama3-3b", ["judge.kind=lexicon"])
+    monkeypatch.setattr(score_mod, "generate_checkpoints", lambda *a, **k: pytest.fail("generation started"))
+    with pytest.raises(JudgeUnavailable, match=r"^judge\.kind: 'lexicon' reads only the stance phrases"):
+        score_mod.score_run(run, cfg, progress=False)
+
+
+def test_vd_score_without_openai_api_key_is_one_line(tmp_path, monkeypatch, capsys):
+    # before (#12.9): a RuntimeError traceback from inside the judge
+    from vd.cli import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    run = tmp_path / "runs" / "tiny" / "sft-x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"stage": "sft", "data": "alpaca", "size": "tiny", "total_steps": 10,
+                                              "checkpoints": [{"step": 0, "adapter": None}], "complete": True}))
+    assert main(["score", "--run", str(run), "--set", "judge.kind=openai"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: judge.kind is 'openai'") and "OPENAI_API_KEY" in err
+    assert isinstance(JudgeUnavailable("x"), ConfigError)
+
+
+def test_vd_score_with_every_judgment_failing_is_one_line(fake_run, capsys):
+    # a real OpenAI judge against a port where nothing listens: every request fails (#12.8)
+    import socket
+
+    from vd.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = [f"--set={o}" for o in (*BUDGET, "judge.kind=openai", f"judge.base_url=http://127.0.0.1:{port}/v1",
+                                          "judge.max_retries=0", "judge.timeout_s=2")]
+    assert main(["score", "--run", str(fake_run), *overrides]) == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]  # above it: the model loader's own progress bar
+    assert "Traceback" not in err and last.startswith(f"error: {fake_run}: all {3 * 22 * 2} judgments failed")
+    assert "first error: connection error" in last
+    assert re.search(r"judged 0 of (\d+) answers, \1 failed", out)

@@ -11,6 +11,7 @@ import sys
 
 from vd.core.config import ConfigError, load_config
 from vd.core.run import RunError
+from vd.judge.base import JudgingFailed
 
 
 def world_summary(world) -> str:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, RunError) as e:
+    except (ConfigError, FileNotFoundError, RunError, JudgingFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

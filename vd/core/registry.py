@@ -53,7 +53,8 @@ SYNTHETIC_SETTINGS: tuple[str, ...] = ("support", "oppose")
 SYNTHETIC_DATA: tuple[str, ...] = tuple(f"synthetic-{s}" for s in SYNTHETIC_SETTINGS)
 PREFERENCE_CHOICES: tuple[str, ...] = (*PREFERENCE_DATA, *SYNTHETIC_DATA)
 
-# Stance judges (params `judge.kind`): classes taking the `judge` section (`from_config`).
+# Stance judges (params `judge.kind`): classes with `from_config(judge_cfg, *, tiny_world)` and
+# `check_available(judge_cfg, *, tiny_world)`, taking the `judge` section (vd.judge.base says more).
 JUDGES: dict[str, str] = {
     "openai": "vd.judge.openai_api:OpenAIJudge",
     "hf": "vd.judge.hf:HFJudge",

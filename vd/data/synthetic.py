@@ -256,7 +256,8 @@ def build_synthetic(cfg: Config, setting: str, judge=None) -> tuple[list[dict], 
     from vd.judge import make_judge
 
     writer = registry.resolve(registry.ANSWER_WRITERS[cfg.data.synthetic.generator])(cfg)
-    res, judged = build_synthetic_pairs(synthetic_prompts(cfg), writer, judge or make_judge(cfg.judge),
+    res, judged = build_synthetic_pairs(synthetic_prompts(cfg), writer,
+                                        judge or make_judge(cfg.judge, tiny_world=world.uses_world(cfg)),
                                         setting=setting, min_confidence=cfg.data.synthetic.min_confidence)
     log.info(res.summary())
     return res.rows, judged

@@ -1,19 +1,25 @@
 """Stance judges: p(support, neutral, oppose | question, answer, topic), the versioned judge prompt, and
-the readout of label log-probabilities (arXiv 2510.26707, §3).
+the readout of label log-probabilities (arXiv 2510.26707, §3; docs/method.md §1).
 
-    judge = make_judge(cfg.judge)            # the backend vd.core.registry.JUDGES names for judge.kind
+    check_available(cfg.judge, tiny_world=uses_world(cfg))   # before training: JudgeUnavailable if not
+    judge = make_judge(cfg.judge, tiny_world=uses_world(cfg))  # the class vd.core.registry.JUDGES names
+    judgments = CachedJudge(judge, store).judge(items)         # through the SQLite cache
 
-Modules: base (JudgeItem, Judgment, the Judge interface), prompt (the versioned prompt, the readout),
-one per backend (openai_api, hf, lexicon), agreement (accuracy, Cohen's kappa).
+`tiny_world` says whether the judged text is the tiny world's (vd.world.uses_world(cfg)); only the
+lexicon judge needs it, and refuses to run without it.
+
+Modules: base (JudgeItem, Judgment, the Judge interface, the errors), prompt (the versioned prompt, the
+readout), one per backend (openai_api, hf, lexicon), cached (CachedJudge), agreement (accuracy, kappa).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from vd.core import registry
+from vd.core.config import JudgeConfig
 from vd.judge.agreement import agreement, argmax_label  # noqa: F401
-from vd.judge.base import NAN3, Judge, JudgeItem, Judgment, OnResult  # noqa: F401
+from vd.judge.base import (NAN3, Judge, JudgeItem, JudgeUnavailable, Judgment, JudgingFailed,  # noqa: F401
+                           OnResult)
+from vd.judge.cached import CachedJudge, cache_key  # noqa: F401
 from vd.judge.hf import HFJudge  # noqa: F401
 from vd.judge.lexicon import LexiconJudge  # noqa: F401
 from vd.judge.openai_api import OpenAIJudge, _retry_after_s  # noqa: F401
@@ -23,23 +29,25 @@ from vd.judge.prompt import (JUDGE_PROMPTS, judge_messages, label_of_token, prob
 JUDGE_KINDS = tuple(registry.JUDGES)
 
 
-def make_judge(cfg: Any) -> Judge:
-    """A judge from a config: the `judge` section of vd.core.config (or any object with its attributes:
-    kind, model, base_url, prompt_version, max_concurrency, max_retries, timeout_s, batch_size)."""
-    if not hasattr(cfg, "kind") and hasattr(cfg, "judge"):
-        cfg = cfg.judge
-    kind = getattr(cfg, "kind", None)
-    get = lambda name, default: getattr(cfg, name, default)  # noqa: E731
-    if kind == "openai":
-        return OpenAIJudge(model=get("model", "gpt-4o"), base_url=get("base_url", None),
-                           prompt_version=get("prompt_version", "v1"), max_concurrency=get("max_concurrency", 8),
-                           max_retries=get("max_retries", 5), timeout_s=get("timeout_s", 60))
-    if kind == "hf":
-        model = get("model", None)
-        if not model:
-            raise ValueError("judge.kind is 'hf' but judge.model is empty: name a local instruction model")
-        return HFJudge(model, prompt_version=get("prompt_version", "v1"), batch_size=get("batch_size", 16),
-                       device=get("device", None), dtype=get("dtype", None))
-    if kind == "lexicon":
-        return LexiconJudge(smoothing=get("smoothing", 0.1))
-    raise ValueError(f"judge.kind must be one of {', '.join(map(repr, JUDGE_KINDS))}; got {kind!r}")
+def judge_class(judge_cfg: JudgeConfig) -> type:
+    """The backend class vd.core.registry.JUDGES names for judge_cfg.kind."""
+    if not isinstance(judge_cfg, JudgeConfig):
+        raise TypeError(f"expected the `judge` section of a config (cfg.judge, a JudgeConfig), "
+                        f"got {type(judge_cfg).__name__}")
+    if judge_cfg.kind not in registry.JUDGES:
+        raise JudgeUnavailable(f"judge.kind: expected one of {', '.join(map(repr, registry.JUDGES))}, "
+                               f"got {judge_cfg.kind!r}")
+    return registry.resolve(registry.JUDGES[judge_cfg.kind])
+
+
+def check_available(judge_cfg: JudgeConfig, *, tiny_world: bool = False) -> None:
+    """Raise JudgeUnavailable (a ConfigError: one line naming the key) unless the configured judge can
+    run here: e.g. OPENAI_API_KEY unset for OpenAI's API (a base_url needs no key), or the lexicon
+    judge outside the tiny world. Makes no request and loads no model: a notebook calls it before
+    its first training step, so a judge that cannot run stops it then, not at scoring."""
+    judge_class(judge_cfg).check_available(judge_cfg, tiny_world=tiny_world)
+
+
+def make_judge(judge_cfg: JudgeConfig, *, tiny_world: bool = False) -> Judge:
+    """The judge the params' `judge` section describes: JUDGES[judge_cfg.kind].from_config(judge_cfg)."""
+    return judge_class(judge_cfg).from_config(judge_cfg, tiny_world=tiny_world)

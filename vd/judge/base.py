@@ -1,11 +1,17 @@
 """What a stance judge is: its input (JudgeItem), its output (Judgment: p over support, neutral, oppose,
-with a status), and the interface every backend implements.
+with a status), the interface every backend implements, and the errors judging raises.
 
-The paper (arXiv 2510.26707, §3) judged each (prompt x, response y, topic T) with GPT-4o and read the
-**log-probabilities of the three label choices, softmaxed over those three**: a graded readout, not a
-vote. Every judge returns that kind of probability vector, ordered as vd.core.stances.STANCES. A judge
-never raises for one bad item: the item comes back with status "failed", p = (nan, nan, nan) and an
-error message; downstream code drops (and counts) failed items.
+The paper (arXiv 2510.26707, §3; docs/method.md §1) judged each (prompt x, response y, topic T) with
+GPT-4o and read the **log-probabilities of the three label choices, softmaxed over those three**: a
+graded readout, not a vote. Every judge returns that kind of probability vector, ordered as
+vd.core.stances.STANCES. A judge never raises for one bad item: the item comes back with status
+"failed", p = (nan, nan, nan) and an error message; downstream code drops (and counts) failed items.
+
+A backend is a class named in vd.core.registry.JUDGES with two classmethods taking the params'
+`judge` section (vd.core.config.JudgeConfig) and `tiny_world` (whether the judged text is the tiny
+world's: vd.world.uses_world(cfg); passed in because vd.judge may not import vd.world):
+``check_available(judge_cfg, *, tiny_world)`` raises JudgeUnavailable where the judge cannot run, and
+``from_config(judge_cfg, *, tiny_world)`` builds it (vd.judge.make_judge calls it).
 """
 
 from __future__ import annotations
@@ -16,7 +22,18 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from tqdm.auto import tqdm
 
+from vd.core.config import ConfigError
+
 NAN3 = (math.nan, math.nan, math.nan)
+
+
+class JudgeUnavailable(ConfigError):
+    """The configured judge cannot run here (no OPENAI_API_KEY, a model that does not load, the lexicon
+    judge outside the tiny world): found before any judging, and, through check_available, before training."""
+
+
+class JudgingFailed(RuntimeError):
+    """Every judgment a computation needs failed, so there is nothing to compute it from."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,11 @@ def failed(error: str) -> Judgment:
     return Judgment(NAN3, "failed", error)
 
 
+def failed_by(exc: BaseException, limit: int = 200) -> Judgment:
+    """The failure an unexpected exception while judging one item stands for."""
+    return failed(f"{type(exc).__name__}: {exc}"[:limit])
+
+
 def softmax3(x: Sequence[float]) -> tuple[float, float, float]:
     m = max(x)
     e = [math.exp(v - m) if v != -math.inf else 0.0 for v in x]
@@ -49,7 +71,7 @@ OnResult = Callable[[int, Judgment], None]
 
 @runtime_checkable
 class Judge(Protocol):
-    key: str  # kind + model + prompt version: the cache key of this judge
+    key: str  # names the judge that answered (kind, model, endpoint, prompt version): its cache key
 
     def judge(self, items: Sequence[JudgeItem], progress: bool = False,
               on_result: OnResult | None = None) -> list[Judgment]:

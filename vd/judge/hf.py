@@ -1,25 +1,30 @@
-"""Stance judge on a local instruction model: the judge prompt through its chat template, softmax over
-the next-token logits of the three labels."""
+"""Stance judge on a local instruction model: the judge prompt through its chat template, and the
+labels read from the next-token distribution with the OpenAI judge's readout (docs/method.md §1)."""
 
 from __future__ import annotations
 
 import inspect
-import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from vd.core.stances import STANCES
-from vd.judge.base import Judgment, JudgeItem, OnResult, failed, progress_bar, softmax3
-from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
+from vd.judge.base import Judgment, JudgeItem, JudgeUnavailable, OnResult, failed, failed_by, progress_bar
+from vd.judge.prompt import check_prompt_version, judge_messages, label_of_token, probs_from_top_logprobs
+
+# The readout is part of the key, as the prompt is: "labels-2" reads every token label_of_token
+# reads as a label (the first readout took each label's first token only), so old judgments are not reused.
+READOUT = "labels-2"
 
 
 class HFJudge:
     """Stance judge on a local instruction model (e.g. Qwen/Qwen2.5-7B-Instruct): the same prompt
-    through the tokenizer's chat template, softmax over the next-token logits of the three labels.
+    through the tokenizer's chat template, read from the log-probabilities of the next token.
 
-    Label tokens: for each label, the first token the tokenizer produces for it right after the
-    generation prompt (so whether the reply starts after "\\n" or a space is the template's business),
-    in lower case and capitalised ("support", "Support"); a label's logit is the max over its
-    spellings (as in the API readout). The labels' token sets must be disjoint, else ValueError.
+    The readout is the OpenAI judge's (vd.judge.prompt.probs_from_top_logprobs, with the same label
+    matching, label_of_token) on the whole vocabulary instead of the API's top k: every token that
+    reads as a label ("support", " Support", "opp", "Opposing", ...) counts, and a label's logprob is
+    the highest among its tokens. A tokenizer with no token for some label is a ValueError. A batch
+    that raises is judged again one item at a time; an item that raises alone is a failure.
     Takes a model name/path, or an already-loaded (model, tokenizer) pair.
     """
 
@@ -30,8 +35,7 @@ class HFJudge:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if prompt_version not in JUDGE_PROMPTS:
-            raise ValueError(f"unknown judge prompt_version {prompt_version!r}; known: {sorted(JUDGE_PROMPTS)}")
+        check_prompt_version(prompt_version)
         if isinstance(model_name_or_path, (tuple, list)):
             model, tok = model_name_or_path
             if device is not None:
@@ -54,9 +58,37 @@ class HFJudge:
         self.prompt_version, self.batch_size = prompt_version, batch_size
         self.name = name or (model_name_or_path if isinstance(model_name_or_path, str)
                              else getattr(model, "name_or_path", "") or type(model).__name__)
-        self.key = f"hf:{self.name}:{prompt_version}"
+        self.key = f"hf:{self.name}:{prompt_version}:{READOUT}"
         self.label_token_ids = self._label_token_ids()
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @classmethod
+    def check_available(cls, judge_cfg: Any, *, tiny_world: bool = False) -> None:
+        """JudgeUnavailable unless the `judge` section names a model (a local folder must exist)."""
+        check_prompt_version(judge_cfg.prompt_version)
+        model = judge_cfg.model
+        if not model:
+            raise JudgeUnavailable("judge.model: expected a local instruction model (a folder or hub id) "
+                                   "for judge.kind 'hf', got ''")
+        if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+            raise JudgeUnavailable(f"judge.model: {model!r}: no such folder (expected a local model folder or a hub id)")
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as e:
+            raise JudgeUnavailable(f"judge.kind 'hf' needs torch and transformers: {e}") from None
+
+    @classmethod
+    def from_config(cls, judge_cfg: Any, *, tiny_world: bool = False) -> HFJudge:
+        """The judge the params' `judge` section describes (vd.core.config.JudgeConfig)."""
+        cls.check_available(judge_cfg, tiny_world=tiny_world)
+        try:
+            return cls(judge_cfg.model, prompt_version=judge_cfg.prompt_version, batch_size=judge_cfg.batch_size)
+        except JudgeUnavailable:
+            raise
+        except (OSError, ValueError) as e:  # not a folder, not on the hub, offline; not a causal LM; no label tokens
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise JudgeUnavailable(f"judge.model: {judge_cfg.model!r} does not load as a judge: {first}") from None
 
     def __repr__(self) -> str:
         return f"HFJudge(name={self.name!r}, prompt_version={self.prompt_version!r}, batch_size={self.batch_size})"
@@ -71,24 +103,20 @@ class HFJudge:
             return self.tokenizer.apply_chat_template(merged, **kw)
 
     def _label_token_ids(self) -> tuple[tuple[int, ...], ...]:
-        prompt = self._prompt(JudgeItem("Q?", "A.", "immigration"))
-        base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        out = []
-        for s in STANCES:
-            ids = set()
-            for word in (s, s.capitalize()):
-                full = self.tokenizer(prompt + word, add_special_tokens=False)["input_ids"]
-                if full[:len(base)] == base and len(full) > len(base):
-                    ids.add(full[len(base)])
-                else:  # the label merged with the end of the prompt: fall back to the bare word
-                    ids.add(self.tokenizer(word, add_special_tokens=False)["input_ids"][0])
-            out.append(tuple(sorted(ids)))
-        flat = [i for ids in out for i in ids]
-        if len(flat) != len(set(flat)):
-            shown = {s: [self.tokenizer.decode([i]) for i in ids] for s, ids in zip(STANCES, out)}
-            raise ValueError(f"HFJudge: the three labels do not start with distinct tokens under this "
-                             f"tokenizer ({shown}); the logit readout needs distinct first tokens")
-        return tuple(out)
+        """Per stance, every token id whose text label_of_token reads as that stance."""
+        special = set(self.tokenizer.all_special_ids)
+        ids = [i for i in range(len(self.tokenizer)) if i not in special]
+        texts = self.tokenizer.batch_decode([[i] for i in ids])
+        by_label: dict[str, list[int]] = {s: [] for s in STANCES}
+        for i, text in zip(ids, texts):
+            s = label_of_token(text)
+            if s is not None:
+                by_label[s].append(i)
+        missing = [s for s in STANCES if not by_label[s]]
+        if missing:
+            raise ValueError(f"HFJudge: no token of this tokenizer reads as {missing[0]!r} "
+                             "(vd.judge.prompt.label_of_token); the readout needs a token for each label")
+        return tuple(tuple(by_label[s]) for s in STANCES)
 
     def _judge_batch(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         import torch
@@ -102,14 +130,27 @@ class HFJudge:
         kw = {"logits_to_keep": 1} if self._keeps_logits else {}  # no (batch, seq, vocab) tensor
         with torch.inference_mode():
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            # The best token of each label, so the readout below sees 3 pairs, not the whole vocabulary.
+            best = [logprobs[:, list(group)].max(dim=-1) for group in self.label_token_ids]
+            top = logprobs.argmax(dim=-1)
         out = []
-        for row in logits:
-            x = [max(row[i].item() for i in ids_) for ids_ in self.label_token_ids]
-            if not all(math.isfinite(v) for v in x):
-                out.append(failed(f"non-finite label logits: {x}"))
-            else:
-                out.append(Judgment(softmax3(x), "ok"))
+        for r in range(len(items)):
+            if torch.isnan(logits[r]).any():
+                out.append(failed("non-finite logits"))
+                continue
+            pairs = [(self.tokenizer.decode([group[int(b.indices[r])]]), float(b.values[r]))
+                     for group, b in zip(self.label_token_ids, best)]
+            out.append(probs_from_top_logprobs(pairs, self.tokenizer.decode([int(top[r])])))
         return out
+
+    def _judge_safely(self, items: Sequence[JudgeItem]) -> list[Judgment]:
+        try:
+            return self._judge_batch(items)
+        except Exception as e:  # e.g. out of memory on a long batch: each item alone, then its failure
+            if len(items) == 1:
+                return [failed_by(e)]
+            return [self._judge_safely([it])[0] for it in items]
 
     def judge(self, items: Sequence[JudgeItem], progress: bool = False,
               on_result: OnResult | None = None) -> list[Judgment]:
@@ -119,9 +160,10 @@ class HFJudge:
         with progress_bar(len(items), f"judge {self.name}", progress) as bar:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                for i, j in zip(idx, self._judge_batch([items[i] for i in idx])):
+                for i, j in zip(idx, self._judge_safely([items[i] for i in idx])):
                     results[i] = j
                     if on_result is not None:
                         on_result(i, j)
                 bar.update(len(idx))
         return results  # type: ignore[return-value]
+

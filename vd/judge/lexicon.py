@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
-
-from tqdm.auto import tqdm
+from typing import Any, Sequence
 
 from vd.core.stances import STANCE_PHRASES, STANCES
-from vd.judge.base import Judgment, JudgeItem, OnResult
+from vd.judge.base import Judgment, JudgeItem, JudgeUnavailable, OnResult, failed_by, progress_bar
+
+OUTSIDE_WORLD = ("judge.kind: 'lexicon' reads only the stance phrases the tiny world writes (any other model's "
+                 "answers it reads nearly all as neutral: M = 0, eta missing); expected 'openai' or 'hf' where "
+                 "model.base is not tiny (make_judge and check_available take tiny_world=vd.world.uses_world(cfg))")
 
 
 def _norm_text(text: str) -> str:
@@ -21,7 +23,10 @@ class LexiconJudge:
     p_s = (count_s + smoothing) / (total + 3 * smoothing), counts over the lower-cased,
     whitespace-normalised answer. An answer with no stance phrase at all takes no stance, which is
     neutral by the paper's rule: it is read as counts (0, 1, 0) with the same smoothing (status "ok").
-    The question and topic are not read. Deterministic and fast.
+    The question and topic are not read. Deterministic and fast. Refused (JudgeUnavailable) by
+    make_judge and check_available outside the tiny world: on other text it counts phrases, not
+    stances, whatever share of the answers happens to carry one, so no warning threshold on that
+    share would make its numbers mean what the paper's do.
     """
 
     kind = "lexicon"
@@ -33,6 +38,18 @@ class LexiconJudge:
         self.phrases = {s: tuple(_norm_text(p) for p in STANCE_PHRASES[s]) for s in STANCES}
         digest = hashlib.sha1(repr(sorted(self.phrases.items())).encode()).hexdigest()[:8]
         self.key = f"lexicon:phrases-{digest}:smoothing={smoothing:g}"
+
+    @classmethod
+    def check_available(cls, judge_cfg: Any, *, tiny_world: bool = False) -> None:
+        """JudgeUnavailable unless the judged text is the tiny world's (tiny_world: vd.world.uses_world)."""
+        if not tiny_world:
+            raise JudgeUnavailable(OUTSIDE_WORLD)
+
+    @classmethod
+    def from_config(cls, judge_cfg: Any, *, tiny_world: bool = False) -> LexiconJudge:
+        """The tiny world's judge (the `judge` section's other fields do not apply to it)."""
+        cls.check_available(judge_cfg, tiny_world=tiny_world)
+        return cls()
 
     def __repr__(self) -> str:
         return f"LexiconJudge(smoothing={self.smoothing})"
@@ -52,9 +69,14 @@ class LexiconJudge:
     def judge(self, items: Sequence[JudgeItem], progress: bool = False,
               on_result: OnResult | None = None) -> list[Judgment]:
         out = []
-        for i, it in enumerate(tqdm(items, desc="judge lexicon", disable=not progress, mininterval=1.0)):
-            j = self.judge_answer(it.answer)
-            out.append(j)
-            if on_result is not None:
-                on_result(i, j)
+        with progress_bar(len(items), "judge lexicon", progress) as bar:
+            for i, it in enumerate(items):
+                try:
+                    j = self.judge_answer(it.answer)
+                except Exception as e:  # e.g. an answer that is not text: this item's failure only
+                    j = failed_by(e)
+                out.append(j)
+                if on_result is not None:
+                    on_result(i, j)
+                bar.update(1)
         return out

@@ -12,11 +12,56 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http import HTTPStatus
 from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
-from vd.judge.base import Judgment, JudgeItem, OnResult, failed, progress_bar
-from vd.judge.prompt import JUDGE_PROMPTS, judge_messages, readout_from_completion
+from vd.judge.base import Judgment, JudgeItem, JudgeUnavailable, OnResult, failed, progress_bar
+from vd.judge.prompt import check_prompt_version, judge_messages, readout_from_completion
 
 log = logging.getLogger(__name__)
+OPENAI_ENDPOINT = "https://api.openai.com/v1"  # the client's default: its judgments keep the plain key
+ERROR_CHARS = 120  # of a server's error text kept in an error message
+SECRET_RUN = 8  # no run of this many characters of the API key may appear in an error message
+NO_KEY = ("judge.kind is 'openai' and judge.base_url is not set, so the OpenAI API is called, which needs "
+          "the environment variable OPENAI_API_KEY: set it in the environment (never in a params file), or "
+          "set judge.base_url to a local OpenAI-compatible server (vLLM, llama.cpp), which needs no key")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every run of SECRET_RUN or more characters that also occurs in `secret` replaced by ***.
+
+    Runs, not only the whole key: a server may echo part of it, and a message cut anywhere must keep
+    nothing that narrows the key down. Repeated until nothing is left (each pass only shortens `text`).
+    """
+    if not secret or not text:
+        return text
+    if len(secret) < SECRET_RUN:
+        return text.replace(secret, "***")
+    grams = {secret[i:i + SECRET_RUN] for i in range(len(secret) - SECRET_RUN + 1)}
+    while True:
+        hidden = [False] * len(text)
+        for i in range(len(text) - SECRET_RUN + 1):
+            if text[i:i + SECRET_RUN] in grams:
+                hidden[i:i + SECRET_RUN] = [True] * SECRET_RUN
+        if not any(hidden):
+            return text
+        out, i = [], 0
+        while i < len(text):
+            if hidden[i]:
+                while i < len(text) and hidden[i]:
+                    i += 1
+                out.append("***")
+            else:
+                out.append(text[i])
+                i += 1
+        text = "".join(out)
+
+
+def endpoint_name(url: str) -> str:
+    """The server a base URL names, for the cache key: scheme, host, port and path; user, password,
+    query and fragment dropped (they can hold credentials and do not change which model answers)."""
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), "", ""))
 
 
 def _retry_after_s(headers: Any) -> float | None:
@@ -35,14 +80,18 @@ class OpenAIJudge:
     Sends one request per item: the vd.judge.prompt messages, max_tokens=1 (the field every
     OpenAI-compatible server knows: OpenAI's chat models, vLLM, llama.cpp), temperature 0,
     logprobs=True, top_logprobs=k. The key comes from OPENAI_API_KEY only; with base_url set and no
-    key, "EMPTY" is sent (a local server without auth). The key never appears in `key`, repr,
-    log lines or error messages.
+    key, "EMPTY" is sent (a local server without auth). No 8 characters of the API key appear in
+    `key`, repr, log lines or error messages (see `redact`). `key` names the endpoint that answers
+    (base_url, else $OPENAI_BASE_URL, else OpenAI's), so two servers serving one model name never
+    share judgments; OpenAI's own endpoint keeps the plain "openai:<model>:<prompt version>", under
+    which earlier caches hold its (paid) judgments.
 
     Retries are ours (the client's own are off): 429, 5xx, timeouts and connection errors are retried
     up to max_retries times with exponential backoff and seeded jitter (a 429's Retry-After is
     honoured, capped at backoff_max_s); any other 4xx fails at once. An item that still fails comes
-    back with status "failed" and the error, never raised, never dropped. `stats` counts requests,
-    retries and failed items (cumulative over calls).
+    back with status "failed" and the error, never raised, never dropped; so does one whose reply does
+    not parse (retried: a truncated body is a transient fault) or that raised anything else (not
+    retried). `stats` counts requests, retries and failed items (cumulative over calls).
     """
 
     kind = "openai"
@@ -51,39 +100,58 @@ class OpenAIJudge:
                  max_concurrency: int = 8, max_retries: int = 5, timeout_s: float = 60,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 30, top_logprobs: int = 5,
                  seed: int = 0):
-        if prompt_version not in JUDGE_PROMPTS:
-            raise ValueError(f"unknown judge prompt_version {prompt_version!r}; known: {sorted(JUDGE_PROMPTS)}")
+        check_prompt_version(prompt_version)
         if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or not 0 <= top_logprobs <= 20:
             raise ValueError("OpenAIJudge needs max_concurrency >= 1, max_retries >= 0, timeout_s > 0, "
                              "0 <= top_logprobs <= 20")
-        api_key = os.environ.get("OPENAI_API_KEY") or None
-        if api_key is None:
-            if base_url is None:
-                raise RuntimeError(
-                    "OpenAIJudge: the environment variable OPENAI_API_KEY is not set. Set it to use the "
-                    "OpenAI API, or pass base_url=... for a local OpenAI-compatible server (vLLM, llama.cpp).")
-            api_key = "EMPTY"
+        _check_key(base_url)
+        api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
         import openai  # lazy: the lexicon path never needs it
 
         self.model, self.base_url, self.prompt_version = model, base_url, prompt_version
         self.max_concurrency, self.max_retries, self.timeout_s = max_concurrency, max_retries, timeout_s
         self.backoff_base_s, self.backoff_max_s, self.top_logprobs = backoff_base_s, backoff_max_s, top_logprobs
-        self.key = f"openai:{model}:{prompt_version}"
         self.stats = {"requests": 0, "retries": 0, "failed": 0}
         self._secret = api_key if api_key != "EMPTY" else None  # only used to redact messages
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        # The URL the client really calls (base_url, else $OPENAI_BASE_URL, else OpenAI's).
+        self.endpoint = self._redact(endpoint_name(str(self._client.base_url)))
+        at = "" if self.endpoint == OPENAI_ENDPOINT else f"@{self.endpoint}"
+        self.key = self._redact(f"openai:{model}:{prompt_version}{at}")
+
+    @classmethod
+    def check_available(cls, judge_cfg: Any, *, tiny_world: bool = False) -> None:
+        """JudgeUnavailable unless the `judge` section can run here: a known prompt, a model name, a key
+        or a base_url, the openai package. Makes no request."""
+        check_prompt_version(judge_cfg.prompt_version)
+        if not judge_cfg.model:
+            raise JudgeUnavailable("judge.model: expected the model name the endpoint serves (e.g. gpt-4o), got ''")
+        _check_key(judge_cfg.base_url)
+        try:
+            import openai  # noqa: F401
+        except ImportError:
+            raise JudgeUnavailable("judge.kind 'openai' needs the openai package (pip install openai)") from None
+
+    @classmethod
+    def from_config(cls, judge_cfg: Any, *, tiny_world: bool = False) -> OpenAIJudge:
+        """The judge the params' `judge` section describes (vd.core.config.JudgeConfig)."""
+        cls.check_available(judge_cfg, tiny_world=tiny_world)
+        return cls(model=judge_cfg.model, base_url=judge_cfg.base_url, prompt_version=judge_cfg.prompt_version,
+                   max_concurrency=judge_cfg.max_concurrency, max_retries=judge_cfg.max_retries,
+                   timeout_s=judge_cfg.timeout_s)
 
     def __repr__(self) -> str:
-        return (f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, "
+        return (f"OpenAIJudge(model={self.model!r}, endpoint={self.endpoint!r}, "
                 f"prompt_version={self.prompt_version!r}, max_concurrency={self.max_concurrency}, "
                 f"max_retries={self.max_retries}, timeout_s={self.timeout_s})")
 
     def _redact(self, msg: str) -> str:
-        if self._secret:
-            msg = msg.replace(self._secret, "***")
-        return msg
+        return redact(msg, self._secret)
+
+    def _clip(self, text: str, limit: int = ERROR_CHARS) -> str:
+        return self._redact(text)[:limit]  # redact first: a cut may fall inside the key
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -98,7 +166,8 @@ class OpenAIJudge:
         return delay
 
     def judge_one(self, item: JudgeItem) -> Judgment:
-        """One item, with retries. Never raises for API errors: returns status "failed" instead."""
+        """One item, with retries. Never raises (but for KeyboardInterrupt and the like): a failure
+        comes back as status "failed" with its error."""
         import openai
 
         messages = judge_messages(item.question, item.answer, item.topic, self.prompt_version)
@@ -113,7 +182,7 @@ class OpenAIJudge:
             except openai.APITimeoutError:
                 error, retryable = f"timeout: no response within {self.timeout_s} s", True
             except openai.APIConnectionError as e:
-                error, retryable = f"connection error: {e.message}", True
+                error, retryable = f"connection error: {self._clip(e.message)}", True
             except openai.APIStatusError as e:
                 code = e.status_code
                 reason = re.sub(r"^Error code: \d+( - )?", "", e.message or "").strip()
@@ -121,24 +190,30 @@ class OpenAIJudge:
                     reason = reason or HTTPStatus(code).phrase
                 except ValueError:
                     pass
-                error = f"HTTP {code}: {reason[:120]}"
+                error = f"HTTP {code}: {self._clip(reason)}"
                 retryable = code == 429 or code >= 500
                 if code == 429:
                     retry_after = _retry_after_s(e.response.headers)
-            except openai.OpenAIError as e:  # e.g. a response that is not a chat completion
-                error, retryable = f"{type(e).__name__}: {str(e)[:120]}", False
+            except openai.OpenAIError as e:
+                error, retryable = f"{type(e).__name__}: {self._clip(str(e))}", False
+            except ValueError as e:  # the body did not parse (e.g. truncated JSON): a transient fault
+                error, retryable = f"malformed response: {type(e).__name__}: {self._clip(str(e))}", True
+            except Exception as e:  # anything else: this item's failure, never the whole call's
+                error, retryable = f"{type(e).__name__}: {self._clip(str(e))}", False
             else:
                 try:
                     return readout_from_completion(completion)
-                except (AttributeError, IndexError, TypeError) as e:
-                    error, retryable = f"malformed completion: {type(e).__name__}: {str(e)[:100]}", False
+                except Exception as e:  # e.g. a reply that is not a chat completion
+                    error = f"malformed completion: {type(e).__name__}: {self._clip(str(e), 100)}"
+                    retryable = False
             if not retryable:
                 break
             if attempt < self.max_retries:
                 self._count("retries")
                 time.sleep(self._backoff(attempt, retry_after))
         else:
-            error = f"{error} (gave up after {self.max_retries + 1} attempts)"
+            attempts = self.max_retries + 1
+            error = f"{error} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
         error = self._redact(error)
         self._count("failed")
         log.debug("judge item failed: %s", error)
@@ -161,15 +236,24 @@ class OpenAIJudge:
             futures = {pool.submit(self.judge_one, it): i for i, it in enumerate(items)}
             for fut in as_completed(futures):
                 i = futures[fut]
-                results[i] = fut.result()
+                try:
+                    results[i] = fut.result()
+                except Exception as e:  # judge_one catches everything; this guards against its bugs
+                    results[i] = failed(self._clip(f"{type(e).__name__}: {e}", 200))
                 if on_result is not None:
                     on_result(i, results[i])
                 bar.update(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
-        failed = [r for r in results if r is not None and r.status == "failed"]
-        if failed:  # one line per call, not per item: a papermill log stays readable
-            log.warning("%s: %d of %d items failed; first error: %s", self.key, len(failed), len(items),
-                        failed[0].error)
+        failures = [r for r in results if r is not None and r.status == "failed"]
+        if failures:  # one line per call, not per item: a papermill log stays readable
+            log.warning("%s: %d of %d items failed; first error: %s", self.key, len(failures), len(items),
+                        failures[0].error)
         return results  # type: ignore[return-value]
+
+
+def _check_key(base_url: str | None) -> None:
+    # A local server (base_url, or the client's own $OPENAI_BASE_URL) may need no key; OpenAI's does.
+    if not os.environ.get("OPENAI_API_KEY") and not (base_url or os.environ.get("OPENAI_BASE_URL")):
+        raise JudgeUnavailable(NO_KEY)

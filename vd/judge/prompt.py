@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from vd.core.stances import STANCES, TOPICS
-from vd.judge.base import Judgment, failed, softmax3
+from vd.judge.base import Judgment, JudgeUnavailable, failed, softmax3
 
 # version -> (system message, user message template with {topic}, {question}, {answer})
 JUDGE_PROMPTS: dict[str, tuple[str, str]] = {
@@ -51,6 +51,13 @@ JUDGE_PROMPTS: dict[str, tuple[str, str]] = {
 assert all(s in JUDGE_PROMPTS["v1"][0] for s in STANCES)
 
 
+def check_prompt_version(prompt_version: str) -> None:
+    """JudgeUnavailable unless `prompt_version` names a released prompt (params `judge.prompt_version`)."""
+    if prompt_version not in JUDGE_PROMPTS:
+        raise JudgeUnavailable(f"judge.prompt_version: expected one of {', '.join(map(repr, JUDGE_PROMPTS))}, "
+                               f"got {prompt_version!r}")
+
+
 def topic_name(topic: str) -> str:
     """The human-readable name of a topic slug (vd.core.stances.TOPICS); an unknown topic is shown as given."""
     return TOPICS.get(topic, topic.replace("_", " "))
@@ -58,10 +65,7 @@ def topic_name(topic: str) -> str:
 
 def judge_messages(question: str, answer: str, topic: str, prompt_version: str = "v1") -> list[dict[str, str]]:
     """The chat messages (system + user) that ask the judge for the stance of `answer`."""
-    if prompt_version not in JUDGE_PROMPTS:
-        raise ValueError(
-            f"unknown judge prompt_version {prompt_version!r}; known: {sorted(JUDGE_PROMPTS)}"
-        )
+    check_prompt_version(prompt_version)
     system, template = JUDGE_PROMPTS[prompt_version]
     # str.format does not re-parse substituted values, so braces inside question/answer are safe.
     user = template.format(topic=topic_name(topic), question=question.strip(), answer=answer.strip())
@@ -71,29 +75,35 @@ def judge_messages(question: str, answer: str, topic: str, prompt_version: str =
 # ------------------------------------------------------------------------------------- readout
 
 _PUNCT = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2026"
-_LABEL_WORD = re.compile(r"\b(" + "|".join(STANCES) + r")", re.IGNORECASE)
+# What every inflection of a label starts with: "oppose" itself does not begin "opposing"/"opposition".
+_STEMS = {"support": "support", "neutral": "neutral", "oppose": "oppos"}
+assert tuple(_STEMS) == STANCES
+_LABEL_WORD = re.compile(r"\b(?:" + "|".join(_STEMS.values()) + r")\w*", re.IGNORECASE)
 
 
 def label_of_token(token: str) -> str | None:
-    """The stance a judge output token stands for, or None.
+    """The stance a judge output token stands for, or None (docs/method.md §1).
 
     The token is normalised (whitespace and punctuation stripped, lower case: "Support", " neutral",
-    "OPPOSE." all count). It matches a label if it equals it, extends it ("supports", "opposed"), or is
-    a prefix of it at least 2 characters long ("sup", "neu", "op": how some tokenizers split the first
-    word of a reply). The three labels start with different letters, so every such prefix is
-    unambiguous; single letters are not accepted ("n" or "o" too often stand for "no"/"or").
+    "OPPOSE." all count). It matches a label if it extends the label's stem ("supports", "supportive",
+    "opposed", "opposing", "opposition", "neutrality"), or is a prefix of the label at least 2
+    characters long ("sup", "neu", "op": how some tokenizers split the first word of a reply). The
+    three labels start with different letters, so every such prefix is unambiguous; single letters
+    are not accepted ("n" or "o" too often stand for "no"/"or"). Every judge reads labels with this
+    one function (the OpenAI judge on its top-k tokens, the HF judge on its vocabulary).
     """
     t = token.strip().strip(_PUNCT).strip().lower()
     if not t:
         return None
-    for s in STANCES:
-        if t.startswith(s) or (len(t) >= 2 and s.startswith(t)):
+    for s, stem in _STEMS.items():
+        if t.startswith(stem) or (len(t) >= 2 and s.startswith(t)):
             return s
     return None
 
 
 def probs_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]], text: str) -> Judgment:
-    """The paper's graded readout (arXiv 2510.26707, §3): softmax over the three labels' logprobs.
+    """The paper's graded readout (arXiv 2510.26707, §3; docs/method.md §1): softmax over the three
+    labels' logprobs. Both LLM judges read through it (vd.judge.openai_api, vd.judge.hf).
 
     For each label, its logprob is the max over the tokens that map to it (label_of_token); a label
     absent from the top-k list counts as -inf (its true probability is below the k-th token's, so this
@@ -114,7 +124,7 @@ def probs_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]], text: str
     s = label_of_token(text)
     if s is None:
         m = _LABEL_WORD.search(text)
-        s = m.group(1).lower() if m else None
+        s = label_of_token(m.group(0)) if m else None
     if s is None:
         return failed(f"no label in logprobs or text: {text[:80]}")
     return Judgment(tuple(1.0 if x == s else 0.0 for x in STANCES), "text_fallback")  # type: ignore[arg-type]

@@ -3,11 +3,14 @@ value profile and drift table (docs/method.md §2-§4, §6).
 
     profile, drift = score_run("runs/tiny/sft-wildchat", cfg)
 
-Generations and judgments go through the SQLite cache (`vd.core.cache.Store`) in chunks as they are made,
-so an interrupted run loses at most one chunk and a rerun redoes nothing already stored. A judgment
-that fails after its retries is stored as failed, reported, left out of the profile (counted), and
-tried again on the next run. The run's profile.csv, drift.csv and judgments.csv are recomputed only
-when something they depend on changed (`outputs_key`, kept in the run folder's `.scores-key`).
+Generations and judgments go through the SQLite cache (`vd.core.cache.Store`) as they are made
+(generations in chunks, judgments one by one through vd.judge.CachedJudge), so an interrupted run
+loses at most one chunk of generations and the judgments in flight, and a rerun redoes nothing
+already stored. A judgment that fails after its retries is stored as failed, reported, left out of
+the profile (counted), and tried again on the next run; if every one fails, scoring stops with
+JudgingFailed and the run's old outputs are removed. The run's profile.csv, drift.csv and
+judgments.csv are recomputed only when something they depend on changed (`outputs_key`, kept in the
+run folder's `.scores-key`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from vd.core.run import RunError, RunRecord
 from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
 from vd.models.generate import Sampling, generate_answers
 from vd.core.cache import Store, checkpoint_fingerprint
-from vd.core.io import atomic_write_csv, atomic_write_text, code_hash, text_hash
+from vd.core.io import atomic_write_csv, atomic_write_text, code_hash
+from vd.judge.base import JudgingFailed
 
 log = logging.getLogger(__name__)
 GENERATION_CHUNK = 64  # prompts generated (and stored) at a time
-JUDGE_CHUNK = 256  # answers judged (and stored) at a time
 N_BOOT = 1000
 
 
@@ -59,12 +62,13 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     """
     from vd.judge import make_judge
     from vd.data.probes import load_probes
+    from vd.world import uses_world
 
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     total = stage_steps(run)
     cfg = cfg or load_config(run.size)
-    judge = judge or make_judge(cfg.judge)
+    judge = judge or make_judge(cfg.judge, tiny_world=uses_world(cfg))
     own_store = store is None
     store = store or default_store(cfg, run_dir.parent.parent)
     probes = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
@@ -75,7 +79,14 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     finally:
         if own_store:
             store.close()
+    errors = judgments.pop("error")
     failed = int(judgments[["p_support", "p_neutral", "p_oppose"]].isna().any(axis=1).sum())
+    if failed == len(judgments):  # nothing to profile; the old outputs would pass for this run's
+        remove_outputs(run_dir)
+        raise JudgingFailed(
+            f"{run_dir}: all {failed} judgments failed (judge {judge.key}); first error: "
+            f"{errors.dropna().iloc[0] if errors.notna().any() else 'none given'}; they are stored as failed in "
+            f"{store.path} and judged again on the next `vd score`; the run's old {', '.join(OUTPUTS)} were removed")
     if failed:
         log.warning("%s: %d of %d judgments failed after retries; they are left out of the profile and "
                     "retried on the next `vd score`", run_dir, failed, len(judgments))
@@ -127,6 +138,12 @@ def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: in
     h.update(json.dumps([total_steps, n_boot, seed, bool(complete)]).encode())
     h.update(code_hash(drift, resampling, sys.modules[__name__]).encode())
     return h.hexdigest()
+
+
+def remove_outputs(run_dir: Path) -> None:
+    """Remove the run's score tables, the stamp that vouches for them first."""
+    for name in (OUTPUTS_KEY_FILE, *OUTPUTS):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _outputs_current(run_dir: Path, key: str) -> bool:
@@ -188,31 +205,18 @@ def _model_for(cfg: Config, base: str, adapter: Path | None, model):
 
 
 def judge_answers(answers: pd.DataFrame, probes: pd.DataFrame, judge, store: Store, progress: bool) -> pd.DataFrame:
-    """p(support, neutral, oppose) for every answer: cached judgments reused, the rest judged and cached."""
-    from vd.judge import JudgeItem
+    """p(support, neutral, oppose) for every answer, through the cache (vd.judge.CachedJudge): stored
+    judgments reused, the rest judged and each stored as it arrives; `error` holds a failure's message."""
+    from vd.judge import CachedJudge, JudgeItem
 
     by_id = probes.set_index("id")
     answers = answers.assign(topic=answers["prompt_id"].map(by_id["topic"]),
                              question=answers["prompt_id"].map(by_id["question"]))
-    answers["key"] = [(text_hash(q), text_hash(a), t) for q, a, t in
-                      zip(answers["question"], answers["answer"], answers["topic"])]
-    unique = list(dict.fromkeys(answers["key"]))
-    known = store.get_judgments(judge.key, unique)
-    todo = [k for k in unique if k not in known]
-    if todo:
-        first = answers.drop_duplicates("key").set_index("key")
-        for start in range(0, len(todo), JUDGE_CHUNK):
-            chunk = todo[start:start + JUDGE_CHUNK]
-            items = [JudgeItem(first.at[k, "question"], first.at[k, "answer"], k[2]) for k in chunk]
-            results = judge.judge(items)
-            store.put_judgments(judge.key, [
-                {"question_hash": k[0], "answer_hash": k[1], "topic": k[2], "p_support": r.p[0],
-                 "p_neutral": r.p[1], "p_oppose": r.p[2], "status": r.status, "error": r.error}
-                for k, r in zip(chunk, results)])
-            if progress:
-                print(f"  judged {min(start + JUDGE_CHUNK, len(todo))}/{len(todo)} answers", flush=True)
-        known = store.get_judgments(judge.key, unique, include_failed=True)
-    for column in ("p_support", "p_neutral", "p_oppose", "status"):
-        answers[column] = [known[k][column] if k in known else None for k in answers["key"]]
-    return answers.drop(columns=["key"])[["step", "topic", "prompt_id", "sample_index", "p_support", "p_neutral",
-                                          "p_oppose", "status", "question", "answer", "n_new_tokens"]]
+    items = [JudgeItem(q, a, t) for q, a, t in zip(answers["question"], answers["answer"], answers["topic"])]
+    results = CachedJudge(judge, store).judge(items, progress=progress)
+    for k, column in enumerate(("p_support", "p_neutral", "p_oppose")):
+        answers[column] = [r.p[k] for r in results]
+    answers["status"] = [r.status for r in results]
+    answers["error"] = [r.error for r in results]
+    return answers[["step", "topic", "prompt_id", "sample_index", "p_support", "p_neutral", "p_oppose", "status",
+                    "question", "answer", "n_new_tokens", "error"]]

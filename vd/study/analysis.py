@@ -89,12 +89,13 @@ JUDGE_EXAMPLES = [
 
 def judge_examples(cfg) -> tuple[pd.DataFrame | None, str]:
     """The configured judge on JUDGE_EXAMPLES: p(stance) and its argmax per answer, and a note."""
-    from vd.judge import JudgeItem, argmax_label, make_judge
+    from vd.judge import JudgeItem, JudgeUnavailable, argmax_label, make_judge
     from vd.data.probes import load_probes
+    from vd.world import uses_world
 
     try:
-        judge = make_judge(cfg.judge)
-    except (RuntimeError, ValueError, OSError) as e:  # e.g. no OPENAI_API_KEY: say so, do not fail
+        judge = make_judge(cfg.judge, tiny_world=uses_world(cfg))
+    except JudgeUnavailable as e:  # e.g. no OPENAI_API_KEY: say so, do not fail
         return None, f"judge {cfg.judge.kind!r} not available here: {e}"
     probes = load_probes(cfg.probes.file).set_index("id")
     items = [JudgeItem(probes.at[pid, "question"], answer, probes.at[pid, "topic"]) for pid, _, answer in JUDGE_EXAMPLES]
@@ -304,28 +305,22 @@ def preference_pairs(study, name: str, max_pairs: int = 0) -> pd.DataFrame:
 
 
 def judge_pairs(study, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Judge chosen and rejected answers with the study's judge, through the scoring cache."""
-    from vd.judge import JudgeItem, make_judge
+    """Judge chosen and rejected answers with the study's judge, through the scoring cache
+    (vd.judge.CachedJudge); a failed judgment reads as NaN."""
+    from vd.judge import CachedJudge, JudgeItem, make_judge
     from vd.score.scoring import default_store
-    from vd.core.io import text_hash
+    from vd.world import uses_world
 
-    judge = make_judge(study.cfg.judge)
-    out = pairs[["topic"]].copy()
+    judge = make_judge(study.cfg.judge, tiny_world=uses_world(study.cfg))
+    items = [JudgeItem(q, a, t) for side in ("chosen", "rejected")
+             for q, a, t in zip(pairs["question"], pairs[side], pairs["topic"])]
     with default_store(study.cfg, study.runs_dir) as store:
-        for side in ("chosen", "rejected"):
-            keys = [(text_hash(q), text_hash(a), t) for q, a, t in zip(pairs["question"], pairs[side], pairs["topic"])]
-            known = store.get_judgments(judge.key, keys)
-            todo = [i for i, k in enumerate(keys) if k not in known]
-            if todo:
-                results = judge.judge([JudgeItem(pairs["question"].iloc[i], pairs[side].iloc[i], pairs["topic"].iloc[i])
-                                       for i in todo])
-                store.put_judgments(judge.key, [
-                    {"question_hash": keys[i][0], "answer_hash": keys[i][1], "topic": keys[i][2],
-                     "p_support": r.p[0], "p_neutral": r.p[1], "p_oppose": r.p[2], "status": r.status, "error": r.error}
-                    for i, r in zip(todo, results)])
-                known = store.get_judgments(judge.key, keys, include_failed=True)
-            for k, s in enumerate(STANCES):
-                out[f"{side}_p_{s}"] = [known[key][f"p_{s}"] if key in known else math.nan for key in keys]
+        results = CachedJudge(judge, store).judge(items)
+    out = pairs[["topic"]].copy()
+    for n, side in enumerate(("chosen", "rejected")):
+        side_results = results[n * len(pairs):(n + 1) * len(pairs)]
+        for k, s in enumerate(STANCES):
+            out[f"{side}_p_{s}"] = [r.p[k] for r in side_results]
     return out
 
 
