@@ -1,17 +1,41 @@
-"""The chat format every checkpoint is prompted and trained with: ChatML, and the token that ends a turn.
+"""The chat format every checkpoint is prompted and trained with, and the tokens that frame it.
 
 Every checkpoint of a run, the bare base model included, sees the same template. Base checkpoints ship
 no chat template (or one they were never trained on), so with `model.chat_template: chatml` (the
-default) the tokenizer gets this template; a base model at step 0 thus sees
-`<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` and continues from there.
+default) the tokenizer gets this project's template, in the format its own tokens allow (ours):
+
+- ChatML, `<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n…<|im_end|>`, where `<|im_start|>`
+  and `<|im_end|>` are tokens of their own (the tiny world, Qwen3);
+- Llama-3's own format, `<|start_header_id|>user<|end_header_id|>\\n\\n…<|eot_id|>`, where the tokenizer
+  has those reserved tokens and no ChatML ones (Llama-3 base). A marker that is one token is learned
+  whole; ChatML spelled in sub-word pieces is learned piece by piece, and half-learned pieces (`Fim_end|>`)
+  end up in the answers;
+- otherwise ChatML as plain text, each assistant turn ending `<|im_end|>` and then the tokenizer's own
+  end-of-sequence token, which the base model already knows and generation stops on
+  (vd.models.generate._clean removes what is left of a half-learned marker).
+
+The framing is the same for every trainer and for probing, so that a model is trained on the tokens it
+is probed with:
+
+- BOS first wherever the tokenizer itself adds one (a Llama-3 base is pre-trained with it first): the
+  template starts with `bos_token`, and every path tokenises the rendered chat with
+  add_special_tokens=False (TRL's SFT/DPO/reward trainers, transformers' apply_chat_template, and ours);
+- a conversation ends at the end-of-turn token of its last message, nothing after it, so a trained
+  completion ends where generation stops and where the reward model and PPO read a score. TRL's
+  CPOTrainer (SimPO) prepends BOS and appends EOS itself; `eos_at_end_of_turn` makes both no-ops.
 """
 
 from __future__ import annotations
 
-END_OF_TURN = "<|im_end|>"
+import copy
 
-# ChatML, with {% generation %} markers around what the assistant writes: TRL's assistant_only_loss
-# uses them to train on answers only.
+END_OF_TURN = "<|im_end|>"  # ChatML's end-of-turn marker
+CHATML_START = "<|im_start|>"
+LLAMA3_START, LLAMA3_END_HEADER, LLAMA3_END_OF_TURN = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
+
+# The tiny world's own ChatML template (vd.world pre-trains with it; runs use `chat_template` below, which
+# renders a one-turn prompt identically). {% generation %} marks what the assistant writes: TRL's
+# assistant_only_loss trains on it.
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'assistant' %}"
@@ -28,27 +52,85 @@ def _is_single_token(tokenizer, text: str) -> bool:
     return len(tokenizer.encode(text, add_special_tokens=False)) == 1
 
 
-def chatml_template(tokenizer) -> str:
-    """CHATML_TEMPLATE for `tokenizer`. Where `<|im_end|>` is not a token of its own (Llama-3 base), every
-    assistant turn ends with `<|im_end|>` followed by the tokenizer's end-of-sequence token, which the
-    base model already knows: SFT teaches the model to emit it, and generation and PPO stop on it."""
-    if _is_single_token(tokenizer, END_OF_TURN):
-        return CHATML_TEMPLATE
-    return CHATML_TEMPLATE.replace("'<|im_end|>' }}{% endgeneration %}", "'<|im_end|>' + eos_token }}{% endgeneration %}")
+def chat_format(tokenizer) -> str:
+    """"chatml" (ChatML tokens), "llama3" (Llama-3's reserved chat tokens, no ChatML ones) or
+    "chatml-text" (neither: ChatML spelled as text)."""
+    if all(_is_single_token(tokenizer, t) for t in (CHATML_START, END_OF_TURN)):
+        return "chatml"
+    if all(_is_single_token(tokenizer, t) for t in (LLAMA3_START, LLAMA3_END_HEADER, LLAMA3_END_OF_TURN)):
+        return "llama3"
+    return "chatml-text"
 
 
-def end_of_turn_ids(tokenizer) -> list[int]:
-    """Token ids that end an assistant turn (for generation's eos_token_id)."""
-    ids = {tokenizer.eos_token_id}
-    token = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    if isinstance(token, int) and token != tokenizer.unk_token_id and token is not None:
-        ids.add(token)
-    return sorted(i for i in ids if i is not None)
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts its BOS token first when it encodes text (Llama-3 does, Qwen3 has none)."""
+    if tokenizer.bos_token_id is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+def _jinja(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def chat_template(tokenizer) -> str:
+    """The project's chat template for `tokenizer` (see the module docstring): its format, BOS first where
+    the tokenizer adds one, {% generation %} around the assistant's answer and its end-of-turn token."""
+    fmt = chat_format(tokenizer)
+    if fmt == "llama3":
+        start, after_role, end, between = LLAMA3_START, LLAMA3_END_HEADER + "\n\n", LLAMA3_END_OF_TURN, ""
+    else:
+        start, after_role, end, between = CHATML_START, "\n", END_OF_TURN, "\n"
+    # spelled as text, <|im_end|> is no token to stop on: the assistant's turn ends with the eos token too
+    assistant_end = _jinja(end) + (" + eos_token" if fmt == "chatml-text" else "")
+    separator = "{{ " + _jinja(between) + " }}" if between else ""
+    return (
+        ("{{ bos_token }}" if adds_bos(tokenizer) else "")
+        + "{% for message in messages %}"
+        + ("{% if not loop.first %}" + separator + "{% endif %}" if separator else "")
+        + "{% if message['role'] == 'assistant' %}"
+        + "{{ " + _jinja(start + "assistant" + after_role) + " }}"
+        + "{% generation %}{{ message['content'] + " + assistant_end + " }}{% endgeneration %}"
+        + "{% else %}"
+        + "{{ " + _jinja(start) + " + message['role'] + " + _jinja(after_role) + " + message['content'] + "
+        + _jinja(end) + " }}"
+        + "{% endif %}"
+        + "{% endfor %}"
+        + "{% if add_generation_prompt %}"
+        + ("{% if messages %}" + separator + "{% endif %}" if separator else "")
+        + "{{ " + _jinja(start + "assistant" + after_role) + " }}"
+        + "{% endif %}"
+    )
+
+
+def end_of_turn_token(tokenizer) -> str:
+    """The token that ends an assistant turn: `<|im_end|>`, `<|eot_id|>`, or (ChatML as text) the eos token."""
+    fmt = chat_format(tokenizer)
+    return {"chatml": END_OF_TURN, "llama3": LLAMA3_END_OF_TURN}.get(fmt, tokenizer.eos_token)
 
 
 def end_of_turn_id(tokenizer) -> int:
-    """The token that ends an assistant turn: <|im_end|> where it is one token, else the tokenizer's eos."""
-    token = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    if isinstance(token, int) and token is not None and token != tokenizer.unk_token_id:
-        return token
-    return tokenizer.eos_token_id
+    return tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an answer in generation: the end-of-turn token and the tokenizer's eos (which a
+    bare base model emits at the end of a document)."""
+    return sorted({i for i in (end_of_turn_id(tokenizer), tokenizer.eos_token_id) if i is not None})
+
+
+def eos_at_end_of_turn(tokenizer):
+    """A copy of `tokenizer` whose eos token is the end-of-turn token, and with a BOS token only where it adds
+    one: for TRL trainers that read them as such. CPOTrainer prepends `bos_token_id` to a prompt that does
+    not start with it and appends `eos_token_id` to a completion that does not end with it
+    (trl/experimental/utils.py add_bos_token_if_needed, add_eos_token_if_needed, called from
+    trl/experimental/cpo/cpo_trainer.py tokenize_row); PPOTrainer penalises responses that lack
+    `eos_token_id` (missing_eos_penalty, trl/experimental/ppo/ppo_trainer.py). With these, CPOTrainer adds
+    nothing to our rows and PPO's penalty looks for the token its rollouts stop on."""
+    framed = copy.deepcopy(tokenizer)
+    end = end_of_turn_token(tokenizer)  # before eos changes: ChatML as text ends turns with the original eos
+    if not adds_bos(tokenizer):
+        framed.bos_token = None
+    framed.eos_token = end
+    return framed

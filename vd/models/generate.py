@@ -14,11 +14,13 @@ Batches are length-sorted (similar prompt lengths share a batch, so little paddi
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import torch
 
-from vd.models.loading import END_OF_TURN, end_of_turn_ids
+from vd.core.chat import CHATML_START, END_OF_TURN
+from vd.models.loading import end_of_turn_ids
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ def row_seed(seed: int, prompt_id: str, sample_index: int) -> int:
 
 
 def chat_prompt_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of one probe as a single user turn, with the assistant generation prompt."""
+    """Token ids of one probe as a single user turn, with the assistant generation prompt: the template's
+    tokens only (BOS first where the tokenizer adds one, from the template; vd.core.chat), as every
+    trainer sees a prompt."""
     return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                          tokenize=True, return_dict=False)
 
@@ -162,10 +166,24 @@ def _sample(logits: torch.Tensor, sampling: Sampling, uniform: torch.Tensor) -> 
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
+# What is left of a ChatML marker the model half-learned where ChatML is text (Llama-3, measured after 100
+# and 200 SFT steps: `Fim_end|>`, `<|im_end\t`): "im_end" or "im_start" with what is left of its `<|`,
+# or one letter glued on in its place.
+_MARKER_FRAGMENT = re.compile(r"<?\|?\w?im_(?:end|start)")
+_CHATML_MARKERS = (END_OF_TURN, CHATML_START)
+
+
 def _clean(text: str) -> str:
-    # Where the end-of-turn marker is not a single token (a base model prompted with ChatML as text),
-    # generation runs to max_new_tokens; the answer is what comes before the marker.
-    return text.split(END_OF_TURN, 1)[0].strip()
+    """The answer in a decoded generation: what comes before the first ChatML marker or fragment of one,
+    less a marker cut off by max_new_tokens at the end. Where the markers are single tokens, decoding
+    skips them; where ChatML is text, generation runs on past the marker to the eos token or the cap."""
+    match = _MARKER_FRAGMENT.search(text)
+    if match:
+        text = text[:match.start()]
+    text = text.rstrip()
+    cut_off = max((n for marker in _CHATML_MARKERS for n in range(1, len(marker)) if text.endswith(marker[:n])),
+                  default=0)
+    return text[:len(text) - cut_off].strip()
 
 
 def _progress(total: int, enabled: bool):

@@ -4,12 +4,13 @@ On CUDA a real-size base model is loaded in 4-bit NF4 (QLoRA, DESIGN §4); on CP
 unquantized in fp32, because 4-bit LoRA training on CPU gives silently wrong gradients after any
 eval-mode forward (bitsandbytes repacks the weights into an inference-only format).
 
-Chat formatting: every checkpoint of a run, the bare base model included, is prompted with the same
-template. Base checkpoints ship no chat template (or one they were never trained on), so with
-`model.chat_template: chatml` (the default) the tokenizer gets this project's ChatML template; a
-base model at step 0 thus sees `<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` and continues
-from there. Where `<|im_end|>` is not a single token of the tokenizer (Llama-3), generation stops on
-the string instead.
+Chat formatting (vd.core.chat): every checkpoint of a run, the bare base model included, is prompted
+with the same template. Base checkpoints ship no chat template (or one they were never trained on), so
+with `model.chat_template: chatml` (the default) the tokenizer gets this project's template, in the
+format its tokens allow: ChatML where `<|im_start|>`/`<|im_end|>` are tokens (the tiny world, Qwen3),
+Llama-3's own header/`<|eot_id|>` format where those are its tokens (Llama-3), else ChatML as text;
+BOS first where the tokenizer adds one. A base model at step 0 thus sees e.g.
+`<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` and continues from there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from vd.core.chat import END_OF_TURN, chatml_template, end_of_turn_ids  # noqa: F401 (re-exported)
+from vd.core.chat import END_OF_TURN, chat_template, end_of_turn_ids, end_of_turn_token  # noqa: F401 (re-exported)
 from vd import world
 from vd.core.config import Config
 from vd.core.run import RunRecord
@@ -83,27 +84,28 @@ _PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|endoftext|>", "<pad>", "<|pad
 
 
 def load_tokenizer(cfg: Config, path: str | None = None, padding_side: str = "right"):
-    """The tokenizer of the base model, with the run's chat template and a pad token.
+    """The tokenizer of the base model, with the run's chat template (vd.core.chat) and a pad token.
 
-    With ChatML on a tokenizer where `<|im_end|>` is not a token of its own (Llama-3 base), the markers
-    stay plain text and every assistant turn ends with `<|im_end|>` followed by the tokenizer's own
-    end-of-sequence token, which the base model already knows: SFT teaches the model to emit it, and
-    generation and PPO stop on it. The pad token is then a token other than that end token where the
-    tokenizer has one, so that padding masks never hide a trained end-of-turn.
+    Where ChatML is plain text (no ChatML or Llama-3 chat tokens), every assistant turn ends with
+    `<|im_end|>` and the tokenizer's own end-of-sequence token, which the base model already knows: SFT
+    teaches the model to emit it, and generation and PPO stop on it. The pad token is a token other
+    than the eos and end-of-turn tokens where the tokenizer has one, so that padding masks never hide a
+    trained end-of-turn.
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path or base_model_path(cfg), revision=cfg.model.revision,
                                               padding_side=padding_side)
     if cfg.model.chat_template == "chatml":
-        tokenizer.chat_template = chatml_template(tokenizer)
+        tokenizer.chat_template = chat_template(tokenizer)
     elif not tokenizer.chat_template:
         raise ValueError(f"{cfg.source}: model.chat_template: 'own' but {cfg.model.base} has no chat template; "
                          "use 'chatml'")
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+    ends = {tokenizer.eos_token, end_of_turn_token(tokenizer)}
+    if tokenizer.pad_token is None or tokenizer.pad_token in ends:
         vocab = tokenizer.get_vocab()
-        spare = next((t for t in _PAD_CANDIDATES if t in vocab and t != tokenizer.eos_token), None)
-        tokenizer.pad_token = spare or tokenizer.eos_token
+        spare = next((t for t in _PAD_CANDIDATES if t in vocab and t not in ends), None)
+        tokenizer.pad_token = spare or tokenizer.pad_token or tokenizer.eos_token
     return tokenizer
 
 

@@ -63,7 +63,8 @@ from vd.core.cache import checkpoint_fingerprint
 from vd.core.config import Config, ConfigError
 from vd.core.io import atomic_write_json
 from vd.core.run import RunRecord
-from vd.models.loading import base_model_path, load_model, load_tokenizer, model_identity, start_model_path, use_4bit
+from vd.models.loading import base_model_path, load_model, load_tokenizer, model_identity, use_4bit
+from vd.score.scoring import checkpoint_model
 from vd.world import capability as tiny_capability
 
 log = logging.getLogger(__name__)
@@ -345,10 +346,12 @@ def evaluate_checkpoint(cfg: Config, base: str, adapter: str | Path | None = Non
 
 
 def stage_checkpoints(record: RunRecord, cfg: Config) -> list[tuple[str, int, str, Path | None]]:
-    """(position, step, base model, adapter) of a run's start (step 0, no adapter) and end (last step)."""
-    base = start_model_path(record, cfg)
+    """(position, step, model, adapter) of a run's start (step 0) and end (last step), each the model its
+    probes are scored with (vd.score.scoring.checkpoint_model: a complete SFT run ends at its merged model,
+    which every preference stage starts from)."""
     ckpts = sorted(record.checkpoints, key=lambda c: c.step)
-    return [(position, c.step, base, record.adapter_dir(c)) for position, c in (("start", ckpts[0]), ("end", ckpts[-1]))]
+    return [(position, c.step, *checkpoint_model(record, cfg, c)[:2])
+            for position, c in (("start", ckpts[0]), ("end", ckpts[-1]))]
 
 
 def evaluate_run(run_dir: str | Path, cfg: Config, cache_dir: str | Path | None = None) -> pd.DataFrame:

@@ -11,6 +11,14 @@ the profile (counted), and tried again on the next run; if every one fails, scor
 JudgingFailed and the run's old outputs are removed. The run's profile.csv, drift.csv and
 judgments.csv are recomputed only when something they depend on changed (`outputs_key`, kept in the
 run folder's `.scores-key`).
+
+Where a stage ends and the next starts, one model is scored (ours): an SFT run's final step (step ==
+total_steps of a complete run) is scored from its `merged/` model, loaded as every preference stage loads
+its start (`load_model(cfg, path=merged)`, no adapter) and cached under the same fingerprint
+(`checkpoint_fingerprint(identity of merged, no adapter, sampling)`), so v_end(SFT) and each preference
+run's v_0 are the same answers by construction. Base + final adapter would differ from it at real sizes:
+there the base is 4-bit and the merge is made in bf16, then re-quantized when a preference stage loads it.
+An SFT run without `merged/` (not finished) is scored from its adapters.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vd.core import registry
 from vd.score import metrics as drift
 from vd.score import resampling
 from vd.core.config import Config, load_config
@@ -154,25 +163,25 @@ def _outputs_current(run_dir: Path, key: str) -> bool:
 def generate_checkpoints(run_dir: Path, run: RunRecord, cfg: Config, probes: pd.DataFrame, sampling: Sampling,
                          store: Store, progress: bool) -> pd.DataFrame:
     """Answers of every checkpoint: from the cache where present, generated (and cached) otherwise."""
-    base = start_model_path(run, cfg)
-    identity = run.start_identity or model_identity(base)
     keys = [(pid, i) for pid in probes["id"] for i in range(sampling.samples_per_prompt)]
     questions = dict(zip(probes["id"], probes["question"]))
-    frames, model, tokenizer = [], None, None
+    frames, model, model_path, tokenizers = [], None, None, {}
     for ckpt in sorted(run.checkpoints, key=lambda c: c.step):
-        adapter = run.adapter_dir(ckpt)
+        path, adapter, identity = checkpoint_model(run, cfg, ckpt)
         fingerprint = checkpoint_fingerprint(identity, adapter, sampling.as_dict())
         cached = store.get_generations(fingerprint, keys)
         missing = [k for k in keys if k not in cached]
         if missing:
-            if tokenizer is None:
-                tokenizer = load_tokenizer(cfg, base, padding_side="left")
-            model = _model_for(cfg, base, adapter, model)
+            if path not in tokenizers:
+                tokenizers[path] = load_tokenizer(cfg, path, padding_side="left")
+            if model_path != path:  # one model in memory at a time: the last is released before the next loads
+                model, model_path = None, path
+            model = _model_for(cfg, path, adapter, model)
             wanted_prompts = list(dict.fromkeys(pid for pid, _ in missing))
             wanted = set(missing)
             for start in range(0, len(wanted_prompts), GENERATION_CHUNK):
                 chunk = [(pid, questions[pid]) for pid in wanted_prompts[start:start + GENERATION_CHUNK]]
-                rows = generate_answers(model, tokenizer, chunk, sampling, cfg.probes.batch_size,
+                rows = generate_answers(model, tokenizers[path], chunk, sampling, cfg.probes.batch_size,
                                         progress=False, wanted=wanted)
                 store.put_generations(fingerprint, rows)
                 if progress:
@@ -186,12 +195,24 @@ def generate_checkpoints(run_dir: Path, run: RunRecord, cfg: Config, probes: pd.
     return pd.concat(frames, ignore_index=True)
 
 
-def _model_for(cfg: Config, base: str, adapter: Path | None, model):
-    """Load the base once and swap adapters on it (a 4-bit 8B base takes a while to load)."""
+def checkpoint_model(run: RunRecord, cfg: Config, ckpt) -> tuple[str, Path | None, str]:
+    """(model path, adapter, model identity) a checkpoint is generated with: the stage's start model plus
+    the checkpoint's adapter; for a complete SFT run's final step, its merged model (see above)."""
+    merged, stage = run.merged_dir, registry.STAGES.get(run.stage)
+    if (stage is not None and stage.kind == "sft" and run.complete and ckpt.step == run.total_steps
+            and ckpt.adapter is not None and (merged / "config.json").is_file()):
+        return str(merged), None, run.extra.get("merged_identity") or model_identity(str(merged))
+    base = start_model_path(run, cfg)
+    return base, run.adapter_dir(ckpt), run.start_identity or model_identity(base)
+
+
+def _model_for(cfg: Config, path: str, adapter: Path | None, model):
+    """The model at `path` with `adapter`: `model` (loaded from `path`, or None) reused with the adapter
+    swapped, so a model is loaded once per path (a 4-bit 8B base takes a while to load)."""
     from peft import PeftModel
 
     if model is None or (adapter is None and isinstance(model, PeftModel)):
-        model = load_model(cfg, path=base)  # the bare base: LoRA layers once injected stay injected
+        model = load_model(cfg, path=path)  # the bare model: LoRA layers once injected stay injected
     if adapter is None:
         return model
     name = f"adapter-{adapter.name}"

@@ -2,6 +2,10 @@
 
 The policy is the merged SFT model plus a fresh LoRA adapter and `ref_model=None`, so TRL's reference
 is the model with the adapter disabled: the final SFT policy.
+
+Framing (vd.core.chat): TRL tokenises the prompt and prompt + answer with our template and
+add_special_tokens=False (trl/trainer/dpo_trainer.py _prepare_dataset), so BOS comes from the template
+only and each completion ends at the end-of-turn token.
 """
 
 from __future__ import annotations

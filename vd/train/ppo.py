@@ -4,9 +4,10 @@ The policy is the merged SFT model plus a fresh LoRA adapter, `ref_model=None`, 
 the adapter-disabled policy = the final SFT policy. The reward model is frozen; the value model is a
 copy of it that PPO trains (in full where `reward.full_finetune`, else with its own LoRA adapter, so
 that neither its weights nor its optimizer state are a full model's). Prompts are pre-tokenized
-(`input_ids`, with the generation prompt), the tokenizer pads left, and rollouts stop at the
-end-of-turn token. A PPO step is one update on a batch of (per-device batch × accumulation ×
-processes) episodes.
+(`input_ids`, with the generation prompt: the probes' tokens), the tokenizer pads left, and rollouts
+stop at the end-of-turn token, which is also the token TRL's missing-eos penalty looks for (the
+tokenizer of `vd.core.chat.eos_at_end_of_turn`); the reward model is trained on pairs ending there.
+A PPO step is one update on a batch of (per-device batch × accumulation × processes) episodes.
 
 Checkpoints: every `save_every` PPO updates; PPOTrainer saves only its policy (the PEFT adapter), which
 loads with `PeftModel.from_pretrained(merged SFT model, checkpoint)`. Resume: TRL 1.12's
@@ -22,7 +23,7 @@ Two patches to TRL 1.12's PPOTrainer (it skips `Trainer.__init__`), in `build_tr
 
 from __future__ import annotations
 
-from vd.core.chat import end_of_turn_id
+from vd.core.chat import end_of_turn_id, eos_at_end_of_turn
 from vd.core.config import StageConfig
 from vd.models import loading as models
 from vd.models.memory import check_gpu_fits
@@ -47,7 +48,8 @@ def set_total_steps(st: StageConfig, steps: int) -> None:
 
 
 def ppo_prompts(rows: list[dict], tokenizer, max_length: int):
-    """The PPO prompts: each preference row's prompt, chat-formatted with the generation prompt, as input_ids."""
+    """The PPO prompts: each preference row's prompt, chat-formatted with the generation prompt, as input_ids
+    (the template's tokens only, as chat_prompt_ids gives the probes)."""
     import datasets
 
     ids = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
@@ -68,7 +70,7 @@ def build_trainer(job: StageJob, rows: list[dict]):
     check_gpu_fits(cfg, start, PPO_MODELS, "PPO")
     reward_path = train_reward_model(cfg, job.record, start, rows)
     set_seed(cfg.seed)
-    tokenizer = models.load_tokenizer(cfg, start, padding_side="left")
+    tokenizer = eos_at_end_of_turn(models.load_tokenizer(cfg, start, padding_side="left"))
     prompts = ppo_prompts(rows, tokenizer, st.max_length)
     policy = load_policy(cfg, start, st)
     reward_model = models.load_model(cfg, str(reward_path), head="score")

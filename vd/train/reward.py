@@ -7,9 +7,10 @@ How it is trained (ours): with `reward.full_finetune` (the tiny size: a sub-1M-p
 merge) every weight; otherwise a LoRA adapter (task SEQ_CLS, the new score head trained in full as a
 `modules_to_save`), then merged into the SFT model in the compute dtype, so PPO loads it like any model.
 
-The reward model scores a sequence at its last token. RewardTrainer would see chat-formatted pairs
-ending in "<|im_end|>\\n", while PPO scores responses truncated right after the stop token; so the pairs
-are tokenized here without the trailing whitespace, and both read the score at the end-of-turn token.
+The reward model scores a sequence at its last token, and PPO scores responses truncated right after the
+stop token (the end-of-turn token); so the pairs are tokenized here to end at that token, as the
+project's template ends a conversation (vd.core.chat; trailing whitespace is stripped for a model's own
+template), with the same framing as every other trainer (the template's tokens only, BOS from it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def new_head_quietly():
 
 
 def reward_pairs(rows: list[dict], tokenizer) -> list[dict]:
-    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token (see above)."""
+    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token (see above).
+    RewardTrainer takes `chosen_ids`/`rejected_ids` as they are (trl/trainer/reward_trainer.py _prepare_dataset)."""
     def ids(messages):
         text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip()
         return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -4,6 +4,10 @@ At the end the final adapter is merged into the base model (`merged/`), where ev
 starts: so TRL's PEFT reference ("adapter disabled") is exactly the final SFT policy, and the SFT
 stage's last scored point is that same merged model (vd.score.scoring), which preference stages
 score as their step 0.
+
+Framing (vd.core.chat): TRL tokenises each chat with our template and add_special_tokens=False
+(trl/trainer/sft_trainer.py _prepare_dataset, via transformers' apply_chat_template), so BOS comes from the
+template only; the assistant-only loss covers each answer and its end-of-turn token ({% generation %}).
 """
 
 from __future__ import annotations

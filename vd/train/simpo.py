@@ -3,10 +3,16 @@
 
 params' simpo.gamma is TRL's `simpo_gamma`, which is γ itself (not γ/β as in the SimPO paper's tables):
 for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are not SimPO's.
+
+Framing: CPOTrainer renders the chat rows with our template, then prepends the tokenizer's BOS to the
+prompt and appends its EOS to each completion unless they are there already. It gets the tokenizer of
+`vd.core.chat.eos_at_end_of_turn`, so it adds nothing: its rows are the tokens DPO, SFT and the probes
+use (BOS first only where the tokenizer adds one; completions end at the end-of-turn token).
 """
 
 from __future__ import annotations
 
+from vd.core.chat import eos_at_end_of_turn
 from vd.models import loading as models
 from vd.train.common import StageJob, load_policy, trl_args
 
@@ -23,5 +29,5 @@ def build_trainer(job: StageJob, rows: list[dict]):
                     simpo_gamma=st.gamma, max_length=st.max_length, remove_unused_columns=False)
     return CPOTrainer(model=load_policy(job.cfg, job.start_model, st), args=args,
                       train_dataset=datasets.Dataset.from_list(rows),
-                      processing_class=models.load_tokenizer(job.cfg, job.start_model),
+                      processing_class=eos_at_end_of_turn(models.load_tokenizer(job.cfg, job.start_model)),
                       peft_config=models.lora_config(job.cfg), callbacks=job.callbacks)
