@@ -105,6 +105,8 @@ def test_a_relative_params_file_is_found_from_notebooks_too(monkeypatch):
     monkeypatch.chdir(ROOT / "notebooks")  # where a notebook kernel starts
     s = study.setup("params/tiny.yaml", notebook="00_probes")
     assert s.size == str(ROOT / "params" / "tiny.yaml") and s.figures_dir.name == "tiny"
+    with pytest.raises(ConfigError, match=r"no params file nowhere/mine.yaml for size 'nowhere/mine.yaml'"):
+        study.setup("nowhere/mine.yaml", notebook="00_probes")  # named as the user gave it
 
 
 def test_reproduce_with_a_params_file_files_outputs_under_its_size(tmp_path, monkeypatch):

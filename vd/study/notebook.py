@@ -359,11 +359,13 @@ def output_dirs(root: Path, size: str, smoke: bool, runs_dir: str = "", figures_
 def params_argument(size: str, root: Path) -> str:
     """A notebook's or `vd reproduce`'s `size` as load_config takes it: a size name as given; a params file's
     path made absolute (relative to the working directory where it exists there, else to the repository
-    root), so that a notebook kernel started in notebooks/ finds it too."""
+    root), so that a notebook kernel started in notebooks/ finds it too; a path found nowhere as given."""
     if not size.endswith((".yaml", ".yml")):
         return size
     path = Path(size).expanduser()
-    return str(path.resolve() if path.is_absolute() or path.exists() else root / path)
+    if path.is_absolute() or path.exists():
+        return str(path.resolve())
+    return str(root / path) if (root / path).is_file() else size
 
 
 def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, overrides: str | dict | None = "",
