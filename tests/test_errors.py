@@ -105,6 +105,10 @@ def test_score_a_damaged_run_json_prints_one_line(tmp_path, capsys):
     (run / "run.json").write_text((run / "run.json").read_text()[:40])  # truncated, as by a full disk
     rc, _, err = vd(capsys, "score", "--run", str(run))
     assert_one_error_line(rc, err, str(run / "run.json"), "not valid JSON")
+    other = fake_run(tmp_path / "runs", "other")
+    (other / "config.yaml").unlink()  # never silently scored under params/<size>.yaml instead
+    rc, _, err = vd(capsys, "score", "--run", str(other))
+    assert_one_error_line(rc, err, str(other / "config.yaml"), "pass --size")
 
 
 def test_score_with_a_bad_probe_file_prints_one_line(tmp_path, capsys, tiny_world):

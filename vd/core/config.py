@@ -259,7 +259,8 @@ def load_stored_config(path: str | Path, overrides: dict[str, Any] | list[str] |
     """The config a run was trained under (its `config.yaml`, as Config.to_dict wrote it), `overrides` on top."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file (a run folder keeps the config it was trained under here)")
+        raise ConfigError(f"{path}: no such file; a run folder made by `vd train` keeps the config it was trained "
+                          "under here (vd score: pass --size to score under a params file instead)")
     raw = _read_yaml(path)
     raw.pop("source", None)  # the file the run's config was first loaded from; now it is this one
     return _validate(raw, path, overrides)
