@@ -1,8 +1,9 @@
 """Every params file loads; each kind of bad input gives an error naming the file, key and expectation."""
 
 import pytest
+import yaml
 
-from vd.core.config import ConfigError, available_sizes, check_choice, load_config
+from vd.core.config import ConfigError, available_sizes, check_choice, load_config, params_path
 
 SIZES = ["tiny", "llama3-3b", "llama3-8b", "qwen3-4b", "qwen3-8b"]
 
@@ -68,11 +69,93 @@ def test_overrides_apply_with_dotted_keys_and_yaml_values():
      "capabilities.tasks.mmlu.shots: unknown key; expected one of metric, num_fewshot"),
     ("capabilities.budget=3", "capabilities.budget: unknown key; expected one of batch_size, limit, tasks"),
 ])
-def test_bad_values_name_file_key_and_expectation(override, message):
+def test_bad_values_name_file_key_and_expectation(override, message, tmp_path):
+    """The same bad value is blamed on the override that set it, or on the file that holds it."""
     with pytest.raises(ConfigError) as err:
         load_config("tiny", [override])
-    assert "params/tiny.yaml" in str(err.value)
-    assert message in str(err.value)
+    assert str(err.value).startswith(f"override {override}: {message.split(': ', 1)[1]}")
+    assert "params/tiny.yaml" not in str(err.value)
+    key, _, text = override.partition("=")
+    raw = yaml.safe_load(params_path("tiny").read_text())
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(text)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tmp_path / "bad.yaml"))
+    assert str(err.value).startswith(f"{tmp_path / 'bad.yaml'}: {message}")
+
+
+def test_an_override_is_blamed_for_what_it_created_and_a_file_for_the_rest():
+    with pytest.raises(ConfigError, match=r"^override data.sft.new.split=x: data.sft.new.id: missing required key$"):
+        load_config("tiny", ["data.sft.new.split=x"])
+    with pytest.raises(ConfigError, match=r"^override lora=\{r: 0\}: lora.r: expected an integer >= 1, got 0$"):
+        load_config("tiny", ["lora={r: 0}"])
+    with pytest.raises(ConfigError, match=r"^override dpo.beta=abc: expected a number, got 'abc'$"):
+        load_config("tiny", {"dpo.beta": "abc"})  # a notebook's overrides, parsed into a dict
+
+
+def test_an_override_that_is_not_yaml_names_itself():
+    with pytest.raises(ConfigError, match=r"^override 'dpo.beta=\[0.1': the value is not valid YAML \(.+\); quote"):
+        load_config("tiny", ["dpo.beta=[0.1"])
+
+
+def test_non_finite_numbers_are_rejected(tmp_path):
+    for text in (".inf", "-.inf", ".nan", "nan", "inf"):
+        with pytest.raises(ConfigError, match=rf"^override dpo.beta={text}: expected a finite number, got -?(inf|nan)$"):
+            load_config("tiny", [f"dpo.beta={text}"])
+    (tmp_path / "inf.yaml").write_text(params_path("tiny").read_text().replace("  beta: 0.1\n", "  beta: .inf\n"))
+    with pytest.raises(ConfigError, match=r"inf.yaml: dpo.beta: expected a finite number, got inf"):
+        load_config(str(tmp_path / "inf.yaml"))
+
+
+def test_an_empty_params_file_says_so(tmp_path):
+    for text in ("", "# only a comment\n"):
+        (tmp_path / "empty.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=r"empty.yaml: the file is empty; expected a params file with the sections "):
+            load_config(str(tmp_path / "empty.yaml"))
+    (tmp_path / "binary.yaml").write_bytes(b"size: \xff\n")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a UTF-8 text file"):
+        load_config(str(tmp_path / "binary.yaml"))
+
+
+def test_the_top_level_keys_offered_are_the_files_own(tmp_path):
+    """`stages` and `source` are set by load_config, never read from a file: an error never offers them."""
+    text = params_path("tiny").read_text()
+    for extra in ("colour: red\n", "source: x\n", "stages: {}\n"):
+        (tmp_path / "extra.yaml").write_text(text + extra)
+        with pytest.raises(ConfigError) as err:
+            load_config(str(tmp_path / "extra.yaml"))
+        offered = str(err.value).split("expected one of ")[1].split(", ")
+        assert "source" not in offered and "stages" not in offered
+        assert {"size", "model", "data", "sft", "dpo", "ppo", "tiny"} <= set(offered)
+
+
+def test_null_removes_an_entry_of_a_named_mapping_only():
+    cfg = load_config("tiny", ["data.preference.ultrafeedback=null"])
+    assert list(cfg.data.preference) == ["hh-rlhf"] and list(cfg.data.sft) == ["wildchat", "alpaca"]
+    assert list(load_config("tiny", {"data.sft.wildchat": None}).data.sft) == ["alpaca"]
+    with pytest.raises(ConfigError, match=r"data.preference has no entry 'ultrafeedbak' to remove; it has "
+                                          r"ultrafeedback, hh-rlhf"):
+        load_config("tiny", ["data.preference.ultrafeedbak=null"])
+    assert load_config("tiny", ["probes.file=null"]).probes.file is None  # elsewhere null is a value
+    with pytest.raises(ConfigError, match=r"^override dpo.beta=null: expected a number, got None$"):
+        load_config("tiny", ["dpo.beta=null"])
+
+
+def test_a_stored_config_loads_back_with_overrides_on_top(tmp_path):
+    from vd.core.config import load_stored_config
+
+    cfg = load_config("tiny", ["probes.samples_per_prompt=1", "data.preference.ultrafeedback=null"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as vd train writes it
+    stored = load_stored_config(tmp_path / "config.yaml")
+    assert {**stored.to_dict(), "source": ""} == {**cfg.to_dict(), "source": ""}
+    assert stored.source == str(tmp_path / "config.yaml")
+    assert load_stored_config(tmp_path / "config.yaml", ["probes.samples_per_prompt=3"]).probes.samples_per_prompt == 3
+    with pytest.raises(ConfigError, match=r"nope.yaml: no such file"):
+        load_stored_config(tmp_path / "nope.yaml")
 
 
 def test_missing_size_lists_the_available_ones():

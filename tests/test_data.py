@@ -281,6 +281,73 @@ def test_local_file_errors(tmp_path):
     assert load_alpaca(str(jsonl)).rows == load_alpaca(str(ALPACA)).rows
 
 
+def _alpaca_lines() -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in json.loads(ALPACA.read_text()))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_byte_that_is_not_utf8_skips_its_row_only(tmp_path, suffix):
+    """One bad byte used to fail the whole file (UnicodeDecodeError ... position 74); now it is one counted skip."""
+    data = ALPACA.read_bytes() if suffix == ".json" else _alpaca_lines()
+    at = data.index(b"Give three")  # inside the instruction of a row that is kept otherwise
+    path = tmp_path / f"alpaca{suffix}"
+    path.write_bytes(data[:at] + b"\xff" + data[at:])
+    res = load_alpaca(str(path))
+    assert (res.n_read, len(res.rows)) == (16, 10)
+    assert res.skipped == Counter({"empty_text": 2, "missing_field:output": 2, "bad_type:input": 1, "invalid_utf8": 1})
+    assert not any("Give three" in r["messages"][0]["content"] for r in res.rows)
+
+
+def test_json_lines_split_at_newlines_only(tmp_path):
+    """U+2028 is valid inside a JSON string; str.splitlines split such a row in two invalid halves."""
+    row = {"instruction": "Say a line\u2028and another.", "input": "", "output": "Done\u2029twice."}
+    (tmp_path / "a.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    res = load_alpaca(str(tmp_path / "a.jsonl"))
+    assert (res.n_read, len(res.rows), dict(res.skipped)) == (1, 1, {})
+
+
+def test_damaged_gzip_and_parquet_files_are_named(tmp_path):
+    whole = gzip.compress(HH.read_bytes())
+    (tmp_path / "truncated.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"truncated.jsonl.gz: the gzip file is truncated"):
+        load_hh_rlhf(str(tmp_path / "truncated.jsonl.gz"))
+    (tmp_path / "plain.jsonl.gz").write_bytes(HH.read_bytes())  # JSON lines under a .gz name
+    with pytest.raises(ValueError, match=r"plain.jsonl.gz: not a gzip file, though its name ends in .gz"):
+        load_hh_rlhf(str(tmp_path / "plain.jsonl.gz"))
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"bad.parquet: not a readable parquet file"):
+        load_alpaca(str(tmp_path / "bad.parquet"))
+
+
+def test_a_file_of_invalid_json_raises_naming_it(tmp_path):
+    """It used to load as "read 2, kept 0 (invalid_json: 2)", and training then failed with no file named."""
+    (tmp_path / "bad.jsonl").write_text("{not json\n[1, 2\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: not alpaca data: 2 of 2 rows read are not JSON objects "
+                                         r"\(invalid_json: 2\)"):
+        load_alpaca(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "cut.json").write_text(ALPACA.read_text()[:300])  # a JSON list cut short
+    with pytest.raises(ValueError, match=r"cut.json: not alpaca data: .* rows read are not JSON objects"):
+        load_alpaca(str(tmp_path / "cut.json"))
+
+
+def test_a_file_with_no_usable_row_raises_with_the_reasons(tmp_path):
+    with pytest.raises(ValueError, match=r"wildchat.jsonl: no usable wildchat rows: read \d+, kept 0, .*wrong_language"):
+        load_wildchat(str(WILDCHAT), language="Klingon")
+    assert load_alpaca(str(ALPACA), max_samples=0).rows == []  # asking for none is not an error
+
+
+def test_a_tiny_config_trains_on_a_local_file_it_names(tmp_path):
+    """At size tiny, `data.*.id` other than `tiny` is loaded as given (it used to be ignored)."""
+    from vd.core.config import load_config
+    from vd.train.data import stage_rows
+
+    cfg = load_config("tiny", [f"data.sft.alpaca.id={ALPACA}"])
+    rows, report = stage_rows(cfg, "sft", "alpaca")
+    assert rows == load_alpaca(str(ALPACA)).rows
+    assert report == {"source": f"alpaca ({ALPACA})", "read": 16, "kept": 11,
+                      "skipped": {"empty_text": 2, "missing_field:output": 2, "bad_type:input": 1}}
+
+
 def test_the_registry_names_each_datasets_loader():
     """vd.core.registry.SFT_DATA / PREFERENCE_DATA name the loaders the study reads each dataset with."""
     from vd.core import registry

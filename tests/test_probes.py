@@ -167,11 +167,35 @@ GOOD = {"id": "abortion-001", "topic": "abortion", "question": "Is abortion murd
     ({"id": "abortion-001"}, r"row 2: field 'id' is 'abortion-001'.*unique"),
 ])
 def test_load_probes_rejects_bad_rows(tmp_path, change, pattern):
+    """A user's probe file (probes.file) is a user error: a ConfigError, which `vd` prints as one line."""
+    from vd.core.config import ConfigError
+
     second = {**GOOD, "id": "abortion-002", **change}
     path = _write_jsonl(tmp_path / "mine.jsonl", [GOOD, second])
-    with pytest.raises(ValueError, match=pattern) as e:
+    with pytest.raises(ConfigError, match=pattern) as e:
         load_probes(path)
     assert "mine.jsonl" in str(e.value)
+
+
+def test_unreadable_probe_files_are_named_with_the_line(tmp_path):
+    import gzip
+
+    from vd.core.config import ConfigError
+
+    lines = (json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "id": "abortion-002"}) + "\n").encode()
+    (tmp_path / "latin1.jsonl").write_bytes(lines.replace(b"murder?", b"m\xfcrder?", 1))
+    with pytest.raises(ConfigError, match=r"latin1.jsonl, line 1: not UTF-8 text \(byte 0xfc at column \d+\)"):
+        load_probes(tmp_path / "latin1.jsonl")
+    whole = gzip.compress(SHIPPED_PROBES.read_bytes())
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConfigError, match=r"cut.jsonl.gz: the gzip file is truncated or damaged"):
+        load_probes(tmp_path / "cut.jsonl.gz")
+    (tmp_path / "plain.jsonl.gz").write_bytes(lines)
+    with pytest.raises(ConfigError, match=r"plain.jsonl.gz: not a gzip file"):
+        load_external_probes(tmp_path / "plain.jsonl.gz")
+    (tmp_path / "latin1.csv").write_bytes(b"topic,question\nabortion,Is abortion m\xfcrder?\n")
+    with pytest.raises(ConfigError, match=r"latin1.csv: not a readable UTF-8 CSV file"):
+        load_external_probes(tmp_path / "latin1.csv")
 
 
 def test_load_probes_missing_field_and_bad_json(tmp_path):

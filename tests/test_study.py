@@ -60,7 +60,7 @@ def test_overrides_parse_and_training_overrides_get_their_own_runs():
     assert study.parse_overrides("dpo.beta=0.2, probes.samples_per_prompt=2") == {
         "dpo.beta": 0.2, "probes.samples_per_prompt": 2}
     assert study.parse_overrides("") == {}
-    with pytest.raises(ConfigError, match="not key=value"):
+    with pytest.raises(ConfigError, match=r"parameter overrides: 'dpo.beta': expected key=value"):
         study.parse_overrides("dpo.beta")
     assert study.setup("tiny", notebook="x", overrides="probes.samples_per_prompt=2").variant("sft", "alpaca") == ""
     s = study.setup("tiny", notebook="x", overrides="dpo.beta=0.3")
@@ -70,6 +70,62 @@ def test_overrides_parse_and_training_overrides_get_their_own_runs():
     assert study.setup("tiny", notebook="x", overrides="lora.r=4").variant("sft", "wildchat").startswith("~")
     with pytest.raises(ConfigError, match="dpo.beta"):
         study.setup("tiny", notebook="x", overrides="dpo.beta=-1")
+
+
+def test_overrides_that_are_not_yaml_name_themselves_and_lists_keep_their_commas():
+    with pytest.raises(ConfigError, match=r"^parameter overrides: 'dpo.beta=\[0.1': the value is not valid YAML"):
+        study.parse_overrides("probes.samples_per_prompt=2, dpo.beta=[0.1")
+    assert study.parse_overrides("lora.target_modules=[q_proj, v_proj], dpo.beta=0.2, data.preference.hh-rlhf=null") == {
+        "lora.target_modules": ["q_proj", "v_proj"], "dpo.beta": 0.2, "data.preference.hh-rlhf": None}
+
+
+def _own_params(tmp_path: Path, size: str = "mine") -> Path:
+    """A user's params file: a copy of tiny.yaml under its own `size:`."""
+    path = tmp_path / "my params" / f"{size}-v1.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((ROOT / "params" / "tiny.yaml").read_text().replace("size: tiny\n", f"size: {size}\n"))
+    return path
+
+
+def test_a_params_file_as_size_files_outputs_under_its_own_size(tmp_path, capsys):
+    """The folders are named by the file's `size:` value; joining the path itself broke save_table."""
+    own = _own_params(tmp_path)
+    s = study.setup(str(own), notebook="01_sft_drift", params={"sft_data": "alpaca"},
+                    runs_dir=str(tmp_path / "runs"), figures_dir=str(tmp_path / "figures"))
+    assert s.cfg.size == "mine" and s.figures_dir == tmp_path / "figures" / "mine"
+    assert f"size mine: runs in {tmp_path / 'runs' / 'mine'}, figures and tables in {tmp_path / 'figures' / 'mine'}" \
+        in capsys.readouterr().out
+    s.save_table(pd.DataFrame({"topic": ["overall"], "M": [0.1]}), "drift")
+    assert (tmp_path / "figures" / "mine" / "01_sft_drift-alpaca-drift.csv").is_file()
+    with pytest.raises(ConfigError, match="not a path"):
+        study.output_dirs(ROOT, str(own), False)
+
+
+def test_a_relative_params_file_is_found_from_notebooks_too(monkeypatch):
+    monkeypatch.chdir(ROOT / "notebooks")  # where a notebook kernel starts
+    s = study.setup("params/tiny.yaml", notebook="00_probes")
+    assert s.size == str(ROOT / "params" / "tiny.yaml") and s.figures_dir.name == "tiny"
+    with pytest.raises(ConfigError, match=r"no params file nowhere/mine.yaml for size 'nowhere/mine.yaml'"):
+        study.setup("nowhere/mine.yaml", notebook="00_probes")  # named as the user gave it
+
+
+def test_reproduce_with_a_params_file_files_outputs_under_its_size(tmp_path, monkeypatch):
+    import papermill
+
+    own, calls = _own_params(tmp_path), []
+
+    def execute_notebook(source, out, parameters, **kw):
+        calls.append((Path(out), parameters))
+        Path(out).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    monkeypatch.chdir(ROOT)
+    assert reproduce.reproduce(str(own), only=["00"], runs_dir=str(tmp_path / "runs"),
+                               figures_dir=str(tmp_path / "figures")) == 0
+    [(out, parameters)] = calls
+    assert out == tmp_path / "runs" / "mine" / "notebooks" / "00_probes.ipynb"
+    assert parameters["size"] == str(own)
+    assert (tmp_path / "runs" / "mine" / "reproduce_times.json").is_file()
 
 
 def test_record_merges_per_parameters_and_writes_valid_json(tmp_path):
@@ -151,3 +207,48 @@ def test_stage_breakdown_sums_the_study_log_since_the_start(tmp_path):
     assert stage_breakdown(log, since=10.0) == {"train sft": {"seconds": 10.0}, "scoring": {"seconds": 5.5},
                                                "train ppo (+ reward model)": {"seconds": 30.0}}
     assert stage_breakdown(tmp_path / "missing.jsonl", since=0) == {}
+
+
+# --- notebook 04: only the datasets it is told to judge ---------------------------------------------
+
+
+def test_dataset_gaps_reads_only_the_datasets_named(tmp_path):
+    """An untouched hub id (here one that cannot exist) is never read when it is not named; a removed
+    dataset cannot be named."""
+    from vd.study import analysis
+
+    s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path),
+                    overrides="data.preference.ultrafeedback.id=nobody/not-on-any-hub")
+    gaps, dist = analysis.dataset_gaps(s, max_pairs=12, datasets="hh-rlhf")
+    assert set(gaps["dataset"]) == set(dist["dataset"]) == {"hh-rlhf"}
+    assert set(dist["n_pairs"]) == {12}
+    s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path),
+                    overrides="data.preference.ultrafeedback=null")
+    with pytest.raises(ConfigError, match=r"parameter datasets: expected one of hh-rlhf, synthetic-support, "
+                                          r"synthetic-oppose, got 'ultrafeedback'"):
+        analysis.dataset_gaps(s, datasets=["ultrafeedback"])
+
+
+def test_no_verified_synthetic_pair_names_the_generator_and_the_judge(tmp_path, monkeypatch):
+    """Zero pairs passing the stance check used to end in a KeyError inside pair_gap."""
+    from vd.data import synthetic
+    from vd.study import analysis
+
+    monkeypatch.setattr(synthetic, "build_synthetic", lambda cfg, setting: ([], []))  # no answer verified
+    s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"synthetic-oppose: no pair passed the stance check: judge 'lexicon' .*"
+                                          r"min_confidence \(0.5\).* generator 'tiny'"):
+        analysis.dataset_gaps(s, datasets="synthetic-oppose")
+
+
+def test_preference_data_without_value_laden_prompts_is_named(tmp_path):
+    from vd.study import analysis
+
+    pairs = [{"chosen": f"\n\nHuman: How long do I boil {food}?\n\nAssistant: About {n} minutes.",
+              "rejected": f"\n\nHuman: How long do I boil {food}?\n\nAssistant: No idea."}
+             for food, n in (("an egg", 9), ("rice", 12))]
+    (tmp_path / "cooking.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path),
+                    overrides=f"data.preference.hh-rlhf.id={tmp_path / 'cooking.jsonl'}")
+    with pytest.raises(ConfigError, match=r"data.preference.hh-rlhf: none of its 2 pairs has a prompt that mentions"):
+        analysis.dataset_gaps(s, datasets="hh-rlhf")

@@ -1,6 +1,8 @@
 """Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`.
 
-Every command takes `--size` (a params file) and `--set key=value` overrides (dotted keys).
+Every command takes `--size` (a params file) and `--set key=value` overrides (dotted keys). A bad input
+(params, override, data or probe file, run folder) ends in one line, `error: <file or key>: <what is
+expected>`, and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,9 +11,7 @@ import argparse
 import collections
 import sys
 
-from vd.core.config import ConfigError, load_config
-from vd.core.run import RunError
-from vd.judge.base import JudgingFailed
+from vd.core.config import load_config, load_stored_config
 
 
 def world_summary(world) -> str:
@@ -56,7 +56,9 @@ def cmd_score(args) -> int:
     from vd.score.scoring import read_run, score_run
 
     run = read_run(args.run)
-    cfg = load_config(args.size or run.size, args.set)
+    # the config the run was trained under (a user's own params file need not exist here any more);
+    # --size replaces it, --set applies on top of either
+    cfg = load_config(args.size, args.set) if args.size else load_stored_config(run.config_path, args.set)
     profile, drift = score_run(args.run, cfg, progress=True)
     overall = drift[(drift["topic"] == "overall") & (drift["eta_reading"] == "extremum95")]
     print(f"scored {profile['step'].nunique()} checkpoints of {args.run}; wrote profile.csv, drift.csv, judgments.csv")
@@ -98,17 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     register_cli(sub)
     score = sub.add_parser("score", help="score every checkpoint of a run: profile.csv, drift.csv")
     score.add_argument("--run", required=True, help="a run folder made by `vd train`")
-    score.add_argument("--size", default=None, help="params for scoring (default: the run's size)")
+    score.add_argument("--size", default=None, help="params for scoring (default: the config the run was trained "
+                                                    "under, its config.yaml)")
     score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params value")
     score.set_defaults(func=cmd_score)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vd.train.cli import USER_ERRORS, quiet_environment
+
+    quiet_environment()  # before any command imports TRL
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, RunError, JudgingFailed) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -6,12 +6,18 @@ an error that names the file, the key path and what was expected:
     ConfigError: params/tiny.yaml: dpo.beta: expected a number > 0, got -0.1
 
 Overrides use dotted keys (`dpo.beta=0.2`, `probes.samples_per_prompt=2`); their values are parsed as
-YAML scalars, so `0.2` is a float and `true` a bool.
+YAML, so `0.2` is a float, `true` a bool and `[q_proj, v_proj]` a list. An override that sets an entry of
+a named mapping (`data.sft`, `data.preference`) to null removes it, e.g. `data.preference.ultrafeedback=null`
+(so that nothing reads that dataset); elsewhere null is a value like any other. A value that an
+override set and that fails validation is blamed on the override, not on the file:
+
+    ConfigError: override dpo.beta=abc: expected a number, got 'abc'
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -21,13 +27,11 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from vd.core import overrides as override
 from vd.core import registry
+from vd.core.errors import ConfigError  # noqa: F401  (vd.core.config.ConfigError, as everyone imports it)
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
-
-
-class ConfigError(ValueError):
-    """A params file or override is invalid; the message names the file, key and expectation."""
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -269,60 +273,66 @@ def load_config(size: str = "tiny", overrides: dict[str, Any] | list[str] | None
     if not path.is_file():
         sizes = ", ".join(available_sizes(params_dir)) or "(none found)"
         raise ConfigError(f"size: no params file {path} for size {size!r}; available sizes: {sizes}")
+    return _validate(_read_yaml(path), path, overrides)
+
+
+def load_stored_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> Config:
+    """The config a run was trained under (its `config.yaml`, as Config.to_dict wrote it), `overrides` on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; a run folder made by `vd train` keeps the config it was trained "
+                          "under here (vd score: pass --size to score under a params file instead)")
+    raw = _read_yaml(path)
+    raw.pop("source", None)  # the file the run's config was first loaded from; now it is this one
+    return _validate(raw, path, overrides)
+
+
+def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; expected a params file with the sections "
+                          f"{', '.join(_top_level_keys())} (copy one from {PARAMS_DIR})")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for key, value in _parse_overrides(overrides, path).items():
-        _set_dotted(raw, key, value, path)
+    return raw
+
+
+def _validate(raw: dict, path: Path, overrides) -> Config:
+    """The Config of a params mapping with `overrides` applied; an invalid value an override set is blamed on it."""
+    hints = get_type_hints(DataConfig)
+    named = {f"data.{name}" for name, hint in hints.items() if get_origin(hint) is dict}  # data.sft, data.preference
+    applied = override.apply(raw, override.parse(overrides), named)
+    try:
+        return _build_config(raw, str(path))
+    except ConfigError as e:
+        raise override.blame(e, str(path), applied) from None
+
+
+def _build_config(raw: dict, path: str) -> Config:
     sections = {name: raw.pop(name) for name in list(raw) if name in registry.STAGES}
     for name in ("stages", "source"):  # set here, never read from a file
         if name in raw:
             raise ConfigError(f"{path}: {name}: unknown key; expected one of {', '.join(_top_level_keys())}")
-    cfg = _build(Config, raw, str(path), "")
+    cfg = _build(Config, raw, path, "")
     for name in registry.STAGES:
         if name not in sections:
             raise ConfigError(f"{path}: {name}: missing required key (the {registry.STAGES[name].title} stage's section)")
-        cfg.stages[name] = _build(StageConfig, sections[name], str(path), name)
-    cfg.source = str(path)
-    _check_cross_fields(cfg, str(path))
+        cfg.stages[name] = _build(StageConfig, sections[name], path, name)
+    cfg.source = path
+    _check_cross_fields(cfg, path)
     for check in registry.CONFIG_CHECKS:
-        registry.resolve(check)(cfg, str(path))
+        registry.resolve(check)(cfg, path)
     return cfg
 
 
 def _top_level_keys() -> list[str]:
     """What a params file may hold at the top level: the sections of Config and one per stage."""
     return sorted({f.name for f in dataclasses.fields(Config)} - {"stages", "source"} | set(registry.STAGES))
-
-
-def _parse_overrides(overrides, path) -> dict[str, Any]:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. dpo.beta=0.2")
-        key, _, text = item.partition("=")
-        parsed[key.strip()] = yaml.safe_load(text)
-    return parsed
-
-
-def _set_dotted(raw: dict, key: str, value: Any, path) -> None:
-    node = raw
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{path}: override {key}: {'.'.join(parts[:i + 1])} is not a section")
-        node = child
-    node[parts[-1]] = value
 
 
 def _build(cls, raw: Any, path: str, where: str):
@@ -393,6 +403,8 @@ def _coerce(hint, value, path: str, key: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: {key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML reads .inf and .nan as floats; no setting takes either
+            raise ConfigError(f"{path}: {key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -16,9 +16,10 @@ format: ``.json`` (a JSON list, as Alpaca's raw ``alpaca_data.json``; JSON lines
 is a local file; anything else is a hub id. For a local file ``split`` and ``data_dir`` are ignored.
 
 Malformed rows never crash a load and are never dropped silently: each skipped row is counted under
-exactly one reason in ``LoadResult.skipped`` (the first check it fails, in the order each loader
-documents), and the summary is logged. A file that is wholly the wrong kind (most rows lack the
-loader's required fields) raises ``ValueError`` naming the file and the missing fields.
+exactly one reason in ``LoadResult.skipped`` (``invalid_json`` and ``invalid_utf8`` for lines that cannot be
+read, then the first check it fails, in the order each loader documents), and the summary is logged. A
+file that is wholly the wrong kind raises ``ValueError`` naming the file and the reason: most rows lack
+the loader's required fields, or are not JSON, or no row is left.
 
 Sampling (ours): with ``max_samples=None`` every valid row is kept, in file order. With
 ``max_samples=n`` the raw rows are visited in an order shuffled by ``random.Random(seed)`` and the
@@ -36,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vd.data.files import read_source
+from vd.data.files import Unreadable, read_source
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,17 @@ ROLES = ("system", "user", "assistant")
 # A row whose required fields are missing or of the wrong type is counted under a reason starting
 # with one of these; when most rows of a file fail this way the file is the wrong kind and we raise.
 _SCHEMA_PREFIXES = ("missing_field:", "bad_type:")
+_UNREADABLE = ("invalid_json", "invalid_utf8", "not_an_object")  # not records at all
 _WRONG_FILE_FRACTION = 0.5
 _EARLY_CHECK = 500  # rows after which a wrong file is reported without reading on
 
 
 def _n_schema(res: "LoadResult") -> int:
     return sum(c for r, c in res.skipped.items() if r.startswith(_SCHEMA_PREFIXES))
+
+
+def _n_unreadable(res: "LoadResult") -> int:
+    return sum(res.skipped[r] for r in _UNREADABLE)
 
 
 # --- result --------------------------------------------------------------------------------------
@@ -73,8 +79,12 @@ class LoadResult:
         return len(self.rows)
 
     def summary(self) -> str:
+        return f"{self.name or 'data'} from {self.source}: {self.counts()}"
+
+    def counts(self) -> str:
+        """`read n, kept k, skipped s (reason: count, ...)`."""
         n_skip = sum(self.skipped.values())
-        head = f"{self.name or 'data'} from {self.source}: read {self.n_read}, kept {len(self.rows)}, skipped {n_skip}"
+        head = f"read {self.n_read}, kept {len(self.rows)}, skipped {n_skip}"
         if not n_skip:
             return head
         reasons = ", ".join(f"{r}: {c}" for r, c in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -121,8 +131,8 @@ def _run(
             break
         rec = records[i]
         res.n_read += 1
-        if rec is None:
-            res.skipped["invalid_json"] += 1
+        if isinstance(rec, Unreadable):
+            res.skipped[rec.reason] += 1
             continue
         if not isinstance(rec, dict):
             res.skipped["not_an_object"] += 1
@@ -141,9 +151,13 @@ def _run(
             if not res.skipped[reason]:
                 log.warning("%s: row %d could not be parsed (%s: %s)", source, i, type(e).__name__, e)
             res.skipped[reason] += 1
-        if res.n_read == _EARLY_CHECK and _n_schema(res) > _WRONG_FILE_FRACTION * res.n_read:
+        if res.n_read == _EARLY_CHECK and max(_n_schema(res), _n_unreadable(res)) > _WRONG_FILE_FRACTION * res.n_read:
             break  # a wrong file: say so now rather than after a million rows
 
+    if _n_unreadable(res) > _WRONG_FILE_FRACTION * res.n_read:
+        reasons = ", ".join(f"{r}: {res.skipped[r]}" for r in _UNREADABLE if res.skipped[r])
+        raise ValueError(f"{source}: not {name} data: {_n_unreadable(res)} of {res.n_read} rows read are not JSON "
+                         f"objects ({reasons}); expected a JSON list of records or one JSON object per line, in UTF-8")
     if _n_schema(res) > _WRONG_FILE_FRACTION * res.n_read:
         def fields(prefix: str) -> list[str]:
             return sorted({f for r in res.skipped if r.startswith(prefix) for f in r[len(prefix):].split(",")})
@@ -158,6 +172,8 @@ def _run(
             f"load_{name.replace('-', '_')} needs the fields {', '.join(required)}; the first row has: "
             f"{', '.join(first_keys or [])}."
         )
+    if not res.rows and max_samples != 0:
+        raise ValueError(f"{source}: no usable {name} rows: {res.counts()}")
     if max_samples is not None and len(res.rows) < max_samples:
         log.warning("%s: asked for %d rows, only %d valid rows exist", source, max_samples, len(res.rows))
     log.info(res.summary())

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vd.core.errors import ConfigError
 from vd.core.stances import TOPIC_KEYWORDS, TOPICS, topic_keyword_hits  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -58,23 +60,34 @@ TOPIC_AXES: dict[str, str] = {
 }
 
 
+class ProbeError(ConfigError):
+    """A probe file cannot be read or breaks the probe schema; the message names the file, row and field."""
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a bad line raises naming the file and line."""
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """(line number, object) for each non-blank line; a bad line or file raises naming the file (and line).
+    Unlike a training set, a probe set drops nothing: every probe is asked at every checkpoint."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    try:
+        data = gzip.open(path).read() if path.name.endswith(".gz") else path.read_bytes()
+    except gzip.BadGzipFile:
+        raise ProbeError(f"{path}: not a gzip file, though its name ends in .gz") from None
+    except (EOFError, zlib.error) as e:
+        raise ProbeError(f"{path}: the gzip file is truncated or damaged ({e or 'no end-of-stream marker'})") from None
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((n, obj))
+    for n, line in enumerate(data.split(b"\n"), 1):  # not splitlines: JSON text may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ProbeError(f"{path}, line {n}: not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1})") from None
+        except json.JSONDecodeError as e:
+            raise ProbeError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ProbeError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((n, obj))
     return rows
 
 
@@ -82,7 +95,7 @@ def _check_unique_ids(df: pd.DataFrame, where: str, lines: Sequence[int]) -> Non
     dup = df["id"].duplicated(keep="first")
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ValueError(f"{where}, row {lines[i]}: field 'id' is {df['id'].iloc[i]!r}, which an "
+        raise ProbeError(f"{where}, row {lines[i]}: field 'id' is {df['id'].iloc[i]!r}, which an "
                          "earlier row already uses; expected unique ids")
 
 
@@ -103,17 +116,17 @@ def load_probes(path: str | os.PathLike | None = None, prompts_per_topic: int | 
             v = obj.get(col)
             if not isinstance(v, str) or not v.strip():
                 got = "missing" if col not in obj else f"{v!r}"
-                raise ValueError(f"{path}, row {n}: field '{col}' is {got}; expected a non-empty string")
+                raise ProbeError(f"{path}, row {n}: field '{col}' is {got}; expected a non-empty string")
         if obj["topic"] not in TOPICS:
-            raise ValueError(f"{path}, row {n}: field 'topic' is {obj['topic']!r}; expected one of "
+            raise ProbeError(f"{path}, row {n}: field 'topic' is {obj['topic']!r}; expected one of "
                              f"{', '.join(TOPICS)}")
         if obj["direction"] not in (*DIRECTIONS, UNKNOWN_DIRECTION):
-            raise ValueError(f"{path}, row {n}: field 'direction' is {obj['direction']!r}; expected one "
+            raise ProbeError(f"{path}, row {n}: field 'direction' is {obj['direction']!r}; expected one "
                              f"of {', '.join((*DIRECTIONS, UNKNOWN_DIRECTION))}")
         records.append({c: obj[c].strip() for c in COLUMNS})
         lines.append(n)
     if not records:
-        raise ValueError(f"{path}: no probe rows")
+        raise ProbeError(f"{path}: no probe rows")
     df = pd.DataFrame(records, columns=list(COLUMNS))
     _check_unique_ids(df, str(path), lines)
     if topics is not None:
@@ -181,40 +194,43 @@ def load_external_probes(path: str | os.PathLike,
     if suffix.lower() == ".csv":
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise ProbeError(f"{path}: not a readable UTF-8 CSV file ({e})") from None
         lines = list(range(2, len(raw) + 2))  # line 1 is the header
     elif suffix.lower() in (".jsonl", ".jsonl.gz"):
         pairs = _read_jsonl(path)
         raw = pd.DataFrame([o for _, o in pairs])
         lines = [n for n, _ in pairs]
     else:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .csv or .jsonl")
+        raise ProbeError(f"{path}: unsupported file type {suffix!r}; expected .csv or .jsonl")
     for ours, theirs in columns.items():
         if theirs not in raw.columns:
-            raise ValueError(f"{path}: column {theirs!r} (mapped to {ours!r}) not found; the file has "
+            raise ProbeError(f"{path}: column {theirs!r} (mapped to {ours!r}) not found; the file has "
                              f"{list(raw.columns)}")
     raw = raw.rename(columns={theirs: ours for ours, theirs in columns.items()})
     for col in ("topic", "question"):
         if col not in raw.columns:
-            raise ValueError(f"{path}: no {col!r} column (the file has {list(raw.columns)}); map one "
+            raise ProbeError(f"{path}: no {col!r} column (the file has {list(raw.columns)}); map one "
                              f"with columns={{'{col}': '<their column>'}}")
     raw = raw.astype(object).where(raw.notna(), "")  # JSONL rows may lack a key: NaN -> ""
     records, counts = [], {}
     for n, row in zip(lines, raw.to_dict("records")):
         get = lambda col, default="": str(row.get(col, "")).strip() or default  # noqa: E731
         if not get("question"):
-            raise ValueError(f"{path}, row {n}: field 'question' is empty; expected a non-empty string")
+            raise ProbeError(f"{path}, row {n}: field 'question' is empty; expected a non-empty string")
         slug = _topic_slug(get("topic"))
         if slug is None:
             valid = "; ".join(f"{s} ({name})" for s, name in TOPICS.items())
-            raise ValueError(f"{path}, row {n}: field 'topic' is {row.get('topic')!r}, not a known topic; "
+            raise ProbeError(f"{path}, row {n}: field 'topic' is {row.get('topic')!r}, not a known topic; "
                              f"expected a slug or name from: {valid}")
         counts[slug] = counts.get(slug, 0) + 1
         records.append({"id": get("id", f"{slug}-{counts[slug]:03d}"), "topic": slug,
                         "question": get("question"), "position": get("position"),
                         "direction": get("direction", UNKNOWN_DIRECTION)})
     if not records:
-        raise ValueError(f"{path}: no probe rows")
+        raise ProbeError(f"{path}: no probe rows")
     df = pd.DataFrame(records, columns=list(COLUMNS))
     _check_unique_ids(df, str(path), lines)
     return df
@@ -354,7 +370,7 @@ def build_vprism(prism_conversations_path: str | os.PathLike,
     for n, obj in _read_jsonl(path):
         for col in ("conversation_id", "conversation_type", "opening_prompt"):
             if col not in obj:
-                raise ValueError(f"{path}, row {n}: field '{col}' is missing; expected PRISM's "
+                raise ProbeError(f"{path}, row {n}: field '{col}' is missing; expected PRISM's "
                                  "conversations.jsonl schema")
         ctype = str(obj["conversation_type"]).casefold().strip()
         seen_types.add(ctype)
@@ -365,7 +381,7 @@ def build_vprism(prism_conversations_path: str | os.PathLike,
             ids.append(str(obj["conversation_id"]))
             openers.append(text)
     if not openers:
-        raise ValueError(f"{path}: no conversations of type {sorted(wanted)}; the file has types "
+        raise ProbeError(f"{path}: no conversations of type {sorted(wanted)}; the file has types "
                          f"{sorted(seen_types)}")
     questions = [str(q).strip() for q in rephrase(list(openers))]
     if len(questions) != len(openers):

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from vd.core import registry
-from vd.core.config import ConfigError
+from vd.core.config import ConfigError, check_choice
 from vd.score import metrics as vdrift
-from vd.train.data import load_dataset
+from vd.train.data import DataError, load_dataset
 from vd.core.stances import STANCES, TOPICS
 
 OPPOSITE = {"support": "oppose", "oppose": "support"}
@@ -285,22 +285,20 @@ def assign_topic(text: str) -> str | None:
 
 
 def preference_pairs(study, name: str, max_pairs: int = 0) -> pd.DataFrame:
-    """(topic, question, chosen, rejected) texts of a standard preference dataset, read by its hub loader.
-
-    Only the pairs whose prompt mentions a topic's keywords (assign_topic) are kept: the value-laden
-    part; the others cannot be given a topic. (The tiny world's prompts carry their topic's keywords by
-    construction, so every tiny pair is kept, under the topic it was written for.)
-    """
-    raw = load_dataset(study.cfg, "preference", name).rows
-    rows = []
+    """(topic, question, chosen, rejected) texts of a standard preference dataset, read by its hub loader: the
+    pairs whose prompt mentions a topic's keywords (assign_topic), its value-laden part (every tiny-world pair:
+    their prompts carry their topic's keywords by construction)."""
+    raw, rows = load_dataset(study.cfg, "preference", name).rows, []
     for r in raw:
         question = " ".join(m["content"] for m in r["prompt"] if m["role"] == "user")
-        topic = assign_topic(question)
-        if topic:
+        if topic := assign_topic(question):
             rows.append({"topic": topic, "question": question, "chosen": r["chosen"][-1]["content"],
                          "rejected": r["rejected"][-1]["content"]})
         if max_pairs and len(rows) >= max_pairs:
             break
+    if not rows:  # nothing to judge: say why rather than fail on an empty table
+        raise DataError(f"data.preference.{name}: none of its {len(raw)} pairs has a prompt that mentions a topic's "
+                        "keywords (vd.core.stances.TOPIC_KEYWORDS), so no pair can be given a topic")
     return pd.DataFrame(rows)
 
 
@@ -330,25 +328,26 @@ def synthetic_judged(study, setting: str) -> pd.DataFrame:
         return pd.read_csv(path)
     from vd.data.synthetic import build_synthetic
 
-    return pd.DataFrame(build_synthetic(study.cfg, setting)[1])
+    judged, syn, j = pd.DataFrame(build_synthetic(study.cfg, setting)[1]), study.cfg.data.synthetic, study.cfg.judge
+    if judged.empty:
+        raise DataError(f"synthetic-{setting}: no pair passed the stance check: judge {j.kind!r} (model {j.model!r}) did "
+                        f"not confirm, with p >= data.synthetic.min_confidence ({syn.min_confidence}), the stances that "
+                        f"generator {syn.generator!r} (model {syn.generator_model!r}) was told to write")
+    return judged
 
 
-def dataset_gaps(study, max_pairs: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Value gaps of every preference dataset, and their chosen/rejected stance distributions.
-
-    Returns (gaps: vd.score.metrics.value_gap rows plus `dataset`, distributions: dataset, side, stance, p).
-    """
-    judged = {name: judge_pairs(study, preference_pairs(study, name, max_pairs))
-              for name in study.cfg.data.preference}
-    for setting in ("support", "oppose"):
-        judged[f"synthetic-{setting}"] = synthetic_judged(study, setting)
-    gaps, dist = [], []
-    for name, j in judged.items():
-        gaps.append(pair_gap(j).assign(dataset=name))
-        for side in ("chosen", "rejected"):
-            for s in STANCES:
-                dist.append({"dataset": name, "side": side, "stance": s, "p": float(j[f"{side}_p_{s}"].mean()),
-                             "n_pairs": len(j)})
+def dataset_gaps(study, max_pairs: int = 0, datasets: str | list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Value gaps (vd.score.metrics.value_gap rows plus `dataset`) of the `datasets` named (data.preference entries
+    and synthetic-<setting>, a list or comma-separated; none: every data.preference entry and both synthetic sets),
+    the only ones read, built and judged; and their stance distributions (dataset, side, stance, p, n_pairs)."""
+    choices = (*study.cfg.data.preference, *registry.SYNTHETIC_DATA)
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if isinstance(datasets, str) else datasets
+    judged = {name: synthetic_judged(study, name.split("-", 1)[1]) if name in registry.SYNTHETIC_DATA else
+              judge_pairs(study, preference_pairs(study, name, max_pairs))
+              for name in dict.fromkeys(check_choice("datasets", d, choices) for d in names or choices)}
+    gaps = [pair_gap(j).assign(dataset=name) for name, j in judged.items()]
+    dist = [{"dataset": name, "side": side, "stance": s, "p": float(j[f"{side}_p_{s}"].mean()), "n_pairs": len(j)}
+            for name, j in judged.items() for side in ("chosen", "rejected") for s in STANCES]
     return pd.concat(gaps, ignore_index=True), pd.DataFrame(dist)
 
 

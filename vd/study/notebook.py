@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import pandas as pd
 
 from vd.score import metrics as vdrift
 from vd import world
-from vd.core.config import Config, load_config
+from vd.core.config import Config, ConfigError, load_config
 from vd.world import label as world_label
 from vd.core.run import RunRecord
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
@@ -73,22 +74,19 @@ def repo_root(start: str | Path | None = None) -> Path:
 
 
 def parse_overrides(text: str | dict | None) -> dict:
-    """`"dpo.beta=0.2, probes.samples_per_prompt=2"` (the notebooks' `overrides` parameter) -> a dict."""
-    import yaml
+    """`"dpo.beta=0.2, probes.samples_per_prompt=2"` (the notebooks' `overrides` parameter) -> a dict.
+
+    Items are split at the commas that start another `key=`, so a value may be a list:
+    `lora.target_modules=[q_proj, v_proj], dpo.beta=0.2`.
+    """
+    from vd.core.overrides import parse_override
 
     if not text:
         return {}
     if isinstance(text, dict):
         return dict(text)
-    out = {}
-    for item in filter(None, (s.strip() for s in str(text).split(","))):
-        key, eq, value = item.partition("=")
-        if not eq:
-            from vd.core.config import ConfigError
-
-            raise ConfigError(f"parameter overrides: {item!r} is not key=value (e.g. dpo.beta=0.2)")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    items = filter(None, (s.strip() for s in re.split(r",(?=\s*[\w.-]+\s*=)", str(text))))
+    return dict(parse_override(item, where="parameter overrides:") for item in items)
 
 
 def _clean(x):
@@ -339,23 +337,42 @@ def resolve_path(path: str | os.PathLike, root: Path) -> Path:
 
 
 def output_dirs(root: Path, size: str, smoke: bool, runs_dir: str = "", figures_dir: str = "") -> tuple[Path, Path]:
-    """(runs folder, figures folder of `size`) as the module docstring describes; smoke runs apart."""
+    """(runs folder, figures folder of `size`) as the module docstring describes; smoke runs apart.
+    `size` is a config's `size` (cfg.size), the name its runs are filed under, never a params file's path."""
+    if Path(size).name != size or size in ("", ".", ".."):
+        raise ConfigError(f"size {size!r}: expected the name a config gives itself (cfg.size), not a path")
     runs = resolve_path(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root)
     figures = resolve_path(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
     return (runs / "smoke" if smoke else runs), figures / (f"{size}-smoke" if smoke else size)
 
 
+def params_argument(size: str, root: Path) -> str:
+    """A notebook's or `vd reproduce`'s `size` as load_config takes it: a size name as given; a params file's
+    path made absolute (relative to the working directory where it exists there, else to the repository
+    root), so that a notebook kernel started in notebooks/ finds it too; a path found nowhere as given."""
+    if not size.endswith((".yaml", ".yml")):
+        return size
+    path = Path(size).expanduser()
+    if path.is_absolute() or path.exists():
+        return str(path.resolve())
+    return str(root / path) if (root / path).is_file() else size
+
+
 def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, overrides: str | dict | None = "",
           smoke: bool = False, runs_dir: str = "", figures_dir: str = "") -> Study:
-    """The Study of one notebook run (see the module docstring for where things go)."""
+    """The Study of one notebook run (see the module docstring for where things go). `size` names
+    params/<size>.yaml or is the path of a params file; its runs and figures are filed under the
+    file's own `size:` value."""
     root = repo_root()
-    runs, figures = output_dirs(root, size, smoke, runs_dir, figures_dir)
-    study = Study(size, notebook, params or {}, parse_overrides(overrides), smoke, root, runs, figures)
+    size, overrides = params_argument(size, root), parse_overrides(overrides)
+    name = load_config(size, {**(SMOKE_OVERRIDES if smoke else {}), **overrides}).size
+    runs, figures = output_dirs(root, name, smoke, runs_dir, figures_dir)
+    study = Study(size, notebook, params or {}, overrides, smoke, root, runs, figures)
     if world.prepare(study.cfg) is not None:  # the tiny world: built, its model on one thread
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars of a tiny model are noise
-    print(f"size {size}: runs in {study.rel(runs / size)}, figures and tables in {study.rel(study.figures_dir)}"
+    print(f"size {name}: runs in {study.rel(runs / name)}, figures and tables in {study.rel(study.figures_dir)}"
           f"\n{study.budget_note}", flush=True)
     return study
 

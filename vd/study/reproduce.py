@@ -20,7 +20,7 @@ from vd import world
 from vd.core import registry
 from vd.core.config import ConfigError, load_config
 from vd.core.io import atomic_write_json
-from vd.study.notebook import output_dirs, parse_overrides, repo_root, resolve_path
+from vd.study.notebook import output_dirs, params_argument, parse_overrides, repo_root, resolve_path
 
 # The parameter grid of each notebook, in the order they run (later notebooks reuse earlier runs); the
 # choices come from vd.core.registry.
@@ -59,9 +59,10 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     nb_dir = root / "notebooks"
     if not nb_dir.is_dir():
         raise FileNotFoundError(f"{nb_dir}: no notebooks folder; run `vd reproduce` inside the repository")
+    size = params_argument(size, root)  # a params file's path: absolute, for kernels started in notebooks/
     cfg = load_config(size, parse_overrides(overrides))  # a bad size or override fails here, not in a notebook
-    runs, figures = output_dirs(root, size, smoke, runs_dir, figures_dir)
-    out_dir = runs / size / "notebooks"
+    runs, figures = output_dirs(root, cfg.size, smoke, runs_dir, figures_dir)
+    out_dir = runs / cfg.size / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = grid(only)
 
@@ -106,11 +107,11 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
 
     total = time.perf_counter() - t_start
 
-    stages = stage_breakdown(runs / size / "stage_times.jsonl", since=started_at)
+    stages = stage_breakdown(runs / cfg.size / "stage_times.jsonl", since=started_at)
     if world_s:
         stages = {"tiny world": {"seconds": round(world_s, 1), "peak_rss_mb": round(world_mb)}, **stages}
     atomic_write_json({"size": size, "smoke": smoke, "total_s": round(total, 1), "stages": stages,
-                       "notebooks": times}, runs / size / "reproduce_times.json")
+                       "notebooks": times}, runs / cfg.size / "reproduce_times.json")
     print(f"\nwall time (s) and peak memory (MB, the kernel and this process) per notebook, size {size}:")
     per: dict[str, list] = {}
     for t in times:
@@ -122,7 +123,7 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     if stages:
         print("by stage (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in stages.items()))
     print(f"\nfigures (PNG, PDF), tables (CSV, LaTeX) and key numbers (JSON): {_rel(figures, root)}/")
-    print(f"executed notebooks: {_rel(out_dir, root)}/; times: {_rel(runs / size / 'reproduce_times.json', root)}")
+    print(f"executed notebooks: {_rel(out_dir, root)}/; times: {_rel(runs / cfg.size / 'reproduce_times.json', root)}")
     if failed:
         print(f"\n{len(failed)} notebook execution(s) failed: {', '.join(failed)}; open the executed copies above "
               "to see the error, fix it, and rerun (finished runs are reused).")

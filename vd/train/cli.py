@@ -4,13 +4,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vd.core import registry
 from vd.core.config import ConfigError, load_config
-from vd.core.run import RunRecord
+from vd.core.run import RunError, RunRecord
+from vd.judge.base import JudgingFailed
 from vd.train.common import is_main
 from vd.train.runner import train_stage
+
+
+# What a user's input can cause: printed as one `error:` line (exit status 2), never a traceback.
+# What `vd` reports as one error line (exit 2): the user's input or state, not a bug of ours.
+USER_ERRORS = (ConfigError, RunError, FileNotFoundError, JudgingFailed)
+# Warnings about TRL's and the tokenizers' internals that a user of `vd` cannot act on (TRL's experimental
+# PPO/CPO imports, the tokenizers' fork notice); a value the user set stays.
+QUIET_ENVIRONMENT = {"TRL_EXPERIMENTAL_SILENCE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def quiet_environment() -> None:
+    """Set QUIET_ENVIRONMENT, where the user has not; before TRL is imported (it reads it on import)."""
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def register_cli(subparsers) -> None:
@@ -47,11 +63,12 @@ def cmd_train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_environment()
     parser = argparse.ArgumentParser(prog="vd")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

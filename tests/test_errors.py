@@ -1,0 +1,153 @@
+"""The `vd` command on bad input: exit status 2 and one line on stderr, `error: <file or key>: <what is
+expected>`, never a traceback; and what it shows or keeps when input is only partly bad."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vd.cli import main
+from vd.core.config import load_config
+from vd.core.run import Checkpoint, RunRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB = ROOT / "tests" / "fixtures" / "hub"
+ALPACA = HUB / "alpaca_data.json"
+
+
+def vd(capsys, *argv: str) -> tuple[int, str, list[str]]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err.splitlines()
+
+
+def assert_one_error_line(rc: int, err: list[str], *fragments: str) -> str:
+    assert rc == 2, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in err[0], err[0]
+    return err[0]
+
+
+def fake_run(runs: Path, size: str = "mine", overrides: list[str] | None = None) -> Path:
+    """A run folder as `vd train` leaves it, with step 0 (the tiny base model) only: no training needed."""
+    cfg = load_config("tiny", overrides)
+    stored = {**cfg.to_dict(), "size": size}
+    root = runs / size / "sft-alpaca"
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    RunRecord(root=root, stage="sft", data="alpaca", size=size, start_model="tiny",
+              checkpoints=[Checkpoint(0, None)], total_steps=1, complete=True).write()
+    return root
+
+
+# --- vd train --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("cut.json", ALPACA.read_text()[:300], "rows read are not JSON objects"),
+    ("lines.jsonl", "{oops\n[1,\n", "2 of 2 rows read are not JSON objects (invalid_json: 2)"),
+    ("hh.jsonl", (HUB / "hh-rlhf_harmless-base.jsonl").read_text(), "does not look like alpaca data"),
+    ("plain.jsonl.gz", ALPACA.read_text(), "not a gzip file"),
+])
+def test_train_on_bad_local_data_prints_one_line_and_leaves_no_run(tmp_path, capsys, tiny_world, name, content,
+                                                                   fragment):
+    bad = tmp_path / name
+    bad.write_text(content)
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--set", f"data.sft.alpaca.id={bad}",
+                    "--runs-dir", str(tmp_path / "runs"))
+    assert_one_error_line(rc, err, str(bad), fragment)
+    assert not (tmp_path / "runs" / "tiny" / "sft-alpaca").exists()  # rows are read before the folder is made
+
+
+def test_train_shows_and_keeps_the_rows_it_left_out(tmp_path, capsys, tiny_world):
+    """The loaders' summary is logged at INFO, which the command never shows; the run prints and keeps it."""
+    rc, out, _ = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--set", f"data.sft.alpaca.id={ALPACA}",
+                    "--set", "sft.save_every=1", "--max-steps", "1", "--runs-dir", str(tmp_path / "runs"))
+    assert rc == 0
+    assert (f"[sft-alpaca] data alpaca ({ALPACA}): read 16, trained on 11, left out 5 "
+            "(empty_text: 2, missing_field:output: 2, bad_type:input: 1)") in out
+    record = RunRecord.read(tmp_path / "runs" / "tiny" / "sft-alpaca")
+    assert record.extra["data_report"] == {"source": f"alpaca ({ALPACA})", "read": 16, "kept": 11,
+                                           "skipped": {"empty_text": 2, "missing_field:output": 2, "bad_type:input": 1}}
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("dpo.beta=[0.1", "error: override 'dpo.beta=[0.1': the value is not valid YAML"),
+    ("dpo.beta=abc", "error: override dpo.beta=abc: expected a number, got 'abc'"),
+    ("dpo.beta=.inf", "error: override dpo.beta=.inf: expected a finite number, got inf"),
+    ("data.preference.ultrafeedbak=null", "data.preference has no entry 'ultrafeedbak' to remove"),
+])
+def test_a_bad_override_is_named_not_the_params_file(tmp_path, capsys, override, fragment):
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--set", override,
+                    "--runs-dir", str(tmp_path / "runs"))
+    assert "params/tiny.yaml" not in assert_one_error_line(rc, err, fragment)
+
+
+def test_an_empty_params_file_says_so(tmp_path, capsys):
+    (tmp_path / "mine.yaml").write_text("# to be filled in\n")
+    rc, _, err = vd(capsys, "world", "--size", str(tmp_path / "mine.yaml"))
+    assert_one_error_line(rc, err, "mine.yaml: the file is empty")
+
+
+# --- vd score --------------------------------------------------------------------------------------
+
+
+def test_score_a_damaged_run_json_prints_one_line(tmp_path, capsys):
+    run = fake_run(tmp_path / "runs")
+    (run / "run.json").write_text((run / "run.json").read_text()[:40])  # truncated, as by a full disk
+    rc, _, err = vd(capsys, "score", "--run", str(run))
+    assert_one_error_line(rc, err, str(run / "run.json"), "not valid JSON")
+    other = fake_run(tmp_path / "runs", "other")
+    (other / "config.yaml").unlink()  # never silently scored under params/<size>.yaml instead
+    rc, _, err = vd(capsys, "score", "--run", str(other))
+    assert_one_error_line(rc, err, str(other / "config.yaml"), "pass --size")
+
+
+def test_score_with_a_bad_probe_file_prints_one_line(tmp_path, capsys, tiny_world):
+    row = {"id": "abortion-001", "topic": "abortion", "question": "Is abortion murder?",
+           "position": "Abortion is murder.", "direction": "contra"}
+    (tmp_path / "probes.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    run = fake_run(tmp_path / "runs")
+    rc, _, err = vd(capsys, "score", "--run", str(run), "--set", f"probes.file={tmp_path / 'probes.jsonl'}")
+    assert_one_error_line(rc, err, "probes.jsonl, row 2: field 'id' is 'abortion-001'", "expected unique ids")
+
+
+def test_score_uses_the_config_the_run_was_trained_under(tmp_path, capsys, tiny_world):
+    """A run from the user's own params file (size `mine`, no params/mine.yaml) is scored under its stored
+    config.yaml; --set applies on top of it, --size replaces it."""
+    run = fake_run(tmp_path / "runs", "mine", ["probes.prompts_per_topic=1", "probes.samples_per_prompt=1",
+                                               "probes.max_new_tokens=8"])
+
+    def judged(*extra: str) -> int:
+        rc, _, err = vd(capsys, "score", "--run", str(run), *extra)
+        assert rc == 0, err
+        return len(pd.read_csv(run / "judgments.csv"))
+
+    assert judged() == 11  # 1 prompt per topic x 1 sample, as stored (params/tiny.yaml has 10 x 2)
+    assert judged("--set", "probes.samples_per_prompt=2") == 22
+    assert judged("--size", "tiny", "--set", "probes.prompts_per_topic=1", "--set", "probes.max_new_tokens=8") == 22
+
+
+# --- what the command prints besides ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ["vd.cli", "vd.train.cli"])
+def test_trl_experimental_warning_and_tokenizers_notice_are_silenced(entry):
+    """Neither `vd` nor `python -m vd.train` (for accelerate launch) shows warnings about TRL's internals."""
+    argv = ["score", "--run", "/nonexistent/run"] if entry == "vd.cli" else ["train", "--stage", "kto", "--data", "x"]
+    code = (f"import os, sys; from {entry} import main; rc = main({argv!r}); "
+            "import trl.experimental; "  # what warns, on import (the stages import its cpo and ppo)
+            "print(os.environ['TOKENIZERS_PARALLELISM']); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRL_EXPERIMENTAL_SILENCE", "TOKENIZERS_PARALLELISM")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout.strip() == "false"
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
