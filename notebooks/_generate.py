@@ -106,7 +106,7 @@ def main() -> None:
          ("code", 'counts = vd.analysis.probe_counts(study.cfg)\n'
                   'study.save_table(counts, "counts")\n'
                   'title = study.title("Probes per topic and direction")\n'
-                  'study.save_figure(vd.analysis.probe_figure(counts, title), "counts")'),
+                  'study.save_figure(vd.figures.probe_figure(counts, title), "counts")'),
          look("Left, the whole set; right, the subset this size probes (`probes.prompts_per_topic`, the same "
               "subset at every checkpoint). Both halves of each bar should be equal: a topic's support is "
               "half *pro* and half *contra* its axis.",
@@ -232,11 +232,11 @@ def main() -> None:
         [("code", 'runs = {s: study.preference(algo, f"synthetic-{s}", sft_data)\n'
                   '        for s in vd.registry.SYNTHETIC_SETTINGS}\nrun = runs[setting]'),
          ("md", "## The synthetic data's value gap"),
-         ("code", 'gaps = vd.analysis.synthetic_gaps(runs)\n'
+         ("code", 'gaps = vd.value_gaps.synthetic_gaps(runs)\n'
                   'study.save_table(gaps, "gap", key=algo)\n'
                   'title = study.title("Value gap of the synthetic pairs",\n'
-                  '                    note=vd.analysis.gap_note(study, gaps))\n'
-                  'study.save_figure(vd.analysis.gap_figure(gaps, title), "gap", key=algo)'),
+                  '                    note=vd.value_gaps.gap_note(study, gaps))\n'
+                  'study.save_figure(vd.figures.gap_figure(gaps, title), "gap", key=algo)'),
          look("Mean judged p(stance) of chosen minus rejected answers, per stance (ours: `docs/method.md` §5), "
               "with 95% CIs over pairs: close to +1 for the chosen stance, −1 for the other.",
               "A large value gap by construction.", "The same, verified by the lexicon judge."),
@@ -257,11 +257,11 @@ def main() -> None:
               "here is a move of what the model says; the size of it depends on the tiny hyperparameters, "
               "which are not tuned to the paper."),
          ("md", "## High vs low prior"),
-         ("code", 'split = vd.analysis.prior_split(study.sft(sft_data), runs)\n'
-                  'summary = vd.analysis.prior_summary(split)\n'
+         ("code", 'split = vd.value_gaps.prior_split(study.sft(sft_data), runs)\n'
+                  'summary = vd.value_gaps.prior_summary(split)\n'
                   'study.save_table(split, "prior_split", key=algo)\n'
                   'title = study.title(f"{algo.upper()}: drift of the chosen stance by its prior", *runs.values())\n'
-                  'study.save_figure(vd.analysis.prior_split_figure(split, title), "prior_split", key=algo)\n'
+                  'study.save_figure(vd.figures.prior_split_figure(split, title), "prior_split", key=algo)\n'
                   'display(summary.round(3))\nsplit[split.topic == "overall"].round(3)'),
          look("For each topic and setting: the chosen stance's value at the end of SFT (its prior; *high* if "
               "it is the larger of support and oppose there) against its drift M through this stage.",
@@ -282,19 +282,19 @@ def main() -> None:
         'datasets: str = ""  # comma-separated preference datasets (default: all configured + synthetic)\n'
         + SFT_PARAM,
         setup_cell("04_dataset_value_gap", '{"sft_data": sft_data}', (SFT,)),
-        [("code", 'names = vd.analysis.dataset_names(study, datasets)\n'
-                  'gaps, dist = vd.analysis.dataset_gaps(study, max_pairs, datasets=names)\n'
+        [("code", 'names = vd.value_gaps.dataset_names(study, datasets)\n'
+                  'gaps, dist = vd.value_gaps.dataset_gaps(study, max_pairs, datasets=names)\n'
                   'study.save_table(gaps, "gaps")\nstudy.save_table(dist, "distributions")'),
          ("md", "## Stance distributions of chosen and rejected answers"),
          ("code", 'title = study.title("Stances of chosen and rejected answers",\n'
-                  '                    note=vd.analysis.gap_note(study, gaps))\n'
-                  'study.save_figure(vd.analysis.distribution_figure(dist, title), "distributions")'),
+                  '                    note=vd.value_gaps.gap_note(study, gaps))\n'
+                  'study.save_figure(vd.figures.distribution_figure(dist, title), "distributions")'),
          look("For each dataset, chosen and rejected answers side by side.",
               "UltraFeedback and HH-RLHF: chosen and rejected share the same stance distribution.",
               "The tiny standard pairs share a stance by construction, the synthetic ones do not."),
          ("md", "## Value gaps"),
-         ("code", 'title = study.title("Value gap per dataset", note=vd.analysis.gap_note(study, gaps))\n'
-                  'study.save_figure(vd.analysis.gap_figure(gaps, title), "gaps")\n'
+         ("code", 'title = study.title("Value gap per dataset", note=vd.value_gaps.gap_note(study, gaps))\n'
+                  'study.save_figure(vd.figures.gap_figure(gaps, title), "gaps")\n'
                   'gaps[gaps.topic == "overall"].round(3)'),
          look("Bars near 0 (a small gap) for standard data, near ±1 for synthetic data, with 95% CIs over "
               "pairs.", "A small gap for standard data.", "The same, as the tiny data were built."),
@@ -326,7 +326,7 @@ def main() -> None:
         [("code", 'table = vd.analysis.ablations(study, ablation_data)\nstudy.save_table(table, "ablations")'),
          ("md", "## M per value"),
          ("code", 'title = study.title(f"Ablations on {ablation_data}")\n'
-                  'study.save_figure(vd.analysis.ablation_figure(table, title), "ablations")\n'
+                  'study.save_figure(vd.figures.ablation_figure(table, title), "ablations")\n'
                   'columns = ["algo", "param", "value", "M_support", "M_neutral", "M_oppose"]\n'
                   'table[columns + ["eta_support", "eta_oppose"]].round(3)'),
          look("M of the overall profile per knob value, with paired bootstrap 95% CIs: a knob matters where "
@@ -349,7 +349,7 @@ def main() -> None:
         'include_capabilities: bool = True  # also check capabilities (notebook 07; cached lm-eval runs)',
         setup_cell("06_paper_tables", '{"sft_data": sft_data}', (SFT,)),
         [("code", 'tables = vd.paper.paper_tables(study)\n'
-                  'gaps, _ = vd.analysis.dataset_gaps(study)\n'
+                  'gaps, _ = vd.value_gaps.dataset_gaps(study)\n'
                   'ablation = vd.analysis.ablations(study) if include_ablations else None\n'
                   'capabilities = None\n'
                   'if include_capabilities:\n'

@@ -123,7 +123,7 @@ def test_no_import_cycles():
 def test_a_cycle_is_caught():
     graph = {k: set(v) for k, v in GRAPH.items()}
     graph["vd.core.io"].add("vd.core.cache")  # cache imports io already
-    assert ["vd.core.cache", "vd.core.io", "vd.core.cache"] in cycles(graph)
+    assert any({"vd.core.cache", "vd.core.io"} <= set(c) for c in cycles(graph))
 
 
 def test_the_tiny_world_is_reached_only_through_its_package():

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd.data.probes import (COLUMNS, DIRECTIONS, SHIPPED_PROBES, TOPIC_AXES, balanced_subset, build_vprism,
-                       kmeans, load_external_probes, load_probes, near_duplicates, openai_rephraser,
+from vd.core.config import ConfigError
+from vd.data.prism import build_vprism, kmeans, openai_rephraser
+from vd.data.probes import (COLUMNS, DIRECTIONS, SHIPPED_PROBES, TOPIC_AXES, balanced_subset,
+                       load_external_probes, load_probes, near_duplicates,
                        topic_keyword_hits)
 from vd.core.stances import TOPICS
 
@@ -338,5 +340,22 @@ def test_kmeans_separates_blobs_deterministically():
 
 def test_openai_rephraser_needs_the_environment_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         openai_rephraser()
+
+
+def test_vd_probes_rebuilds_a_probe_file_from_prism(monkeypatch, tmp_path, capsys):
+    """`vd probes --from-prism`: the pipeline through the command, with the rephraser and embedder local."""
+    import json
+
+    from vd import cli
+    from vd.data import prism
+
+    monkeypatch.setattr(prism, "openai_rephraser", lambda *a, **k: rephrase)
+    monkeypatch.setattr(prism, "openai_embedder", lambda *a, **k: embed)
+    out = tmp_path / "probes.jsonl"
+    argv = ["probes", "--from-prism", str(PRISM), "--out", str(out), "--per-topic", "4", "--topics", "3"]
+    assert cli.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == build_vprism(PRISM, rephrase, embed, n_per_topic=4, n_topics=3).to_dict("records")
+    assert "12 questions in 3 clusters" in capsys.readouterr().out

@@ -215,34 +215,34 @@ def test_stage_breakdown_sums_the_study_log_since_the_start(tmp_path):
 def test_dataset_gaps_reads_only_the_datasets_named(tmp_path):
     """An untouched hub id (here one that cannot exist) is never read when it is not named; a removed
     dataset cannot be named."""
-    from vd.study import analysis
+    from vd.study import value_gaps
 
     s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path),
                     overrides="data.preference.ultrafeedback.id=nobody/not-on-any-hub")
-    gaps, dist = analysis.dataset_gaps(s, max_pairs=12, datasets="hh-rlhf")
+    gaps, dist = value_gaps.dataset_gaps(s, max_pairs=12, datasets="hh-rlhf")
     assert set(gaps["dataset"]) == set(dist["dataset"]) == {"hh-rlhf"}
     assert set(dist["n_pairs"]) == {12}
     s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path),
                     overrides="data.preference.ultrafeedback=null")
     with pytest.raises(ConfigError, match=r"parameter datasets: expected one of hh-rlhf, synthetic-support, "
                                           r"synthetic-oppose, got 'ultrafeedback'"):
-        analysis.dataset_gaps(s, datasets=["ultrafeedback"])
+        value_gaps.dataset_gaps(s, datasets=["ultrafeedback"])
 
 
 def test_no_verified_synthetic_pair_names_the_generator_and_the_judge(tmp_path, monkeypatch):
     """Zero pairs passing the stance check used to end in a KeyError inside pair_gap."""
     from vd.data import synthetic
-    from vd.study import analysis
+    from vd.study import value_gaps
 
     monkeypatch.setattr(synthetic, "build_synthetic", lambda cfg, setting: ([], []))  # no answer verified
     s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path))
     with pytest.raises(ConfigError, match=r"synthetic-oppose: no pair passed the stance check: judge 'lexicon' .*"
                                           r"min_confidence \(0.5\).* generator 'tiny'"):
-        analysis.dataset_gaps(s, datasets="synthetic-oppose")
+        value_gaps.dataset_gaps(s, datasets="synthetic-oppose")
 
 
 def test_preference_data_without_value_laden_prompts_is_named(tmp_path):
-    from vd.study import analysis
+    from vd.study import value_gaps
 
     pairs = [{"chosen": f"\n\nHuman: How long do I boil {food}?\n\nAssistant: About {n} minutes.",
               "rejected": f"\n\nHuman: How long do I boil {food}?\n\nAssistant: No idea."}
@@ -251,4 +251,4 @@ def test_preference_data_without_value_laden_prompts_is_named(tmp_path):
     s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path),
                     overrides=f"data.preference.hh-rlhf.id={tmp_path / 'cooking.jsonl'}")
     with pytest.raises(ConfigError, match=r"data.preference.hh-rlhf: none of its 2 pairs has a prompt that mentions"):
-        analysis.dataset_gaps(s, datasets="hh-rlhf")
+        value_gaps.dataset_gaps(s, datasets="hh-rlhf")

@@ -1,4 +1,4 @@
-"""Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`.
+"""Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`, `vd probes`.
 
 Every command takes `--size` (a params file) and `--set key=value` overrides (dotted keys). A bad input
 (params, override, data or probe file, run folder) ends in one line, `error: <file or key>: <what is
@@ -49,6 +49,16 @@ def cmd_world(args) -> int:
 
     cfg = load_config(args.size, args.set)
     print(world_summary(ensure_world(cfg)))
+    return 0
+
+
+def cmd_probes(args) -> int:
+    from vd.data.prism import rebuild_from_prism
+
+    df = rebuild_from_prism(args.from_prism, args.out, n_per_topic=args.per_topic, n_topics=args.topics,
+                            seed=args.seed, base_url=args.base_url)
+    print(f"wrote {len(df)} questions in {df['topic'].nunique()} clusters to {args.out}; name the clusters, "
+          "fill in position and direction, then set probes.file to it")
     return 0
 
 
@@ -104,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "under, its config.yaml)")
     score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params value")
     score.set_defaults(func=cmd_score)
+    probes = sub.add_parser("probes", help="rebuild a V-PRISM-like probe set from PRISM's conversations",
+                            description="The paper's curation pipeline on PRISM's openers (vd/data/prism.py): "
+                                        "rephrase, embed, drop near-duplicates, cluster. Needs OPENAI_API_KEY "
+                                        "(or --base-url of a local OpenAI-compatible server).")
+    probes.add_argument("--from-prism", required=True, metavar="JSONL", help="PRISM's conversations.jsonl")
+    probes.add_argument("--out", required=True, help="the probe file to write (JSONL, unnamed clusters)")
+    probes.add_argument("--per-topic", type=int, default=50, help="questions per cluster (default 50, as V-PRISM)")
+    probes.add_argument("--topics", type=int, default=11, help="clusters (default 11, as V-PRISM)")
+    probes.add_argument("--seed", type=int, default=0)
+    probes.add_argument("--base-url", help="an OpenAI-compatible server (default: OpenAI)")
+    probes.set_defaults(func=cmd_probes)
     return parser
 
 

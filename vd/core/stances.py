@@ -30,7 +30,6 @@ TOPICS: dict[str, str] = {
     "elections_parties": "Elections and political parties",
     "war_conflict": "War and international conflict",
 }
-PAPER_TOPICS: tuple[str, ...] = ("immigration", "abortion", "climate_change")
 
 # Words that mark a question as belonging to a topic. The tiny base model learns to tell topics
 # apart from these words only, so every probe question carries at least one of its topic's keywords

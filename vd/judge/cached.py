@@ -3,7 +3,7 @@
     judge = CachedJudge(make_judge(cfg.judge), store)
     judgments = judge.judge(items)          # cached ones reused, the rest judged and stored one by one
 
-Scoring (vd.score.scoring.judge_answers) and the value-gap analysis (vd.study.analysis.judge_pairs)
+Scoring (vd.score.scoring.judge_answers) and the value-gap analysis (vd.study.value_gaps.judge_pairs)
 both judge through it, so a judgment made for one is reused by the other.
 """
 

@@ -13,6 +13,8 @@ if "ipykernel" not in sys.modules:  # headless scripts and CI; a notebook keeps 
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.container import BarContainer  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -159,6 +161,112 @@ def value_gap_bars(gaps: pd.DataFrame, title: str):
     return fig
 
 
-def stage_title(what: str, size: str, budget_note: str = "") -> str:
-    """A figure title that states the size and whatever budget was shrunk."""
-    return f"{what} — size {size}" + (f" ({budget_note})" if budget_note else "")
+
+# --- the figures of notebooks 00, 03, 04, 05 ---------------------------------------------------------
+
+
+def probe_figure(counts: pd.DataFrame, title: str):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
+    colors = {"pro": "#4c72b0", "contra": "#c44e52"}
+    for ax, col, what in zip(axes, ("in_set", "used"), ("the probe set (V-PRISM-style, ours)", "used at this budget")):
+        wide = counts.pivot(index="topic", columns="direction", values=col).loc[list(TOPICS), ["pro", "contra"]]
+        wide.index = [topic_label(t) for t in wide.index]
+        wide.plot.barh(stacked=True, ax=ax, color=[colors["pro"], colors["contra"]], width=0.75, legend=False)
+        ax.invert_yaxis()
+        ax.set_title(f"{what}: {int(wide.values.sum())} prompts", fontsize=10)
+        ax.set_xlabel("prompts")
+    handles, _ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, ["pro: supporting moves toward the topic's axis (vd.data.probes.TOPIC_AXES)",
+                         "contra: supporting moves away from it"], loc="outside lower center", ncol=2, frameon=False)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+    return fig
+
+
+# Hand-written answers to two probes, one per kind of stance, including a refusal (neutral by the
+# paper's rule). Ours; worded so that both the lexicon judge and an LLM judge can read them.
+def gap_figure(gaps: pd.DataFrame, title: str):
+    """plots.value_gap_bars with each bar's value written on it (a zero gap is a visible 0.00), on [-1, 1]."""
+    fig = value_gap_bars(gaps, title)
+    ax = fig.axes[0]
+    fig.set_size_inches(max(8.0, 1.9 * gaps["dataset"].nunique() + 3.0), 3.8)
+    for container in ax.containers:
+        if isinstance(container, BarContainer):
+            ax.bar_label(container, fmt="%+.2f", fontsize=7, padding=2)
+    ax.set_ylim(-1.05, 1.05)
+    ax.legend(title="stance", frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def prior_split_figure(split: pd.DataFrame, title: str):
+    """M of the chosen stance against its prior after SFT, one point per topic and setting."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = {"support": "^", "oppose": "v"}
+    colors = {"high": "#d62728", "low": "#1f77b4"}
+    rng = np.random.default_rng(0)  # a little horizontal jitter: the tiny world's values coincide often
+    for (setting, prior), part in split[split["topic"] != "overall"].groupby(["setting", "prior"]):
+        x = part["prior_chosen"] + rng.uniform(-0.012, 0.012, len(part))
+        ax.scatter(x, part["M_chosen"], marker=markers[setting], color=colors[prior], s=40, alpha=0.6,
+                   label=f"chosen = {setting}, {prior} prior (one point per topic)")
+    for _, r in split[split["topic"] == "overall"].iterrows():
+        ax.scatter(r["prior_chosen"], r["M_chosen"], marker=markers[r["setting"]], s=160, facecolor="none",
+                   edgecolor="black", linewidth=1.5)
+        ax.annotate(f"overall ({r['setting']})", (r["prior_chosen"], r["M_chosen"]), textcoords="offset points",
+                    xytext=(8, -3), fontsize=8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("prior of the chosen stance: its p at the end of SFT (high = above the other stance's)")
+    ax.set_ylabel("M of the chosen stance (end − start)")
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, -0.1), max(high, 0.3))
+    ax.legend(fontsize=7, frameon=False, loc="upper center")
+    ax.set_title(title, loc="left", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def distribution_figure(dist: pd.DataFrame, title: str):
+    """Stacked stance shares of chosen and rejected answers, per dataset."""
+    datasets = list(dict.fromkeys(dist["dataset"]))
+    fig, ax = plt.subplots(figsize=(9.5, 0.55 * 2 * len(datasets) + 1.6), layout="constrained")
+    labels = []
+    for d in datasets:
+        for side in ("chosen", "rejected"):
+            labels.append(f"{d}: {side}")
+    y = np.arange(len(labels))
+    left = np.zeros(len(labels))
+    for s in STANCES:
+        vals = [float(dist[(dist.dataset == d) & (dist.side == side) & (dist.stance == s)]["p"].iloc[0])
+                for d in datasets for side in ("chosen", "rejected")]
+        ax.barh(y, vals, left=left, color=STANCE_COLORS[s], label=s, height=0.8)
+        left += vals
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("mean judged p(stance)")
+    ax.legend(ncol=3, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=9)
+    return fig
+
+
+def ablation_figure(table: pd.DataFrame, title: str):
+    algos = list(dict.fromkeys(table["algo"]))
+    fig, axes = plt.subplots(1, len(algos), figsize=(4.0 * len(algos) + 1.2, 3.4), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, algo in zip(axes[0], algos):
+        part = table[table["algo"] == algo].reset_index(drop=True)
+        x = np.arange(len(part))
+        for k, s in enumerate(STANCES):
+            ax.errorbar(x + (k - 1) * 0.12, part[f"M_{s}"],
+                        yerr=[part[f"M_{s}"] - part[f"M_{s}_ci_low"], part[f"M_{s}_ci_high"] - part[f"M_{s}"]],
+                        fmt="o-", color=STANCE_COLORS[s], capsize=2, markersize=4, label=s)
+        ax.set_xticks(x, [f"{v:g}" + (" (default)" if d else "") for v, d in zip(part["value"], part["default"])],
+                      fontsize=8)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"{algo}: {part['param'].iloc[0]}")
+        ax.set_title(algo.upper() if algo != "simpo" else "SimPO", fontsize=10)
+    axes[0, 0].set_ylabel("M, overall profile (end − start)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="stance (95% CI)", fontsize=8, frameon=False, loc="outside right center")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=9)
+    return fig

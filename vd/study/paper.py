@@ -19,7 +19,7 @@ import pandas as pd
 
 from vd.core import registry
 from vd.study import capabilities as caps
-from vd.study.analysis import prior_split
+from vd.study.value_gaps import prior_split
 from vd.core.stances import STANCES
 
 # The paper's numbers (from secondary sources; docs/method.md, preamble).

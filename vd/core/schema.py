@@ -1,0 +1,229 @@
+"""The params schema: one typed dataclass per section of params/<size>.yaml, each field's type and the
+check its value must pass (`metadata["check"]`: a predicate and what is expected), which
+vd.core.config validates every file and override against. Every stage of vd.core.registry.STAGES
+has a section of StageConfig's fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vd.core import registry
+from vd.core.errors import ConfigError
+
+# Each field's `metadata["check"]` is (predicate, "what is expected"); types are checked from hints.
+
+
+def _check(pred, expected: str, **kw):
+    return field(metadata={"check": (pred, expected)}, **kw)
+
+
+_positive = (lambda v: v > 0, "a number > 0")
+_nonneg = (lambda v: v >= 0, "a number >= 0")
+_prob = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_atleast1 = (lambda v: v >= 1, "an integer >= 1")
+
+
+def _pos(**kw):
+    return _check(*_positive, **kw)
+
+
+def _ge1(**kw):
+    return _check(*_atleast1, **kw)
+
+
+@dataclass
+class ModelConfig:
+    base: str  # hub id or local folder (`tiny`: the tiny world's model, built by vd.world)
+    revision: str | None = None
+    # How to prompt a base model that has no chat template of its own: "chatml" gives it the same
+    # ChatML template the SFT data are formatted with, so every checkpoint sees identical prompts.
+    chat_template: Literal["own", "chatml"] = "chatml"
+
+
+@dataclass
+class QuantizationConfig:
+    load_in_4bit: bool = True  # CUDA only; on CPU the model is loaded unquantized
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where supported
+
+
+@dataclass
+class LoraConfig:
+    r: int = _ge1(default=16)
+    alpha: float = _pos(default=32)
+    dropout: float = _check(*_prob, default=0.05)
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class StageConfig:
+    """Trainer settings of one stage. Fields not used by a stage are ignored by it."""
+
+    learning_rate: float = _pos(default=1e-5)
+    epochs: float = _pos(default=1.0)
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = _ge1(default=8)
+    grad_accum: int = _ge1(default=1)
+    max_length: int = _ge1(default=1024)
+    save_every: int = _ge1(default=100)  # checkpoint cadence in optimizer steps
+    log_every: int = _ge1(default=10)  # trainer log cadence in steps (never less often than save_every)
+    warmup_ratio: float = _check(*_prob, default=0.0)
+    lr_scheduler: str = "linear"
+    activation_checkpointing: bool = False
+    optimizer: str = "adamw_torch"
+    beta: float = _pos(default=0.1)  # DPO β, SimPO β
+    # SimPO target margin γ in TRL's convention: CPOConfig.simpo_gamma is γ itself (the loss is
+    # -logsigmoid(β·Δavg_logp − γ)), not γ/β as in the SimPO paper's tables.
+    gamma: float = _check(*_nonneg, default=0.5)
+    kl_coef: float = _check(*_nonneg, default=0.05)  # PPO KL penalty
+    response_length: int = _ge1(default=256)  # PPO rollout length
+    num_ppo_epochs: int = _ge1(default=4)
+    num_mini_batches: int = _ge1(default=1)
+    total_episodes: int = -1  # PPO: > 0 overrides epochs
+    missing_eos_penalty: float = _check(*_nonneg, default=1.0)
+    # reward model (and PPO's value model, a copy of it): train every weight instead of a LoRA adapter
+    full_finetune: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    id: str  # hub id or local file
+    split: str = "train"
+    max_samples: int | None = None
+    data_dir: str | None = None
+    turns: Literal["first", "all"] = "first"  # WildChat
+    language: str | None = None  # WildChat
+    drop_toxic: bool = True
+    drop_redacted: bool = True
+
+
+@dataclass
+class SyntheticConfig:
+    # the prompts the pairs answer, {"prompt", "topic"} JSONL; None: vd/data/synthetic_prompts.jsonl
+    prompts_file: str | None = None
+    prompts_per_topic: int = _check(lambda v: 1 <= v <= 40, "an integer in [1, 40] (vd/data/synthetic_prompts.jsonl has 40 per topic)", default=40)
+    generator: str = _check(lambda v: v in registry.ANSWER_WRITERS,
+                            "one of " + ", ".join(map(repr, registry.ANSWER_WRITERS)), default="openai")
+    generator_model: str = "gpt-4o-mini"
+    min_confidence: float = _check(*_prob, default=0.5)
+
+
+@dataclass
+class DataConfig:
+    sft: dict[str, DatasetConfig] = field(default_factory=dict)
+    preference: dict[str, DatasetConfig] = field(default_factory=dict)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ProbeConfig:
+    file: str | None = None  # None: the shipped vd/data/vprism.jsonl
+    prompts_per_topic: int = _check(lambda v: 1 <= v <= 50, "an integer in [1, 50]", default=50)
+    samples_per_prompt: int = _ge1(default=5)  # paper: 5
+    temperature: float = _check(*_nonneg, default=0.7)  # paper: 0.7
+    top_p: float = _check(lambda v: 0 < v <= 1, "a number in (0, 1]", default=1.0)
+    max_new_tokens: int = _ge1(default=256)  # paper: 256
+    batch_size: int = _ge1(default=32)
+
+
+@dataclass
+class JudgeConfig:
+    kind: str = _check(lambda v: v in registry.JUDGES, "one of " + ", ".join(map(repr, registry.JUDGES)),
+                       default="openai")
+    model: str = "gpt-4o"  # the paper's judge
+    base_url: str | None = None
+    prompt_version: str = "v1"
+    max_concurrency: int = _ge1(default=8)
+    max_retries: int = _check(*_nonneg, default=5)
+    timeout_s: float = _pos(default=60.0)
+    batch_size: int = _ge1(default=16)
+
+
+@dataclass
+class CapabilityTaskConfig:
+    """One capability task of lm-evaluation-harness (vd.capabilities): its few-shot count and the metric read."""
+
+    num_fewshot: int = _check(lambda v: v >= 0, "an integer >= 0", default=0)
+    metric: Literal["acc", "acc_norm"] = "acc"
+
+
+@dataclass
+class CapabilitiesConfig:
+    """Capability checks through lm-evaluation-harness at the start and end of every stage (notebook 07).
+
+    tasks: lm-eval task (or group) names; limit: items per task (lm-eval's `limit`; for a group such as
+    mmlu, per subtask), None for all; batch_size: lm-eval's batch size for the HF model."""
+
+    tasks: dict[str, CapabilityTaskConfig] = field(default_factory=dict)
+    limit: int | None = _ge1(default=None)
+    batch_size: int = _ge1(default=8)
+
+
+@dataclass
+class TinyConfig:
+    """Recipe of the tiny world (size `tiny` only); any change rebuilds it."""
+
+    vocab_size: int = _ge1(default=2048)
+    hidden_size: int = _ge1(default=128)
+    layers: int = _ge1(default=2)
+    heads: int = _ge1(default=4)
+    kv_heads: int = _ge1(default=2)
+    intermediate_size: int = _ge1(default=384)
+    pretrain_chats: int = _ge1(default=20000)
+    pretrain_steps: int = _ge1(default=1050)
+    pretrain_batch_size: int = _ge1(default=32)
+    pretrain_lr: float = _pos(default=3e-3)
+    sft_rows: int = _ge1(default=400)
+    preference_rows: int = _ge1(default=300)
+    threads: int = _ge1(default=1)
+
+
+@dataclass
+class Config:
+    size: str
+    seed: int
+    model: ModelConfig
+    quantization: QuantizationConfig
+    lora: LoraConfig
+    data: DataConfig
+    probes: ProbeConfig
+    judge: JudgeConfig
+    tiny: TinyConfig | None = None
+    capabilities: CapabilitiesConfig = field(default_factory=CapabilitiesConfig)
+    budget_note: str = ""  # what a shrunk run shrank; figure titles show it
+    progress_bars: bool = True  # the trainers' progress bars (shown only on a terminal)
+    # One section per stage of vd.core.registry.STAGES (`sft:`, `dpo:`, ... in the file), read as cfg.dpo.
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    source: str = ""  # the file this was loaded from (set by load_config)
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in self.stages:
+            raise ConfigError(f"unknown stage {name!r}: expected one of {', '.join(self.stages)}")
+        return self.stages[name]
+
+    def get(self, dotted: str):
+        """A value by its dotted key, as overrides name it: cfg.get("dpo.beta")."""
+        node = self
+        for part in dotted.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    def __getattr__(self, name: str):  # only called for attributes a Config does not have
+        stages = self.__dict__.get("stages") or {}
+        if name in stages:
+            return stages[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as its params file lays it out: each stage a top-level section (after `lora`)."""
+        flat = {}
+        for key, value in dataclasses.asdict(self).items():
+            if key == "stages":
+                continue
+            flat[key] = value
+            if key == "lora":
+                flat.update({name: dataclasses.asdict(st) for name, st in self.stages.items()})
+        return flat
