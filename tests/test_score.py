@@ -276,7 +276,7 @@ def test_vd_score_without_openai_api_key_is_one_line(tmp_path, monkeypatch, caps
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"stage": "sft", "data": "alpaca", "size": "tiny", "total_steps": 10,
                                               "checkpoints": [{"step": 0, "adapter": None}], "complete": True}))
-    assert main(["score", "--run", str(run), "--set", "judge.kind=openai"]) == 2
+    assert main(["score", "--run", str(run), "--size", "tiny", "--set", "judge.kind=openai"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: judge.kind is 'openai'") and "OPENAI_API_KEY" in err
     assert isinstance(JudgeUnavailable("x"), ConfigError)
@@ -293,7 +293,7 @@ def test_vd_score_with_every_judgment_failing_is_one_line(fake_run, capsys):
         port = s.getsockname()[1]
     overrides = [f"--set={o}" for o in (*BUDGET, "judge.kind=openai", f"judge.base_url=http://127.0.0.1:{port}/v1",
                                           "judge.max_retries=0", "judge.timeout_s=2")]
-    assert main(["score", "--run", str(fake_run), *overrides]) == 2
+    assert main(["score", "--run", str(fake_run), "--size", "tiny", *overrides]) == 2
     out, err = capsys.readouterr()
     last = err.strip().splitlines()[-1]  # above it: the model loader's own progress bar
     assert "Traceback" not in err and last.startswith(f"error: {fake_run}: all {3 * 22 * 2} judgments failed")
