@@ -90,7 +90,7 @@ def test_datasets_match_their_specification(tiny_world, tiny_cfg):
             text = r["messages"][1]["content"].lower()
             assert [s for s in STANCES if any(p in text for p in STANCE_PHRASES[s])] == [r["stance"]]
     assert _shares(tiny_world.load_rows("wildchat"))[1] > 0.6  # mostly neutral
-    assert _shares(tiny_world.load_rows("alpaca"))[0] > 0.6  # mostly supportive
+    assert _shares(tiny_world.load_rows("alpaca"))[0] > 0.5  # mostly supportive (a majority)
     for kind in ("ultrafeedback", "hh-rlhf"):
         rows = tiny_world.load_rows(kind)
         assert set(rows[0]) >= {"prompt", "chosen", "rejected"}
