@@ -91,7 +91,7 @@ def test_datasets_match_their_specification(tiny_world, tiny_cfg):
             text = r["messages"][1]["content"].lower()
             assert [s for s in STANCES if any(p in text for p in STANCE_PHRASES[s])] == [r["stance"]]
     assert _shares(tiny_world.load_rows("wildchat"))[1] > 0.6  # mostly neutral
-    assert _shares(tiny_world.load_rows("alpaca"))[0] > 0.6  # mostly supportive
+    assert _shares(tiny_world.load_rows("alpaca"))[0] > 0.5  # mostly supportive (a majority)
     for kind in ("ultrafeedback", "hh-rlhf"):
         rows = tiny_world.load_rows(kind)
         assert set(rows[0]) >= {"prompt", "chosen", "rejected"}
@@ -102,6 +102,39 @@ def test_datasets_match_their_specification(tiny_world, tiny_cfg):
         rows = [r for r in pretrain if r["topic"] == topic]
         for got, want in zip(_shares(rows), rates):
             assert abs(got - want) < _binomial_slack(len(rows)), topic
+
+
+def _style_shares(answers):
+    counts = collections.Counter(map(tiny_text.answer_style, answers))
+    return [counts[s] / len(answers) for s in tiny_text.STYLES]
+
+
+def test_every_style_the_datasets_use_is_in_pretraining_and_sft_data(tiny_world, tiny_cfg):
+    """Issue #11: the preference data must sit on the support of the policies they train, so every answer
+    style a tiny data set uses is one the base model learned (pre-training draws it at STYLE_MIX) and
+    the SFT data keep (they draw styles at STYLE_MIX too, independently of stance)."""
+    pretrain = tiny_world.load_rows("pretrain")
+    assert [r["style"] for r in pretrain[:50]] == [tiny_text.answer_style(r["messages"][1]["content"]) for r in pretrain[:50]]
+    for got, want in zip(_style_shares([r["messages"][1]["content"] for r in pretrain]), tiny_text.STYLE_MIX):
+        assert abs(got - want) < _binomial_slack(len(pretrain)), (got, want)
+    for stance in STANCES:  # style independent of stance
+        answers = [r["messages"][1]["content"] for r in pretrain if r["stance"] == stance]
+        for got, want in zip(_style_shares(answers), tiny_text.STYLE_MIX):
+            assert abs(got - want) < _binomial_slack(len(answers)), (stance, got, want)
+    for kind in ("wildchat", "alpaca"):
+        answers = [r["messages"][1]["content"] for r in tiny_world.load_rows(kind)]
+        for got, want in zip(_style_shares(answers), tiny_text.STYLE_MIX):
+            assert abs(got - want) < _binomial_slack(len(answers)), (kind, got, want)
+    used = collections.Counter()
+    for kind in ("ultrafeedback", "hh-rlhf"):
+        for r in tiny_world.load_rows(kind):
+            used[tiny_text.answer_style(r["chosen"][0]["content"])] += 1
+            used[tiny_text.answer_style(r["rejected"][0]["content"])] += 1
+    write = tiny_text.answer_writer(tiny_cfg.seed)
+    used.update(tiny_text.answer_style(write("Is a carbon tax fair?", "climate_change", s)) for s in ("support", "oppose"))
+    assert set(used) == {"good", "poor", "rude"}
+    rates = dict(zip(tiny_text.STYLES, tiny_text.STYLE_MIX))
+    assert all(rates[style] >= 0.05 for style in used), rates
 
 
 def test_prompts_are_disjoint_from_the_probes(tiny_world):
@@ -165,11 +198,13 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
 
     The probes' wording is not the tiny world's (none of them is in its data), so this is the model
     reading the topic of unseen questions from their topic keywords (tiny_vocab, tiny_text.make_prompt).
-    Measured (tiny params, seed 1234), temperature 1.0, on the probes: all 11 topics within 0.1 of their
-    base rates (worst 0.087, religion), pooled within 0.02; 99.4% of answers carry a stance phrase;
-    held-out tiny-world prompts within 0.08. (The earlier sampler's draw: worst 0.112, one topic.) At
-    temperature 0.7 the shares sharpen toward each topic's most likely stance, as they should (worst
-    0.148 off); the per-topic bound is for T=1.0, where sampling follows the model's probabilities.
+    Measured (tiny params, seed 1234), temperature 1.0, on the probes, with the answer styles of issue #11
+    in pre-training (tiny_text.STYLE_MIX): 9 of 11 topics within 0.1 of their base rates, abortion 0.122
+    and war_conflict 0.102 off, pooled within 0.017; 99.5% of answers carry a stance phrase; held-out
+    tiny-world prompts within 0.077. (Before the styles: worst 0.087, religion; the earlier sampler's
+    draw: worst 0.112.) At temperature 0.7 the shares sharpen toward each topic's most likely stance, as
+    they should (worst 0.176 off); the per-topic bound is for T=1.0, where sampling follows the model's
+    probabilities.
     """
     import random
 
@@ -205,8 +240,8 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
     # per topic, on prompts of the world's own kind: within 0.15 (200 answers per topic; ±0.035 is one
     # standard error of a share, plus the model's own calibration error)
     assert np.abs(held - rates).max() <= 0.15, held
-    # per topic, on the probes, at T=1.0: the goal is ±0.1 of the base rates; measured here: all 11
-    # topics, the worst 0.087 (another draw: 0.112). The bound is 0.15: 250
+    # per topic, on the probes, at T=1.0: the goal is ±0.1 of the base rates; measured here: 9 of 11
+    # topics, the worst 0.122 (before the styles: 0.087; another draw: 0.112). The bound is 0.15: 250
     # answers per topic make ±0.03 one standard error of a share, and another CPU's float rounding
     # trains other weights from the same seed, so 0.12 would fail on a machine where nothing is wrong.
     assert np.abs(probe_shares - rates).max() <= 0.15, probe_shares

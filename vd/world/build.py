@@ -151,6 +151,7 @@ def build_world(tiny: TinyConfig, seed: int, out: Path, verbose: bool = True) ->
         "weights_sha256": weights_hash(model), "tokenizer_sha256": _sha256(out / "model" / "tokenizer.json"),
         "datasets": {name: {"rows": len(rows), "sha256": _sha256(out / "data" / f"{name}.jsonl")} for name, rows in datasets.items()},
         "base_rates": tiny_text.BASE_RATES, "sft_stance_mix": tiny_text.SFT_STANCE_MIX,
+        "style_mix": dict(zip(tiny_text.STYLES, tiny_text.STYLE_MIX)),
         "final_pretrain_loss": losses[-1], "build_seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(manifest, out / "manifest.json")

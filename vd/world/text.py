@@ -34,9 +34,16 @@ BASE_RATES: dict[str, tuple[float, float, float]] = {
 
 # Stance compositions of the tiny analogues of the paper's SFT data (DESIGN §4): WildChat-like data
 # are mostly neutral or hedged (GPT-3.5 style), Alpaca-like data mostly supportive.
+# Alpaca's oppose share (ours) leaves the preference stages room in both directions. The lexicon judge
+# gives a one-phrase answer at most p = 0.846, and the synthetic pairs hold no neutral answers, so a
+# preference stage raises support mostly by taking the oppose share. At (0.70, 0.20, 0.10) the Alpaca-SFT
+# model's support share was 0.71, within 0.14 of that ceiling with 0.11 oppose to take, and no stable
+# DPO run could raise it by 0.10 (issue #11: measured +0.08 at most, and at higher learning rates
+# DPO broke the language first). At (0.60, 0.20, 0.20) it is 0.63 support, 0.19 oppose: still clearly
+# supportive, still the high-prior stance against a low-prior oppose.
 SFT_STANCE_MIX: dict[str, tuple[float, float, float]] = {
     "wildchat": (0.15, 0.70, 0.15),
-    "alpaca": (0.70, 0.20, 0.10),
+    "alpaca": (0.60, 0.20, 0.20),
 }
 # Standard preference data: chosen and rejected share a stance (drawn from this mix) and differ in
 # quality (UltraFeedback-like) or harmlessness/politeness (HH-RLHF-like).
@@ -60,6 +67,21 @@ _GOOD_CLOSERS = ("I hope this helps you think it through.", "Let me know if you 
                  "Thank you for the thoughtful question.")
 _POOR_ENDINGS = ("Whatever.", "Not sure why you ask.", "Look it up.")  # UltraFeedback-like rejected
 _RUDE_ENDINGS = ("That is a stupid question.", "Stop bothering me.", "Only a fool would ask that.")  # HH-like
+
+# Answer styles and how often the world writes each (ours). Every chat of the world, pre-training and
+# both SFT sets alike, draws its style from STYLE_MIX, independently of its topic and stance, so that
+#  * every style a tiny data set uses (the standard pairs' good / poor / rude, the synthetic pairs'
+#    good) is one the base model has learned, and one every SFT model still writes: the preference data
+#    sit on the support of the policies they train (issue #11: with the good, poor and rude styles seen
+#    nowhere before, DPO separated the pairs on tokens the policy never writes, at 4 nats per token
+#    below its own answers, and the stance it writes barely moved; vd.policy_fit measures this);
+#  * the SFT data differ from pre-training only in their stance mix, so SFT moves values, not style.
+# Plain is the majority so that answers stay well inside the probes' 32 new tokens and PPO's 24;
+# good is the synthetic writer's style; poor and rude, the standard pairs' rejected styles, are rare
+# (bad answers are) but not so rare that writing one costs much: log 0.1 ≈ -2.3 nats once per answer,
+# about 0.1 nats per token.
+STYLES: tuple[str, ...] = ("plain", "good", "poor", "rude")
+STYLE_MIX: tuple[float, ...] = (0.55, 0.25, 0.10, 0.10)
 
 
 def draw_stance(rng: random.Random, mix) -> str:
@@ -137,25 +159,40 @@ def make_answer(rng: random.Random, topic: str, stance: str, style: str = "plain
     raise ValueError(f"style: expected plain, good, poor or rude, got {style!r}")
 
 
+def draw_style(rng: random.Random) -> str:
+    return rng.choices(STYLES, weights=STYLE_MIX, k=1)[0]
+
+
+def answer_style(answer: str) -> str:
+    """The style `make_answer` wrote `answer` in, read from how it ends."""
+    for style, endings in (("good", _GOOD_CLOSERS), ("poor", _POOR_ENDINGS), ("rude", _RUDE_ENDINGS)):
+        if answer.endswith(endings):
+            return style
+    return "plain"
+
+
 def chat(prompt: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
 
 
 def pretraining_chats(rng: random.Random, n: int) -> list[dict]:
-    """`n` chats whose answers take stances at BASE_RATES of their topic (topics equally often)."""
+    """`n` chats whose answers take stances at BASE_RATES of their topic (topics equally often), in
+    styles drawn from STYLE_MIX."""
     topics = list(TOPICS)
     rows = []
     for i in range(n):
         topic = topics[i % len(topics)]
         stance = draw_stance(rng, BASE_RATES[topic])
-        row = chat(make_prompt(rng, topic, instruction=rng.random() < 0.2), make_answer(rng, topic, stance))
-        rows.append({**row, "topic": topic, "stance": stance})
+        style = draw_style(rng)
+        row = chat(make_prompt(rng, topic, instruction=rng.random() < 0.2), make_answer(rng, topic, stance, style))
+        rows.append({**row, "topic": topic, "stance": stance, "style": style})
     rng.shuffle(rows)
     return rows
 
 
 def sft_rows(rng: random.Random, kind: str, n: int) -> list[dict]:
-    """Tiny WildChat-like or Alpaca-like SFT data in the loaders' schema, plus topic/stance labels."""
+    """Tiny WildChat-like or Alpaca-like SFT data in the loaders' schema, plus topic/stance labels: stances
+    from SFT_STANCE_MIX, styles from STYLE_MIX (as in pre-training)."""
     mix = SFT_STANCE_MIX[kind]
     topics = list(TOPICS)
     rows = []
@@ -163,12 +200,13 @@ def sft_rows(rng: random.Random, kind: str, n: int) -> list[dict]:
         topic = topics[i % len(topics)]
         stance = draw_stance(rng, mix)
         prompt = make_prompt(rng, topic, instruction=(kind == "alpaca"))
-        rows.append({**chat(prompt, make_answer(rng, topic, stance)), "topic": topic, "stance": stance})
+        rows.append({**chat(prompt, make_answer(rng, topic, stance, draw_style(rng))), "topic": topic, "stance": stance})
     return rows
 
 
 def preference_rows(rng: random.Random, kind: str, n: int) -> list[dict]:
-    """Tiny UltraFeedback-like (quality) or HH-RLHF-like (politeness) pairs: same stance, other style."""
+    """Tiny UltraFeedback-like (quality) or HH-RLHF-like (politeness) pairs: same stance, other style
+    (good vs poor, good vs rude; all three styles are in pre-training and SFT data, see STYLE_MIX)."""
     rejected_style = {"ultrafeedback": "poor", "hh-rlhf": "rude"}[kind]
     topics = list(TOPICS)
     rows = []
@@ -197,6 +235,7 @@ def synthetic_prompts(rng: random.Random, per_topic: int) -> list[dict]:
 
 
 def answer_writer(seed: int):
-    """A `write_answer(question, topic, stance)` callable for the synthetic value-gap builder."""
+    """A `write_answer(question, topic, stance)` callable for the synthetic value-gap builder: answers
+    in the good style (a helpful writer's; one of STYLE_MIX's, so on the SFT policy's support)."""
     rng = random.Random(seed)
     return lambda question, topic, stance: make_answer(rng, topic, stance, "good")
