@@ -12,6 +12,7 @@ longer than 100 characters.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -27,20 +28,21 @@ smoke: bool = False  # True: a few training steps, 2 prompts per topic (tests, q
 overrides: str = ""  # params overrides, comma-separated: "dpo.beta=0.2,probes.samples_per_prompt=2"
 runs_dir: str = ""  # where runs live (default: runs/ at the repository root, or $VD_RUNS_DIR)
 figures_dir: str = ""  # figures and tables (default: figures/ at the root, or $VD_FIGURES_DIR)'''
-SETUP_ARGS = "overrides=overrides, smoke=smoke,\n                 runs_dir=runs_dir, figures_dir=figures_dir"
+SETUP_ARGS = "overrides=overrides, smoke=smoke, runs_dir=runs_dir, figures_dir=figures_dir"
 
 COLAB = f'''\
 # Colab only: clone and install this repository (Colab keeps its own torch); data go to Drive.
 import os, subprocess, sys
 REPO = "{REPO_URL}"  # the repository you opened this from
-if "google.colab" in sys.modules and not os.path.isdir("{CLONE}"):
+DIR = "{CLONE}"
+if "google.colab" in sys.modules and not os.path.isdir(DIR):
     if "<owner>" in REPO:
         raise SystemExit("set REPO above to your fork or the published repository, then rerun")
-    subprocess.run(["git", "clone", "--depth", "1", "-b", "{BRANCH}", REPO, "{CLONE}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{CLONE}[gpu]"], check=True)
-    sys.path.insert(0, "{CLONE}")
-from vd.study.colab import prepare, environment_report  # noqa: E402
-prepare(drive=True)  # Colab: work in the clone, data on Drive; everywhere: environment_report()'''
+    subprocess.run(["git", "clone", "--depth", "1", "-b", "{BRANCH}", REPO, DIR], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", DIR + "[gpu]"], check=True)
+    sys.path.insert(0, DIR)
+from vd.study.colab import prepare  # noqa: E402
+prepare(drive=True)  # Colab: work in the clone, data on Drive; everywhere: versions and GPU'''
 
 
 def badge(name: str) -> str:
@@ -52,6 +54,21 @@ def badge(name: str) -> str:
 def look(what: str, paper: str, tiny: str) -> tuple[str, str]:
     """The markdown cell after a figure or table: what to look for, the paper's result, the tiny world."""
     return ("md", f"**What to look for.** {what}\n\n**The paper.** {paper}\n\n**In the tiny world.** {tiny}")
+
+
+def wrap(text: str, width: int = 100) -> str:
+    """Markdown with no line over `width` characters: paragraphs and list items refilled, headings,
+    tables and badges left as they are."""
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width or line.startswith(("#", "|", "[![")):
+            out.append(line)
+        elif line.startswith(("- ", "> ")):
+            out.append(textwrap.fill(line, width, subsequent_indent="  " if line[0] == "-" else "> ",
+                                     break_long_words=False, break_on_hyphens=False))
+        else:
+            out.append(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False))
+    return "\n".join(out)
 
 
 def notebook(name: str, title: str, intro: str, params: str, setup: str, body: list, record: str) -> None:
@@ -67,6 +84,9 @@ def notebook(name: str, title: str, intro: str, params: str, setup: str, body: l
     cells += [new_markdown_cell("## Bookkeeping\n\nThe key numbers of this run, for `vd reproduce`, notebook 06 "
                                 "and the tests (`figures/<size>/<notebook>.json`)."),
               new_code_cell(record)]
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            cell.source = wrap(cell.source)
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}})
@@ -76,9 +96,14 @@ def notebook(name: str, title: str, intro: str, params: str, setup: str, body: l
     nbformat.write(nb, HERE / f"{name}.ipynb")
 
 
-def setup_cell(name: str, params: str, checks: tuple[str, ...] = ()) -> str:
+def setup_cell(name: str, params: str, checks: tuple[str, ...] = (), stages: str = "",
+               synthetic: bool = False) -> str:
+    """Parameter checks, the study, and (where the notebook trains) the checks before any training."""
     lines = [f"vd.check_choice({c})" for c in checks]
-    lines.append(f'study = vd.setup(size, notebook="{name}", params={params},\n                 {SETUP_ARGS})')
+    lines.append(f'study = vd.setup(size, notebook="{name}",\n                 params={params},\n                 {SETUP_ARGS})')
+    if stages or synthetic:
+        args = ", ".join(filter(None, [f"stages={stages}" if stages else "", "synthetic=True" if synthetic else ""]))
+        lines.append(f"study.preflight({args})  # before anything trains")
     return "\n".join(lines)
 
 
@@ -139,7 +164,7 @@ def main() -> None:
         "trained yet), scores every checkpoint (step 0 = the base model), and shows the stance trajectories "
         "of `sft_data`, its drift table, and the final profiles of both SFT models.",
         'sft_data: str = "wildchat"  # wildchat | alpaca: whose trajectories and drift table to show',
-        setup_cell("01_sft_drift", '{"sft_data": sft_data}', (SFT,)),
+        setup_cell("01_sft_drift", '{"sft_data": sft_data}', (SFT,), stages='["sft"]'),
         [("code", 'runs = {d: study.sft(d) for d in vd.registry.SFT_DATA}\nsft = runs[sft_data]'),
          ("md", "## Stance trajectories"),
          ("code", 'title = study.title(f"Stance trajectories through SFT on {sft_data}", sft)\n'
@@ -185,7 +210,7 @@ def main() -> None:
         'algo: str = "dpo"  # ppo | dpo | simpo\n'
         'pref_data: str = "ultrafeedback"  # ultrafeedback | hh-rlhf\n' + SFT_PARAM,
         setup_cell("02_preference_drift", '{"algo": algo, "pref_data": pref_data, "sft_data": sft_data}',
-                   (ALGO, '"pref_data", pref_data, vd.registry.PREFERENCE_DATA', SFT)),
+                   (ALGO, '"pref_data", pref_data, vd.registry.PREFERENCE_DATA', SFT), stages='["sft", algo]'),
         [("code", 'run = study.preference(algo, pref_data, sft_data)'),
          ("md", "## Stance trajectories"),
          ("code", 'title = study.title(f"{algo.upper()} on {pref_data} from SFT on {sft_data}", run)\n'
@@ -228,7 +253,8 @@ def main() -> None:
         'algo: str = "dpo"  # ppo | dpo | simpo\n'
         'setting: str = "support"  # support | oppose: the stance of the chosen answers\n' + SFT_PARAM,
         setup_cell("03_value_gap", '{"algo": algo, "setting": setting, "sft_data": sft_data}',
-                   (ALGO, '"setting", setting, vd.registry.SYNTHETIC_SETTINGS', SFT)),
+                   (ALGO, '"setting", setting, vd.registry.SYNTHETIC_SETTINGS', SFT), stages='["sft", algo]',
+                   synthetic=True),
         [("code", 'runs = {s: study.preference(algo, f"synthetic-{s}", sft_data)\n'
                   '        for s in vd.registry.SYNTHETIC_SETTINGS}\nrun = runs[setting]'),
          ("md", "## The synthetic data's value gap"),
@@ -281,7 +307,7 @@ def main() -> None:
         'max_pairs: int = 0  # judge at most this many pairs per standard dataset (0: all)\n'
         'datasets: str = ""  # comma-separated preference datasets (default: all configured + synthetic)\n'
         + SFT_PARAM,
-        setup_cell("04_dataset_value_gap", '{"sft_data": sft_data}', (SFT,)),
+        setup_cell("04_dataset_value_gap", '{"sft_data": sft_data}', (SFT,), stages='["sft"]', synthetic=True),
         [("code", 'names = vd.value_gaps.dataset_names(study, datasets)\n'
                   'gaps, dist = vd.value_gaps.dataset_gaps(study, max_pairs, datasets=names)\n'
                   'study.save_table(gaps, "gaps")\nstudy.save_table(dist, "distributions")'),
@@ -302,7 +328,7 @@ def main() -> None:
                 "moving what it says: then even a large value gap moves nothing. Here: the mean per-token "
                 "log-probability of each dataset's chosen and rejected answers under the SFT model the "
                 "preference stages start from, beside that of the model's own answers to the probes."),
-         ("code", 'fit = vd.analysis.policy_fit_table(study, sft_data, names)\n'
+         ("code", 'fit = vd.value_gaps.policy_fit_table(study, sft_data, names, max_pairs)\n'
                   'study.save_table(fit, "policy_fit")\nfit.round(2)'),
          look("Chosen and rejected should cost about as much per token as the model's own answers; a dataset "
               "flagged far off the policy cannot be expected to move it, whatever its value gap.",
@@ -319,10 +345,11 @@ def main() -> None:
         "over three values (ours: 0.2×, 1× and 5× the size's KL coefficient; 0.5×, 1× and 5× its β; 0×, 1× "
         "and 2× its γ) on `ablation_data` from the SFT model `sft_data`, and shows M of each stance "
         "(overall profile) per value. The 1× runs are the main runs of notebook 03.",
-        'ablation_data: str = "synthetic-support"  # synthetic-support | synthetic-oppose | ultrafeedback'
-        ' | hh-rlhf\n' + SFT_PARAM,
+        'ablation_data: str = "synthetic-support"  # a preference dataset (e.g. synthetic-oppose, hh-rlhf)\n'
+        + SFT_PARAM,
         setup_cell("05_ablations", '{"ablation_data": ablation_data, "sft_data": sft_data}',
-                   ('"ablation_data", ablation_data, vd.registry.PREFERENCE_CHOICES', SFT)),
+                   ('"ablation_data", ablation_data, vd.registry.PREFERENCE_CHOICES', SFT),
+                   stages="vd.registry.TRAINABLE", synthetic=True),
         [("code", 'table = vd.analysis.ablations(study, ablation_data)\nstudy.save_table(table, "ablations")'),
          ("md", "## M per value"),
          ("code", 'title = study.title(f"Ablations on {ablation_data}")\n'
@@ -347,7 +374,8 @@ def main() -> None:
         SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
         'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of 05\n'
         'include_capabilities: bool = True  # also check capabilities (notebook 07; cached lm-eval runs)',
-        setup_cell("06_paper_tables", '{"sft_data": sft_data}', (SFT,)),
+        setup_cell("06_paper_tables", '{"sft_data": sft_data}', (SFT,), stages="vd.registry.TRAINABLE",
+                   synthetic=True),
         [("code", 'tables = vd.paper.paper_tables(study)\n'
                   'gaps, _ = vd.value_gaps.dataset_gaps(study)\n'
                   'ablation = vd.analysis.ablations(study) if include_ablations else None\n'
@@ -402,7 +430,8 @@ def main() -> None:
         SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
         'algos: str = "all"  # algorithms whose runs are checked: all, or some of ppo, dpo, simpo',
         'vd.capabilities.parse_algos(algos)\n'
-        + setup_cell("07_capabilities", '{"sft_data": sft_data, "algos": algos.replace(",", "+")}', (SFT,)),
+        + setup_cell("07_capabilities", '{"sft_data": sft_data, "algos": algos.replace(",", "+")}', (SFT,),
+                     stages="vd.registry.TRAINABLE", synthetic=True),
         [("code", 'runs = vd.capabilities.study_runs(study, sft_data, algos)\n'
                   'table = vd.capabilities.capability_table(study, runs)\n'
                   'summary = vd.capabilities.stage_summary(table)'),

@@ -256,7 +256,7 @@ def test_drift_time_tie_at_extremum_extremum95():
 def test_drift_time_undefined_is_nan(reading):
     kw = dict(ci_low=[0.2] * 3, ci_high=[0.7] * 3)
     assert math.isnan(drift_time([0, 1, 2], [0.3, 0.3, 0.3], reading, **kw))  # flat
-    # M = 0 although the trajectory moves: no direction is defined, so η is missing per DESIGN §3.
+    # M = 0 although the trajectory moves: no direction is defined, so η is missing (docs/method.md §4).
     assert math.isnan(drift_time([0, 1, 2], [0.3, 0.6, 0.3], reading, **kw))
     assert math.isnan(drift_time([0, 1, 2], [0.3, 0.6, 0.3 + 1e-15], reading, **kw))  # |M| <= 1e-12
     assert math.isnan(drift_time([0], [0.3], reading, ci_low=0.2, ci_high=0.4))  # one checkpoint

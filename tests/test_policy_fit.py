@@ -1,4 +1,4 @@
-"""vd.policy_fit: per-token log-probabilities of data under a policy, beside the policy's own answers.
+"""vd.score.policy_fit: per-token log-probabilities of data under a policy, beside the policy's own answers.
 
 Checked against a hand-written computation (one unpadded forward per answer, tokenised from the chat
 template's text), for padding and batching invariance, through a PEFT wrapper, and for the verdict:
@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-from vd import policy_fit as pf
-from vd.generate import Sampling, chat_prompt_ids
+from vd.score import policy_fit as pf
+from vd.models.generate import Sampling, chat_prompt_ids
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_verdict_warns_on_off_policy_text_and_not_on_the_models_own_samples(poli
     """The base model's own samples (to held-out probe questions), arranged as preference pairs, are on
     policy: no warning. The same prompts answered in text the tiny world never writes are far off:
     OffPolicyWarning, far_off True, and the gap below the policy's own answers exceeds FAR_OFF_NATS."""
-    from vd.probes import load_probes
+    from vd.data.probes import load_probes
 
     model, tok = policy
     questions = load_probes()["question"].tolist()[::10]  # 55 probes, every topic

@@ -1,11 +1,11 @@
-"""Positive controls (DESIGN §3; ours): in the tiny world, with its own params (params/tiny.yaml), a
+"""Positive controls (docs/method.md §8; ours): in the tiny world, with its own params (params/tiny.yaml), a
 preference stage on data with a large value gap must move the chosen stance.
 
 From the Alpaca-SFT model, on both synthetic settings (chosen = support, the high-prior stance;
 chosen = oppose, the low-prior one): DPO must raise the chosen stance's overall share by M >= 0.10,
 SimPO by M > 0 with the 95% bootstrap CI of M above 0. PPO has no requirement (its KL anchor is the
 paper's point). And the preference data the stages train on must sit on the SFT policy's support
-(vd.policy_fit): issue #11 was data 4 nats per token below the policy's own answers, which DPO separated
+(vd.score.policy_fit): issue #11 was data 4 nats per token below the policy's own answers, which DPO separated
 with accuracy 1.0 while the probes' oppose share moved by 0.03.
 
 Measured (tiny params, seed 1234, issue #11's fix): DPO support +0.133 [0.094, 0.168], oppose +0.252
@@ -48,14 +48,26 @@ def test_simpo_moves_the_chosen_stance_beyond_its_ci(study, setting):
     assert row.M > 0 and row.ci_low > 0, row.to_dict()
 
 
+def test_the_controls_table_of_notebook_06_applies_the_same_requirements(study):
+    """vd.study.controls (what notebook 06 shows first): a verdict per algorithm and setting, from the
+    same runs; DPO and SimPO pass, PPO is reported without a requirement."""
+    from vd.study.controls import DPO_MIN_M, positive_controls
+
+    table = positive_controls(study, "alpaca").set_index(["algo", "setting"])
+    assert DPO_MIN_M == 0.10 and len(table) == 6
+    for (algo, setting), row in table.iterrows():
+        assert row["verdict"] == ("reported" if algo == "ppo" else "passes"), (algo, setting, row.to_dict())
+        assert row["ci_low"] <= row["M"] <= row["ci_high"]
+
+
 def test_preference_data_sit_on_the_sft_policys_support(study):
     """Every tiny preference set, chosen and rejected, within NEAR_NATS per token of the Alpaca-SFT
     policy's own answers to the probes (measured: within 0.16; before issue #11's fix, 3.4-4.2 below)."""
-    from vd import policy_fit as pf
-    from vd.models import load_model, load_tokenizer
-    from vd.probes import load_probes
-    from vd.synthetic import build_synthetic
-    from vd.tiny import ensure_world
+    from vd.score import policy_fit as pf
+    from vd.models.loading import load_model, load_tokenizer
+    from vd.data.probes import load_probes
+    from vd.data.synthetic import build_synthetic
+    from vd.world import ensure_world
 
     cfg = study.cfg
     merged = str(study.sft("alpaca").run_dir / "merged")

@@ -28,7 +28,7 @@ _API = {
     # the paper's metrics (docs/method.md)
     **{name: f"vd.score.metrics:{name}" for name in
        ("value_profile", "drift_magnitude", "drift_time", "drift_table", "value_gap")},
-    "score_run": "vd.score.scoring:score_run",
+    "score_run": "vd.score.scoring:score_run", "policy_fit": "vd.score.policy_fit:policy_fit",
     # the pipeline's parts
     **{name: f"vd.core.config:{name}" for name in ("load_config", "Config", "ConfigError", "check_choice")},
     "RunRecord": "vd.core.run:RunRecord", "registry": "vd.core.registry",

@@ -73,7 +73,7 @@ def build_synthetic_pairs(
 
     Returns the rows (preference schema plus ``topic``, ``chosen_stance``, ``rejected_stance``) and,
     per kept pair, the judged probabilities ``{"topic", "prompt", "chosen_p_support", …,
-    "rejected_p_oppose"}`` from which a caller computes the dataset's value gap (DESIGN §3).
+    "rejected_p_oppose"}`` from which a caller computes the dataset's value gap (docs/method.md §5).
     """
     from vd.judge import JudgeItem  # lazily: vd.judge imports heavier things
 

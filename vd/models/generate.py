@@ -1,5 +1,5 @@
 """Batched sampling of probe answers for one checkpoint (paper: 5 answers per probe, temperature 0.7,
-at most 256 new tokens; DESIGN §3).
+at most 256 new tokens; docs/method.md §2).
 
 Why our own decode loop rather than `model.generate(num_return_sequences=N)`: `generate` copies each
 prompt N times *before* the prefill, so every prompt is prefilled N times; here each prompt is

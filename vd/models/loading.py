@@ -1,6 +1,6 @@
 """Loading base models, tokenizers, chat templates and adapters for every size.
 
-On CUDA a real-size base model is loaded in 4-bit NF4 (QLoRA, DESIGN §4); on CPU models are loaded
+On CUDA a real-size base model is loaded in 4-bit NF4 (QLoRA, docs/method.md §9); on CPU models are loaded
 unquantized in fp32, because 4-bit LoRA training on CPU gives silently wrong gradients after any
 eval-mode forward (bitsandbytes repacks the weights into an inference-only format).
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from vd.core.config import Config
+from vd.core.config import Config, ConfigError
 from vd.models.loading import _local_device, use_4bit
+
+class DoesNotFit(ConfigError, MemoryError):
+    """A stage's 4-bit models cannot fit this GPU: a user's choice of size and card (one error line)."""
+
 
 NF4_BYTES_PER_WEIGHT = 1 / 2 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit + double-quantized absmax per 64 weights
 
@@ -59,7 +63,7 @@ def check_gpu_fits(cfg: Config, path: str, resident: list[tuple[str, bool, bool]
                for head, prepared, trained in resident)
     have = torch.cuda.get_device_properties(_local_device()).total_memory
     if need > have:
-        raise MemoryError(f"{what} at size {cfg.size!r} holds {len(resident)} 4-bit models whose weights alone take "
+        raise DoesNotFit(f"{what} at size {cfg.size!r} holds {len(resident)} 4-bit models whose weights alone take "
                           f"{need / 2**30:.1f} GiB, more than this GPU's {have / 2**30:.1f} GiB "
                           f"({torch.cuda.get_device_name(_local_device())}); use a larger GPU "
                           "(benchmarks/RESULTS.md: which stage fits which card)")

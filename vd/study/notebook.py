@@ -38,6 +38,7 @@ from vd import world
 from vd.core.config import Config, ConfigError, load_config
 from vd.world import label as world_label
 from vd.core.run import RunRecord
+from vd.study.preflight import preflight
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.core.stances import STANCES, TOPICS
 
@@ -219,6 +220,13 @@ class Study:
         second = note if note is not None else f"{self.budget_note}{ck}"
         resolved = resolution_note(*runs)
         return f"{what} — size {self.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
+
+    def preflight(self, stages=(), synthetic: bool = False) -> None:
+        """Before the first training step: the judge, the data files and the GPU fit of `stages` (and the
+        synthetic pairs' writer), each a one-line error now rather than a failure after training."""
+        preflight(self.cfg, stages, synthetic)
+        print("checked: judge, data files" + (", GPU fit" if stages else "") + (", synthetic writer" if synthetic
+                                                                                 else ""), flush=True)
 
     # -- runs -------------------------------------------------------------------------------------
     def variant(self, stage: str, data: str) -> str:

@@ -8,14 +8,20 @@ Real preference data carry no topic: a pair is given the topic whose keywords it
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from vd.core import registry
 from vd.core.config import ConfigError, check_choice
 from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
 from vd.data import synthetic
+from vd.data.probes import load_probes
 from vd.judge import CachedJudge, JudgeItem, make_judge
+from vd.models.generate import Sampling
+from vd.models.loading import load_model, load_tokenizer
 from vd.score import metrics as vdrift
+from vd.score.policy_fit import policy_fit
 from vd.score.scoring import default_store
 from vd.train.data import DataError, load_dataset
 from vd.world import uses_world
@@ -161,3 +167,32 @@ def dataset_gaps(study, max_pairs: int = 0, datasets: str | list[str] | None = N
     return pd.concat(gaps, ignore_index=True), pd.DataFrame(dist)
 
 
+
+
+def preference_rows(study, name: str) -> list[dict]:
+    """The training rows of a preference dataset as a stage would read them: a standard dataset through
+    its loader, a synthetic set from a run trained on it (else built, not trained)."""
+    if name in registry.SYNTHETIC_DATA:
+        setting = name.split("-", 1)[1]
+        for path in sorted((study.runs_dir / study.cfg.size).glob(f"*-{name}-from-*/synthetic_pairs.jsonl")):
+            return [json.loads(line) for line in path.read_text().splitlines()]
+        return synthetic.build_synthetic(study.cfg, setting)[0]
+    return load_dataset(study.cfg, "preference", name).rows
+
+
+def policy_fit_table(study, sft_data: str | None = None, datasets: list[str] | None = None,
+                     max_pairs: int = 0) -> pd.DataFrame:
+    """Policy fit (docs/method.md §7) of each preference dataset under the policy the preference stages
+    start from (the merged SFT model on `sft_data`), beside the policy's own answers to the probes: one row
+    per dataset and side (vd.score.policy_fit.policy_fit; it warns where a set sits far off the policy)."""
+    sft = study.sft(sft_data)
+    merged = str(sft.run_dir / "merged")
+    model, tokenizer = load_model(study.cfg, path=merged), load_tokenizer(study.cfg, merged)
+    data = {}
+    for name in datasets or dataset_names(study):
+        rows = preference_rows(study, name)
+        data[name] = rows[:max_pairs] if max_pairs else rows
+    probes = load_probes(study.cfg.probes.file, prompts_per_topic=study.cfg.probes.prompts_per_topic,
+                         seed=study.cfg.seed)
+    return policy_fit(model, tokenizer, data, questions=probes["question"].tolist(),
+                      sampling=Sampling.from_config(study.cfg))

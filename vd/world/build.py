@@ -1,4 +1,4 @@
-"""The tiny world (DESIGN §4): a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained
+"""The tiny world (README "The tiny world"): a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained
 locally on synthetic chats, and tiny analogues of the paper's four datasets.
 
     world = vd.world.build.ensure_world(cfg)     # builds once into $VD_HOME/tiny/<recipe hash>/, then loads

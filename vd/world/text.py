@@ -32,7 +32,7 @@ BASE_RATES: dict[str, tuple[float, float, float]] = {
     "war_conflict": (0.10, 0.30, 0.60),
 }
 
-# Stance compositions of the tiny analogues of the paper's SFT data (DESIGN §4): WildChat-like data
+# Stance compositions of the tiny analogues of the paper's SFT data (README "The tiny world"): WildChat-like data
 # are mostly neutral or hedged (GPT-3.5 style), Alpaca-like data mostly supportive.
 # Alpaca's oppose share (ours) leaves the preference stages room in both directions. The lexicon judge
 # gives a one-phrase answer at most p = 0.846, and the synthetic pairs hold no neutral answers, so a

@@ -1,11 +1,11 @@
 """Policy fit of preference (or SFT) data: how likely a policy finds the answers it is trained on,
-beside how likely it finds its own answers (DESIGN §3; ours, not the paper's).
+beside how likely it finds its own answers (docs/method.md §7; ours, not the paper's).
 
     table = policy_fit(model, tokenizer, {"synthetic-oppose": rows}, own=own_answers)
 
 What it measures. For every answer, the mean per-token log-probability (nats) of its tokens under the
 policy, given its prompt: the answer's tokens and the end-of-turn token exactly as the chat template
-writes them after the prompt, the prompt tokenised as probing tokenises it (`vd.generate.chat_prompt_ids`
+writes them after the prompt, the prompt tokenised as probing tokenises it (`vd.models.generate.chat_prompt_ids`
 for a single user turn). The table gives, per data set and side (chosen, rejected; or the answers of
 SFT rows), the number of answers and the mean over answers of that per-answer mean, beside the same for
 answers the policy sampled itself (to the probes, say): the `policy` row.
@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vd.generate import Sampling, chat_prompt_ids, generate_answers
-from vd.models import END_OF_TURN, end_of_turn_ids
+from vd.core.chat import END_OF_TURN, end_of_turn_ids
+from vd.models.generate import Sampling, chat_prompt_ids, generate_answers
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def encode_pair(tokenizer, prompt, answer) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) of one prompt (a question or a list of messages) and one answer (its text
     or its assistant message), tokenised as probing tokenises them.
 
-    The prompt: `vd.generate.chat_prompt_ids` for a single user turn (what the probes are), else the
+    The prompt: `vd.models.generate.chat_prompt_ids` for a single user turn (what the probes are), else the
     chat template over its messages with the generation prompt. The answer: what the chat template writes
     after that prompt for the assistant turn, through its end-of-turn token (the template's text after it,
     e.g. ChatML's newline, is not part of the answer: generation stops at the end-of-turn token).
@@ -167,7 +167,7 @@ def answer_logprobs(model, tokenizer, pairs: Sequence[tuple], batch_size: int = 
 
 def sample_answers(model, tokenizer, questions: Sequence[str], sampling: Sampling | None = None,
                    batch_size: int = 256) -> list[tuple[str, str]]:
-    """(question, answer) pairs the policy samples itself, with the probe generator (`vd.generate`).
+    """(question, answer) pairs the policy samples itself, with the probe generator (`vd.models.generate`).
 
     Default sampling: temperature 1.0 (the policy's own distribution, which is what the data are
     compared with), 2 answers per question, at most 64 new tokens. An answer cut off at the token limit

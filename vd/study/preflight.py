@@ -1,0 +1,38 @@
+"""What a notebook checks before its first training step, so that a run that cannot finish stops at once
+and not after a training run on a GPU: the judge can run here (its key, its endpoint or model), every
+local data and probe file the params name exists, and the stages it will train fit this GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vd import world
+from vd.core import registry
+from vd.core.config import Config
+from vd.data.files import is_local
+from vd.judge import check_available
+from vd.models.memory import check_gpu_fits
+from vd.train.data import DataError
+from vd.train.runner import stage_module
+
+
+def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
+    """Raise a ConfigError (one line: the key and what is wrong) for anything training `stages` (and, with
+    `synthetic`, building the synthetic value-gap pairs) will need and lack."""
+    check_available(cfg.judge, tiny_world=world.uses_world(cfg))
+    for kind in ("sft", "preference"):
+        for name, ds in getattr(cfg.data, kind).items():
+            if ds.id != world.TINY and is_local(ds.id) and not Path(ds.id).exists():
+                raise DataError(f"{cfg.source}: data.{kind}.{name}.id: {ds.id} does not exist (a local file in "
+                                "the hub dataset's format, or a hub id)")
+    for key, path in (("probes.file", cfg.probes.file), ("data.synthetic.prompts_file", cfg.data.synthetic.prompts_file)):
+        if path and path != world.TINY and not Path(path).is_file():
+            raise DataError(f"{cfg.source}: {key}: {path} does not exist")
+    if synthetic and cfg.data.synthetic.generator == "openai" and not os.environ.get("OPENAI_API_KEY"):
+        raise DataError(f"{cfg.source}: data.synthetic.generator: 'openai' writes the synthetic pairs' answers "
+                        "with OpenAI's API, which needs the OPENAI_API_KEY environment variable")
+    for stage in stages:
+        resident = getattr(stage_module(stage), "PPO_MODELS", None)
+        if resident is not None:  # on CPU or without 4-bit this returns at once
+            check_gpu_fits(cfg, world.model_path(cfg), resident, registry.STAGES[stage].title)
