@@ -37,3 +37,31 @@ def test_the_worlds_params_rules(tmp_path):
         load_config("llama3-3b", {"data.sft.alpaca.id": "tiny"})
     with pytest.raises(ConfigError, match=r"tiny.heads(: |=3: )expected a divisor of tiny.hidden_size"):
         load_config("tiny", {"tiny.heads": 3})
+
+
+@pytest.mark.slow
+def test_a_killed_build_leaves_nothing_behind_for_long(tiny_cfg, tiny_world, tmp_path):
+    """A build killed (SIGKILL) mid-way leaves `.partial-<hash>-<pid>`; the next ensure_world removes it
+    (and a build's lock keeps a running build's partial folder safe)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vd.world import ensure_world
+
+    home = tmp_path / "home"
+    env = {**os.environ, "VD_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    build = subprocess.Popen([sys.executable, "-m", "vd.cli", "world", "--size", "tiny"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((home / "tiny").glob(".partial-*/data/*.jsonl")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(build.pid, signal.SIGKILL)
+    build.wait()
+    assert list((home / "tiny").glob(".partial-*")), "the build was killed before it wrote anything"
+    shutil.copytree(tiny_world.root, home / "tiny" / tiny_world.root.name)  # as if built since
+    assert ensure_world(tiny_cfg, home=home).root == home / "tiny" / tiny_world.root.name
+    assert not list((home / "tiny").glob(".partial-*"))

@@ -35,7 +35,7 @@ import pandas as pd
 from vd.core import registry
 from vd.score import metrics as drift
 from vd.score import resampling
-from vd.core.config import Config, load_config
+from vd.core.config import Config, load_stored_config
 from vd.core.run import RunError, RunRecord
 from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
 from vd.models.generate import Sampling, generate_answers
@@ -76,7 +76,7 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     total = stage_steps(run)
-    cfg = cfg or load_config(run.size)
+    cfg = cfg or load_stored_config(run.config_path)  # the config the run was trained under
     judge = judge or make_judge(cfg.judge, tiny_world=uses_world(cfg))
     own_store = store is None
     store = store or default_store(cfg, run_dir.parent.parent)

@@ -219,7 +219,7 @@ class Study:
             ck = "; checkpoints " + ", ".join(f"{r.name} {r.n_checkpoints}" for r in runs)
         second = note if note is not None else f"{self.budget_note}{ck}"
         resolved = resolution_note(*runs)
-        return f"{what} — size {self.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
+        return f"{what} — size {self.cfg.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
 
     def preflight(self, stages=(), synthetic: bool = False) -> None:
         """Before the first training step: the judge, the data files and the GPU fit of `stages` (and the

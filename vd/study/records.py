@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vd.judge import agreement
 from vd.study.analysis import drift_record
 
 
 def probes(counts: pd.DataFrame, judged: pd.DataFrame | None, note: str) -> dict:
     """00: the probe set's counts, and the judge's accuracy on the hand-written examples."""
-    accuracy = None if judged is None else float((judged["judged"] == judged["intended"]).mean())
+    agree = None if judged is None else agreement(judged["intended"].tolist(), judged["judged"].tolist())
     return {"n_probes": int(counts["in_set"].sum()), "n_used": int(counts["used"].sum()),
             "per_topic": counts.groupby("topic")[["in_set", "used"]].sum().to_dict("index"),
             "per_direction": counts.groupby("direction")[["in_set", "used"]].sum().to_dict("index"),
-            "judge": note, "judge_accuracy_on_examples": accuracy}
+            "judge": note, "judge_accuracy_on_examples": agree and agree["accuracy"],
+            "judge_kappa_on_examples": agree and agree["cohen_kappa"]}
 
 
 def sft(runs: dict, shown) -> dict:

@@ -43,7 +43,8 @@ def load_dataset(cfg: Config, kind: str, name: str) -> LoadResult:
     try:
         return loader(**kwargs)
     except (ValueError, OSError, EOFError) as e:  # a file that is wholly wrong, missing or unreadable
-        raise DataError(f"data.{kind}.{name} ({ds.id}): {e}") from None
+        where = f"data.{kind}.{name}"
+        raise DataError(f"{where}: {e}" if ds.id in str(e) else f"{where} ({ds.id}): {e}") from None
 
 
 def stage_rows(cfg: Config, stage: str, data: str, record: RunRecord | None = None) -> tuple[list[dict], dict]:

@@ -89,19 +89,42 @@ def ensure_world(cfg: Config, home: Path | None = None, verbose: bool = True) ->
     home = Path(home or vd_home()) / "tiny"
     final = home / recipe_hash(cfg.tiny, cfg.seed)
     if (final / "manifest.json").is_file():
+        clean_partials(home)
         return TinyWorld(final)
     home.mkdir(parents=True, exist_ok=True)
     with _locked(home / ".build.lock"):
         if (final / "manifest.json").is_file():  # built by another process while we waited
             return TinyWorld(final)
+        _remove_partials(home)  # we hold the lock: every partial build left is a dead process's
         tmp = home / f".partial-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
             build_world(cfg.tiny, cfg.seed, tmp, verbose=verbose)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return TinyWorld(final)
+
+
+def _remove_partials(home: Path) -> None:
+    for partial in home.glob(".partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def clean_partials(home: Path) -> None:
+    """Remove what killed builds left (`.partial-<hash>-<pid>`, megabytes each), unless a build is running:
+    builds hold the lock, so a partial folder found while the lock is free is a dead process's."""
+    lock = home / ".build.lock"
+    if not any(home.glob(".partial-*")) or not lock.exists():
+        return
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a build is running: its partial folder is alive
+            return
+        try:
+            _remove_partials(home)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
