@@ -25,7 +25,7 @@ from vd.study.colab import BRANCH, CLONE, REPO_URL  # noqa: E402
 SIZE = 'size: str = "tiny"  # params/<size>.yaml or a params file: tiny | llama3-3b | ... | qwen3-8b'
 COMMON = '''\
 smoke: bool = False  # True: a few training steps, 2 prompts per topic (tests, quick checks)
-overrides: str = ""  # params overrides, comma-separated: "dpo.beta=0.2,probes.samples_per_prompt=2"
+overrides: str = ""  # params values to change, as vd train --set takes them, comma-separated
 runs_dir: str = ""  # where runs live (default: runs/ at the repository root, or $VD_RUNS_DIR)
 figures_dir: str = ""  # figures and tables (default: figures/ at the root, or $VD_FIGURES_DIR)'''
 SETUP_ARGS = "overrides=overrides, smoke=smoke, runs_dir=runs_dir, figures_dir=figures_dir"

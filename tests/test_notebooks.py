@@ -247,7 +247,7 @@ def test_03_value_gap_with_papermill_cli_from_root_and_from_notebooks(env, where
 @pytest.mark.slow
 def test_04_dataset_value_gap(env):
     execute(env, "04_dataset_value_gap")
-    rec = records(env, "04_dataset_value_gap")["all"]
+    rec = records(env, "04_dataset_value_gap")["alpaca"]
     gaps = rec["gap_overall"]
     assert set(gaps) == {"ultrafeedback", "hh-rlhf", "synthetic-support", "synthetic-oppose"}
     for name, g in gaps.items():
@@ -259,6 +259,11 @@ def test_04_dataset_value_gap(env):
     assert gaps["synthetic-support"]["support"] > 0.5 > -0.5 > gaps["synthetic-oppose"]["support"]
     for row in rec["distributions"]:
         assert sum(row[s] for s in ("support", "neutral", "oppose")) == pytest.approx(1.0)
+    # policy fit: the policy's own answers, then chosen and rejected of every dataset, all on its support
+    fit = pd.DataFrame(rec["policy_fit"])
+    assert fit["data"].iloc[0] == "policy" and len(fit) == 1 + 2 * len(gaps)
+    assert set(fit["data"].iloc[1:]) == set(gaps) and not fit["far_off"].any()
+    assert (fit["gap"].iloc[1:].abs() < 0.5).all() and (fit["mean_logprob"] < 0).all()
 
 
 @pytest.mark.slow
@@ -282,6 +287,11 @@ def test_05_ablations(env):
 def test_06_paper_tables(env):
     execute(env, "06_paper_tables")
     rec = records(env, "06_paper_tables")["alpaca"]
+    controls = pd.DataFrame(rec["controls"])  # shown first; the smoke budget is too short to pass them
+    assert len(controls) == 6 and set(controls["algo"]) == {"ppo", "dpo", "simpo"}
+    assert set(controls["verdict"]) <= {"passes", "FAILS", "reported"}
+    assert (controls[controls.algo == "ppo"]["verdict"] == "reported").all()
+    assert ((controls["ci_low"] <= controls["M"] + 1e-9) & (controls["M"] <= controls["ci_high"] + 1e-9)).all()
     comparison = pd.DataFrame(rec["comparison"])
     assert len(comparison) >= 10
     assert set(comparison["verdict"]) <= {"agrees", "differs", "not resolved at this budget", "n/a"}

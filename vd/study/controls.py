@@ -40,7 +40,7 @@ def positive_controls(study, sft_data: str | None = None) -> pd.DataFrame:
             d = run.drift_with_ci()
             row = d[(d["topic"] == "overall") & (d["stance"] == setting)].iloc[0]
             rows.append({"algo": algo, "setting": setting, "chosen": setting, "M": float(row["M"]),
-                         "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
+                         "ci_low": float(row["M_ci_low"]), "ci_high": float(row["M_ci_high"]),
                          "requirement": REQUIREMENT.get(algo, "none"),
-                         "verdict": verdict(algo, float(row["M"]), float(row["ci_low"])), "run": run.name})
+                         "verdict": verdict(algo, float(row["M"]), float(row["M_ci_low"])), "run": run.name})
     return pd.DataFrame(rows)
