@@ -279,3 +279,17 @@ def test_code_hash_ignores_comments_and_docstrings_but_not_code(tmp_path, monkey
     base = version('"""Doc."""\ndef f(x):\n    """What f does."""\n    return x + 1  # one\n')
     assert version('"""Other doc."""\n\n\ndef f(x):\n    """Another text."""\n    return x + 1  # two\n') == base
     assert version('"""Doc."""\ndef f(x):\n    """What f does."""\n    return x + 2  # one\n') != base
+
+
+def test_a_transaction_an_interruption_left_open_does_not_break_the_store(tmp_path):
+    """A KeyboardInterrupt between BEGIN and COMMIT leaves the connection in a transaction; the Store's
+    next call rolls it back and works (before: "cannot start a transaction within a transaction")."""
+    with Store(tmp_path / "cache.sqlite") as store:
+        store.put_generations("fp", {("p1", 0): ("first", 3)})
+        con = store._connect()
+        con.execute("BEGIN IMMEDIATE")  # what an interrupted put_* or get_* leaves behind
+        con.execute("INSERT OR IGNORE INTO generations VALUES ('fp', 'p2', 0, 'half-written', 1, 'now')")
+        assert con.in_transaction
+        assert store.get_generations("fp", [("p1", 0), ("p2", 0)]) == {("p1", 0): ("first", 3)}
+        assert store.put_generations("fp", {("p3", 0): ("third", 2)}) == 1
+        assert not con.in_transaction and store.count("generations") == 2

@@ -296,11 +296,18 @@ class Store:
 
 @contextlib.contextmanager
 def _transaction(con: sqlite3.Connection, immediate: bool = True):
-    """One transaction; writers take the write lock up front (IMMEDIATE) so they never deadlock."""
+    """One transaction; writers take the write lock up front (IMMEDIATE) so they never deadlock.
+
+    A Ctrl-C can land between BEGIN and COMMIT (a notebook interrupted while judging, say) and leave the
+    connection inside a transaction that nothing will finish; the next one rolls it back first, so the
+    Store stays usable in that kernel and loses at most what that interrupted transaction held."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
     con.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     try:
         yield
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction:
+            con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
