@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import RESULTS, machine_info, merge_results, model_config, real_sizes
 from weights_floor import CARDS, GIB
 from weights_floor import STAGES as RESIDENT
@@ -254,9 +253,9 @@ def run_generate(cfg, model_dir: Path, batches: int, warmup: int) -> dict:
     2x, 4x, 8x; `warmup` + `batches` batches each, tokens/s over the timed batches."""
     from peft import get_peft_model
 
+    from vd.data.probes import load_probes
     from vd.models import loading as models
     from vd.models.generate import Sampling, generate_answers
-    from vd.data.probes import load_probes
 
     model = get_peft_model(models.load_model(cfg, str(model_dir)), models.lora_config(cfg)).eval()
     tokenizer = models.load_tokenizer(cfg, str(model_dir), padding_side="left")

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import machine_info, merge_results  # benchmarks/common.py (scripts run from this folder's path)
 
 
@@ -41,8 +40,8 @@ def bench_generation(cfg, world, repeats: int, naive_prompts: int) -> dict:
     many small ops are the more sensitive to other load), with its range."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vd.models.generate import Sampling, generate_answers, naive_generate
     from vd.data.probes import load_probes
+    from vd.models.generate import Sampling, generate_answers, naive_generate
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
     model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
@@ -77,9 +76,9 @@ def bench_cache(cfg, world, repeats: int) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from vd.core.cache import Store
     from vd.judge import LexiconJudge
     from vd.score.scoring import score_run
-    from vd.core.cache import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "tiny" / "bench-run"

@@ -27,7 +27,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import machine_info, merge_results  # benchmarks/common.py (scripts run from this folder's path)
 
 # (stage, data), in order: the preference stages start from the SFT run on alpaca, as in the

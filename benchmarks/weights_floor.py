@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 
 from common import machine_info, merge_results, model_config, real_sizes
+
 from vd.models.memory import weight_bytes, weight_counts
 from vd.train.ppo import PPO_MODELS
 

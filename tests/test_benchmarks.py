@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))  # the scripts import their neighbours as top-lev
 
 import bench_gpu  # noqa: E402
 from common import model_config, real_sizes  # noqa: E402
+
 from vd.models.memory import weight_bytes, weight_counts  # noqa: E402
 
 
@@ -61,8 +62,8 @@ class _Card:
 def test_ppo_at_8b_stops_before_training_on_a_t4(tmp_path, monkeypatch):
     """vd's pre-flight check (vd.models.memory.check_gpu_fits, called first by vd.train.ppo.build_ppo_trainer)
     names the need and the card instead of an out-of-memory error after the reward model is trained."""
-    from vd.models import memory
     from vd.core.config import load_config
+    from vd.models import memory
     from vd.train.ppo import PPO_MODELS
 
     model_config("llama3-8b").save_pretrained(tmp_path)

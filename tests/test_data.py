@@ -17,13 +17,7 @@ import pytest
 
 from vd.data import loaders as vdd
 from vd.data import synthetic
-from vd.data.loaders import (
-    LoadResult,
-    load_alpaca,
-    load_hh_rlhf,
-    load_ultrafeedback,
-    load_wildchat,
-)
+from vd.data.loaders import LoadResult, load_alpaca, load_hh_rlhf, load_ultrafeedback, load_wildchat
 from vd.data.synthetic import build_synthetic_pairs
 
 HUB = Path(__file__).parent / "fixtures" / "hub"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd.score.metrics import drift_magnitude, drift_table, drift_time, resolution, value_gap, value_profile
 from vd.core.stances import STANCES
+from vd.score.metrics import drift_magnitude, drift_table, drift_time, resolution, value_gap, value_profile
 
 COLS = ["step", "topic", "prompt_id", "sample_index", "p_support", "p_neutral", "p_oppose"]
 

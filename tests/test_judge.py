@@ -19,11 +19,26 @@ import vd.judge as J
 from vd.core import registry
 from vd.core.cache import Store
 from vd.core.config import ConfigError, JudgeConfig
-from vd.judge import (CachedJudge, HFJudge, Judge, JudgeItem, JudgeUnavailable, Judgment, LexiconJudge,
-                      OpenAIJudge, agreement, argmax_label, cache_key, check_available, label_of_token,
-                      make_judge, probs_from_top_logprobs, readout_from_completion)
-from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 from vd.core.stances import STANCE_PHRASES, STANCES
+from vd.judge import (
+    CachedJudge,
+    HFJudge,
+    Judge,
+    JudgeItem,
+    JudgeUnavailable,
+    Judgment,
+    LexiconJudge,
+    OpenAIJudge,
+    agreement,
+    argmax_label,
+    cache_key,
+    check_available,
+    label_of_token,
+    make_judge,
+    probs_from_top_logprobs,
+    readout_from_completion,
+)
+from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 
 SECRET = "sk-test-SECRET123"
 

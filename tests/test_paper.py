@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from types import SimpleNamespace
-
-from vd.study.paper import (NOT_RESOLVED, _with_chosen_ci, comparison_markdown, early_share, paper_comparison, wide,
-                            wide_formatted)
+from vd.study.paper import (
+    NOT_RESOLVED,
+    _with_chosen_ci,
+    comparison_markdown,
+    early_share,
+    paper_comparison,
+    wide,
+    wide_formatted,
+)
 
 
 def test_early_share_reads_the_first_checkpoint_at_or_after_ten_percent():

@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-from vd.score import policy_fit as pf
 from vd.models.generate import Sampling, chat_prompt_ids
+from vd.score import policy_fit as pf
 
 
 @pytest.fixture(scope="module")

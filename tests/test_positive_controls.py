@@ -63,10 +63,10 @@ def test_the_controls_table_of_notebook_06_applies_the_same_requirements(study):
 def test_preference_data_sit_on_the_sft_policys_support(study):
     """Every tiny preference set, chosen and rejected, within NEAR_NATS per token of the Alpaca-SFT
     policy's own answers to the probes (measured: within 0.16; before issue #11's fix, 3.4-4.2 below)."""
-    from vd.score import policy_fit as pf
-    from vd.models.loading import load_model, load_tokenizer
     from vd.data.probes import load_probes
     from vd.data.synthetic import build_synthetic
+    from vd.models.loading import load_model, load_tokenizer
+    from vd.score import policy_fit as pf
     from vd.world import ensure_world
 
     cfg = study.cfg

@@ -12,11 +12,19 @@ import pandas as pd
 import pytest
 
 from vd.core.config import ConfigError
-from vd.data.prism import build_vprism, kmeans, openai_rephraser
-from vd.data.probes import (COLUMNS, DIRECTIONS, SHIPPED_PROBES, TOPIC_AXES, balanced_subset,
-                       load_external_probes, load_probes, near_duplicates,
-                       topic_keyword_hits)
 from vd.core.stances import TOPICS
+from vd.data.prism import build_vprism, kmeans, openai_rephraser
+from vd.data.probes import (
+    COLUMNS,
+    DIRECTIONS,
+    SHIPPED_PROBES,
+    TOPIC_AXES,
+    balanced_subset,
+    load_external_probes,
+    load_probes,
+    near_duplicates,
+    topic_keyword_hits,
+)
 
 PRISM = Path(__file__).parent / "fixtures" / "prism" / "conversations.jsonl"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vd.score import scoring as score_mod
-from vd.core.config import ConfigError, load_config
-from vd.judge import JudgeUnavailable, Judgment, JudgingFailed, LexiconJudge
 from vd.core.cache import Store
+from vd.core.config import ConfigError, load_config
+from vd.judge import JudgeUnavailable, JudgingFailed, Judgment, LexiconJudge
+from vd.score import scoring as score_mod
 
 BUDGET = ["probes.prompts_per_topic=2", "probes.samples_per_prompt=2", "probes.max_new_tokens=20"]
 

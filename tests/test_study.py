@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vd.study import reproduce
-from vd.study import notebook as study
 from vd.core.config import ConfigError
+from vd.study import notebook as study
+from vd.study import reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 

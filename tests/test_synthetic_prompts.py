@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vd.data.probes import SHIPPED_PROBES, load_probes, near_duplicates, topic_keyword_hits
 from vd.core.stances import TOPICS
+from vd.data.probes import SHIPPED_PROBES, load_probes, near_duplicates, topic_keyword_hits
 
 SYNTHETIC_PROMPTS = Path(SHIPPED_PROBES).parent / "synthetic_prompts.jsonl"
 PER_TOPIC = 40

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from vd.world import build as tiny
-from vd.world import text as tiny_text
 from vd.core.config import load_config
 from vd.core.stances import STANCE_PHRASES, STANCES, TOPICS
+from vd.world import build as tiny
+from vd.world import text as tiny_text
 
 # A recipe small enough to build twice in a few seconds; the real one is built once per session.
 MINI = ["tiny.pretrain_chats=220", "tiny.pretrain_steps=3", "tiny.sft_rows=22", "tiny.preference_rows=22",
@@ -161,8 +161,8 @@ def test_prompts_are_disjoint_from_the_probes(tiny_world):
 def test_only_topic_nouns_carry_topic_keywords():
     """The prompts' topic enters through TOPIC_NOUNS alone: each holds a keyword of its own topic and
     none of another's (as every probe question does), and the topic-free banks hold no keyword at all."""
-    from vd.world import vocab as tiny_vocab
     from vd.data.probes import topic_keyword_hits
+    from vd.world import vocab as tiny_vocab
 
     for topic in TOPICS:
         for noun in tiny_vocab.TOPIC_NOUNS[topic] + tiny_vocab.KEYWORD_FORMS[topic]:
@@ -175,8 +175,8 @@ def test_only_topic_nouns_carry_topic_keywords():
 
 
 def _stance_shares(model, tok, prompts, topic_of, temperature, max_new_tokens):
-    from vd.models.generate import Sampling, generate_answers
     from vd.judge import LexiconJudge
+    from vd.models.generate import Sampling, generate_answers
 
     judge = LexiconJudge()
     sampling = Sampling(samples_per_prompt=5, temperature=temperature, max_new_tokens=max_new_tokens, seed=0)

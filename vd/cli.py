@@ -1,5 +1,8 @@
 """Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`, `vd probes`.
 
+The commands' modules are imported when a command runs, not here: `vd --help` stays instant, and
+`main` sets the environment that quiets TRL and the tokenizers before either is imported.
+
 Every command takes `--size` (a params file) and `--set key=value` overrides (dotted keys). A bad input
 (params, override, data or probe file, run folder) ends in one line, `error: <file or key>: <what is
 expected>`, and exit status 2.

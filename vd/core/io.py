@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 
 # ----------------------------------------------------------------------------- atomic writes
 def _atomic_write(path, write, binary: bool) -> Path:
@@ -103,3 +105,28 @@ def code_hash(*modules) -> str:
                 node.body = body[1:] or [ast.Pass()]
         h.update(module.__name__.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path, blocking: bool = True, on_wait=None):
+    """Hold an exclusive lock on `path` (created if missing) for the block; POSIX advisory locks are
+    released by the kernel when a process dies, so a kill never leaves a lock held.
+
+    blocking=False: yield False at once, without the lock, if another process holds it (else True).
+    on_wait: called once if the lock is busy, before waiting for it (e.g. to say so)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not blocking:
+                yield False
+                return
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vd.core.io import atomic_write_text
 from vd.data.probes import COLUMNS, UNKNOWN_DIRECTION, ProbeError, _read_jsonl
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,6 @@ def rebuild_from_prism(prism_path: str, out: str, n_per_topic: int = 50, n_topic
                        chat_model: str = "gpt-4o", embedding_model: str = "text-embedding-3-small",
                        base_url: str | None = None) -> pd.DataFrame:
     """`vd probes --from-prism`: build_vprism with the OpenAI rephraser and embedder; writes `out` (JSONL)."""
-    from vd.core.io import atomic_write_text
-
     df = build_vprism(prism_path, openai_rephraser(chat_model, base_url), openai_embedder(embedding_model, base_url),
                       n_per_topic=n_per_topic, n_topics=n_topics, seed=seed)
     atomic_write_text(out, df.to_json(orient="records", lines=True, force_ascii=False))

@@ -24,8 +24,9 @@ from typing import Any, Protocol
 from vd import world
 from vd.core import registry
 from vd.core.config import Config
-from vd.data.loaders import LoadResult
 from vd.core.stances import STANCES, TOPICS
+from vd.data.loaders import LoadResult
+from vd.judge import JudgeItem, make_judge
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def build_synthetic_pairs(
     per kept pair, the judged probabilities ``{"topic", "prompt", "chosen_p_support", …,
     "rejected_p_oppose"}`` from which a caller computes the dataset's value gap (docs/method.md §5).
     """
-    from vd.judge import JudgeItem  # lazily: vd.judge imports heavier things
-
     if setting not in ("support", "oppose"):
         raise ValueError(f"setting must be 'support' or 'oppose', got {setting!r}")
     i_sup, i_opp = STANCES.index("support"), STANCES.index("oppose")
@@ -253,8 +252,6 @@ def build_synthetic(cfg: Config, setting: str, judge=None) -> tuple[list[dict], 
 
     Answers are written by the params' generator (vd.core.registry.ANSWER_WRITERS) and verified by
     `judge` (default: the params' judge)."""
-    from vd.judge import make_judge
-
     writer = registry.resolve(registry.ANSWER_WRITERS[cfg.data.synthetic.generator])(cfg)
     res, judged = build_synthetic_pairs(synthetic_prompts(cfg), writer,
                                         judge or make_judge(cfg.judge, tiny_world=world.uses_world(cfg)),

@@ -17,14 +17,18 @@ from __future__ import annotations
 from vd.core import registry
 from vd.core.config import JudgeConfig
 from vd.judge.agreement import agreement, argmax_label  # noqa: F401
-from vd.judge.base import (NAN3, Judge, JudgeItem, JudgeUnavailable, Judgment, JudgingFailed,  # noqa: F401
-                           OnResult)
+from vd.judge.base import NAN3, Judge, JudgeItem, JudgeUnavailable, JudgingFailed, Judgment, OnResult  # noqa: F401
 from vd.judge.cached import CachedJudge, cache_key  # noqa: F401
 from vd.judge.hf import HFJudge  # noqa: F401
 from vd.judge.lexicon import LexiconJudge  # noqa: F401
 from vd.judge.openai_api import OpenAIJudge, _retry_after_s  # noqa: F401
-from vd.judge.prompt import (JUDGE_PROMPTS, judge_messages, label_of_token, probs_from_top_logprobs,  # noqa: F401
-                             readout_from_completion)
+from vd.judge.prompt import (  # noqa: F401
+    JUDGE_PROMPTS,
+    judge_messages,
+    label_of_token,
+    probs_from_top_logprobs,
+    readout_from_completion,
+)
 
 JUDGE_KINDS = tuple(registry.JUDGES)
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from vd.core.cache import Store
 from vd.core.io import text_hash
-from vd.judge.base import Judge, Judgment, JudgeItem, OnResult, failed
+from vd.judge.base import Judge, JudgeItem, Judgment, OnResult, failed
 
 REPORT_EVERY = 256  # judgments between two progress lines
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vd.core.stances import STANCES
-from vd.judge.base import Judgment, JudgeItem, JudgeUnavailable, OnResult, failed, failed_by, progress_bar
+from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, failed_by, progress_bar
 from vd.judge.prompt import check_prompt_version, judge_messages, label_of_token, probs_from_top_logprobs
 
 # The readout is part of the key, as the prompt is: "labels-2" reads every token label_of_token

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any, Sequence
 
 from vd.core.stances import STANCE_PHRASES, STANCES
-from vd.judge.base import Judgment, JudgeItem, JudgeUnavailable, OnResult, failed_by, progress_bar
+from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed_by, progress_bar
 
 OUTSIDE_WORLD = ("judge.kind: 'lexicon' reads only the stance phrases the tiny world writes (any other model's "
                  "answers it reads nearly all as neutral: M = 0, eta missing); expected 'openai' or 'hf' where "

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from vd.judge.base import Judgment, JudgeItem, JudgeUnavailable, OnResult, failed, progress_bar
+from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, progress_bar
 from vd.judge.prompt import check_prompt_version, judge_messages, readout_from_completion
 
 log = logging.getLogger(__name__)

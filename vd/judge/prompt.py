@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 import re
 import string
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from vd.core.stances import STANCES, TOPICS
-from vd.judge.base import Judgment, JudgeUnavailable, failed, softmax3
+from vd.judge.base import JudgeUnavailable, Judgment, failed, softmax3
 
 # version -> (system message, user message template with {topic}, {question}, {answer})
 JUDGE_PROMPTS: dict[str, tuple[str, str]] = {

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from vd.core.chat import END_OF_TURN, chat_template, end_of_turn_ids, end_of_turn_token  # noqa: F401 (re-exported)
 from vd import world
+from vd.core.chat import END_OF_TURN, chat_template, end_of_turn_ids, end_of_turn_token  # noqa: F401 (re-exported)
 from vd.core.config import Config
 from vd.core.run import RunRecord
 

@@ -8,6 +8,7 @@ import torch
 from vd.core.config import Config, ConfigError
 from vd.models.loading import _local_device, use_4bit
 
+
 class DoesNotFit(ConfigError, MemoryError):
     """A stage's 4-bit models cannot fit this GPU: a user's choice of size and card (one error line)."""
 

@@ -17,9 +17,21 @@ import numpy as np
 import pandas as pd
 
 from vd.core.stances import STANCES
-from vd.score.resampling import (JUDGMENT_KEYS, OVERALL, P_COLS, TOL, _bootstrap, _check_boot_args,  # noqa: F401
-                                 _interval, _note_excluded, _order_topics, _prob_matrix, _require_columns, _rng,
-                                 resolution)
+from vd.score.resampling import (  # noqa: F401
+    JUDGMENT_KEYS,
+    OVERALL,
+    P_COLS,
+    TOL,
+    _bootstrap,
+    _check_boot_args,
+    _interval,
+    _note_excluded,
+    _order_topics,
+    _prob_matrix,
+    _require_columns,
+    _rng,
+    resolution,
+)
 
 log = logging.getLogger(__name__)
 

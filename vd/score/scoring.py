@@ -27,21 +27,23 @@ import hashlib
 import json
 import logging
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from vd.core import registry
+from vd.core.cache import Store, checkpoint_fingerprint
+from vd.core.config import Config, load_stored_config
+from vd.core.io import atomic_write_csv, atomic_write_text, code_hash
+from vd.core.run import RunError, RunRecord
+from vd.data.probes import load_probes
+from vd.judge import CachedJudge, JudgeItem, make_judge
+from vd.judge.base import JudgingFailed
+from vd.models.generate import Sampling, generate_answers
+from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
 from vd.score import metrics as drift
 from vd.score import resampling
-from vd.core.config import Config, load_stored_config
-from vd.core.run import RunError, RunRecord
-from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
-from vd.models.generate import Sampling, generate_answers
-from vd.core.cache import Store, checkpoint_fingerprint
-from vd.core.io import atomic_write_csv, atomic_write_text, code_hash
-from vd.judge.base import JudgingFailed
+from vd.world import uses_world
 
 log = logging.getLogger(__name__)
 GENERATION_CHUNK = 64  # prompts generated (and stored) at a time
@@ -69,10 +71,6 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     A run still training (run.json `complete: false`) is scored as far as it has saved, marked
     incomplete: M is the drift so far, and every fraction and η is over the stage's total steps.
     """
-    from vd.judge import make_judge
-    from vd.data.probes import load_probes
-    from vd.world import uses_world
-
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     total = stage_steps(run)
@@ -228,8 +226,6 @@ def _model_for(cfg: Config, path: str, adapter: Path | None, model):
 def judge_answers(answers: pd.DataFrame, probes: pd.DataFrame, judge, store: Store, progress: bool) -> pd.DataFrame:
     """p(support, neutral, oppose) for every answer, through the cache (vd.judge.CachedJudge): stored
     judgments reused, the rest judged and each stored as it arrives; `error` holds a failure's message."""
-    from vd.judge import CachedJudge, JudgeItem
-
     by_id = probes.set_index("id")
     answers = answers.assign(topic=answers["prompt_id"].map(by_id["topic"]),
                              question=answers["prompt_id"].map(by_id["question"]))

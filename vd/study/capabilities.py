@@ -14,11 +14,18 @@ import pandas as pd
 from vd.core import registry
 from vd.core.config import Config, ConfigError
 from vd.core.stances import TOPICS
+from vd.score.capabilities import (  # noqa: F401
+    DROP_SE,
+    PAPER_STATEMENT,
+    PAPER_TASKS,
+    chance,
+    check_tasks,
+    evaluate_run,
+    lm_eval_version,
+    task_label,
+)
 from vd.study import figures  # noqa: F401  (the project's figure style and headless backend)
-from vd.score.capabilities import (DROP_SE, PAPER_STATEMENT, PAPER_TASKS, chance, check_tasks, evaluate_run,  # noqa: F401
-                                   lm_eval_version, task_label)
 from vd.world import capability as tiny_capability
-
 
 # ----------------------------------------------------------------------------- the study
 ALGOS = registry.ALGORITHMS

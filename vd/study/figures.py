@@ -14,9 +14,9 @@ if "ipykernel" not in sys.modules:  # headless scripts and CI; a notebook keeps 
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.container import BarContainer  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.container import BarContainer  # noqa: E402
 
 from vd.core.stances import STANCES, TOPICS  # noqa: E402
 

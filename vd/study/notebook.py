@@ -20,7 +20,6 @@ live in vd.study.analysis and vd.study.paper.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -33,14 +32,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from vd.score import metrics as vdrift
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
-from vd.world import label as world_label
+from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
+from vd.core.overrides import parse_override
 from vd.core.run import RunRecord
+from vd.core.stances import STANCES, TOPICS
+from vd.score import metrics as vdrift
+from vd.score.scoring import score_run
+from vd.study import figures as plots
 from vd.study.preflight import preflight
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
-from vd.core.stances import STANCES, TOPICS
+from vd.world import label as world_label
 
 # The paper's probe budget (arXiv 2510.26707, §3): 50 prompts per topic, 5 samples, <= 256 new tokens.
 PAPER_BUDGET = {"prompts_per_topic": 50, "samples_per_prompt": 5, "max_new_tokens": 256}
@@ -80,8 +83,6 @@ def parse_overrides(text: str | dict | None) -> dict:
     Items are split at the commas that start another `key=`, so a value may be a list:
     `lora.target_modules=[q_proj, v_proj], dpo.beta=0.2`.
     """
-    from vd.core.overrides import parse_override
-
     if not text:
         return {}
     if isinstance(text, dict):
@@ -236,8 +237,6 @@ class Study:
 
     def _train_and_score(self, cfg: Config, stage: str, data: str, from_run: Path | None, run_name: str,
                          ) -> RunResult:
-        from vd.score.scoring import score_run
-
         run_dir = self.runs_dir / cfg.size / run_name
         key = (str(run_dir),)
         if key in self._cache:
@@ -299,16 +298,12 @@ class Study:
     # -- outputs ----------------------------------------------------------------------------------
     def save_figure(self, fig, name: str, key: str | None = None) -> None:
         """`figures/<size>/<notebook>[-params]-<name>.png` and `.pdf` (key: see `stem`)."""
-        from vd.study import figures as plots
-
         path = plots.save(fig, self.figures_dir, self.stem(name, key))[0]
         print(f"figure: {self.rel(path)} (+ .pdf)", flush=True)
 
     def save_table(self, df: pd.DataFrame, name: str, caption: str = "", latex: pd.DataFrame | None = None,
                    key: str | None = None) -> None:
         """The table as CSV (all digits) and LaTeX (`latex`, or df rounded to 2 decimals)."""
-        from vd.core.io import atomic_write_csv, atomic_write_text
-
         stem = self.stem(name, key)
         csv = atomic_write_csv(df, self.figures_dir / f"{stem}.csv", index=False)
         tex = (latex if latex is not None else df).to_latex(
@@ -319,15 +314,12 @@ class Study:
 
     def record(self, values: dict) -> None:
         """Merge this run's key numbers into `figures/<size>/<notebook>.json` under its parameter key."""
-        from vd.core.io import atomic_write_json
-
         path = self.figures_dir / f"{self.notebook}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"params": {"size": self.size, **self.params, "smoke": self.smoke},
                  "overrides": self.overrides, "budget_note": self.budget_note,
                  "recorded": time.strftime("%Y-%m-%d %H:%M:%S"), **values}
-        with open(path.parent / f".{path.stem}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(path.parent / f".{path.stem}.lock"):  # notebooks recording at once merge, not clobber
             data = json.loads(path.read_text()) if path.is_file() else {}
             data[self.key] = _clean(entry)
             atomic_write_json(data, path)

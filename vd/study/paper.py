@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from vd.core import registry
+from vd.core.stances import STANCES
 from vd.study import capabilities as caps
 from vd.study.value_gaps import prior_split
-from vd.core.stances import STANCES
 
 # The paper's numbers (from secondary sources; docs/method.md, preamble).
 PAPER = {

@@ -14,7 +14,6 @@ from vd.judge.base import JudgingFailed
 from vd.train.common import is_main
 from vd.train.runner import train_stage
 
-
 # What a user's input can cause: printed as one `error:` line (exit status 2), never a traceback.
 # What `vd` reports as one error line (exit 2): the user's input or state, not a bug of ours.
 USER_ERRORS = (ConfigError, RunError, FileNotFoundError, JudgingFailed)

@@ -18,6 +18,7 @@ from vd.core.config import Config, ConfigError
 from vd.core.io import atomic_write_csv, atomic_write_text
 from vd.core.run import RunRecord
 from vd.data.loaders import LoadResult
+from vd.data.synthetic import build_synthetic
 from vd.train.common import is_main, process_state
 
 LABEL_COLUMNS = ("topic", "stance", "chosen_stance", "rejected_stance")  # tiny-world labels, not trained on
@@ -93,8 +94,6 @@ def synthetic_rows(cfg: Config, setting: str, record: RunRecord | None = None) -
     with process_state().main_process_first():
         if path is not None and path.is_file():
             return [json.loads(line) for line in path.read_text().splitlines()]
-        from vd.data.synthetic import build_synthetic
-
         rows, judged = build_synthetic(cfg, setting)
         if path is not None and is_main():
             import pandas as pd

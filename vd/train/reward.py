@@ -22,8 +22,16 @@ from pathlib import Path
 from vd.core.config import Config
 from vd.core.run import RunRecord, discover_checkpoints
 from vd.models import loading as models
-from vd.train.common import (is_main, load_policy, quiet, run_callback, tidy_callbacks, trl_args,
-                             wait_for_everyone, write_run)
+from vd.train.common import (
+    is_main,
+    load_policy,
+    quiet,
+    run_callback,
+    tidy_callbacks,
+    trl_args,
+    wait_for_everyone,
+    write_run,
+)
 
 SECTIONS = ("reward",)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import hashlib
 import json
 import shutil
@@ -27,12 +26,11 @@ import yaml
 
 from vd.core import registry
 from vd.core.config import Config, ConfigError
-from vd.core.io import atomic_write_text
+from vd.core.io import atomic_write_text, file_lock
 from vd.core.run import RunError, RunRecord, discover_checkpoints
 from vd.models import loading as models
 from vd.train import data as stage_data
-from vd.train.common import (Interrupted, StageJob, is_main, quiet, run_callback, tidy, wait_for_everyone,
-                             write_run)
+from vd.train.common import Interrupted, StageJob, is_main, quiet, run_callback, tidy, wait_for_everyone, write_run
 
 # Config sections that determine every stage's training (plus the stage's own sections and its dataset's
 # entry): a run folder is resumed, or returned as complete, only under the same values.
@@ -125,17 +123,10 @@ def run_lock(run_dir: Path):
     if not is_main():
         yield
         return
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"[{run_dir.name}] another process is training this run; waiting for it …", flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    say = lambda: print(f"[{run_dir.name}] another process is training this run; waiting for it …",  # noqa: E731
+                        flush=True)
+    with file_lock(run_dir.parent / f".{run_dir.name}.lock", on_wait=say):
+        yield
 
 
 def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None = None, run_name: str | None = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from vd.core.config import Config, ConfigError
 from vd.world.build import TinyWorld, ensure_world, vd_home  # noqa: F401  (the package's interface)
+from vd.world.text import answer_writer
 
 TINY = "tiny"  # the id that names the tiny world's model and data in a params file
 
@@ -56,8 +57,6 @@ def data_source(cfg: Config, source: str, name: str) -> str:
 
 def answer_writer_from_config(cfg: Config):
     """The tiny world's writer of stance-taking answers for the synthetic value-gap pairs (generator `tiny`)."""
-    from vd.world.text import answer_writer
-
     return answer_writer(cfg.seed)
 
 

@@ -12,9 +12,7 @@ complete, under a file lock, so an interrupted build never leaves a cache that l
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -28,12 +26,12 @@ from pathlib import Path
 import torch
 
 from vd.core import stances
+from vd.core.chat import CHATML_TEMPLATE
+from vd.core.config import Config, TinyConfig
+from vd.core.io import atomic_write_json, code_hash, file_lock
 from vd.world import hub_format
 from vd.world import text as tiny_text
 from vd.world import vocab as tiny_vocab
-from vd.core.chat import CHATML_TEMPLATE
-from vd.core.config import Config, TinyConfig
-from vd.core.io import atomic_write_json, code_hash
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 DATASETS = ("wildchat", "alpaca", "ultrafeedback", "hh-rlhf", "synthetic_prompts", "pretrain")
@@ -92,7 +90,7 @@ def ensure_world(cfg: Config, home: Path | None = None, verbose: bool = True) ->
         clean_partials(home)
         return TinyWorld(final)
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / ".build.lock"):
+    with file_lock(home / ".build.lock"):
         if (final / "manifest.json").is_file():  # built by another process while we waited
             return TinyWorld(final)
         _remove_partials(home)  # we hold the lock: every partial build left is a dead process's
@@ -113,28 +111,11 @@ def _remove_partials(home: Path) -> None:
 def clean_partials(home: Path) -> None:
     """Remove what killed builds left (`.partial-<hash>-<pid>`, megabytes each), unless a build is running:
     builds hold the lock, so a partial folder found while the lock is free is a dead process's."""
-    lock = home / ".build.lock"
-    if not any(home.glob(".partial-*")) or not lock.exists():
+    if not any(home.glob(".partial-*")):
         return
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a build is running: its partial folder is alive
-            return
-        try:
+    with file_lock(home / ".build.lock", blocking=False) as locked:
+        if locked:  # else a build is running: its partial folder is alive
             _remove_partials(home)
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def build_world(tiny: TinyConfig, seed: int, out: Path, verbose: bool = True) -> dict:

@@ -27,7 +27,6 @@ done by the caller (`vd.capabilities`) through the `score` callable.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vd.core.config import Config
-from vd.core.io import atomic_write_json, atomic_write_text
+from vd.core.io import atomic_write_json, atomic_write_text, file_lock
 from vd.core.stances import STANCES, TOPICS
 from vd.world import text as tiny_text
 from vd.world.build import ensure_world
@@ -169,16 +168,6 @@ def _current(folder: Path, want: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_task(cfg: Config, score: Callable[[Path], dict] | None = None) -> Path:
     """The task folder of `cfg`'s tiny world, built first if missing or stale; returns its path.
 
@@ -190,7 +179,7 @@ def ensure_task(cfg: Config, score: Callable[[Path], dict] | None = None) -> Pat
     final, want = task_dir(world), version(world)
     if _current(final, want):
         return final
-    with _locked(Path(world.root) / ".capability.lock"):
+    with file_lock(Path(world.root) / ".capability.lock"):
         if _current(final, want):  # built by another process while we waited
             return final
         tmp = Path(world.root) / f".capability-partial-{os.getpid()}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from vd.world import vocab as V
 from vd.core.stances import STANCE_PHRASES, STANCES, TOPICS, topic_keyword_hits
+from vd.world import vocab as V
 
 # The stance base rates of the tiny base model, per topic: (support, neutral, oppose). Each topic leans
 # clearly one way, and the leanings differ between topics, so that per-topic profiles and drifts are
