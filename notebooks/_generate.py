@@ -136,7 +136,7 @@ def main() -> None:
               "subset at every checkpoint). Both halves of each bar should be equal: a topic's support is "
               "half *pro* and half *contra* its axis.",
               "550 questions, 50 per topic (V-PRISM); no direction balance is reported.",
-              "The tiny size probes 10 prompts per topic (5 pro, 5 contra): the title states the shrunk "
+              "The tiny size probes 20 prompts per topic (10 pro, 10 contra): the title states the shrunk "
               "budget."),
          ("md", "## Examples"),
          ("code", 'examples = vd.analysis.probe_examples(study.cfg)\n'
