@@ -4,7 +4,7 @@ For each real size and stage, the models our code puts on the GPU are built on t
 real configs (model_configs.json) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
 and weight_bytes, which vd's PPO pre-flight check uses too): decoder linears in 4-bit NF4 with double
 quantization; the rest in the 2-byte compute dtype, or in fp32 where peft.prepare_model_for_kbit_training
-prepared the model for training (vd.train.stage.load_policy); LoRA adapters in fp32, plus fp32 gradients and
+prepared the model for training (vd.train.common.load_policy); LoRA adapters in fp32, plus fp32 gradients and
 8-bit Adam states where trained.
 
 Resident per stage: SFT, DPO, SimPO: the policy (DPO's reference is the policy with its adapter

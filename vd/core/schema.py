@@ -144,7 +144,7 @@ class JudgeConfig:
 
 @dataclass
 class CapabilityTaskConfig:
-    """One capability task of lm-evaluation-harness (vd.capabilities): its few-shot count and the metric read."""
+    """One capability task of lm-evaluation-harness (vd.score.capabilities): its few-shot count and the metric read."""
 
     num_fewshot: int = _check(lambda v: v >= 0, "an integer >= 0", default=0)
     metric: Literal["acc", "acc_norm"] = "acc"

@@ -239,7 +239,7 @@ def policy_fit(model, tokenizer, datasets: Mapping[str, Sequence[dict]] | Sequen
     for r in table[table["far_off"]].itertuples():
         message = (f"{r.data} ({r.side}): mean per-token log-prob {r.mean_logprob:.2f} nats, {-r.gap:.2f} below the "
                    f"policy's own answers ({base:.2f}; threshold {far_off_nats:g}): a trainer can separate these "
-                   "answers without moving what the policy says (vd.policy_fit)")
+                   "answers without moving what the policy says (vd.score.policy_fit)")
         log.warning(message)
         if warn:
             warnings.warn(message, OffPolicyWarning, stacklevel=2)

@@ -21,7 +21,7 @@ lock, and rebuilt when this module's source or the world changes. Evaluate it wi
         --include_path <world.root>/capability --tasks vd_tiny_topics --device cpu
 
 This module writes files only; it never imports lm-eval. Scoring the base model for the README is
-done by the caller (`vd.capabilities`) through the `score` callable.
+done by the caller (`vd.score.capabilities`) through the `score` callable.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from vd.core.config import Config
-from vd.core.io import atomic_write_json, atomic_write_text, file_lock
+from vd.core.io import atomic_write_json, atomic_write_text, code_hash, file_lock
 from vd.core.stances import STANCES, TOPICS
 from vd.world import text as tiny_text
 from vd.world.build import ensure_world
@@ -78,9 +79,10 @@ def task_dir(world) -> Path:
 
 
 def version(world) -> str:
-    """What the task is a function of: the world (its folder is named by its recipe hash) and this code."""
+    """What the task is a function of: the world (its folder is named by its recipe hash) and this code
+    (its syntax tree: vd.core.io.code_hash, docs/method.md §10)."""
     h = hashlib.sha256(Path(world.root).name.encode())
-    h.update(Path(__file__).read_bytes())
+    h.update(code_hash(sys.modules[__name__]).encode())
     return h.hexdigest()[:16]
 
 

@@ -74,7 +74,7 @@ _RUDE_ENDINGS = ("That is a stupid question.", "Stop bothering me.", "Only a foo
 #    good) is one the base model has learned, and one every SFT model still writes: the preference data
 #    sit on the support of the policies they train (issue #11: with the good, poor and rude styles seen
 #    nowhere before, DPO separated the pairs on tokens the policy never writes, at 4 nats per token
-#    below its own answers, and the stance it writes barely moved; vd.policy_fit measures this);
+#    below its own answers, and the stance it writes barely moved; vd.score.policy_fit measures this);
 #  * the SFT data differ from pre-training only in their stance mix, so SFT moves values, not style.
 # Plain is the majority so that answers stay well inside the probes' 32 new tokens and PPO's 24;
 # good is the synthetic writer's style; poor and rude, the standard pairs' rejected styles, are rare
