@@ -34,6 +34,7 @@ import pandas as pd
 
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
+from vd.data import synthetic
 from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
 from vd.core.overrides import parse_override
 from vd.core.run import RunRecord
@@ -125,9 +126,6 @@ class RunResult:
     def n_checkpoints(self) -> int:
         return int(self.profile["step"].nunique())
 
-    def judgments(self) -> pd.DataFrame:
-        return pd.read_csv(self.run_dir / "judgments.csv")
-
     def value(self, stance: str, topic: str = "overall", what: str = "M", reading: str = "extremum95") -> float:
         """M or eta of one (topic, stance) from the drift table."""
         row = self.drift[(self.drift["topic"] == topic) & (self.drift["stance"] == stance)
@@ -172,17 +170,20 @@ class Study:
     """One notebook run: its config, its folders, and the runs it trains/scores on demand."""
 
     def __init__(self, size: str, notebook: str, params: dict, overrides: dict, smoke: bool,
-                 root: Path, runs_dir: Path, figures_dir: Path):
+                 root: Path, runs_dir: str = "", figures_dir: str = ""):
         self.size, self.notebook, self.params, self.smoke = size, notebook, dict(params), smoke
         self.overrides = {**(SMOKE_OVERRIDES if smoke else {}), **overrides}
         # outputs made under the user's overrides are named apart from the params' own: `<key>~<hash>`
         self.tag = "" if not overrides else "~" + hashlib.sha1(
             json.dumps(sorted(overrides.items()), default=str).encode()).hexdigest()[:6]
         self.cfg = load_config(size, self.overrides)
-        self.root, self.runs_dir, self.figures_dir = root, runs_dir, figures_dir
+        # filed under the config's own size (a params file's `size:` value, not its path)
+        self.root = root
+        self.runs_dir, self.figures_dir = output_dirs(root, self.cfg.size, smoke, runs_dir, figures_dir)
         # the config without the user's overrides: runs trained under other values get other folders
         self.base_cfg = load_config(size, SMOKE_OVERRIDES if smoke else {}) if overrides else self.cfg
         self._cache: dict[tuple, RunResult] = {}
+        self._synthetic: dict[str, tuple[list[dict], pd.DataFrame]] = {}
 
     # -- naming ----------------------------------------------------------------------------------
     @property
@@ -295,6 +296,22 @@ class Study:
         name = f"{algo}-{pref_data}-from-{sft.name}{self.variant(algo, pref_data)}{suffix}"
         return self._train_and_score(cfg, algo, pref_data, sft.run_dir, name)
 
+    def synthetic_pairs(self, setting: str) -> tuple[list[dict], pd.DataFrame]:
+        """The synthetic value-gap pairs of `setting` and their judged stances: those a run trained on (its
+        synthetic_pairs.jsonl and synthetic_judged.csv), else built once for this study, not trained on
+        (at real sizes building them costs API calls: notebook 04's gaps and policy fit share them)."""
+        if setting not in self._synthetic:
+            for folder in sorted((self.runs_dir / self.cfg.size).glob(f"*-synthetic-{setting}-from-*")):
+                record = RunRecord.find(folder)
+                if record and record.synthetic_pairs_path.is_file() and record.synthetic_judged_path.is_file():
+                    rows = [json.loads(line) for line in record.synthetic_pairs_path.read_text().splitlines()]
+                    self._synthetic[setting] = rows, pd.read_csv(record.synthetic_judged_path)
+                    break
+            else:
+                rows, judged = synthetic.build_synthetic(self.cfg, setting)
+                self._synthetic[setting] = rows, pd.DataFrame(judged)
+        return self._synthetic[setting]
+
     # -- outputs ----------------------------------------------------------------------------------
     def save_figure(self, fig, name: str, key: str | None = None) -> None:
         """`figures/<size>/<notebook>[-params]-<name>.png` and `.pdf` (key: see `stem`)."""
@@ -365,14 +382,14 @@ def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, ov
     file's own `size:` value."""
     root = repo_root()
     size, overrides = params_argument(size, root), parse_overrides(overrides)
-    name = load_config(size, {**(SMOKE_OVERRIDES if smoke else {}), **overrides}).size
-    runs, figures = output_dirs(root, name, smoke, runs_dir, figures_dir)
-    study = Study(size, notebook, params or {}, overrides, smoke, root, runs, figures)
+    study = Study(size, notebook, params or {}, overrides, smoke, root, runs_dir, figures_dir)
     if world.prepare(study.cfg) is not None:  # the tiny world: built, its model on one thread
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars of a tiny model are noise
-    print(f"size {name}: runs in {study.rel(runs / name)}, figures and tables in {study.rel(study.figures_dir)}"
+    name = study.cfg.size
+    print(f"size {name}: runs in {study.rel(study.runs_dir / name)}, "
+          f"figures and tables in {study.rel(study.figures_dir)}"
           f"\n{study.budget_note}", flush=True)
     return study
 

@@ -8,14 +8,11 @@ Real preference data carry no topic: a pair is given the topic whose keywords it
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from vd.core import registry
 from vd.core.config import ConfigError, check_choice
 from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
-from vd.data import synthetic
 from vd.data.probes import load_probes
 from vd.judge import CachedJudge, JudgeItem, make_judge
 from vd.models.generate import Sampling
@@ -142,9 +139,7 @@ def judge_pairs(study, pairs: pd.DataFrame) -> pd.DataFrame:
 
 def synthetic_judged(study, setting: str) -> pd.DataFrame:
     """The judged synthetic pairs of a setting: from any run trained on them, else built (not trained)."""
-    for path in sorted((study.runs_dir / study.cfg.size).glob(f"*-synthetic-{setting}-from-*/synthetic_judged.csv")):
-        return pd.read_csv(path)
-    judged, syn, j = pd.DataFrame(synthetic.build_synthetic(study.cfg, setting)[1]), study.cfg.data.synthetic, study.cfg.judge
+    judged, syn, j = study.synthetic_pairs(setting)[1], study.cfg.data.synthetic, study.cfg.judge
     if judged.empty:
         raise DataError(f"synthetic-{setting}: no pair passed the stance check: judge {j.kind!r} (model {j.model!r}) did "
                         f"not confirm, with p >= data.synthetic.min_confidence ({syn.min_confidence}), the stances that "
@@ -173,10 +168,7 @@ def preference_rows(study, name: str) -> list[dict]:
     """The training rows of a preference dataset as a stage would read them: a standard dataset through
     its loader, a synthetic set from a run trained on it (else built, not trained)."""
     if name in registry.SYNTHETIC_DATA:
-        setting = name.split("-", 1)[1]
-        for path in sorted((study.runs_dir / study.cfg.size).glob(f"*-{name}-from-*/synthetic_pairs.jsonl")):
-            return [json.loads(line) for line in path.read_text().splitlines()]
-        return synthetic.build_synthetic(study.cfg, setting)[0]
+        return study.synthetic_pairs(name.split("-", 1)[1])[0]
     return load_dataset(study.cfg, "preference", name).rows
 
 
