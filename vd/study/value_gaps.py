@@ -13,9 +13,7 @@ import pandas as pd
 from vd.core import registry
 from vd.core.config import ConfigError, check_choice
 from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
-from vd.data.probes import load_probes
 from vd.judge import CachedJudge, JudgeItem, make_judge
-from vd.models.generate import Sampling
 from vd.models.loading import load_model, load_tokenizer
 from vd.score import metrics as vdrift
 from vd.score.policy_fit import policy_fit
@@ -184,7 +182,11 @@ def policy_fit_table(study, sft_data: str | None = None, datasets: list[str] | N
     for name in datasets or dataset_names(study):
         rows = preference_rows(study, name)
         data[name] = rows[:max_pairs] if max_pairs else rows
-    probes = load_probes(study.cfg.probes.file, prompts_per_topic=study.cfg.probes.prompts_per_topic,
-                         seed=study.cfg.seed)
-    return policy_fit(model, tokenizer, data, questions=probes["question"].tolist(),
-                      sampling=Sampling.from_config(study.cfg))
+    # The policy's own answers: the SFT run's final step as scoring sampled them (from merged/, the same
+    # model: docs/method.md §9), so no probe pass is generated again; whole answers only (one cut off at
+    # the token limit never wrote its end of turn).
+    scored = pd.read_csv(sft.run_dir / "judgments.csv")
+    scored["answer"] = scored["answer"].fillna("")  # an empty answer reads back as NaN
+    own = scored[(scored["step"] == scored["step"].max()) & (scored["answer"] != "")
+                 & (scored["n_new_tokens"] < study.cfg.probes.max_new_tokens)]
+    return policy_fit(model, tokenizer, data, own=list(zip(own["question"], own["answer"])))
