@@ -70,3 +70,26 @@ def test_cpu_never_quantizes_and_uses_fp32():
     cfg = load_config("llama3-3b")
     if not torch.cuda.is_available():
         assert not use_4bit(cfg) and compute_dtype(cfg) == torch.float32
+
+
+def test_a_t4_computes_in_fp16_not_emulated_bf16(monkeypatch):
+    """A T4 (compute capability 7.5) reports bf16 support only through emulation: vd computes in fp16 there,
+    in bf16 on an Ampere or newer GPU, and the notebooks' environment report says which."""
+    import torch
+
+    from vd.core import precision
+    from vd.study import colab
+
+    def t4(including_emulation=True):  # what torch says on a T4
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", t4)
+    cfg = load_config("llama3-3b")
+    assert not precision.native_bf16() and compute_dtype(cfg) == torch.float16
+    assert precision.gpu_dtype("auto") == torch.float16 and precision.gpu_dtype("bf16") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: type("P", (), {"name": "Tesla T4", "total_memory": 15 * 2**30})())
+    assert "bf16 no (fp16 compute)" in colab.environment_report()
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert precision.native_bf16() and compute_dtype(cfg) == torch.bfloat16

@@ -21,6 +21,7 @@ import yaml
 from safetensors.torch import load_file
 
 from vd.core.config import load_config
+from vd.core.precision import native_bf16
 
 # Tiny step counts (the params' defaults are timed in the report, not here).
 STEPS = {"sft.max_steps": 4, "sft.save_every": 2, "dpo.max_steps": 2, "dpo.save_every": 1,
@@ -382,4 +383,4 @@ def test_qlora_on_cuda_sft_then_dpo(tiny_world, tmp_path):
     check_run(dpo, "dpo", [1, 2], cfg)
     trainer = build_trainer(cfg, "dpo", "ultrafeedback", sft, tmp_path / "probe")
     assert any(isinstance(m, Linear4bit) for m in trainer.model.modules())
-    assert trainer.args.bf16 == torch.cuda.is_bf16_supported() and trainer.args.fp16 != trainer.args.bf16
+    assert trainer.args.bf16 == native_bf16() and trainer.args.fp16 != trainer.args.bf16

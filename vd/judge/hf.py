@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
+from vd.core.precision import gpu_dtype
 from vd.core.stances import STANCES
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, failed_by, progress_bar
 from vd.judge.prompt import check_prompt_version, judge_messages, label_of_token, probs_from_top_logprobs
@@ -46,8 +47,7 @@ class HFJudge:
             if isinstance(dtype, str):
                 dtype = getattr(torch, dtype)
             if dtype is None:
-                dtype = ((torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-                         if str(device).startswith("cuda") else torch.float32)
+                dtype = gpu_dtype() if str(device).startswith("cuda") else torch.float32
             tok = AutoTokenizer.from_pretrained(model_name_or_path)
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=dtype).to(device)
         model.eval()

@@ -25,6 +25,7 @@ import torch
 from vd import world
 from vd.core.chat import END_OF_TURN, chat_template, end_of_turn_ids, end_of_turn_token  # noqa: F401 (re-exported)
 from vd.core.config import Config
+from vd.core.precision import gpu_dtype
 from vd.core.run import RunRecord
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,11 @@ def model_identity(model: str, revision: str | None = None) -> str:
 
 
 def compute_dtype(cfg: Config) -> torch.dtype:
-    """bf16 where the GPU supports it, else fp16 (a T4 has no bf16); fp32 on CPU."""
+    """bf16 where the GPU has it natively, else fp16 (a T4: vd.core.precision); fp32 on CPU."""
     choice = cfg.quantization.compute_dtype
-    if choice == "auto":
-        if not torch.cuda.is_available():
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+    if choice == "auto" and not torch.cuda.is_available():
+        return torch.float32
+    return gpu_dtype(choice)
 
 
 def use_4bit(cfg: Config) -> bool:

@@ -11,6 +11,7 @@ import importlib.metadata as md
 import os
 import sys
 
+from vd.core.precision import native_bf16
 from vd.study.notebook import repo_root
 from vd.world import vd_home
 
@@ -59,7 +60,7 @@ def environment_report() -> str:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         lines.append(f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
-                     f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no (fp16 compute)'}")
+                     f"bf16 {'yes' if native_bf16() else 'no (fp16 compute)'}")
     else:
         lines.append(f"GPU: none (CPU, {os.cpu_count()} cores)")
     lines.append(f"VD_HOME={vd_home()}; repository root {repo_root()}")
