@@ -41,6 +41,7 @@ from vd.judge import (
 from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 
 SECRET = "sk-test-SECRET123"
+NO_THINKING = ";enable_thinking=false"  # what a local server's key says it is sent by default
 
 
 def _softmax(xs):
@@ -366,7 +367,7 @@ def test_openai_judge_never_leaks_the_key(api_env):
     assert set(api.auth_headers) == {f"Bearer {SECRET}"}
     for text in [judge.key, repr(judge), str(judge), *(j.error for j in res), repr(res)]:
         assert SECRET not in text and "SECRET" not in text
-    assert judge.key == f"openai:gpt-4o:v1@{api.base_url}"
+    assert judge.key == f"openai:gpt-4o:v1@{api.base_url}{NO_THINKING}"
     # the redaction itself, should a server ever echo the key back
     assert SECRET not in judge._redact(f"Error: bad key {SECRET}")
 
@@ -493,17 +494,18 @@ def test_cache_key_names_the_endpoint_never_the_api_key(monkeypatch, api_env):
     # two servers serving one model name must not share judgments (#11)
     a = _judge("http://127.0.0.1:8001/v1")
     b = _judge("http://127.0.0.1:8002/v1/")
-    assert a.key == "openai:gpt-4o:v1@http://127.0.0.1:8001/v1" and b.key == "openai:gpt-4o:v1@http://127.0.0.1:8002/v1"
+    assert a.key == f"openai:gpt-4o:v1@http://127.0.0.1:8001/v1{NO_THINKING}"
+    assert b.key == f"openai:gpt-4o:v1@http://127.0.0.1:8002/v1{NO_THINKING}"
     # OpenAI's own endpoint keeps the key judgments were cached under before endpoints were named
     assert OpenAIJudge().key == "openai:gpt-4o:v1"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.5:8000/v1")  # what the client itself reads
-    assert OpenAIJudge().key == "openai:gpt-4o:v1@http://10.0.0.5:8000/v1"
+    assert OpenAIJudge().key == f"openai:gpt-4o:v1@http://10.0.0.5:8000/v1{NO_THINKING}"
     # credentials in the URL, and the key itself, never reach the cache key
     c = _judge(f"https://user:{SECRET}@Proxy.Example:8443/v1?api-key={SECRET}")
-    assert c.key == "openai:gpt-4o:v1@https://proxy.example:8443/v1"
+    assert c.key == f"openai:gpt-4o:v1@https://proxy.example:8443/v1{NO_THINKING}"
     assert SECRET not in repr(c) and "user" not in c.key
     d = _judge(f"http://127.0.0.1:9/{SECRET}/v1")
-    assert SECRET not in d.key and d.key == "openai:gpt-4o:v1@http://127.0.0.1:9/***/v1"
+    assert SECRET not in d.key and d.key == f"openai:gpt-4o:v1@http://127.0.0.1:9/***/v1{NO_THINKING}"
 
 
 # ------------------------------------------------------------------------------------ HF judge
@@ -717,7 +719,7 @@ def test_make_judge_builds_what_the_registry_names(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     oj = make_judge(JudgeConfig(kind="openai", model="gpt-4o-2024-08-06", base_url="http://127.0.0.1:9/v1",
                                 max_concurrency=2, max_retries=1, timeout_s=3.0))
-    assert isinstance(oj, OpenAIJudge) and oj.key == "openai:gpt-4o-2024-08-06:v1@http://127.0.0.1:9/v1"
+    assert isinstance(oj, OpenAIJudge) and oj.key == f"openai:gpt-4o-2024-08-06:v1@http://127.0.0.1:9/v1{NO_THINKING}"
     assert (oj.max_concurrency, oj.max_retries, oj.timeout_s) == (2, 1, 3.0)
     assert isinstance(make_judge(JudgeConfig(kind="lexicon"), tiny_world=True), LexiconJudge)
     # a new judge is one class plus one registry entry
