@@ -36,7 +36,7 @@ from vd.judge.prompt import (  # noqa: F401
 from vd.judge.sanity import (  # noqa: F401
     LABELLED_EXAMPLES,
     JudgeCannotTell,
-    JudgeWeakWarning,
+    JudgeCheckWarning,
     SanityResult,
     check_judge,
     require_sighted,

@@ -2,7 +2,7 @@
 scoring, and a judge that cannot is refused (docs/method.md §1, "Judge check").
 
     result = check_judge(judge, store)   # accuracy and spread of p on LABELLED_EXAMPLES, and a verdict
-    require_sighted(result)              # warns below the warning floors, JudgeCannotTell below the refusal floors
+    require_sighted(result)              # JudgeCannotTell below the refusal floors, a warning below the others
     judge = sighted_judge(make_judge(cfg.judge), store)  # both, returning the judge
 """
 
@@ -16,15 +16,15 @@ from typing import Sequence
 from vd.core.config import ConfigError
 from vd.core.stances import STANCES
 from vd.judge.agreement import argmax_label
-from vd.judge.base import Judge, JudgeItem, JudgingFailed
+from vd.judge.base import Judge, JudgeItem
 from vd.judge.cached import CachedJudge
 from vd.judge.redaction import judge_logger
 
 log = judge_logger(__name__)
 
-# Floors (ours; docs/method.md §1 says why). accuracy: share of the examples judged as labelled (a
-# failed one counts as wrong; chance is 1/3). spread: mean over judged examples of max p - 1/3, in
-# [0, 2/3]: 0 for a judge that says 1/3 everywhere, 2/3 for one that is always certain.
+# Floors (ours; docs/method.md §1 says why). accuracy: share of the judged examples judged as
+# labelled (chance is 1/3). spread: mean over judged examples of max p - 1/3, in [0, 2/3]: 0 for a
+# judge that says 1/3 everywhere, 2/3 for one that is always certain.
 REFUSE_ACCURACY, REFUSE_SPREAD = 0.5, 0.05
 WARN_ACCURACY, WARN_SPREAD = 0.8, 0.2
 
@@ -33,8 +33,8 @@ class JudgeCannotTell(ConfigError):
     """The configured judge cannot tell stances apart on labelled answers: its numbers would be noise."""
 
 
-class JudgeWeakWarning(UserWarning):
-    """The configured judge tells stances apart, but below the warning floors."""
+class JudgeCheckWarning(UserWarning):
+    """The configured judge tells stances apart below the warning floors, or could not be checked."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ LABELLED_EXAMPLES: tuple[LabelledExample, ...] = tuple([
 
 @dataclass(frozen=True)
 class SanityResult:
-    """What check_judge measured: accuracy, spread and the verdict ("sighted", "weak", "cannot_tell",
-    "failing": over half the examples failed), with one row per example."""
+    """What check_judge measured: accuracy, spread and the verdict ("sighted", "weak", "cannot_tell", or
+    "unchecked": over half the examples failed, too few to tell), with one row per example."""
 
     judge_key: str
     n: int
@@ -127,7 +127,7 @@ class SanityResult:
 
 def _verdict(accuracy: float, spread: float, n: int, n_failed: int) -> str:
     if n_failed * 2 > n:
-        return "failing"
+        return "unchecked"
     if accuracy < REFUSE_ACCURACY or not spread >= REFUSE_SPREAD:
         return "cannot_tell"
     if accuracy < WARN_ACCURACY or spread < WARN_SPREAD:
@@ -138,7 +138,8 @@ def _verdict(accuracy: float, spread: float, n: int, n_failed: int) -> str:
 def check_judge(judge: Judge, store=None, examples: Sequence[LabelledExample] = LABELLED_EXAMPLES) -> SanityResult:
     """Judge `examples` (through the cache where `store`, a vd.core.cache.Store, is given) and measure
     how well `judge` tells their stances apart: accuracy (argmax p = the label) and spread (mean
-    max p - 1/3). Never raises for the judge's failures: they are counted (require_sighted decides)."""
+    max p - 1/3), both over the examples judged. Never raises for the judge's failures: they are
+    counted, and a judge that fails most examples is "unchecked" (scoring reports its failures)."""
     items = [JudgeItem(e.question, e.answer, e.topic) for e in examples]
     judging = CachedJudge(judge, store) if store is not None else judge
     judgments = judging.judge(items)
@@ -153,19 +154,23 @@ def check_judge(judge: Judge, store=None, examples: Sequence[LabelledExample] = 
         rows.append({"probe_id": e.probe_id, "intended": e.stance, "answer": e.answer,
                      **{f"p_{s}": j.p[k] for k, s in enumerate(STANCES)}, "judged": label, "status": j.status})
     n, n_failed = len(examples), len(errors)
-    accuracy = right / n if n else math.nan
+    accuracy = right / (n - n_failed) if n > n_failed else math.nan
     spread = sum(tops) / len(tops) - 1 / 3 if tops else math.nan
     return SanityResult(judge.key, n, n_failed, accuracy, spread, _verdict(accuracy, spread, n, n_failed),
                         errors[0] if errors else None, rows)
 
 
 def require_sighted(result: SanityResult) -> SanityResult:
-    """`result`, where its judge can tell stances apart. JudgingFailed where most examples failed (the
-    judge did not answer: its first error is named); JudgeCannotTell (one line) below a refusal floor;
-    a JudgeWeakWarning (and a log line) below a warning floor."""
-    if result.verdict == "failing":
-        raise JudgingFailed(f"judge {result.judge_key}: {result.n_failed} of {result.n} labelled answers failed "
-                            f"before any scoring; first error: {result.first_error}")
+    """`result`, where its judge can tell stances apart: JudgeCannotTell (one line) below a refusal
+    floor; a JudgeCheckWarning (and a log line) below a warning floor, or where most examples failed
+    (the judge did not answer: the check says so and names the first error, and scoring, which
+    records every failure, goes on)."""
+    if result.verdict == "unchecked":
+        message = (f"judge {result.judge_key}: {result.n_failed} of {result.n} labelled answers failed, so the "
+                   f"judge check could not run; first error: {result.first_error}")
+        log.warning(message)
+        warnings.warn(message, JudgeCheckWarning, stacklevel=2)
+        return result
     if result.verdict == "cannot_tell":
         raise JudgeCannotTell(f"{result}: this judge cannot tell stances apart, so every profile it gives is noise "
                               "(a base model as the hf judge reads every answer as 1/3 of each stance); use an "
@@ -174,7 +179,7 @@ def require_sighted(result: SanityResult) -> SanityResult:
         message = (f"{result}: this judge tells stances apart poorly; its drifts will be smaller and noisier "
                    "than a stronger judge's")
         log.warning(message)
-        warnings.warn(message, JudgeWeakWarning, stacklevel=2)
+        warnings.warn(message, JudgeCheckWarning, stacklevel=2)
     return result
 
 
