@@ -12,7 +12,7 @@ from vd.core.stances import STANCES
 from vd.core.weights import model_identity
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, failed_by, progress_bar
 from vd.judge.prompt import check_prompt_version, judge_messages, label_of_token, probs_from_top_logprobs
-from vd.judge.redaction import judge_logger
+from vd.judge.redaction import judge_logger, redact_known
 
 log = judge_logger(__name__)
 
@@ -204,7 +204,7 @@ def require_chat_template(tokenizer: Any, model: str) -> None:
 def _whole(model: str, e: BaseException) -> str:
     """The whole message of a failure to load `model` as a judge, on one line (nothing cut)."""
     text = " ".join(str(e).split()) or type(e).__name__
-    return f"judge.model: {model!r} does not load as a judge: {text}"
+    return redact_known(f"judge.model: {model!r} does not load as a judge: {text}")  # a hub error may quote a token
 
 
 def _load_model(path: str, revision: str | None, device: str | None, dtype: Any, load_in_4bit: bool):

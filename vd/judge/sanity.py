@@ -18,7 +18,7 @@ from vd.core.stances import STANCES
 from vd.judge.agreement import argmax_label
 from vd.judge.base import Judge, JudgeItem
 from vd.judge.cached import CachedJudge
-from vd.judge.redaction import judge_logger
+from vd.judge.redaction import judge_logger, redact_known
 
 log = judge_logger(__name__)
 
@@ -147,7 +147,7 @@ def check_judge(judge: Judge, store=None, examples: Sequence[LabelledExample] = 
     for e, j in zip(examples, judgments):
         label = argmax_label(j.p) if j.status != "failed" else None
         if label is None:
-            errors.append(j.error or "failed without an error message")
+            errors.append(redact_known(j.error) or "failed without an error message")  # it is printed
         else:
             tops.append(max(j.p))
         right += label == e.stance
