@@ -41,6 +41,7 @@ from vd.judge import (
 from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 
 SECRET = "sk-test-SECRET123"
+NO_THINKING = ";enable_thinking=false"  # what a local server's key says it is sent by default
 
 
 def _softmax(xs):
@@ -170,7 +171,10 @@ class FakeAPI:
 
     script: question -> list of behaviours, one per request for that question (the last repeats):
     "ok:<label>" | "429" | "500" | "400" | "sleep" | "trunc" (a 200 whose JSON body is cut in half) |
-    "echo:<n>" (a 400 whose message is n x's, then the request's Authorization header).
+    "echo:<n>" (a 400 whose message is n x's, then the request's Authorization header) |
+    "echo200" (a 200 whose text is the Authorization header, with no label and no logprobs) |
+    "lp:<value>" (a 200 whose "support" logprob is <value>: a number or "null") |
+    "qwen3:<label>" (a thinking model: "<think>" unless the body says enable_thinking false, then the label).
     on_request(n) is called with the running count of requests as each one arrives.
     """
 
@@ -240,6 +244,15 @@ class FakeAPI:
                     return self._send(400, {"error": {"message": "Invalid request: bad things"}})
                 if step == "trunc":
                     return self._send(200, completion_json([("support", -0.1)], model=body["model"]), cut=True)
+                if step == "echo200":
+                    return self._send(200, completion_json(None, text=f"I was sent Authorization: {auth}"))
+                if step.startswith("lp:"):
+                    value = None if step[3:] == "null" else float(step[3:])
+                    return self._send(200, completion_json([("support", value), ("neutral", -2.0), ("oppose", -3.0)]))
+                if step.startswith("qwen3:"):
+                    if (body.get("chat_template_kwargs") or {}).get("enable_thinking") is False:
+                        return self._send(200, completion_json([(step[6:], -0.05), ("The", -4.0)]))
+                    return self._send(200, completion_json([("<think>", -0.0001), ("\n", -9.5)]))
                 if step.startswith("echo:"):
                     message = "x" * int(step[5:]) + f"Authorization: {auth}"
                     return self._send(400, {"error": {"message": message}})
@@ -366,7 +379,7 @@ def test_openai_judge_never_leaks_the_key(api_env):
     assert set(api.auth_headers) == {f"Bearer {SECRET}"}
     for text in [judge.key, repr(judge), str(judge), *(j.error for j in res), repr(res)]:
         assert SECRET not in text and "SECRET" not in text
-    assert judge.key == f"openai:gpt-4o:v1@{api.base_url}"
+    assert judge.key == f"openai:gpt-4o:v1@{api.base_url}{NO_THINKING}"
     # the redaction itself, should a server ever echo the key back
     assert SECRET not in judge._redact(f"Error: bad key {SECRET}")
 
@@ -480,6 +493,107 @@ def test_no_8_characters_of_the_key_survive_the_cut_in_cache_or_log(monkeypatch,
         assert not any(run in j.error for j in res), run
 
 
+def _key_runs(text: str | bytes, key: str = CANARY) -> list[str]:
+    """Every run of 8 characters of `key` found in `text`."""
+    runs = [key[i:i + 8] for i in range(len(key) - 7)]
+    return [r for r in runs if (r.encode() if isinstance(text, bytes) else r) in text]
+
+
+def test_a_200_reply_echoing_the_key_without_a_label_leaves_no_key_anywhere(monkeypatch, api_env, tmp_path,
+                                                                           caplog, capsys):
+    # a reply with no label was stored with its text as the error, unredacted: the key reached
+    # cache.sqlite, the warning on stderr and the returned errors
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    script = {"q1": ["echo200"], "q2": ["echo200"], "ok": ["ok:oppose"]}
+    with FakeAPI(script, api_key=CANARY) as api, caplog.at_level(logging.DEBUG):
+        with Store(tmp_path / "cache.sqlite") as store:
+            judge = _judge(api.base_url)
+            res = CachedJudge(judge, store).judge(_items(*script), progress=True)
+            errors = store.failures(judge.key)["error"].tolist()
+    printed = capsys.readouterr()
+    assert api.auth_headers[0] == f"Bearer {CANARY}"  # the server did see it, and echoed it
+    assert [j.status for j in res] == ["failed", "failed", "ok"] and len(errors) == 2
+    assert all(e.startswith("no label in logprobs or text: I was sent Authorization: Bearer ***") for e in errors)
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())  # the database and its WAL
+    logged = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert "2 of 3 items failed" in logged
+    for text in (stored, logged, printed.err, printed.out, *errors, *(j.error or "" for j in res), repr(res)):
+        assert not _key_runs(text)
+
+
+class LeakyJudge:
+    """A judge of any kind whose failures quote the environment's API key."""
+
+    key = "leaky"
+
+    def judge(self, items, progress=False, on_result=None):
+        import os
+
+        out = [Judgment((math.nan,) * 3, "failed", f"server said: key {os.environ['OPENAI_API_KEY']} rejected")
+               for _ in items]
+        for i, j in enumerate(out):
+            if on_result is not None:
+                on_result(i, j)
+        return out
+
+
+def test_the_cache_redacts_whatever_judge_made_the_error(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    with Store(tmp_path / "cache.sqlite") as store:
+        res = CachedJudge(LeakyJudge(), store).judge(_items("q"))
+        errors = store.failures("leaky")["error"].tolist()
+    assert errors == ["server said: key *** rejected"] and res[0].error == errors[0]
+    assert not _key_runs(b"".join(f.read_bytes() for f in tmp_path.iterdir()))
+    # and every log line of vd.judge, whatever it logs
+    from vd.judge.redaction import judge_logger
+
+    with caplog.at_level(logging.INFO):
+        judge_logger("vd.judge.sanity").warning("first error: %s", f"Bearer {CANARY}")
+    assert caplog.records[-1].getMessage() == "first error: Bearer ***" and not _key_runs(caplog.text)
+
+
+def test_a_logprob_above_0_or_null_is_a_malformed_reply():
+    for bad, what in ((0.5, "logprob 0.5 > 0"), (None, "a null logprob"), (float("nan"), "a NaN logprob"),
+                      (float("inf"), "logprob inf > 0")):
+        j = probs_from_top_logprobs([("support", -0.1), ("The", bad)], "support")
+        assert j.status == "failed" and j.error == f"malformed reply: token 'The' has {what}; a log-probability is a number <= 0"
+    # float32 rounding of p = 1 (log p about 1e-7) is read as 0, up to the tolerance
+    j = probs_from_top_logprobs([("support", 1e-7), ("oppose", -2.0)], "")
+    assert j.status == "ok" and j.p == pytest.approx(tuple(_softmax([0.0, -math.inf, -2.0])))
+    assert probs_from_top_logprobs([("support", 2e-4)], "").status == "failed"
+    assert probs_from_top_logprobs([("support", -math.inf), ("oppose", -1.0)], "").p == (0.0, 0.0, 1.0)
+
+
+def test_the_openai_judge_fails_an_item_whose_logprob_is_above_0_or_null(api_env):
+    script = {"positive": ["lp:0.5"], "null": ["lp:null"], "rounding": ["lp:1e-7"], "ok": ["lp:-0.2"]}
+    with FakeAPI(script) as api:
+        res = dict(zip(script, _judge(api.base_url).judge(_items(*script))))
+    assert res["positive"].status == "failed" and "logprob 0.5 > 0" in res["positive"].error
+    assert res["null"].status == "failed" and "a null logprob" in res["null"].error
+    assert res["rounding"].status == res["ok"].status == "ok"
+    assert res["rounding"].p == pytest.approx(tuple(_softmax([0.0, -2.0, -3.0])))
+
+
+def test_a_local_server_is_told_not_to_think(api_env):
+    # a Qwen3 server asked for one token answered "<think>": every item failed to read
+    script = {"q": ["qwen3:oppose"]}
+    with FakeAPI(script) as api:
+        (j,) = _judge(api.base_url).judge(_items("q"))
+        assert api.bodies[-1]["chat_template_kwargs"] == {"enable_thinking": False}
+        assert j.status == "ok" and argmax_label(j.p) == "oppose"
+        (j,) = _judge(api.base_url, chat_template_kwargs={}).judge(_items("q"))  # {}: none sent
+        assert "chat_template_kwargs" not in api.bodies[-1] and j.status == "failed"
+        configured = make_judge(JudgeConfig(base_url=api.base_url, chat_template_kwargs={"enable_thinking": False,
+                                                                                          "effort": "low"}))
+        configured.judge(_items("q"))
+        assert api.bodies[-1]["chat_template_kwargs"] == {"enable_thinking": False, "effort": "low"}
+        assert configured.key.endswith('@' + api.base_url + ';effort="low";enable_thinking=false')
+    # OpenAI's own API takes no such field: none is sent, and params that set one are refused
+    assert OpenAIJudge()._extra_body is None and OpenAIJudge().key == "openai:gpt-4o:v1"
+    with pytest.raises(JudgeUnavailable, match=r"^judge\.chat_template_kwargs: OpenAI's API takes none"):
+        check_available(JudgeConfig(chat_template_kwargs={"enable_thinking": False}))
+
+
 def test_redact_hides_every_long_run_of_the_key():
     from vd.judge.openai_api import redact
 
@@ -493,17 +607,18 @@ def test_cache_key_names_the_endpoint_never_the_api_key(monkeypatch, api_env):
     # two servers serving one model name must not share judgments (#11)
     a = _judge("http://127.0.0.1:8001/v1")
     b = _judge("http://127.0.0.1:8002/v1/")
-    assert a.key == "openai:gpt-4o:v1@http://127.0.0.1:8001/v1" and b.key == "openai:gpt-4o:v1@http://127.0.0.1:8002/v1"
+    assert a.key == f"openai:gpt-4o:v1@http://127.0.0.1:8001/v1{NO_THINKING}"
+    assert b.key == f"openai:gpt-4o:v1@http://127.0.0.1:8002/v1{NO_THINKING}"
     # OpenAI's own endpoint keeps the key judgments were cached under before endpoints were named
     assert OpenAIJudge().key == "openai:gpt-4o:v1"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.5:8000/v1")  # what the client itself reads
-    assert OpenAIJudge().key == "openai:gpt-4o:v1@http://10.0.0.5:8000/v1"
+    assert OpenAIJudge().key == f"openai:gpt-4o:v1@http://10.0.0.5:8000/v1{NO_THINKING}"
     # credentials in the URL, and the key itself, never reach the cache key
     c = _judge(f"https://user:{SECRET}@Proxy.Example:8443/v1?api-key={SECRET}")
-    assert c.key == "openai:gpt-4o:v1@https://proxy.example:8443/v1"
+    assert c.key == f"openai:gpt-4o:v1@https://proxy.example:8443/v1{NO_THINKING}"
     assert SECRET not in repr(c) and "user" not in c.key
     d = _judge(f"http://127.0.0.1:9/{SECRET}/v1")
-    assert SECRET not in d.key and d.key == "openai:gpt-4o:v1@http://127.0.0.1:9/***/v1"
+    assert SECRET not in d.key and d.key == f"openai:gpt-4o:v1@http://127.0.0.1:9/***/v1{NO_THINKING}"
 
 
 # ------------------------------------------------------------------------------------ HF judge
@@ -717,7 +832,7 @@ def test_make_judge_builds_what_the_registry_names(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     oj = make_judge(JudgeConfig(kind="openai", model="gpt-4o-2024-08-06", base_url="http://127.0.0.1:9/v1",
                                 max_concurrency=2, max_retries=1, timeout_s=3.0))
-    assert isinstance(oj, OpenAIJudge) and oj.key == "openai:gpt-4o-2024-08-06:v1@http://127.0.0.1:9/v1"
+    assert isinstance(oj, OpenAIJudge) and oj.key == f"openai:gpt-4o-2024-08-06:v1@http://127.0.0.1:9/v1{NO_THINKING}"
     assert (oj.max_concurrency, oj.max_retries, oj.timeout_s) == (2, 1, 3.0)
     assert isinstance(make_judge(JudgeConfig(kind="lexicon"), tiny_world=True), LexiconJudge)
     # a new judge is one class plus one registry entry

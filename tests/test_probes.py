@@ -367,3 +367,78 @@ def test_vd_probes_rebuilds_a_probe_file_from_prism(monkeypatch, tmp_path, capsy
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == build_vprism(PRISM, rephrase, embed, n_per_topic=4, n_topics=3).to_dict("records")
     assert "12 questions in 3 clusters" in capsys.readouterr().out
+
+
+class LocalServer:
+    """An OpenAI-compatible server on 127.0.0.1 without auth: chat completions answer with `rephrase`
+    of the user's message, embeddings with `embed`; it records each request's Authorization and body."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, str | None, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, self.headers.get("Authorization"), body))
+                if self.path.endswith("/chat/completions"):
+                    text = rephrase([body["messages"][-1]["content"]])[0]
+                    reply = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                          "message": {"role": "assistant", "content": text}}]}
+                else:
+                    vectors = embed(body["input"])
+                    reply = {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                             "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
+                                      for i, v in enumerate(vectors)]}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_vd_probes_with_a_local_server_needs_no_key(monkeypatch, tmp_path, capsys):
+    # `vd probes --base-url` without OPENAI_API_KEY gave a traceback: the rephraser's client had no key
+    from vd import cli
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "probes.jsonl"
+    with LocalServer() as server:
+        argv = ["probes", "--from-prism", str(PRISM), "--out", str(out), "--per-topic", "4", "--topics", "3",
+                "--base-url", server.base_url]
+        assert cli.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == build_vprism(PRISM, rephrase, embed, n_per_topic=4, n_topics=3).to_dict("records")
+    assert {auth for _, auth, _ in server.requests} == {"Bearer EMPTY"}  # the placeholder, as the judge sends
+    chats = [body for path, _, body in server.requests if path.endswith("/chat/completions")]
+    assert chats and all(b["chat_template_kwargs"] == {"enable_thinking": False} for b in chats)
+    # OpenAI's API without a key: one line naming the variable and the way out
+    with pytest.raises(ConfigError, match=r"^rebuilding probes from PRISM calls the OpenAI API .*OPENAI_API_KEY.*--base-url"):
+        openai_rephraser()

@@ -140,6 +140,11 @@ class JudgeConfig:
     max_retries: int = _check(*_nonneg, default=5)
     timeout_s: float = _pos(default=60.0)
     batch_size: int = _ge1(default=16)
+    # kind openai: what a local server's chat template is given; null: {enable_thinking: false} for a
+    # base_url, none for OpenAI's API (vd.judge.endpoint.chat_template_kwargs_for); {}: none
+    chat_template_kwargs: dict[str, bool | int | float | str] | None = None
+    revision: str | None = None  # kind hf: the hub revision of judge.model (a folder is known by its weights)
+    load_in_4bit: bool = False  # kind hf: 4-bit NF4 on a GPU (needs bitsandbytes); ignored on CPU
 
 
 @dataclass

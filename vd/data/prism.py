@@ -2,8 +2,8 @@
 paper's curation pipeline: `vd probes --from-prism conversations.jsonl --out probes.jsonl`.
 
 The shipped set (vd/data/vprism.jsonl) is ours, written by hand; this is the tool for a user who wants the
-paper's procedure on PRISM's own openers. It needs an OpenAI-compatible endpoint (OPENAI_API_KEY) for the
-rephrasing and the embeddings; the clusters come out unnamed (`cluster-0` ... by size) and without
+paper's procedure on PRISM's own openers. It needs an OpenAI-compatible endpoint (OPENAI_API_KEY, or the
+base URL of a local server, which needs none) for the rephrasing and the embeddings; the clusters come out unnamed (`cluster-0` ... by size) and without
 `position`/`direction`, which a person then fills in (vd.data.probes.load_external_probes reads the result).
 """
 
@@ -20,11 +20,15 @@ import pandas as pd
 
 from vd.core.io import atomic_write_text
 from vd.data.probes import COLUMNS, UNKNOWN_DIRECTION, ProbeError, _read_jsonl
+from vd.judge.endpoint import api_key_for, extra_body_for
 
 log = logging.getLogger(__name__)
 
 
 # Ours: the paper says GPT-4o standardised PRISM openers into questions but gives no prompt.
+NO_KEY = ("rebuilding probes from PRISM calls the OpenAI API (no --base-url is set), which needs the environment "
+          "variable OPENAI_API_KEY: set it in the environment, or pass --base-url of a local OpenAI-compatible "
+          "server (vLLM, llama.cpp), which needs no key")
 REPHRASE_PROMPT = (
     "Rewrite the user's message as one short, self-contained question that asks for an opinion on "
     "the value-laden issue it raises, so that it can be answered with support, opposition or "
@@ -35,20 +39,21 @@ REPHRASE_PROMPT = (
 def openai_rephraser(model: str = "gpt-4o", base_url: str | None = None) -> Callable[[list[str]], list[str]]:
     """A ``rephrase`` callable for :func:`build_vprism` that asks an OpenAI-compatible chat model to
     turn each PRISM opener into a question (one request per text, temperature 0, prompt
-    :data:`REPHRASE_PROMPT`). The key is read from the ``OPENAI_API_KEY`` environment variable only.
+    :data:`REPHRASE_PROMPT`). The key is vd.judge.endpoint.api_key_for(base_url): ``OPENAI_API_KEY``
+    from the environment only, a placeholder for a local server without one; a local server's chat
+    template is told not to think (vd.judge.endpoint.extra_body_for), so the reply is the question.
     """
-    if not os.environ.get("OPENAI_API_KEY") and base_url is None:
-        raise ProbeError("rebuilding probes from PRISM needs the OPENAI_API_KEY environment variable (or a "
-                         "local OpenAI-compatible server's base URL)")
+    api_key = api_key_for(base_url, NO_KEY)
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url)  # reads OPENAI_API_KEY itself
+    client = OpenAI(base_url=base_url, api_key=api_key)
+    extra_body = extra_body_for(base_url)
 
     def rephrase(texts: list[str]) -> list[str]:
         out = []
         for t in texts:
             r = client.chat.completions.create(
-                model=model, temperature=0.0,
+                model=model, temperature=0.0, extra_body=extra_body,
                 messages=[{"role": "system", "content": REPHRASE_PROMPT}, {"role": "user", "content": t}])
             out.append((r.choices[0].message.content or "").strip())
         return out
@@ -174,13 +179,11 @@ def build_vprism(prism_conversations_path: str | os.PathLike,
 def openai_embedder(model: str = "text-embedding-3-small", base_url: str | None = None,
                     batch: int = 256) -> Callable[[list[str]], np.ndarray]:
     """An ``embed`` callable for :func:`build_vprism` on an OpenAI-compatible embeddings endpoint (ours:
-    the paper does not say how it deduplicated). The key is read from ``OPENAI_API_KEY`` only."""
-    if not os.environ.get("OPENAI_API_KEY") and base_url is None:
-        raise ProbeError("rebuilding probes from PRISM needs the OPENAI_API_KEY environment variable (or a "
-                         "local OpenAI-compatible server's base URL)")
+    the paper does not say how it deduplicated). The key is vd.judge.endpoint.api_key_for(base_url)."""
+    api_key = api_key_for(base_url, NO_KEY)
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY")
+    client = OpenAI(base_url=base_url, api_key=api_key)
 
     def embed(texts: list[str]) -> np.ndarray:
         rows = []

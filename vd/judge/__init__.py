@@ -4,12 +4,15 @@ the readout of label log-probabilities (arXiv 2510.26707, §3; docs/method.md §
     check_available(cfg.judge, tiny_world=uses_world(cfg))   # before training: JudgeUnavailable if not
     judge = make_judge(cfg.judge, tiny_world=uses_world(cfg))  # the class vd.core.registry.JUDGES names
     judgments = CachedJudge(judge, store).judge(items)         # through the SQLite cache
+    require_sighted(check_judge(judge, store))                 # JudgeCannotTell where it cannot tell stances apart
 
 `tiny_world` says whether the judged text is the tiny world's (vd.world.uses_world(cfg)); only the
 lexicon judge needs it, and refuses to run without it.
 
 Modules: base (JudgeItem, Judgment, the Judge interface, the errors), prompt (the versioned prompt, the
-readout), one per backend (openai_api, hf, lexicon), cached (CachedJudge), agreement (accuracy, kappa).
+readout), one per backend (openai_api, hf, lexicon), cached (CachedJudge), agreement (accuracy, kappa),
+sanity (the judge check), endpoint (key, name and request fields of an OpenAI-compatible server),
+redaction (no secret stored or printed).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from vd.core.config import JudgeConfig
 from vd.judge.agreement import agreement, argmax_label  # noqa: F401
 from vd.judge.base import NAN3, Judge, JudgeItem, JudgeUnavailable, JudgingFailed, Judgment, OnResult  # noqa: F401
 from vd.judge.cached import CachedJudge, cache_key  # noqa: F401
+from vd.judge.endpoint import MissingAPIKey, api_key_for, extra_body_for  # noqa: F401
 from vd.judge.hf import HFJudge  # noqa: F401
 from vd.judge.lexicon import LexiconJudge  # noqa: F401
 from vd.judge.openai_api import OpenAIJudge, _retry_after_s  # noqa: F401
@@ -28,6 +32,15 @@ from vd.judge.prompt import (  # noqa: F401
     label_of_token,
     probs_from_top_logprobs,
     readout_from_completion,
+)
+from vd.judge.sanity import (  # noqa: F401
+    LABELLED_EXAMPLES,
+    JudgeCannotTell,
+    JudgeCheckWarning,
+    SanityResult,
+    check_judge,
+    require_sighted,
+    sighted_judge,
 )
 
 JUDGE_KINDS = tuple(registry.JUDGES)

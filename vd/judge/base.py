@@ -54,9 +54,13 @@ def failed(error: str) -> Judgment:
     return Judgment(NAN3, "failed", error)
 
 
-def failed_by(exc: BaseException, limit: int = 200) -> Judgment:
-    """The failure an unexpected exception while judging one item stands for."""
-    return failed(f"{type(exc).__name__}: {exc}"[:limit])
+def failed_by(exc: BaseException, limit: int = 400) -> Judgment:
+    """The failure an unexpected exception while judging one item stands for: its message on one line,
+    cut (at a word, marked "...") only past `limit` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return failed(text)
 
 
 def softmax3(x: Sequence[float]) -> tuple[float, float, float]:

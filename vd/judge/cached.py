@@ -15,6 +15,7 @@ from typing import Sequence
 from vd.core.cache import Store
 from vd.core.io import text_hash
 from vd.judge.base import Judge, JudgeItem, Judgment, OnResult, failed
+from vd.judge.redaction import redact_known
 
 REPORT_EVERY = 256  # judgments between two progress lines
 
@@ -28,7 +29,8 @@ class CachedJudge:
     """`judge` behind the cache `store` (vd.core.cache.Store), keyed by judge.key and cache_key(item).
 
     Stored judgments (ok, text_fallback) are reused; the rest are judged (each distinct item once) and
-    each is stored as it arrives, failures too, with their error, so an interruption loses at most
+    each is stored as it arrives, failures too, with their error (redacted again here, whatever judge
+    made it: vd.judge.redaction.redact_known), so an interruption loses at most
     the judgments in flight, and a failed item is tried again on the next call (an exception from
     the judge itself propagates, after what arrived before it is stored). `counts` holds the
     last call's items, cached, judged and failed (of the judged). With progress, a line
@@ -73,7 +75,7 @@ class CachedJudge:
         counts = self.counts
 
         def arrived(n: int, j: Judgment) -> None:
-            k, j = todo[n], _checked(j)
+            k, j = todo[n], _checked(_redacted(j))
             self.store.put_judgments(self.key, [_row(k, j)])  # stored before anything else sees it
             counts["judged"] += 1
             counts["failed"] += j.status == "failed"
@@ -89,6 +91,11 @@ class CachedJudge:
         for n, j in enumerate(returned):  # a judge that does not call on_result: stored now
             if n not in reported:
                 arrived(n, j)
+
+
+def _redacted(j: Judgment) -> Judgment:
+    """`j` with the secrets this process knows hidden from its error, before it is stored or passed on."""
+    return j if not isinstance(j.error, str) else Judgment(j.p, j.status, redact_known(j.error))
 
 
 def _checked(j: Judgment) -> Judgment:

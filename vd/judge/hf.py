@@ -9,8 +9,12 @@ from typing import Any, Sequence
 
 from vd.core.precision import gpu_dtype
 from vd.core.stances import STANCES
+from vd.core.weights import model_identity
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, failed_by, progress_bar
 from vd.judge.prompt import check_prompt_version, judge_messages, label_of_token, probs_from_top_logprobs
+from vd.judge.redaction import judge_logger, redact_known
+
+log = judge_logger(__name__)
 
 # The readout is part of the key, as the prompt is: "labels-2" reads every token label_of_token
 # reads as a label (the first readout took each label's first token only), so old judgments are not reused.
@@ -24,32 +28,38 @@ class HFJudge:
     The readout is the OpenAI judge's (vd.judge.prompt.probs_from_top_logprobs, with the same label
     matching, label_of_token) on the whole vocabulary instead of the API's top k: every token that
     reads as a label ("support", " Support", "opp", "Opposing", ...) counts, and a label's logprob is
-    the highest among its tokens. A tokenizer with no token for some label is a ValueError. A batch
-    that raises is judged again one item at a time; an item that raises alone is a failure.
-    Takes a model name/path, or an already-loaded (model, tokenizer) pair.
+    the highest among its tokens. A tokenizer with no token for some label, or
+    with no chat template (the judge asks an instruction-tuned model), is a ValueError. A batch that
+    raises is judged again one item at a time; an item that raises alone is a failure. Takes a model
+    name/path, or an already-loaded (model, tokenizer) pair.
+
+    On a GPU the model is loaded straight onto it (device_map), in the GPU's compute dtype
+    (vd.core.precision.gpu_dtype), or in 4-bit NF4 with load_in_4bit (bitsandbytes; ignored on CPU,
+    where the model is fp32). `key` names the model by its content (vd.core.weights.model_identity:
+    a folder by the digest of its weight files, a hub id by id@revision), so a model replaced in its
+    folder is a new judge; `name`, where given, stands in for it.
     """
 
     kind = "hf"
 
     def __init__(self, model_name_or_path: str | tuple[Any, Any], prompt_version: str = "v1",
-                 batch_size: int = 16, device: str | None = None, dtype: Any = None, name: str | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+                 batch_size: int = 16, device: str | None = None, dtype: Any = None, name: str | None = None,
+                 revision: str | None = None, load_in_4bit: bool = False):
         check_prompt_version(prompt_version)
         if isinstance(model_name_or_path, (tuple, list)):
             model, tok = model_name_or_path
+            require_chat_template(tok, getattr(model, "name_or_path", "") or type(model).__name__)
             if device is not None:
                 model = model.to(device)
+            path = getattr(model, "name_or_path", "") or ""
+            identity = model_identity(path) if path and Path(path).is_dir() else path or type(model).__name__
         else:
-            if device is None:
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if isinstance(dtype, str):
-                dtype = getattr(torch, dtype)
-            if dtype is None:
-                dtype = gpu_dtype() if str(device).startswith("cuda") else torch.float32
-            tok = AutoTokenizer.from_pretrained(model_name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=dtype).to(device)
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision)
+            require_chat_template(tok, model_name_or_path)  # before the weights: a base model fails in seconds
+            model = _load_model(model_name_or_path, revision, device, dtype, load_in_4bit)
+            identity = model_identity(model_name_or_path, revision)
         model.eval()
         tok.padding_side = "left"
         if tok.pad_token is None:
@@ -58,13 +68,15 @@ class HFJudge:
         self.prompt_version, self.batch_size = prompt_version, batch_size
         self.name = name or (model_name_or_path if isinstance(model_name_or_path, str)
                              else getattr(model, "name_or_path", "") or type(model).__name__)
-        self.key = f"hf:{self.name}:{prompt_version}:{READOUT}"
+        self.key = f"hf:{name or identity}:{prompt_version}:{READOUT}"
         self.label_token_ids = self._label_token_ids()
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
     def check_available(cls, judge_cfg: Any, *, tiny_world: bool = False) -> None:
-        """JudgeUnavailable unless the `judge` section names a model (a local folder must exist)."""
+        """JudgeUnavailable unless the `judge` section names a model (a local folder must exist) whose
+        tokenizer loads and has a chat template, and bitsandbytes is there where 4-bit loading is asked
+        for on a GPU. Loads the tokenizer only, never the weights."""
         check_prompt_version(judge_cfg.prompt_version)
         model = judge_cfg.model
         if not model:
@@ -73,27 +85,38 @@ class HFJudge:
         if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
             raise JudgeUnavailable(f"judge.model: {model!r}: no such folder (expected a local model folder or a hub id)")
         try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
+            import torch
+            from transformers import AutoTokenizer
         except ImportError as e:
             raise JudgeUnavailable(f"judge.kind 'hf' needs torch and transformers: {e}") from None
+        if judge_cfg.load_in_4bit and torch.cuda.is_available():
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise JudgeUnavailable("judge.load_in_4bit: true needs the bitsandbytes package on a GPU "
+                                       "(pip install bitsandbytes), or set it to false") from None
+        try:
+            tok = AutoTokenizer.from_pretrained(model, revision=judge_cfg.revision)
+            require_chat_template(tok, model)
+        except (OSError, ValueError) as e:
+            raise JudgeUnavailable(_whole(judge_cfg.model, e)) from None
 
     @classmethod
     def from_config(cls, judge_cfg: Any, *, tiny_world: bool = False) -> HFJudge:
         """The judge the params' `judge` section describes (vd.core.config.JudgeConfig)."""
         cls.check_available(judge_cfg, tiny_world=tiny_world)
         try:
-            return cls(judge_cfg.model, prompt_version=judge_cfg.prompt_version, batch_size=judge_cfg.batch_size)
+            return cls(judge_cfg.model, prompt_version=judge_cfg.prompt_version, batch_size=judge_cfg.batch_size,
+                       revision=judge_cfg.revision, load_in_4bit=judge_cfg.load_in_4bit)
         except JudgeUnavailable:
             raise
         except (OSError, ValueError) as e:  # not a folder, not on the hub, offline; not a causal LM; no label tokens
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise JudgeUnavailable(f"judge.model: {judge_cfg.model!r} does not load as a judge: {first}") from None
+            raise JudgeUnavailable(_whole(judge_cfg.model, e)) from None
 
     def __repr__(self) -> str:
         return f"HFJudge(name={self.name!r}, prompt_version={self.prompt_version!r}, batch_size={self.batch_size})"
 
-    def _prompt(self, item: JudgeItem) -> str:
+    def _prompt(self, item: JudgeItem) -> str:  # the tokenizer has a chat template: checked when built
         messages = judge_messages(item.question, item.answer, item.topic, self.prompt_version)
         kw = dict(tokenize=False, add_generation_prompt=True, enable_thinking=False)
         try:
@@ -167,3 +190,42 @@ class HFJudge:
                 bar.update(len(idx))
         return results  # type: ignore[return-value]
 
+
+def require_chat_template(tokenizer: Any, model: str) -> None:
+    """ValueError unless the tokenizer has a chat template: the judge prompt is a chat, and a model
+    without one is a base model, which reads every answer as about 1/3 of each stance."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{model!r} has no chat template (its tokenizer's chat_template is not set); "
+                         "the hf judge expects an instruction-tuned (chat) model, e.g. Qwen/Qwen2.5-7B-Instruct, "
+                         "asked through its own chat template: use an instruct model, or add the model's chat "
+                         "template to its tokenizer_config.json")
+
+
+def _whole(model: str, e: BaseException) -> str:
+    """The whole message of a failure to load `model` as a judge, on one line (nothing cut)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return redact_known(f"judge.model: {model!r} does not load as a judge: {text}")  # a hub error may quote a token
+
+
+def _load_model(path: str, revision: str | None, device: str | None, dtype: Any, load_in_4bit: bool):
+    """The causal LM at `path`: on a GPU straight onto it (device_map, no copy through host memory), in
+    `dtype` (default: the GPU's compute dtype), or 4-bit NF4 with double quantization; fp32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    on_gpu = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if not on_gpu:
+        if load_in_4bit:
+            log.warning("judge.load_in_4bit: no GPU here, so the judge is loaded unquantized in fp32")
+        return AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype or torch.float32).to(device or "cpu")
+    dtype = dtype or gpu_dtype()
+    target = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": target.index if target.index is not None else 0}}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(path, revision=revision, **kwargs)

@@ -3,8 +3,7 @@ returns log-probabilities; the paper's setting is model="gpt-4o" (arXiv 2510.267
 
 from __future__ import annotations
 
-import logging
-import os
+import json
 import random
 import re
 import threading
@@ -12,56 +11,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http import HTTPStatus
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, progress_bar
+from vd.judge.endpoint import (  # noqa: F401 (re-exported: every caller of an endpoint shares them)
+    OPENAI_ENDPOINT,
+    PLACEHOLDER_KEY,
+    api_key_for,
+    chat_template_kwargs_for,
+    endpoint_name,
+    extra_body_for,
+)
 from vd.judge.prompt import check_prompt_version, judge_messages, readout_from_completion
+from vd.judge.redaction import SECRET_RUN, judge_logger, redact, redact_known  # noqa: F401 (re-exported)
 
-log = logging.getLogger(__name__)
-OPENAI_ENDPOINT = "https://api.openai.com/v1"  # the client's default: its judgments keep the plain key
+log = judge_logger(__name__)
 ERROR_CHARS = 120  # of a server's error text kept in an error message
-SECRET_RUN = 8  # no run of this many characters of the API key may appear in an error message
 NO_KEY = ("judge.kind is 'openai' and judge.base_url is not set, so the OpenAI API is called, which needs "
           "the environment variable OPENAI_API_KEY: set it in the environment (never in a params file), or "
           "set judge.base_url to a local OpenAI-compatible server (vLLM, llama.cpp), which needs no key")
-
-
-def redact(text: str, secret: str | None) -> str:
-    """`text` with every run of SECRET_RUN or more characters that also occurs in `secret` replaced by ***.
-
-    Runs, not only the whole key: a server may echo part of it, and a message cut anywhere must keep
-    nothing that narrows the key down. Repeated until nothing is left (each pass only shortens `text`).
-    """
-    if not secret or not text:
-        return text
-    if len(secret) < SECRET_RUN:
-        return text.replace(secret, "***")
-    grams = {secret[i:i + SECRET_RUN] for i in range(len(secret) - SECRET_RUN + 1)}
-    while True:
-        hidden = [False] * len(text)
-        for i in range(len(text) - SECRET_RUN + 1):
-            if text[i:i + SECRET_RUN] in grams:
-                hidden[i:i + SECRET_RUN] = [True] * SECRET_RUN
-        if not any(hidden):
-            return text
-        out, i = [], 0
-        while i < len(text):
-            if hidden[i]:
-                while i < len(text) and hidden[i]:
-                    i += 1
-                out.append("***")
-            else:
-                out.append(text[i])
-                i += 1
-        text = "".join(out)
-
-
-def endpoint_name(url: str) -> str:
-    """The server a base URL names, for the cache key: scheme, host, port and path; user, password,
-    query and fragment dropped (they can hold credentials and do not change which model answers)."""
-    parts = urlsplit(url.strip())
-    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), "", ""))
 
 
 def _retry_after_s(headers: Any) -> float | None:
@@ -79,12 +46,16 @@ class OpenAIJudge:
 
     Sends one request per item: the vd.judge.prompt messages, max_tokens=1 (the field every
     OpenAI-compatible server knows: OpenAI's chat models, vLLM, llama.cpp), temperature 0,
-    logprobs=True, top_logprobs=k. The key comes from OPENAI_API_KEY only; with base_url set and no
-    key, "EMPTY" is sent (a local server without auth). No 8 characters of the API key appear in
-    `key`, repr, log lines or error messages (see `redact`). `key` names the endpoint that answers
-    (base_url, else $OPENAI_BASE_URL, else OpenAI's), so two servers serving one model name never
-    share judgments; OpenAI's own endpoint keeps the plain "openai:<model>:<prompt version>", under
-    which earlier caches hold its (paid) judgments.
+    logprobs=True, top_logprobs=k, and to a server other than OpenAI's the chat template arguments
+    (vd.judge.endpoint.chat_template_kwargs_for: by default enable_thinking=false, so a thinking model's
+    one token is a label, not "<think>"). The key is vd.judge.endpoint.api_key_for(base_url): from
+    OPENAI_API_KEY only, a placeholder for a local server without one. Every judgment judge_one returns
+    passes through one redaction (`_redacted`), and every log line through vd.judge.redaction: no 8
+    characters of the API key appear in `key`, repr, log lines or error messages. `key` names the
+    endpoint that answers (base_url, else $OPENAI_BASE_URL, else OpenAI's) and the chat template
+    arguments sent, so two servers serving one model name never share judgments; OpenAI's own
+    endpoint keeps the plain "openai:<model>:<prompt version>", under which earlier caches hold its
+    (paid) judgments.
 
     Retries are ours (the client's own are off): 429, 5xx, timeouts and connection errors are retried
     up to max_retries times with exponential backoff and seeded jitter (a 429's Retry-After is
@@ -99,36 +70,41 @@ class OpenAIJudge:
     def __init__(self, model: str = "gpt-4o", base_url: str | None = None, prompt_version: str = "v1",
                  max_concurrency: int = 8, max_retries: int = 5, timeout_s: float = 60,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 30, top_logprobs: int = 5,
-                 seed: int = 0):
+                 seed: int = 0, chat_template_kwargs: dict | None = None):
         check_prompt_version(prompt_version)
         if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or not 0 <= top_logprobs <= 20:
             raise ValueError("OpenAIJudge needs max_concurrency >= 1, max_retries >= 0, timeout_s > 0, "
                              "0 <= top_logprobs <= 20")
-        _check_key(base_url)
-        api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        api_key = api_key_for(base_url, NO_KEY)
         import openai  # lazy: the lexicon path never needs it
 
         self.model, self.base_url, self.prompt_version = model, base_url, prompt_version
         self.max_concurrency, self.max_retries, self.timeout_s = max_concurrency, max_retries, timeout_s
         self.backoff_base_s, self.backoff_max_s, self.top_logprobs = backoff_base_s, backoff_max_s, top_logprobs
         self.stats = {"requests": 0, "retries": 0, "failed": 0}
-        self._secret = api_key if api_key != "EMPTY" else None  # only used to redact messages
+        self._secret = api_key if api_key != PLACEHOLDER_KEY else None  # only used to redact messages
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
         # The URL the client really calls (base_url, else $OPENAI_BASE_URL, else OpenAI's).
         self.endpoint = self._redact(endpoint_name(str(self._client.base_url)))
+        self.chat_template_kwargs = chat_template_kwargs_for(str(self._client.base_url), chat_template_kwargs)
+        self._extra_body = {"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else None
         at = "" if self.endpoint == OPENAI_ENDPOINT else f"@{self.endpoint}"
-        self.key = self._redact(f"openai:{model}:{prompt_version}{at}")
+        # The chat template arguments change the prompt the model reads: ";enable_thinking=false".
+        sent = "".join(f";{k}={json.dumps(v)}" for k, v in sorted(self.chat_template_kwargs.items()))
+        self.key = self._redact(f"openai:{model}:{prompt_version}{at}{sent}")
 
     @classmethod
     def check_available(cls, judge_cfg: Any, *, tiny_world: bool = False) -> None:
         """JudgeUnavailable unless the `judge` section can run here: a known prompt, a model name, a key
-        or a base_url, the openai package. Makes no request."""
+        or a base_url, chat template arguments only for a server other than OpenAI's, the openai
+        package. Makes no request."""
         check_prompt_version(judge_cfg.prompt_version)
         if not judge_cfg.model:
             raise JudgeUnavailable("judge.model: expected the model name the endpoint serves (e.g. gpt-4o), got ''")
-        _check_key(judge_cfg.base_url)
+        api_key_for(judge_cfg.base_url, NO_KEY)
+        chat_template_kwargs_for(judge_cfg.base_url, judge_cfg.chat_template_kwargs)
         try:
             import openai  # noqa: F401
         except ImportError:
@@ -140,7 +116,7 @@ class OpenAIJudge:
         cls.check_available(judge_cfg, tiny_world=tiny_world)
         return cls(model=judge_cfg.model, base_url=judge_cfg.base_url, prompt_version=judge_cfg.prompt_version,
                    max_concurrency=judge_cfg.max_concurrency, max_retries=judge_cfg.max_retries,
-                   timeout_s=judge_cfg.timeout_s)
+                   timeout_s=judge_cfg.timeout_s, chat_template_kwargs=judge_cfg.chat_template_kwargs)
 
     def __repr__(self) -> str:
         return (f"OpenAIJudge(model={self.model!r}, endpoint={self.endpoint!r}, "
@@ -148,7 +124,11 @@ class OpenAIJudge:
                 f"max_retries={self.max_retries}, timeout_s={self.timeout_s})")
 
     def _redact(self, msg: str) -> str:
-        return redact(msg, self._secret)
+        return redact_known(msg, self._secret)
+
+    def _redacted(self, j: Judgment) -> Judgment:
+        """`j` with its error redacted: the one door every judgment of judge_one leaves by."""
+        return j if j.error is None else Judgment(j.p, j.status, self._redact(j.error))
 
     def _clip(self, text: str, limit: int = ERROR_CHARS) -> str:
         return self._redact(text)[:limit]  # redact first: a cut may fall inside the key
@@ -167,7 +147,10 @@ class OpenAIJudge:
 
     def judge_one(self, item: JudgeItem) -> Judgment:
         """One item, with retries. Never raises (but for KeyboardInterrupt and the like): a failure
-        comes back as status "failed" with its error."""
+        comes back as status "failed" with its error, redacted whatever path made it."""
+        return self._redacted(self._attempts(item))
+
+    def _attempts(self, item: JudgeItem) -> Judgment:
         import openai
 
         messages = judge_messages(item.question, item.answer, item.topic, self.prompt_version)
@@ -178,7 +161,7 @@ class OpenAIJudge:
             try:
                 completion = self._client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=1, temperature=0,
-                    logprobs=True, top_logprobs=self.top_logprobs)
+                    logprobs=True, top_logprobs=self.top_logprobs, extra_body=self._extra_body)
             except openai.APITimeoutError:
                 error, retryable = f"timeout: no response within {self.timeout_s} s", True
             except openai.APIConnectionError as e:
@@ -214,9 +197,8 @@ class OpenAIJudge:
         else:
             attempts = self.max_retries + 1
             error = f"{error} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
-        error = self._redact(error)
         self._count("failed")
-        log.debug("judge item failed: %s", error)
+        log.debug("judge item failed: %s", self._redact(error))
         return failed(error)
 
     def judge(self, items: Sequence[JudgeItem], progress: bool = False,
@@ -237,7 +219,7 @@ class OpenAIJudge:
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
-                    results[i] = fut.result()
+                    results[i] = self._redacted(fut.result())
                 except Exception as e:  # judge_one catches everything; this guards against its bugs
                     results[i] = failed(self._clip(f"{type(e).__name__}: {e}", 200))
                 if on_result is not None:
@@ -252,8 +234,3 @@ class OpenAIJudge:
                         failures[0].error)
         return results  # type: ignore[return-value]
 
-
-def _check_key(base_url: str | None) -> None:
-    # A local server (base_url, or the client's own $OPENAI_BASE_URL) may need no key; OpenAI's does.
-    if not os.environ.get("OPENAI_API_KEY") and not (base_url or os.environ.get("OPENAI_BASE_URL")):
-        raise JudgeUnavailable(NO_KEY)

@@ -78,6 +78,10 @@ _PUNCT = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2026"
 _STEMS = {"support": "support", "neutral": "neutral", "oppose": "oppos"}
 assert tuple(_STEMS) == STANCES
 _LABEL_WORD = re.compile(r"\b(?:" + "|".join(_STEMS.values()) + r")\w*", re.IGNORECASE)
+# The largest logprob read as 0 rather than as a malformed reply (ours): float32 rounding of a
+# probability of 1 gives log p of about 1e-7 at most, and a server that sums its probabilities in
+# single precision may land a little above 1; 1e-4 (p = 1.0001) allows both and moves p by 0.01%.
+LOGPROB_TOLERANCE = 1e-4
 
 
 def label_of_token(token: str) -> str | None:
@@ -104,8 +108,10 @@ def probs_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]], text: str
     """The paper's graded readout (arXiv 2510.26707, §3; docs/method.md §1): softmax over the three
     labels' logprobs. Both LLM judges read through it (vd.judge.openai_api, vd.judge.hf).
 
-    For each label, its logprob is the max over the tokens that map to it (label_of_token); a label
-    absent from the top-k list counts as -inf (its true probability is below the k-th token's, so this
+    Every logprob must be a number <= 0 (up to LOGPROB_TOLERANCE, read as 0): a null, NaN or positive
+    one makes the reply malformed and the item "failed", whatever its token. For each label, its
+    logprob is the max over the tokens that map to it (label_of_token); a label absent from the
+    top-k list counts as -inf (its true probability is below the k-th token's, so this
     slightly sharpens the vector). If no label appears at all, the generated `text` is parsed (the
     whole text as a token, else the first label word in it) -> a one-hot vector, status
     "text_fallback". If even that fails the item is "failed": in particular a judge that refuses to
@@ -114,9 +120,13 @@ def probs_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]], text: str
     """
     best = {s: -math.inf for s in STANCES}
     for token, logprob in top_logprobs:
+        problem = _logprob_problem(logprob)
+        if problem:
+            return failed(f"malformed reply: token {str(token)[:40]!r} has {problem}; a log-probability "
+                          "is a number <= 0")
         s = label_of_token(token or "")
-        if s is not None and logprob is not None and not math.isnan(logprob) and logprob > best[s]:
-            best[s] = float(logprob)
+        if s is not None and min(float(logprob), 0.0) > best[s]:
+            best[s] = min(float(logprob), 0.0)
     if any(v > -math.inf for v in best.values()):
         return Judgment(softmax3([best[s] for s in STANCES]), "ok")
     text = text or ""
@@ -127,6 +137,19 @@ def probs_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]], text: str
     if s is None:
         return failed(f"no label in logprobs or text: {text[:80]}")
     return Judgment(tuple(1.0 if x == s else 0.0 for x in STANCES), "text_fallback")  # type: ignore[arg-type]
+
+
+def _logprob_problem(logprob: Any) -> str | None:
+    """What is wrong with a logprob a judge returned, or None where it can be read."""
+    if logprob is None:
+        return "a null logprob"
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+        return f"a logprob that is not a number ({logprob!r})"
+    if math.isnan(logprob):
+        return "a NaN logprob"
+    if logprob > LOGPROB_TOLERANCE:
+        return f"logprob {logprob!r} > 0"
+    return None
 
 
 def readout_from_completion(completion: Any) -> Judgment:

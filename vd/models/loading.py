@@ -15,9 +15,7 @@ BOS first where the tokenizer adds one. A base model at step 0 thus sees e.g.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from vd.core.chat import END_OF_TURN, chat_template, end_of_turn_ids, end_of_tur
 from vd.core.config import Config
 from vd.core.precision import gpu_dtype
 from vd.core.run import RunRecord
+from vd.core.weights import model_identity  # noqa: F401 (re-exported: a model by its content)
 
 log = logging.getLogger(__name__)
 
@@ -40,30 +39,6 @@ def start_model_path(record: RunRecord, cfg: Config) -> str:
     """Step 0 of a run: the SFT run's merged model for a preference stage, the base model for SFT."""
     source = record.from_run_dir()
     return str(source / "merged") if source is not None else base_model_path(cfg)
-
-
-@lru_cache(maxsize=64)
-def _weights_digest(folder: str, stamp: tuple) -> str:
-    h = hashlib.sha256()
-    for weights in sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin")):
-        with open(weights, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def model_identity(model: str, revision: str | None = None) -> str:
-    """A model by what it is, not where it is: a local folder by the hash of its weight files (so a copy
-    elsewhere is the same model, and a retrained model saved to the same path is not); a hub id by its id
-    and revision. Keys cached generations and tells whether a run folder still matches its params."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return f"hub:{model}@{revision or 'main'}"
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no model weights (*.safetensors or *.bin)")
-    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return f"sha256:{_weights_digest(str(folder.resolve()), stamp)}"
 
 
 def compute_dtype(cfg: Config) -> torch.dtype:

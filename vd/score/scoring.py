@@ -37,7 +37,7 @@ from vd.core.config import Config, load_stored_config
 from vd.core.io import atomic_write_csv, atomic_write_text, code_hash
 from vd.core.run import RunError, RunRecord
 from vd.data.probes import load_probes
-from vd.judge import CachedJudge, JudgeItem, make_judge
+from vd.judge import CachedJudge, JudgeItem, make_judge, sighted_judge
 from vd.judge.base import JudgingFailed
 from vd.models.generate import Sampling, generate_answers
 from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
@@ -75,7 +75,7 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     run = read_run(run_dir)
     total = stage_steps(run)
     cfg = cfg or load_stored_config(run.config_path)  # the config the run was trained under
-    judge = judge or make_judge(cfg.judge, tiny_world=uses_world(cfg))
+    judge = judge or sighted_judge(make_judge(cfg.judge, tiny_world=uses_world(cfg)), store)
     own_store = store is None
     store = store or default_store(cfg, run_dir.parent.parent)
     probes = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
