@@ -35,9 +35,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def local_base(folder: Path, specials: list[str], bos: str | None, eos: str) -> str:
+def local_base(folder: Path, specials: list[str], bos: str | None, eos: str, tied: bool = True) -> str:
     """A byte-level BPE tokenizer (with `bos` put first by its post-processor, as Llama-3's does) and a tiny
-    random LlamaForCausalLM of its vocabulary, saved to `folder` in the hub's format."""
+    random LlamaForCausalLM of its vocabulary (its output layer tied to the embedding, as Llama-3.2-3B's, or
+    not, as Llama-3.1-8B's), saved to `folder` in the hub's format."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -57,7 +58,7 @@ def local_base(folder: Path, specials: list[str], bos: str | None, eos: str) -> 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                         tie_word_embeddings=True))
+                                         tie_word_embeddings=tied))
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     model.save_pretrained(folder)
     return str(folder)
@@ -263,3 +264,70 @@ def test_sft_end_is_each_preference_start(device, tiny_world, tmp_path):
     assert len(end) == 12 * 3
     for profile in profiles:
         pd.testing.assert_frame_equal(profile[profile.step == 0][columns].reset_index(drop=True), end)
+
+
+# --- the chat tokens train with the adapter (docs/method.md §9) --------------------------------------
+
+HUB = Path(__file__).parent / "fixtures" / "hub"
+CHAT_STEPS = {"sft.max_steps": 2, "sft.save_every": 1, "sft.learning_rate": 0.05, "sft.batch_size": 4,
+              "sft.grad_accum": 1, "sft.activation_checkpointing": False, "sft.warmup_ratio": 0.0,
+              "dpo.batch_size": 2, "simpo.batch_size": 2, "data.sft.wildchat.id": str(HUB / "wildchat.jsonl"),
+              "data.preference.ultrafeedback.id": str(HUB / "ultrafeedback_binarized.jsonl")}
+
+
+def rows_of(weights: dict, name: str, ids: list[int]) -> torch.Tensor:
+    return weights[name][torch.tensor(ids)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_llama3_chat_tokens_train_are_saved_merged_and_start_every_preference_stage(tied, tmp_path):
+    """Llama-3's header and end-of-turn rows (near zero in a base checkpoint, frozen by all-linear LoRA) move
+    in SFT, are stored in each adapter, are what scoring loads with it (also when it swaps adapters), are in
+    merged/, and merged/ is each preference stage's start and DPO's reference."""
+    from safetensors.torch import load_file
+    from trl.trainer.utils import use_adapter
+
+    from vd.models import loading as models
+    from vd.score.scoring import _model_for
+    from vd.train.runner import build_trainer, train_stage
+
+    base = local_base(tmp_path / "base", LLAMA3_SPECIALS, "<|begin_of_text|>", "<|end_of_text|>", tied=tied)
+    cfg = load_config("llama3-3b", {"model.base": base, **CHAT_STEPS})
+    tok = models.load_tokenizer(cfg)
+    chat = tok.convert_tokens_to_ids(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    assert models.chat_token_ids(tok) == chat
+    sft = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path / "runs")
+
+    start = load_file(Path(base) / "model.safetensors")
+    layers = ["model.embed_tokens.weight"] + ([] if tied else ["lm_head.weight"])
+    adapters = [load_file(sft / f"checkpoint-{k}" / "adapter_model.safetensors") for k in (1, 2)]
+    for layer in layers:  # stored in the adapter: the rows themselves, moved by training
+        key = "base_model.model." + layer.replace(".weight", ".token_adapter.trainable_tokens_delta")
+        saved = adapters[-1][key]
+        assert saved.shape == (3, 32) and not torch.allclose(saved, rows_of(start, layer, chat)), layer
+    if tied:  # the output layer follows the embedding: no rows of its own
+        assert not any(k.startswith("base_model.model.lm_head") for k in adapters[-1])
+
+    merged = load_file(sft / "merged" / "model.safetensors")
+    for layer in layers:  # merged/ holds the trained rows, and every other row as the base had it
+        key = "base_model.model." + layer.replace(".weight", ".token_adapter.trainable_tokens_delta")
+        assert torch.equal(rows_of(merged, layer, chat), adapters[-1][key])
+        others = [i for i in range(len(tok)) if i not in chat]
+        assert torch.equal(rows_of(merged, layer, others), rows_of(start, layer, others))
+
+    ids = torch.tensor([tok.apply_chat_template(MESSAGES, tokenize=True, return_dict=True)["input_ids"]])
+    with torch.no_grad():
+        end = models.load_model(cfg, path=str(sft / "merged"))(ids).logits
+        final = models.load_model(cfg, adapter=sft / "checkpoint-2")(ids).logits  # as scoring loads a checkpoint
+        assert torch.allclose(end, final, atol=1e-5)
+        # scoring swaps adapters on one loaded model: the rows swap with them
+        model = _model_for(cfg, base, sft / "checkpoint-1", None)
+        model = _model_for(cfg, base, sft / "checkpoint-2", model)
+        assert torch.equal(model(ids).logits, final)
+        for stage in ("dpo", "simpo"):  # each preference stage starts at merged/; DPO's reference is merged/
+            trainer = build_trainer(cfg, stage, "ultrafeedback", sft, tmp_path / stage)
+            assert any("trainable_tokens_delta" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
+            assert torch.allclose(trainer.model(ids).logits, end, atol=1e-5), stage
+            with use_adapter(trainer.model, None):  # TRL's reference forward (trl/trainer/utils.py use_adapter)
+                assert torch.allclose(trainer.model(ids).logits, end, atol=1e-5), stage

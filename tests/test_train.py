@@ -256,6 +256,129 @@ def test_interrupted_ppo_restarts_and_ends_at_the_same_adapter(cfg, runs, sft_ru
     assert all(torch.equal(restarted[k], straight[k]) for k in straight)
 
 
+# --- what a run keeps, and what stops it -------------------------------------------------------------
+
+
+def has_optimizer_state(run: Path) -> list[str]:
+    return sorted(c.name for c in run.glob("checkpoint-*") if (c / "optimizer.pt").exists()
+                  or (c / "scheduler.pt").exists())
+
+
+@pytest.mark.slow
+def test_only_the_checkpoint_a_resume_starts_from_keeps_optimizer_state(tiny_world, tmp_path):
+    """Stopped at step 3 of 4: only checkpoint-3 holds optimizer and scheduler state; complete, none does;
+    and the resumed run still ends bitwise where an uninterrupted one ends."""
+    from vd.train.runner import train_stage
+
+    cfg = load_config("tiny", {**STEPS, "sft.save_every": 1})
+    straight = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path / "straight")
+    assert has_optimizer_state(straight) == [] and (straight / "checkpoint-4" / "trainer_state.json").is_file()
+    run = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path / "stopped", stop_after=3)
+    assert has_optimizer_state(run) == ["checkpoint-3"]
+    assert (run / "checkpoint-1" / "adapter_model.safetensors").is_file()  # adapters all kept, for scoring
+    train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path / "stopped")
+    assert json.loads((run / "run.json").read_text())["complete"] and has_optimizer_state(run) == []
+    resumed, whole = (load_file(r / "checkpoint-4" / "adapter_model.safetensors") for r in (run, straight))
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+@pytest.mark.slow
+def test_pairs_longer_than_max_length_are_left_out_alike_by_every_preference_trainer(cfg, sft_run, tmp_path):
+    """At max_length 60 (tiny pairs run to 88 tokens) DPO, SimPO and the reward model train on the same pairs,
+    each whole (SimPO's CPOTrainer would cut them: an empty completion and a NaN loss); the report counts them."""
+    from vd.core.chat import end_of_turn_id
+    from vd.core.run import RunRecord
+    from vd.models import loading as models
+    from vd.train.data import stage_rows
+    from vd.train.runner import build_trainer, train_stage
+
+    limit = {f"{s}.max_length": 60 for s in ("dpo", "simpo", "reward")}
+    short = load_config("tiny", {**STEPS, **limit})
+    tok = models.load_tokenizer(short)
+    end = end_of_turn_id(tok)
+    rows, _ = stage_rows(short, "dpo", "ultrafeedback")
+    fits = [max(len(tok.apply_chat_template(r["prompt"] + r[side], tokenize=True, return_dict=True)["input_ids"])
+                for side in ("chosen", "rejected")) <= 60 for r in rows]
+    assert 0 < sum(fits) < len(rows)
+    runs = sft_run.parent.parent
+    dpo = build_trainer(short, "dpo", "ultrafeedback", sft_run, tmp_path / "dpo").train_dataset
+    simpo = build_trainer(short, "simpo", "ultrafeedback", sft_run, tmp_path / "simpo").train_dataset
+    assert len(dpo) == len(simpo) == sum(fits)
+    for d, s in zip(dpo, simpo):  # the same pairs, whole: prompt + completion ending at the end of turn
+        for side in ("chosen", "rejected"):
+            assert s[f"{side}_input_ids"] == d["prompt_ids"] + d[f"{side}_ids"] and d[f"{side}_ids"][-1] == end
+            assert s[f"{side}_labels"][-1] == end  # a completion left to train on: no 0/0 mean log-probability
+    run = train_stage(short, "simpo", "ultrafeedback", from_run=sft_run, runs_dir=runs, run_name="simpo-short")
+    report = json.loads((run / "run.json").read_text())["data_report"]
+    assert report["skipped"]["longer_than_simpo.max_length"] == len(rows) - sum(fits)
+    assert report["kept"] == sum(fits)
+    from vd.train.reward import build_reward_trainer, reward_record
+
+    record = reward_record(short, RunRecord.read(sft_run))
+    reward = build_reward_trainer(short, record, str(sft_run / "merged"), rows, []).train_dataset
+    assert len(reward) == sum(fits)
+    assert record.extra["data_report"]["skipped"] == {"longer_than_reward.max_length": len(rows) - sum(fits)}
+
+
+def poison_step(monkeypatch, step: int) -> None:
+    """Make SFT's loss NaN from optimizer step `step` on (1-based), as a diverging learning rate would."""
+    from vd.train import sft
+
+    real = sft.build_trainer
+
+    def build(job, rows):
+        trainer = real(job, rows)
+        compute_loss = trainer.compute_loss
+
+        def nan_loss(*a, **k):
+            loss = compute_loss(*a, **k)
+            out = loss[0] if isinstance(loss, tuple) else loss
+            if trainer.state.global_step + 1 >= step:
+                out = out * float("nan")
+            return (out, *loss[1:]) if isinstance(loss, tuple) else out
+
+        trainer.compute_loss = nan_loss
+        return trainer
+
+    monkeypatch.setattr(sft, "build_trainer", build)
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_the_stage_at_its_step_with_one_line(tiny_world, tmp_path, capsys, monkeypatch):
+    from vd.train.cli import main
+
+    poison_step(monkeypatch, 3)
+    sets = [a for k, v in STEPS.items() if k.startswith("sft.") for a in ("--set", f"{k}={v}")]
+    rc = main(["train", "--size", "tiny", "--stage", "sft", "--data", "wildchat", "--runs-dir", str(tmp_path), *sets])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1, errors
+    assert "at step 3 is not finite" in errors[0] and "sft.learning_rate" in errors[0]
+    run = tmp_path / "tiny" / "sft-wildchat"
+    info = json.loads((run / "run.json").read_text())
+    assert info["complete"] is False and [c["step"] for c in info["checkpoints"]] == [0, 2]
+    assert not (run / "checkpoint-3").exists() and not (run / "merged").exists()
+    saved = load_file(run / "checkpoint-2" / "adapter_model.safetensors")
+    assert all(torch.isfinite(t).all() for t in saved.values())
+
+
+@pytest.mark.slow
+def test_a_run_whose_final_weights_are_not_finite_is_never_complete(tiny_world, tmp_path, monkeypatch):
+    """Were the stop at the step missed, the final check before `complete` still refuses the run."""
+    from transformers import TrainerCallback
+
+    from vd.train import common
+    from vd.train.runner import train_stage
+
+    poison_step(monkeypatch, 3)
+    monkeypatch.setattr(common, "stop_on_non_finite", lambda *a, **k: TrainerCallback(), raising=False)
+    cfg = load_config("tiny", STEPS)
+    with pytest.raises(RuntimeError, match="checkpoint-4.*non-finite") as stopped:
+        train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path)
+    assert type(stopped.value).__name__ == "NonFiniteTraining"
+    run = tmp_path / "tiny" / "sft-wildchat"
+    assert json.loads((run / "run.json").read_text())["complete"] is False and not (run / "merged").exists()
+
+
 # --- data for real sizes -------------------------------------------------------------------------
 
 

@@ -56,6 +56,9 @@ class LoraConfig:
     alpha: float = _pos(default=32)
     dropout: float = _check(*_prob, default=0.05)
     target_modules: str | list[str] = "all-linear"
+    # a policy's adapter also trains the embedding (and untied lm_head) rows of the chat format's own tokens
+    # (vd.models.loading.chat_token_ids), which base checkpoints never trained and LoRA would freeze
+    train_chat_tokens: bool = True
 
 
 @dataclass

@@ -2,8 +2,10 @@
 processes it runs in, quiet libraries, and the callback that keeps the run folder current.
 
 Models (README "Deviations"): QLoRA (4-bit NF4 + LoRA) on CUDA, plain fp32 + LoRA on CPU (never 4-bit
-training on CPU: its LoRA gradients are silently wrong there). Nothing here is distribution code: the
-same entry point runs under `accelerate launch`, and files are written by the main process only.
+training on CPU: its LoRA gradients are silently wrong there). Every trainable parameter (LoRA, a score
+head, the chat tokens' rows) is fp32 whatever the compute dtype (docs/method.md §9; `ready`). Nothing here
+is distribution code: the same entry point runs under `accelerate launch`, and files are written by the
+main process only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vd.core.config import Config, StageConfig
 from vd.core.io import atomic_write_csv
 from vd.core.run import RunRecord
 from vd.models import loading as models
+from vd.train.guards import check_final_weights, stop_on_non_finite
 
 
 @dataclass
@@ -70,14 +73,23 @@ def wait_for_everyone() -> None:
 # --- TRL configs and models --------------------------------------------------------------------------
 
 
+def mixed_precision(cfg: Config) -> dict:
+    """The Trainer's autocast: the compute dtype on CUDA (bf16 where native, else fp16: vd.core.precision),
+    none on CPU."""
+    import torch
+
+    dtype = models.compute_dtype(cfg) if torch.cuda.is_available() else torch.float32
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
 def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra):
     """A TRL config for one stage from its params: precision, checkpoint cadence, logging, seed."""
     import torch
 
     cuda = torch.cuda.is_available()
-    dtype = models.compute_dtype(cfg)
     optim = st.optimizer
     if not cuda and ("8bit" in optim or "paged" in optim):
+        models.note_once(f"no CUDA GPU: the bitsandbytes optimizer {optim} the params name is replaced by adamw_torch")
         optim = "adamw_torch"  # bitsandbytes optimizers are for CUDA; on CPU the plain AdamW
     kw = dict(output_dir=str(output_dir), per_device_train_batch_size=st.batch_size,
               gradient_accumulation_steps=st.grad_accum, learning_rate=st.learning_rate,
@@ -85,9 +97,9 @@ def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra
               warmup_steps=st.warmup_ratio if st.warmup_ratio < 1 else 0.0,  # a float < 1 is a ratio
               lr_scheduler_type=st.lr_scheduler, optim=optim, save_strategy="steps", save_steps=st.save_every,
               save_total_limit=None, logging_steps=min(st.log_every, st.save_every),
-              report_to="none", seed=cfg.seed, data_seed=cfg.seed, bf16=cuda and dtype == torch.bfloat16,
-              fp16=cuda and dtype == torch.float16, use_cpu=not cuda, dataloader_pin_memory=cuda,
-              disable_tqdm=tidy(cfg), ddp_find_unused_parameters=False)
+              report_to="none", seed=cfg.seed, data_seed=cfg.seed, **mixed_precision(cfg), use_cpu=not cuda,
+              dataloader_pin_memory=cuda, disable_tqdm=tidy(cfg), ddp_find_unused_parameters=False,
+              logging_nan_inf_filter=False)  # a NaN loss is logged as NaN (vd.train.guards stops on it)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     # transformers 5.20 still calls it gradient_checkpointing (5.23 renames it activation_checkpointing)
     kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
@@ -102,13 +114,40 @@ def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra
 
 
 def load_policy(cfg: Config, path: str | None, st: StageConfig, head: str = "causal"):
-    """A trainable model (4-bit + prepared for k-bit training on CUDA when the params say so)."""
+    """A trainable model (4-bit + prepared for k-bit training on CUDA when the params say so): a quantized
+    model's other weights (embeddings, norms, lm_head) are upcast to fp32 (peft prepare_model_for_kbit_training)."""
     model = models.load_model(cfg, path=path, trainable=True, head=head)
-    if models.use_4bit(cfg):
+    if getattr(model, "is_loaded_in_4bit", False):  # set by transformers' bnb quantizer (quantizer_bnb_4bit.py)
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=st.activation_checkpointing)
+        # non-reentrant checkpointing, as trl_args asks of the Trainer: PEFT's default passes no use_reentrant
+        # (peft/utils/other.py prepare_model_for_kbit_training), which torch warns will become an error
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=st.activation_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def fp32_trainable(model):
+    """Every trainable parameter of `model` in fp32, in place (the same Parameter objects, so an optimizer built
+    on them keeps them). Under quantization TRL casts them to bf16 whatever the precision (trl/trainer/
+    sft_trainer.py, dpo_trainer.py, reward_trainer.py __init__: `param.data.to(torch.bfloat16)`), and
+    peft_module_casting_to_bf16 casts a trainable embedding's rows (trl/experimental/cpo/cpo_trainer.py):
+    fp16's GradScaler cannot unscale bf16 gradients, and a bf16 LoRA weight rounds away small Adam steps."""
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model
+
+
+def ready(trainer, cfg: Config, stage: str, label: str):
+    """A built trainer made ready to train: trainable parameters fp32 (before the optimizer exists: the
+    Trainer creates it in train()), stopped on a non-finite loss or weight, printing as tidy_callbacks says."""
+    fp32_trainable(trainer.model)
+    trainer.add_callback(stop_on_non_finite(cfg, stage, label, fp16=bool(trainer.args.fp16)))
+    tidy_callbacks(trainer)
+    return trainer
 
 
 # --- quiet libraries ---------------------------------------------------------------------------------
@@ -190,9 +229,39 @@ def continuous_log(history: list[dict], resumed_at: int | None) -> list[dict]:
     return rows
 
 
+# What a checkpoint holds only for a resume (transformers/trainer.py _save_checkpoint: OPTIMIZER_NAME,
+# SCHEDULER_NAME, SCALER_NAME; per-rank and DeepSpeed/FSDP optimizer shards): an 8B adapter's 8-bit Adam state
+# is several times the adapter itself. Scoring reads only adapters; rng_state and trainer_state stay.
+RESUME_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "*-optimizer.pt", "optimizer_*",
+                "global_step*")
+
+
+def drop_resume_state(root: Path, keep: str | None = None) -> None:
+    """Remove the optimizer/scheduler state of every checkpoint in `root` but `keep` (the one a resume would
+    start from; None once the run is complete). Main process only."""
+    import shutil
+
+    if not is_main():
+        return
+    for folder in Path(root).glob("checkpoint-*"):
+        if folder.name == keep:
+            continue
+        for pattern in RESUME_STATE:
+            for path in folder.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def seal(record: RunRecord, stage: str) -> None:
+    """What a run passes before it is finished and marked complete: finite final weights (else
+    NonFiniteTraining); then its checkpoints keep no optimizer state (nothing will resume it)."""
+    check_final_weights(record, stage)
+    drop_resume_state(record.root)
+
+
 def run_callback(record: RunRecord, label: str, stop_after: int | None, raise_on_stop: bool,
                  resumed_at: int | None = None):
-    """Keeps run.json and train_log.csv current at every checkpoint, prints one line each, stops at `stop_after`."""
+    """Keeps run.json and train_log.csv current at every checkpoint (and the optimizer state in the newest only),
+    prints one line each, stops at `stop_after`."""
     from transformers import TrainerCallback
 
     class RunCallback(TrainerCallback):
@@ -208,6 +277,8 @@ def run_callback(record: RunRecord, label: str, stop_after: int | None, raise_on
                 control.should_training_stop = True
 
         def on_save(self, args, state, control, **kw):
+            # the checkpoint just saved is complete: the older ones are no longer what a resume starts from
+            drop_resume_state(record.root, keep=f"checkpoint-{state.global_step}")
             write_run(record, state.log_history, resumed_at)
             if state.is_world_process_zero:
                 keys = ("loss", "rewards/accuracies", "accuracy", "objective/kl", "objective/scores")

@@ -5,13 +5,15 @@ is the model with the adapter disabled: the final SFT policy.
 
 Framing (vd.core.chat): TRL tokenises the prompt and prompt + answer with our template and
 add_special_tokens=False (trl/trainer/dpo_trainer.py _prepare_dataset), so BOS comes from the template
-only and each completion ends at the end-of-turn token.
+only and each completion ends at the end-of-turn token. Pairs longer than dpo.max_length are left out,
+as in every preference stage (vd.train.guards.drop_long_pairs), not truncated.
 """
 
 from __future__ import annotations
 
 from vd.models import loading as models
-from vd.train.common import StageJob, load_policy, trl_args
+from vd.train.common import StageJob, load_policy, ready, trl_args
+from vd.train.guards import fitting_pairs
 
 SECTIONS = ("dpo",)
 RESUMABLE = True
@@ -22,9 +24,12 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl import DPOConfig, DPOTrainer
 
     st = job.params
+    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    rows = fitting_pairs(rows, tokenizer, "dpo", st.max_length)
+    model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(DPOConfig, job.cfg, st, job.run_dir, beta=st.beta, loss_type=["sigmoid"],
                     max_length=st.max_length)
-    return DPOTrainer(model=load_policy(job.cfg, job.start_model, st), args=args, ref_model=None,
-                      train_dataset=datasets.Dataset.from_list(rows),
-                      processing_class=models.load_tokenizer(job.cfg, job.start_model),
-                      peft_config=models.lora_config(job.cfg), callbacks=job.callbacks)
+    trainer = DPOTrainer(model=model, args=args, ref_model=None, train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=models.policy_lora_config(job.cfg, model, tokenizer),
+                         callbacks=job.callbacks)
+    return ready(trainer, job.cfg, "dpo", job.record.name)

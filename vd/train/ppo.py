@@ -16,6 +16,15 @@ PPO stage is restarted from step 0 (RESUMABLE = False; under the same seed it th
 uninterrupted run ends; its reward model and data are kept); checkpoints are saved without optimizer
 state (`save_only_model`) since nothing reads it.
 
+Precision: PPOTrainer builds its own `Accelerator()` with no mixed precision (trl/experimental/ppo/
+ppo_trainer.py __init__), so nothing autocasts. Its policy's adapter is therefore added here, not by
+PPOTrainer: given `peft_config`, TRL 1.12 casts a 4-bit policy's lm_head and embeddings to bf16 under
+`bf16=True` (peft_module_casting_to_bf16), and the first rollout then multiplies fp32 hidden states with
+a bf16 lm_head and fails. So PPO's forward passes run as the models are: the policy's and value model's
+4-bit layers in the compute dtype (bf16, or fp16 on a T4) and their other layers, LoRA and trainable rows
+in fp32 (prepare_model_for_kbit_training); the frozen reward model wholly in the compute dtype. No loss
+scaling is needed on fp16: every gradient PPO keeps is fp32.
+
 Two patches to TRL 1.12's PPOTrainer (it skips `Trainer.__init__`), in `build_trainer`: the attribute
 `is_distributed_loading_by_transformers` that transformers 5.20's `save_model` reads, and, under DDP,
 `policy`/`config` on the DDP wrapper, which TRL reads there (without them PPO fails on several processes).
@@ -27,7 +36,7 @@ from vd.core.chat import end_of_turn_id, eos_at_end_of_turn
 from vd.core.config import StageConfig
 from vd.models import loading as models
 from vd.models.memory import check_gpu_fits
-from vd.train.common import StageJob, load_policy, process_state, tidy_callbacks, trl_args
+from vd.train.common import StageJob, fp32_trainable, load_policy, process_state, ready, trl_args
 from vd.train.reward import train_reward_model
 
 SECTIONS = ("ppo", "reward")
@@ -62,6 +71,7 @@ def ppo_prompts(rows: list[dict], tokenizer, max_length: int):
 
 def build_trainer(job: StageJob, rows: list[dict]):
     """The PPOTrainer of a PPO stage (training its reward model first if the run has none yet)."""
+    from peft import get_peft_model
     from transformers import set_seed
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -76,9 +86,11 @@ def build_trainer(job: StageJob, rows: list[dict]):
     reward_model = models.load_model(cfg, str(reward_path), head="score")
     value_model = load_policy(cfg, str(reward_path), st, head="score")
     if not cfg.reward.full_finetune:
-        from peft import get_peft_model
-
         value_model = get_peft_model(value_model, models.lora_config(cfg, "SEQ_CLS"))
+    # the policy's adapter made here (see the module docstring), after the value model's as TRL would
+    policy = get_peft_model(policy, models.policy_lora_config(cfg, policy, tokenizer))
+    for model in (policy, value_model):
+        fp32_trainable(model)  # before PPOTrainer builds its optimizer (and DDP its buckets)
     extra = dict(num_ppo_epochs=st.num_ppo_epochs, num_mini_batches=st.num_mini_batches,
                  response_length=st.response_length, stop_token_id=end_of_turn_id(tokenizer),
                  missing_eos_penalty=st.missing_eos_penalty, kl_coef=st.kl_coef, num_sample_generations=0,
@@ -91,7 +103,7 @@ def build_trainer(job: StageJob, rows: list[dict]):
     trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=None,
                          reward_model=reward_model, value_model=value_model, train_dataset=prompts,
                          eval_dataset=prompts.select(range(min(len(prompts), st.batch_size))),
-                         callbacks=job.callbacks, peft_config=models.lora_config(cfg))
+                         callbacks=job.callbacks, peft_config=None)
     # PPOTrainer skips Trainer.__init__; transformers 5.20's save_model reads this attribute it would have set.
     if not hasattr(trainer, "is_distributed_loading_by_transformers"):
         trainer.is_distributed_loading_by_transformers = False
@@ -100,5 +112,4 @@ def build_trainer(job: StageJob, rows: list[dict]):
         # (reference forward, saving, model card): expose them there as plain attributes (not submodules).
         if not hasattr(trainer.model, name):
             object.__setattr__(trainer.model, name, getattr(trainer.accelerator.unwrap_model(trainer.model), name))
-    tidy_callbacks(trainer)
-    return trainer
+    return ready(trainer, cfg, "ppo", job.record.name)

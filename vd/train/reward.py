@@ -5,7 +5,9 @@ complete one is reused when the PPO stage is restarted.
 
 How it is trained (ours): with `reward.full_finetune` (the tiny size: a sub-1M-parameter model, nothing to
 merge) every weight; otherwise a LoRA adapter (task SEQ_CLS, the new score head trained in full as a
-`modules_to_save`), then merged into the SFT model in the compute dtype, so PPO loads it like any model.
+`modules_to_save`), then merged into the SFT model in the compute dtype, shard by shard
+(vd.models.loading.merge_adapter), so PPO loads it like any model. Pairs longer than reward.max_length are
+left out (vd.train.guards.drop_long_pairs: the pairs DPO and SimPO leave out) and counted in reward/run.json.
 
 The reward model scores a sequence at its last token, and PPO scores responses truncated right after the
 stop token (the end-of-turn token); so the pairs are tokenized here to end at that token, as the
@@ -23,15 +25,17 @@ from vd.core.config import Config
 from vd.core.run import RunRecord, discover_checkpoints
 from vd.models import loading as models
 from vd.train.common import (
+    drop_resume_state,
     is_main,
     load_policy,
     quiet,
+    ready,
     run_callback,
-    tidy_callbacks,
     trl_args,
     wait_for_everyone,
     write_run,
 )
+from vd.train.guards import check_final_weights, fitting_pairs
 
 SECTIONS = ("reward",)
 
@@ -60,12 +64,39 @@ def reward_pairs(rows: list[dict], tokenizer) -> list[dict]:
             for r in rows]
 
 
+def reward_record(cfg: Config, parent: RunRecord) -> RunRecord:
+    """The reward model's run folder record, `<parent>/reward/`."""
+    return RunRecord(root=parent.reward_dir, stage="reward", data=parent.data, size=cfg.size,
+                     from_run=parent.from_run, start_model=parent.start_model, start_identity=parent.start_identity,
+                     extra={"mode": "full" if cfg.reward.full_finetune else "lora"})
+
+
+def build_reward_trainer(cfg: Config, record: RunRecord, start_model: str, rows: list[dict], callbacks):
+    """The RewardTrainer of a reward model, on the pairs that fit reward.max_length (counted in its record)."""
+    import datasets
+    from trl import RewardConfig, RewardTrainer
+
+    st = cfg.reward
+    tokenizer = models.load_tokenizer(cfg, start_model)
+    kept = fitting_pairs(rows, tokenizer, "reward", st.max_length)
+    record.extra["data_report"] = {"source": "the PPO run's pairs", "read": len(rows), "kept": len(kept),
+                                   "skipped": {"longer_than_reward.max_length": len(rows) - len(kept)}
+                                   if len(kept) < len(rows) else {}}
+    dataset = datasets.Dataset.from_list(reward_pairs(kept, tokenizer))
+    with new_head_quietly():
+        model = load_policy(cfg, start_model, st, head="score")
+    args = trl_args(RewardConfig, cfg, st, record.root, max_length=st.max_length)
+    with quiet(args.disable_tqdm):
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=None if st.full_finetune else models.lora_config(cfg, "SEQ_CLS"),
+                                callbacks=callbacks)
+    return ready(trainer, cfg, "reward", f"{record.root.parent.name}/reward")
+
+
 def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: list[dict], callbacks=None) -> Path:
     """Train (or reuse, or resume) the reward model of the PPO run `parent`; return its final model's folder.
     `callbacks` replace the one that keeps reward/run.json current (benchmarks time steps this way)."""
-    import datasets
     from transformers import set_seed
-    from trl import RewardConfig, RewardTrainer
 
     out = parent.reward_dir
     final = out / "model"
@@ -74,21 +105,13 @@ def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: l
         return final
     set_seed(cfg.seed)
     st = cfg.reward
-    tokenizer = models.load_tokenizer(cfg, start_model)
-    dataset = datasets.Dataset.from_list(reward_pairs(rows, tokenizer))
-    with new_head_quietly():
-        model = load_policy(cfg, start_model, st, head="score")
-    record = RunRecord(root=out, stage="reward", data=parent.data, size=cfg.size, from_run=parent.from_run,
-                       start_model=parent.start_model, start_identity=parent.start_identity,
-                       extra={"mode": "full" if st.full_finetune else "lora"})
-    args = trl_args(RewardConfig, cfg, st, out, max_length=st.max_length)
-    with quiet(args.disable_tqdm):
-        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                peft_config=None if st.full_finetune else models.lora_config(cfg, "SEQ_CLS"),
-                                callbacks=callbacks or [run_callback(record, f"{parent.name}/reward", None, False)])
-    tidy_callbacks(trainer)
+    record = reward_record(cfg, parent)
+    trainer = build_reward_trainer(cfg, record, start_model, rows,
+                                   callbacks or [run_callback(record, f"{parent.name}/reward", None, False)])
     last = discover_checkpoints(out)[-1]
     trainer.train(resume_from_checkpoint=str(out / last.adapter) if last.adapter else None)
+    record.checkpoints = discover_checkpoints(out)
+    check_final_weights(record, "reward")
     tmp = out / ".model-partial"
     if is_main():
         shutil.rmtree(tmp, ignore_errors=True)
@@ -96,29 +119,16 @@ def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: l
     trainer.save_model(str(tmp))  # on every process: saving may be collective under distributed backends
     if is_main():
         if not st.full_finetune:
-            _merge_score_adapter(cfg, start_model, tmp, out / ".model-merged")
+            models.merge_adapter(cfg, start_model, tmp, out / ".model-merged", head="score")
             shutil.rmtree(tmp)
             (out / ".model-merged").rename(tmp)
-        tokenizer.save_pretrained(tmp)
+        trainer.processing_class.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         accuracies = [h["accuracy"] for h in trainer.state.log_history if "accuracy" in h]
+        drop_resume_state(out)
         record.total_steps, record.complete = int(trainer.state.max_steps), True
         record.extra["final_train_accuracy"] = sum(accuracies[-5:]) / len(accuracies[-5:]) if accuracies else None
         write_run(record, trainer.state.log_history)
     wait_for_everyone()
     return final
-
-
-def _merge_score_adapter(cfg: Config, base: str, adapter: Path, out: Path) -> None:
-    """Merge a SEQ_CLS LoRA adapter (with its trained score head) into the unquantized base; save to `out`."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
-
-    dtype = models.compute_dtype(cfg) if torch.cuda.is_available() else torch.float32
-    with new_head_quietly():
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = model.config.eos_token_id
-    PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(out)

@@ -30,7 +30,7 @@ from vd.core.io import atomic_write_text, file_lock
 from vd.core.run import RunError, RunRecord, discover_checkpoints
 from vd.models import loading as models
 from vd.train import data as stage_data
-from vd.train.common import Interrupted, StageJob, is_main, quiet, run_callback, tidy, wait_for_everyone, write_run
+from vd.train.common import Interrupted, StageJob, is_main, quiet, run_callback, seal, tidy, wait_for_everyone, write_run
 
 # Config sections that determine every stage's training (plus the stage's own sections and its dataset's
 # entry): a run folder is resumed, or returned as complete, only under the same values.
@@ -252,6 +252,7 @@ def _train(cfg, stage, data, module, record: RunRecord, start_path, rows, report
 def _finish(job: StageJob, module, history: list, resumed_at: int | None) -> RunRecord:
     record = job.record
     record.checkpoints = discover_checkpoints(record.root)
+    seal(record, job.stage)  # finite final weights, no optimizer state kept
     if hasattr(module, "finish"):
         module.finish(job)
     record.complete = True

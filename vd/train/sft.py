@@ -8,6 +8,11 @@ score as their step 0.
 Framing (vd.core.chat): TRL tokenises each chat with our template and add_special_tokens=False
 (trl/trainer/sft_trainer.py _prepare_dataset, via transformers' apply_chat_template), so BOS comes from the
 template only; the assistant-only loss covers each answer and its end-of-turn token ({% generation %}).
+
+Long chats (ours): a chat longer than sft.max_length is truncated to its first max_length tokens, as TRL
+does (truncation_mode keep_start), and counted; one whose answer starts past that point trains nothing and
+is left out (TRL drops it; the runner counts it as longer_than_sft.max_length). Truncating keeps long
+answers' openings, where a stance is taken; dropping them would bias SFT towards short answers.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import shutil
 
 from vd.models import loading as models
-from vd.train.common import StageJob, is_main, load_policy, trl_args
+from vd.train.common import StageJob, is_main, load_policy, ready, trl_args
 
 SECTIONS = ("sft",)
 RESUMABLE = True
@@ -26,11 +31,40 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl import SFTConfig, SFTTrainer
 
     st = job.params
+    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    count_truncated(job, rows, tokenizer)
+    model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(SFTConfig, job.cfg, st, job.run_dir, max_length=st.max_length, assistant_only_loss=True)
-    return SFTTrainer(model=load_policy(job.cfg, job.start_model, st), args=args,
-                      train_dataset=datasets.Dataset.from_list(rows),
-                      processing_class=models.load_tokenizer(job.cfg, job.start_model),
-                      peft_config=models.lora_config(job.cfg), callbacks=job.callbacks)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=models.policy_lora_config(job.cfg, model, tokenizer),
+                         callbacks=job.callbacks)
+    expose_output_bias(trainer.model)
+    return ready(trainer, job.cfg, "sft", job.record.name)
+
+
+def expose_output_bias(model) -> None:
+    """TRL's default SFT loss reads `lm_head.weight` and `lm_head.bias` (trl/trainer/sft_trainer.py
+    _patch_chunked_ce_lm_head), but PEFT's wrapper of an output layer with trainable token rows passes on only
+    `weight` (peft/utils/other.py TrainableTokensWrapper._hasattr_wrapped): give it its layer's bias (none in
+    Llama or Qwen), as a plain attribute so that it is no second parameter."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
+        object.__setattr__(head, "bias", head.original_module.bias)
+
+
+def count_truncated(job: StageJob, rows: list[dict], tokenizer) -> int:
+    """How many chats are longer than sft.max_length (kept, truncated): in the data report and one line."""
+    limit = job.params.max_length
+    ids = tokenizer.apply_chat_template([r["messages"] for r in rows], tokenize=True, return_dict=True)["input_ids"]
+    n = sum(len(i) > limit for i in ids)
+    if n:
+        job.report.setdefault("truncated", {})["longer_than_sft.max_length"] = n
+        if is_main():
+            print(f"[{job.record.name}] {n} of {len(rows)} chats are longer than sft.max_length = {limit} tokens: "
+                  f"trained on their first {limit}", flush=True)
+    return n
 
 
 def finish(job: StageJob) -> None:

@@ -7,14 +7,17 @@ for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are 
 Framing: CPOTrainer renders the chat rows with our template, then prepends the tokenizer's BOS to the
 prompt and appends its EOS to each completion unless they are there already. It gets the tokenizer of
 `vd.core.chat.eos_at_end_of_turn`, so it adds nothing: its rows are the tokens DPO, SFT and the probes
-use (BOS first only where the tokenizer adds one; completions end at the end-of-turn token).
+use (BOS first only where the tokenizer adds one; completions end at the end-of-turn token). Pairs longer
+than simpo.max_length are left out, the same pairs DPO leaves out (vd.train.guards.drop_long_pairs):
+CPOTrainer would cut them, emptying the shorter completion and making its mean log-probability 0/0.
 """
 
 from __future__ import annotations
 
 from vd.core.chat import eos_at_end_of_turn
 from vd.models import loading as models
-from vd.train.common import StageJob, load_policy, trl_args
+from vd.train.common import StageJob, load_policy, ready, trl_args
+from vd.train.guards import fitting_pairs
 
 SECTIONS = ("simpo",)
 RESUMABLE = True
@@ -25,9 +28,12 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     st = job.params
+    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    rows = fitting_pairs(rows, tokenizer, "simpo", st.max_length)
+    model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(CPOConfig, job.cfg, st, job.run_dir, loss_type="simpo", cpo_alpha=0.0, beta=st.beta,
                     simpo_gamma=st.gamma, max_length=st.max_length, remove_unused_columns=False)
-    return CPOTrainer(model=load_policy(job.cfg, job.start_model, st), args=args,
-                      train_dataset=datasets.Dataset.from_list(rows),
-                      processing_class=eos_at_end_of_turn(models.load_tokenizer(job.cfg, job.start_model)),
-                      peft_config=models.lora_config(job.cfg), callbacks=job.callbacks)
+    trainer = CPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=eos_at_end_of_turn(tokenizer),
+                         peft_config=models.policy_lora_config(job.cfg, model, tokenizer), callbacks=job.callbacks)
+    return ready(trainer, job.cfg, "simpo", job.record.name)
