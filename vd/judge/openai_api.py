@@ -253,7 +253,15 @@ class OpenAIJudge:
         return results  # type: ignore[return-value]
 
 
-def _check_key(base_url: str | None) -> None:
+def api_key_for(base_url: str | None, missing: str = NO_KEY) -> str:
+    """The key an OpenAI-compatible client sends: OPENAI_API_KEY, else the placeholder "EMPTY" where
+    base_url (or the client's own $OPENAI_BASE_URL) names a server that may need none; where OpenAI's own
+    API would be called without a key, JudgeUnavailable(`missing`), one line saying what to set."""
+    _check_key(base_url, missing)
+    return os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
+
+def _check_key(base_url: str | None, missing: str = NO_KEY) -> None:
     # A local server (base_url, or the client's own $OPENAI_BASE_URL) may need no key; OpenAI's does.
     if not os.environ.get("OPENAI_API_KEY") and not (base_url or os.environ.get("OPENAI_BASE_URL")):
-        raise JudgeUnavailable(NO_KEY)
+        raise JudgeUnavailable(missing)

@@ -12,6 +12,6 @@ A stage is one module, named in vd.core.registry.STAGES, that defines
     set_total_steps optional, how --max-steps sets its length (PPO counts episodes)
 
 and vd.train.runner does the rest (request checks, the run folder, its lock, resume, the data report).
-Modules: common (shared helpers), data (the rows a stage trains on), runner, cli, and one per stage:
-sft, dpo, simpo, ppo, reward.
+Modules: common (shared helpers), data (the rows a stage trains on), preflight (what is checked before
+anything is written), runner, cli, and one per stage: sft, dpo, simpo, ppo, reward.
 """
