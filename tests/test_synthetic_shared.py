@@ -285,3 +285,49 @@ def test_the_openai_writer_calls_a_local_server_without_a_key(tiny_world, tmp_pa
         assert len(pairs.rows()) == 11 and pairs.manifest()["key"]["writer_endpoint"] == server.base_url
     finally:
         server.close()
+
+
+def counted_writer_from_config(cfg):
+    """`held`, also appending one line per call to the file named by VD_TEST_CALLS (shared by processes)."""
+    write = held_writer_from_config(cfg)
+
+    def counted(question, topic, stance):
+        with open(os.environ["VD_TEST_CALLS"], "a") as f:
+            f.write(f"{stance}\t{question}\n")
+        return write(question, topic, stance)
+
+    return counted
+
+
+@pytest.mark.slow
+def test_two_processes_build_one_set_once(tiny_world, tmp_path):
+    """The second process waits for the first's lock, then reads the set the first built: each answer is
+    written once, and both return the same folder."""
+    hold, started, calls = tmp_path / "hold", tmp_path / "started", tmp_path / "calls.tsv"
+    hold.touch()
+    script = textwrap.dedent(f"""
+        from vd.core import registry
+        registry.ANSWER_WRITERS["counted"] = "test_synthetic_shared:counted_writer_from_config"
+        from vd.core.config import load_config
+        from vd.data.synthetic_set import ensure_pairs
+        cfg = load_config("tiny", {{"data.synthetic.generator": "counted", "data.synthetic.prompts_per_topic": 1}})
+        print("set", ensure_pairs(cfg, "support", {str(tmp_path / 'tiny')!r}).sha256(), flush=True)
+    """)
+    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "VD_TEST_HOLD": str(hold),
+           "VD_TEST_STARTED": str(started), "VD_TEST_CALLS": str(calls)}
+    run = lambda: subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,  # noqa: E731
+                                   stderr=subprocess.STDOUT, text=True)
+    first = run()
+    deadline = time.time() + 240
+    while not started.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second, seen = run(), ""
+    while "waiting" not in seen and second.poll() is None:
+        seen += second.stdout.readline()
+    assert "another process is building support-" in seen, seen  # it found the lock taken, mid-build
+    hold.unlink()
+    out = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, out
+    assert len(calls.read_text().splitlines()) == 2 * 11  # every answer written once, by one process
+    shas = [line.split()[1] for o in out for line in o.splitlines() if line.startswith("set ")]
+    assert len(shas) == 2 and shas[0] == shas[1]
