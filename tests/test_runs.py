@@ -101,18 +101,36 @@ def test_sft_killed_during_its_merge_finishes_as_an_uninterrupted_run(cfg, strai
 def test_two_processes_training_one_run_never_write_into_each_other(straight, tmp_path):
     """The second `vd train` of the same run waits for the first's lock, then finds the run complete and
     returns it: one set of checkpoints, exactly the steps asked for, the same weights as a lone run."""
-    runs = tmp_path / "runs"
-    first = subprocess.Popen(_vd_train(runs), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    runs, hold = tmp_path / "runs", tmp_path / "hold"
+    hold.touch()
+    # the first process holds its lock until the second is seen waiting for it (no race on start-up times)
+    held_first = textwrap.dedent(f"""
+        import pathlib, sys, time
+        from vd.train import runner
+        real = runner._train
+        def held(*args, **kwargs):
+            while pathlib.Path({str(hold)!r}).exists():
+                time.sleep(0.05)
+            return real(*args, **kwargs)
+        runner._train = held
+        from vd.train.cli import main
+        sys.exit(main({_vd_train(runs)[3:]!r}))
+    """)
+    first = subprocess.Popen([sys.executable, "-c", held_first], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
     run_json = runs / "tiny" / "sft-wildchat" / "run.json"
     deadline = time.time() + 240
     while not run_json.is_file() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the first process holds the lock and is training
-    second = subprocess.run(_vd_train(runs), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    first_out = first.communicate(timeout=300)[0]
-    assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second.stderr[-2000:]
-    assert "another process is training this run; waiting" in second.stdout
-    assert "complete, 2 checkpoints of 4 steps" in second.stdout
+        time.sleep(0.05)  # the first process holds the lock and is about to train
+    second, said = subprocess.Popen(_vd_train(runs), env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True), ""
+    while "waiting" not in said and second.poll() is None:
+        said += second.stdout.readline()
+    hold.unlink()
+    first_out, second_out = first.communicate(timeout=300)[0], said + second.communicate(timeout=300)[0]
+    assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second_out[-2000:]
+    assert "another process is training this run; waiting" in second_out
+    assert "complete, 2 checkpoints of 4 steps" in second_out
     run = run_json.parent
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert RunRecord.read(run).complete

@@ -165,10 +165,10 @@ def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None 
     if max_steps is not None:
         getattr(module, "set_total_steps", _set_max_steps)(cfg.stage(stage), max_steps)
     run_dir = Path(runs_dir) / cfg.size / (run_name or default_run_name(stage, data, src and src.root))
-    start = _start(cfg, src)
-    check_stage(cfg, stage, data, module, start[0])
     try:
-        with run_lock(run_dir):
+        with run_lock(run_dir):  # first: a second process waits here, not after its own preflight
+            start = _start(cfg, src)
+            check_stage(cfg, stage, data, module, start[0])
             return _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwrite, stop_after).root
     except OSError as e:  # a full disk, a folder not writable: one line naming the file
         error = write_error(e, run_dir)
