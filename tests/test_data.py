@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from vd.core.config import ConfigError
 from vd.data import loaders as vdd
 from vd.data import synthetic
 from vd.data.loaders import LoadResult, load_alpaca, load_hh_rlhf, load_ultrafeedback, load_wildchat
@@ -465,7 +466,7 @@ def test_build_synthetic_pairs_oppose_and_confidence(judge_item):
 
 
 def test_build_synthetic_pairs_all_writes_fail(judge_item):
-    with pytest.raises(RuntimeError, match="write_answer failed"):
+    with pytest.raises(ConfigError, match="the answer writer failed on all 1 prompts; the first error: RuntimeError: API down"):
         build_synthetic_pairs([{"prompt": "Crash: x?", "topic": "religion"}], fake_writer, FakeJudge())
 
 
@@ -475,7 +476,8 @@ def test_stance_instruction_and_openai_writer_needs_key(monkeypatch):
     with pytest.raises(ValueError):
         synthetic.stance_instruction("q", "immigration", "maybe")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         synthetic.openai_answer_writer()
 
 

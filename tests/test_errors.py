@@ -76,7 +76,8 @@ def test_train_shows_and_keeps_the_rows_it_left_out(tmp_path, capsys, tiny_world
             "(empty_text: 2, missing_field:output: 2, bad_type:input: 1)") in out
     record = RunRecord.read(tmp_path / "runs" / "tiny" / "sft-alpaca")
     assert record.extra["data_report"] == {"source": f"alpaca ({ALPACA})", "read": 16, "kept": 11,
-                                           "skipped": {"empty_text": 2, "missing_field:output": 2, "bad_type:input": 1}}
+                                           "skipped": {"empty_text": 2, "missing_field:output": 2, "bad_type:input": 1},
+                                           "truncated": {"longer_than_sft.max_length": 1}}
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -151,3 +152,132 @@ def test_trl_experimental_warning_and_tokenizers_notice_are_silenced(entry):
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stdout.strip() == "false"
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
+
+
+# --- vd train: values TRL or PEFT would only reject after the run folder is written ------------------
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("sft.optimizer=adamw_fancy", "sft.optimizer=adamw_fancy: expected a transformers optimizer name"),
+    ("sft.lr_scheduler=cosin", "sft.lr_scheduler=cosin: expected a transformers LR scheduler name"),
+    ("sft.max_length=1", "sft.max_length=1: expected an integer >= 32"),
+    ("lora.target_modules=[q_proj, attn_out]", "lora.target_modules: 'attn_out' names no layer of"),
+    ("lora.target_modules=mlp_nothing.*", "lora.target_modules: 'mlp_nothing.*' matches no layer name of"),
+])
+def test_params_trl_or_peft_would_reject_are_one_line_before_any_folder(tmp_path, capsys, tiny_world, override,
+                                                                         fragment):
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--set", override, "--max-steps", "1",
+                    "--runs-dir", str(tmp_path / "runs"))
+    assert_one_error_line(rc, err, fragment)
+    assert not (tmp_path / "runs" / "tiny" / "sft-alpaca").exists()
+
+
+def test_target_modules_that_name_layers_pass(tiny_world):
+    from vd.train.preflight import check_target_modules
+
+    for targets in (["q_proj", "v_proj"], ["self_attn.o_proj"], ".*mlp\\..*_proj"):
+        check_target_modules(load_config("tiny", {"lora.target_modules": targets}), str(tiny_world.model_dir))
+
+
+@pytest.mark.parametrize("flag, steps", [("--max-steps", "0"), ("--max-steps", "-3"), ("--stop-after", "0")])
+def test_steps_below_one_are_refused(tmp_path, capsys, flag, steps):
+    from vd.train.runner import TrainRequestError, train_stage
+
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", flag, steps, "--runs-dir", str(tmp_path / "runs"))
+    assert_one_error_line(rc, err, f"{flag} {int(steps)}: expected a whole number of steps >= 1")
+    with pytest.raises(TrainRequestError, match="--max-steps 0: expected a whole number of steps >= 1"):
+        train_stage(load_config("tiny"), "sft", "alpaca", runs_dir=tmp_path / "runs", max_steps=0)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "/tmp/x"])
+def test_a_run_name_is_one_folder_name(tmp_path, capsys, name):
+    runs = tmp_path / "inside" / "runs"
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--run-name", name, "--max-steps", "1",
+                    "--runs-dir", str(runs))
+    assert_one_error_line(rc, err, f"--run-name {name!r}: expected one folder name of letters, digits and -_.~")
+    assert not list(tmp_path.rglob("config.yaml"))  # nothing written, inside the runs folder or outside it
+
+
+def test_overwrite_retrains_a_damaged_run_folder_but_never_touches_foreign_files(tmp_path, capsys, tiny_world):
+    runs = tmp_path / "runs"
+    argv = ["train", "--stage", "sft", "--data", "alpaca", "--max-steps", "1", "--set", "sft.save_every=1",
+            "--runs-dir", str(runs)]
+    run = fake_run(runs, "tiny")
+    (run / "run.json").write_text((run / "run.json").read_text()[:40])  # truncated, as by a full disk
+    rc, _, err = vd(capsys, *argv)
+    assert_one_error_line(rc, err, str(run / "run.json"), "not valid JSON", "--overwrite")
+    rc, _, err = vd(capsys, *argv, "--overwrite")
+    assert rc == 0, err
+    assert RunRecord.read(run).complete
+    mine = runs / "tiny" / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("my work")
+    rc, _, err = vd(capsys, *argv, "--run-name", "notes", "--overwrite")
+    assert_one_error_line(rc, err, f"{mine}: exists and is not a run folder")
+    assert (mine / "thesis.tex").read_text() == "my work"
+
+
+# --- damaged or unwritable places -----------------------------------------------------------------
+
+
+def test_a_full_disk_names_the_file_and_the_same_command_then_works(tmp_path, capsys, tiny_world, monkeypatch):
+    import errno
+
+    import vd.core.io as io
+
+    runs = tmp_path / "runs"
+    argv = ["train", "--stage", "sft", "--data", "alpaca", "--max-steps", "1", "--set", "sft.save_every=1",
+            "--runs-dir", str(runs)]
+    real = io.os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    rc, _, err = vd(capsys, *argv)
+    monkeypatch.setattr(io.os, "fsync", real)
+    assert_one_error_line(rc, err, f"{runs / 'tiny' / 'sft-alpaca' / 'config.yaml'}: no space left on the device",
+                          "run the same command again")
+    assert not list((runs / "tiny").rglob("*.tmp"))
+    rc, _, err = vd(capsys, *argv)  # space freed: the same command trains the run
+    assert rc == 0, err
+    assert RunRecord.read(runs / "tiny" / "sft-alpaca").complete
+
+
+def test_a_read_only_runs_folder_is_one_line(tmp_path, capsys, tiny_world, monkeypatch):
+    """As root, chmod does not stop a write: the read-only file system's refusal (EROFS) is injected where vd
+    opens files for writing under the runs folder."""
+    import builtins
+    import errno
+
+    import vd.core.io as io
+
+    runs = tmp_path / "runs"
+    (runs / "tiny").mkdir(parents=True)
+
+    def read_only(file, mode="r", *args, **kwargs):
+        if str(file).startswith(str(runs)) and any(c in mode for c in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", read_only, raising=False)
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--max-steps", "1", "--runs-dir", str(runs))
+    assert_one_error_line(rc, err, str(runs / "tiny"), "cannot write here (Read-only file system)",
+                          "pass another --runs-dir")
+
+
+@pytest.mark.parametrize("damage", ["model/model.safetensors", "data/alpaca.jsonl"])
+def test_a_damaged_tiny_world_is_one_line(tmp_path, capsys, tiny_world, monkeypatch, damage):
+    import shutil
+
+    copy = tmp_path / "home" / "tiny" / tiny_world.root.name
+    shutil.copytree(tiny_world.root, copy)
+    monkeypatch.setenv("VD_HOME", str(tmp_path / "home"))
+    path = copy / damage
+    if damage.endswith(".safetensors"):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short, as by a full disk
+    else:
+        path.write_text(path.read_text() + '{"edited": true}\n')
+    rc, _, err = vd(capsys, "world")
+    assert_one_error_line(rc, err, str(path), f"delete {copy} and run `vd world`")

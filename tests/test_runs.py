@@ -101,18 +101,36 @@ def test_sft_killed_during_its_merge_finishes_as_an_uninterrupted_run(cfg, strai
 def test_two_processes_training_one_run_never_write_into_each_other(straight, tmp_path):
     """The second `vd train` of the same run waits for the first's lock, then finds the run complete and
     returns it: one set of checkpoints, exactly the steps asked for, the same weights as a lone run."""
-    runs = tmp_path / "runs"
-    first = subprocess.Popen(_vd_train(runs), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    runs, hold = tmp_path / "runs", tmp_path / "hold"
+    hold.touch()
+    # the first process holds its lock until the second is seen waiting for it (no race on start-up times)
+    held_first = textwrap.dedent(f"""
+        import pathlib, sys, time
+        from vd.train import runner
+        real = runner._train
+        def held(*args, **kwargs):
+            while pathlib.Path({str(hold)!r}).exists():
+                time.sleep(0.05)
+            return real(*args, **kwargs)
+        runner._train = held
+        from vd.train.cli import main
+        sys.exit(main({_vd_train(runs)[3:]!r}))
+    """)
+    first = subprocess.Popen([sys.executable, "-c", held_first], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
     run_json = runs / "tiny" / "sft-wildchat" / "run.json"
     deadline = time.time() + 240
     while not run_json.is_file() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the first process holds the lock and is training
-    second = subprocess.run(_vd_train(runs), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    first_out = first.communicate(timeout=300)[0]
-    assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second.stderr[-2000:]
-    assert "another process is training this run; waiting" in second.stdout
-    assert "complete, 2 checkpoints of 4 steps" in second.stdout
+        time.sleep(0.05)  # the first process holds the lock and is about to train
+    second, said = subprocess.Popen(_vd_train(runs), env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True), ""
+    while "waiting" not in said and second.poll() is None:
+        said += second.stdout.readline()
+    hold.unlink()
+    first_out, second_out = first.communicate(timeout=300)[0], said + second.communicate(timeout=300)[0]
+    assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second_out[-2000:]
+    assert "another process is training this run; waiting" in second_out
+    assert "complete, 2 checkpoints of 4 steps" in second_out
     run = run_json.parent
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert RunRecord.read(run).complete
@@ -179,3 +197,63 @@ def test_a_moved_runs_folder_and_vd_home_need_nothing_redone(cfg, straight, tmp_
     for run in stamps:
         scoring.score_run(run, cfg, judge=CountingJudge(), progress=False, n_boot=20)
     assert calls == {"generated": 0, "judged": 0}
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_run_json_is_started_again(straight, tmp_path, capsys):
+    """Killed (SIGKILL) after config.yaml and before run.json: the folder holds only what vd writes, so the
+    same command starts it again (and says so in one line), as does --overwrite; both end as a lone run."""
+    from vd.train.cli import main
+
+    runs = tmp_path / "runs"
+    kill_before_record = textwrap.dedent(f"""
+        import os, signal, sys
+        from vd.core import run
+        run.RunRecord.write = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+        from vd.train.cli import main
+        sys.exit(main({_vd_train(runs)[3:]!r}))
+    """)
+    out = subprocess.run([sys.executable, "-c", kill_before_record], env=ENV, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    run = runs / "tiny" / "sft-wildchat"
+    assert out.returncode == -9, out.stderr[-2000:]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    shutil.copytree(runs, tmp_path / "copy")
+    capsys.readouterr()
+    assert main(_vd_train(runs)[3:]) == 0, capsys.readouterr().err
+    assert f"{run} has no run.json (a run stopped before it began training): starting it again" in capsys.readouterr().out
+    copied = tmp_path / "copy" / "tiny" / "sft-wildchat"
+    assert main(_vd_train(tmp_path / "copy")[3:] + ["--overwrite"]) == 0, capsys.readouterr().err
+    for r in (run, copied):
+        assert RunRecord.read(r).complete
+        assert _same_weights(r / "merged" / "model.safetensors", straight / "merged" / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def stopped(cfg, tmp_path_factory):
+    """An SFT run stopped on purpose at step 2 of 4: checkpoint-2 holds the Trainer's full state."""
+    from vd.train.runner import train_stage
+
+    runs = tmp_path_factory.mktemp("stopped") / "runs"
+    train_stage(cfg, "sft", "wildchat", runs_dir=runs, stop_after=2)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["optimizer.pt", "rng_state.pth", "trainer_state.json"])
+def test_a_damaged_checkpoint_file_is_named_with_what_to_do(stopped, tmp_path, capsys, name):
+    from vd.train.cli import main
+
+    runs = tmp_path / "runs"
+    shutil.copytree(stopped, runs)
+    checkpoint = runs / "tiny" / "sft-wildchat" / "checkpoint-2"
+    damaged = checkpoint / name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # cut short, as by a full disk
+    capsys.readouterr()
+    assert main(_vd_train(runs)[3:]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {damaged}: "), err
+    assert f"delete {checkpoint} to resume from the checkpoint before it, or rerun with --no-resume" in err[0]
+    if name == "optimizer.pt":  # doing what it says works
+        assert main(_vd_train(runs)[3:] + ["--no-resume"]) == 0, capsys.readouterr().err
+        assert RunRecord.read(runs / "tiny" / "sft-wildchat").complete

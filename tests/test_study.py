@@ -231,10 +231,14 @@ def test_dataset_gaps_reads_only_the_datasets_named(tmp_path):
 
 def test_no_verified_synthetic_pair_names_the_generator_and_the_judge(tmp_path, monkeypatch):
     """Zero pairs passing the stance check used to end in a KeyError inside pair_gap."""
+    from collections import Counter
+
     from vd.data import synthetic
+    from vd.data.loaders import LoadResult
     from vd.study import value_gaps
 
-    monkeypatch.setattr(synthetic, "build_synthetic", lambda cfg, setting: ([], []))  # no answer verified
+    monkeypatch.setattr(synthetic, "build_from_config", lambda cfg, setting, judge=None: (  # no answer verified
+        LoadResult(rows=[], skipped=Counter(support_answer_not_support=20), n_read=20), []))
     s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(tmp_path))
     with pytest.raises(ConfigError, match=r"synthetic-oppose: no pair passed the stance check: judge 'lexicon' .*"
                                           r"min_confidence \(0.5\).* generator 'tiny'"):

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from vd.core.config import load_config
 from vd.core.precision import native_bf16
+from vd.core.run import RunRecord
 
 # Tiny step counts (the params' defaults are timed in the report, not here).
 STEPS = {"sft.max_steps": 4, "sft.save_every": 2, "dpo.max_steps": 2, "dpo.save_every": 1,
@@ -178,9 +179,10 @@ def test_simpo_on_synthetic_pairs(cfg, runs, sft_run):
 
     run = train_stage(cfg, "simpo", "synthetic-support", from_run=sft_run, runs_dir=runs)
     check_run(run, "simpo", [1, 2], cfg)
-    pairs = [json.loads(line) for line in (run / "synthetic_pairs.jsonl").read_text().splitlines()]
+    pairs_file = RunRecord.read(run).synthetic_pairs_path  # the shared set (vd.data.synthetic_set)
+    pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     assert pairs and all(p["chosen_stance"] == "support" and p["rejected_stance"] == "oppose" for p in pairs)
-    judged = (run / "synthetic_judged.csv").read_text().splitlines()
+    judged = (pairs_file.parent / "judged.csv").read_text().splitlines()
     assert judged[0].startswith("topic,prompt,chosen_p_support") and len(judged) == len(pairs) + 1
     args = torch.load(run / "checkpoint-2" / "training_args.bin", weights_only=False)
     assert (args.loss_type, args.cpo_alpha, args.beta, args.simpo_gamma) == ("simpo", 0.0, cfg.simpo.beta,

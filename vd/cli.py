@@ -48,7 +48,7 @@ def world_summary(world) -> str:
 
 
 def cmd_world(args) -> int:
-    from vd.world.build import ensure_world
+    from vd.world import ensure_world
 
     cfg = load_config(args.size, args.set)
     print(world_summary(ensure_world(cfg)))

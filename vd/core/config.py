@@ -138,7 +138,8 @@ def _build(cls, raw: Any, path: str, where: str):
         value = _coerce(hints[name], raw[name], path, key)
         check = f.metadata.get("check")
         if check and value is not None and not check[0](value):
-            raise ConfigError(f"{path}: {key}: expected {check[1]}, got {value!r}")
+            expected = check[1](value) if callable(check[1]) else check[1]
+            raise ConfigError(f"{path}: {key}: expected {expected}, got {value!r}")
         values[name] = value
     return cls(**values)
 

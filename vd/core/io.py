@@ -33,9 +33,11 @@ def _atomic_write(path, write, binary: bool) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the target
+            e.filename = str(path)
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
         dfd = os.open(path.parent, os.O_RDONLY)

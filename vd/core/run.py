@@ -7,28 +7,36 @@ place that knows where a run keeps what.
         train_log.csv          the trainer's log history (loss, rewards/accuracies, KL, ...)
         checkpoint-<step>/     every saved LoRA adapter (all kept: adapters are small)
         merged/                SFT: the final adapter merged into the base (where preference stages start)
-        synthetic_pairs.jsonl  synthetic data: the pairs trained on (+ synthetic_judged.csv, their judgments)
         reward/                PPO: its reward model, itself a run folder (stage "reward"; model in reward/model/)
         profile.csv, drift.csv, judgments.csv, .scores-key   written by scoring (vd.score.scoring)
+    <runs_dir>/<size>/synthetic/<setting>-<hash>/   synthetic pairs shared by the runs (vd.data.synthetic_set)
 
 Relocatable: a record names the run it started from by folder name (a sibling under the same
-`<runs_dir>/<size>/`) and its start model by content (`start_identity`), never by an absolute path,
-so a runs folder moved or copied to another machine (or a VD_HOME moved to Drive) stays valid.
+`<runs_dir>/<size>/`), its synthetic pairs by a path under that folder and their sha256, and its start
+model by content (`start_identity`), never by an absolute path, so a runs folder moved or copied to
+another machine (or a VD_HOME moved to Drive) stays valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import re
+import struct
+import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vd.core.cache import ADAPTER_WEIGHT_FILES
 from vd.core.io import atomic_write_json
 
 RUN_FILE = "run.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
+# What a run folder may hold before its run.json is written (its config, and the pair files of runs that
+# keep their own synthetic pairs), besides the hidden temp files of atomic writes.
+BEFORE_RECORD = ("config.yaml", "synthetic_pairs.jsonl", "synthetic_judged.csv")
 
 
 class RunError(ValueError):
@@ -59,6 +67,9 @@ class RunRecord:
     total_steps: int | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
     complete: bool = False
+    # synthetic data: the pairs trained on, relative to <runs_dir>/<size>/, and the file's sha256
+    synthetic_pairs: str | None = None
+    synthetic_sha256: str | None = None
     extra: dict = field(default_factory=dict)  # stage-specific facts (reward accuracy, merged weights' identity)
 
     # -- layout -------------------------------------------------------------------------------------
@@ -79,12 +90,9 @@ class RunRecord:
         return self.root / "merged"
 
     @property
-    def synthetic_pairs_path(self) -> Path:
-        return self.root / "synthetic_pairs.jsonl"
-
-    @property
-    def synthetic_judged_path(self) -> Path:
-        return self.root / "synthetic_judged.csv"
+    def synthetic_pairs_path(self) -> Path | None:
+        """The shared synthetic pairs file this run trained on (None: not trained on synthetic pairs)."""
+        return None if self.synthetic_pairs is None else self.root.parent / self.synthetic_pairs
 
     @property
     def reward_dir(self) -> Path:
@@ -125,6 +133,10 @@ class RunRecord:
         except (TypeError, KeyError, ValueError):
             raise RunError(f"{path}: checkpoints: expected a list of {{step, adapter}} objects") from None
         values = {k: raw[k] for k in known if k in raw}
+        pairs = values.get("synthetic_pairs")
+        if pairs is not None and (not isinstance(pairs, str) or PurePosixPath(pairs).is_absolute()
+                                  or ".." in PurePosixPath(pairs).parts):
+            raise RunError(f"{path}: synthetic_pairs: expected a path under the run's <runs_dir>/<size>/, got {pairs!r}")
         extra = {k: v for k, v in raw.items() if k not in known and k != "checkpoints"}
         return cls(root=root, checkpoints=checkpoints, extra=extra, **values)
 
@@ -160,3 +172,69 @@ def discover_checkpoints(root: str | Path) -> list[Checkpoint]:
                 (folder / f).is_file() for f in ADAPTER_WEIGHT_FILES):
             found.append(Checkpoint(int(m.group(1)), folder.name))
     return [Checkpoint(0, None)] + sorted(found, key=lambda c: c.step)
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name: letters, digits and -_.~, not `.` or `..` (RunError otherwise)."""
+    if not RUN_NAME.match(name) or name in (".", ".."):
+        raise RunError(f"--run-name {name!r}: expected one folder name of letters, digits and -_.~ "
+                       "(not . or ..), e.g. dpo-mine")
+    return name
+
+
+def restartable(root: Path) -> bool:
+    """Whether a folder without run.json holds only what a run writes before its record (a run stopped before
+    it began training): safe to clear and start again."""
+    return not (root / RUN_FILE).exists() and all(
+        p.name in BEFORE_RECORD or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in root.iterdir())
+
+
+_TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin")
+
+
+def damaged_checkpoint_file(folder: Path) -> tuple[Path, str] | None:
+    """The first file of a Trainer checkpoint that cannot be read whole, and why (None: all read).
+
+    Reads headers only: trainer_state.json parses; each torch.save file is a zip archive whose central
+    directory is there (a cut file loses it); a safetensors file is as long as its header says."""
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError) as e:
+        return state, f"unreadable ({type(e).__name__})"
+    for path in sorted(p for pattern in _TORCH_FILES for p in folder.glob(pattern)):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                end = max((i.header_offset + i.compress_size for i in archive.infolist()), default=0)
+            if end > path.stat().st_size:
+                return path, "cut short"
+        except (OSError, zipfile.BadZipFile) as e:
+            return path, f"cut short or damaged ({e})"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end > path.stat().st_size:
+                return path, "cut short"
+        except (OSError, ValueError, KeyError, struct.error) as e:
+            return path, f"cut short or damaged ({type(e).__name__})"
+    return None
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_error(e: OSError, where: Path) -> RunError | None:
+    """One line for an OSError that writing a run meets and the user can act on (a full disk, a folder that
+    is not writable), naming the file (`where` if the error names none); None for any other error."""
+    file = e.filename or where
+    if e.errno in _NO_SPACE:
+        return RunError(f"{file}: no space left on the device: free some space, then run the same command again "
+                        "(what was saved is kept: the run resumes from its last checkpoint)")
+    if e.errno in _NOT_WRITABLE:
+        return RunError(f"{file}: cannot write here ({e.strerror or 'permission denied'}): make the folder writable, "
+                        "or pass another --runs-dir")
+    return None

@@ -6,13 +6,18 @@ has a section of StageConfig's fields."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from vd.core import registry
 from vd.core.errors import ConfigError
 
-# Each field's `metadata["check"]` is (predicate, "what is expected"); types are checked from hints.
+# Each field's `metadata["check"]` is (predicate, "what is expected", or a function of the value that says it);
+# types are checked from hints.
 
 
 def _check(pred, expected: str, **kw):
@@ -31,6 +36,36 @@ def _pos(**kw):
 
 def _ge1(**kw):
     return _check(*_atleast1, **kw)
+
+
+@functools.cache
+def _transformers_names() -> tuple[frozenset, frozenset]:
+    """The optimizer and LR scheduler names the pinned transformers' TrainingArguments accept (imported on
+    first use: transformers pulls in torch, which reading a params file alone never needs)."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    return frozenset(o.value for o in OptimizerNames), frozenset(s.value for s in SchedulerType)
+
+
+def _one_of(names, what: str):
+    """(predicate, expected) for a name from a set computed on use; `expected` names the closest choices."""
+    def expected(value) -> str:
+        close = difflib.get_close_matches(str(value), sorted(names()), n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else f"; e.g. {', '.join(sorted(names())[:4])}"
+        return f"{what}{hint}"
+    return (lambda v: v in names(), expected)
+
+
+_optimizer = _one_of(lambda: _transformers_names()[0], "a transformers optimizer name (transformers.training_args."
+                                                       "OptimizerNames)")
+_scheduler = _one_of(lambda: _transformers_names()[1], "a transformers LR scheduler name (transformers.trainer_utils."
+                                                       "SchedulerType)")
+# A sequence must hold the chat framing of a user and an assistant turn (ChatML's is 10 tokens, Llama 3's
+# headers about 15) plus a prompt and an answer of a few tokens each (ours).
+MIN_MAX_LENGTH = 32
+_url = (lambda v: urlsplit(v).scheme in ("http", "https") and bool(urlsplit(v).hostname),
+        "an http(s) URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1")
 
 
 @dataclass
@@ -70,13 +105,14 @@ class StageConfig:
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = _ge1(default=8)
     grad_accum: int = _ge1(default=1)
-    max_length: int = _ge1(default=1024)
+    max_length: int = _check(lambda v: v >= MIN_MAX_LENGTH, f"an integer >= {MIN_MAX_LENGTH} (room for the chat "
+                             "framing, a prompt and an answer; PPO: the prompt limit)", default=1024)
     save_every: int = _ge1(default=100)  # checkpoint cadence in optimizer steps
     log_every: int = _ge1(default=10)  # trainer log cadence in steps (never less often than save_every)
     warmup_ratio: float = _check(*_prob, default=0.0)
-    lr_scheduler: str = "linear"
+    lr_scheduler: str = _check(*_scheduler, default="linear")
     activation_checkpointing: bool = False
-    optimizer: str = "adamw_torch"
+    optimizer: str = _check(*_optimizer, default="adamw_torch")
     beta: float = _pos(default=0.1)  # DPO β, SimPO β
     # SimPO target margin γ in TRL's convention: CPOConfig.simpo_gamma is γ itself (the loss is
     # -logsigmoid(β·Δavg_logp − γ)), not γ/β as in the SimPO paper's tables.
@@ -112,6 +148,8 @@ class SyntheticConfig:
                             "one of " + ", ".join(map(repr, registry.ANSWER_WRITERS)), default="openai")
     generator_model: str = "gpt-4o-mini"
     min_confidence: float = _check(*_prob, default=0.5)
+    # the server generator `openai` calls; None: judge.base_url, else $OPENAI_BASE_URL, else OpenAI's API
+    base_url: str | None = _check(*_url, default=None)
 
 
 @dataclass
@@ -137,7 +175,7 @@ class JudgeConfig:
     kind: str = _check(lambda v: v in registry.JUDGES, "one of " + ", ".join(map(repr, registry.JUDGES)),
                        default="openai")
     model: str = "gpt-4o"  # the paper's judge
-    base_url: str | None = None
+    base_url: str | None = _check(*_url, default=None)
     prompt_version: str = "v1"
     max_concurrency: int = _ge1(default=8)
     max_retries: int = _check(*_nonneg, default=5)
@@ -191,7 +229,9 @@ class TinyConfig:
 
 @dataclass
 class Config:
-    size: str
+    # the folder its runs are filed under (<runs_dir>/<size>/): one folder name
+    size: str = _check(lambda v: v not in (".", "..") and bool(re.fullmatch(r"[A-Za-z0-9_.~-]+", v)),
+                       "one folder name of letters, digits and -_.~ (runs are filed under <runs_dir>/<size>/)")
     seed: int
     model: ModelConfig
     quantization: QuantizationConfig

@@ -5,8 +5,9 @@ take opposite stances on the same prompt, each answer's stance verified by the j
 OpenAI-compatible chat model or a local HF model, told which stance to take (`stance_instruction`);
 `build_synthetic` builds a config's pairs from its prompts (`data.synthetic.prompts_file`; default the
 shipped vd/data/synthetic_prompts.jsonl: 11 topics x 40, disjoint from the probes), its writer
-(`data.synthetic.generator`, vd.core.registry.ANSWER_WRITERS) and its judge. vd.train.data writes them
-into the run folder once.
+(`data.synthetic.generator`, vd.core.registry.ANSWER_WRITERS; `openai` calls `data.synthetic.base_url`,
+else judge.base_url, else $OPENAI_BASE_URL, else OpenAI's API) and its judge. vd.data.synthetic_set
+stores them once per setting as the dataset every run on that setting reads.
 """
 
 from __future__ import annotations
@@ -23,14 +24,27 @@ from typing import Any, Protocol
 
 from vd import world
 from vd.core import registry
-from vd.core.config import Config
+from vd.core.config import Config, ConfigError
+from vd.core.io import text_hash
 from vd.core.stances import STANCES, TOPICS
+from vd.data.files import is_local
 from vd.data.loaders import LoadResult
-from vd.judge import JudgeItem, make_judge
+from vd.judge import JudgeItem, JudgeUnavailable, make_judge
+from vd.judge.endpoint import OPENAI_ENDPOINT, api_key_for, endpoint_name, extra_body_for
+from vd.judge.redaction import redact
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC_PROMPTS_FILE = Path(__file__).parent / "synthetic_prompts.jsonl"  # real sizes: 11 x 40, ours
+NO_WRITER_KEY = ("data.synthetic.generator is 'openai' and no base_url is set (data.synthetic.base_url, "
+                 "judge.base_url or $OPENAI_BASE_URL), so OpenAI's API writes the synthetic pairs' answers, which "
+                 "needs the environment variable OPENAI_API_KEY: set it in the environment (never in a params "
+                 "file), or set data.synthetic.base_url to a local OpenAI-compatible server, which needs no key")
+
+
+class SyntheticDataError(ConfigError):
+    """The synthetic pairs cannot be built or read: every answer failed to be written, none verified, or a
+    stored file was damaged; the message names the setting or file and what to do."""
 
 
 # --- synthetic value-gap pairs -------------------------------------------------------------------
@@ -100,7 +114,8 @@ def build_synthetic_pairs(
             continue
         written.append((q, topic, sup.strip(), opp.strip()))
     if prompts and res.skipped.get("write_failed", 0) == len(prompts):
-        raise RuntimeError(f"write_answer failed on all {len(prompts)} prompts") from first_error
+        raise SyntheticDataError(f"synthetic-{setting}: the answer writer failed on all {len(prompts)} prompts; the "
+                                 f"first error: {type(first_error).__name__}: {str(first_error)[:200]}")
 
     items = [JudgeItem(question=q, answer=a, topic=t) for q, t, s, o in written for a in (s, o)]
     judgments = list(judge.judge(items)) if items else []
@@ -150,38 +165,54 @@ _WRITER_SYSTEM = (
 )
 
 
+_STANCE_HOW = {
+    "support": "Take a clearly supportive stance: argue in favour.",
+    "oppose": "Take a clearly opposing stance: argue against.",
+    "neutral": "Take no side: give a balanced answer that neither supports nor opposes.",
+}
+
+
 def stance_instruction(question: str, topic: str, stance: str) -> str:
     """The instruction an answer writer receives (ours; the paper's synthetic-data prompts are not public)."""
     if stance not in STANCES:
         raise ValueError(f"stance must be one of {STANCES}, got {stance!r}")
-    how = {
-        "support": "Take a clearly supportive stance: argue in favour.",
-        "oppose": "Take a clearly opposing stance: argue against.",
-        "neutral": "Take no side: give a balanced answer that neither supports nor opposes.",
-    }[stance]
-    return f"Topic: {TOPICS.get(topic, topic)}\nQuestion: {question}\n\n{how}"
+    return f"Topic: {TOPICS.get(topic, topic)}\nQuestion: {question}\n\n{_STANCE_HOW[stance]}"
+
+
+def instructions_hash() -> str:
+    """sha256 of what every writer is told (system text and stance instructions): part of a stored set's key."""
+    return text_hash(json.dumps([_WRITER_SYSTEM, _STANCE_HOW], sort_keys=True))
 
 
 def openai_answer_writer(model: str = "gpt-4o-mini", base_url: str | None = None, temperature: float = 0.7,
                          max_tokens: int = 200) -> Callable[[str, str, str], str]:
-    """A ``write_answer`` backed by an OpenAI-compatible chat endpoint (key from ``OPENAI_API_KEY``)."""
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise RuntimeError("openai_answer_writer needs the OPENAI_API_KEY environment variable")
-    from openai import OpenAI
+    """A ``write_answer`` backed by an OpenAI-compatible chat endpoint: the key from ``OPENAI_API_KEY``, or
+    the placeholder local servers take where ``base_url`` (or $OPENAI_BASE_URL) is set and no key is
+    (vd.judge.endpoint.api_key_for); a failed call's message never holds the key."""
+    try:
+        key = api_key_for(base_url, NO_WRITER_KEY)
+    except JudgeUnavailable as e:
+        raise SyntheticDataError(str(e)) from None
+    import openai
 
-    client = OpenAI(api_key=key, base_url=base_url)
+    client = openai.OpenAI(api_key=key, base_url=base_url)
+    secret = None if key == "EMPTY" else key
+    extra_body = extra_body_for(base_url)  # a local thinking model (Qwen3) writes the answer, not a <think> block
 
     def write_answer(question: str, topic: str, stance: str) -> str:
-        resp = client.chat.completions.create(
-            model=model,
-            messages=[
-                {"role": "system", "content": _WRITER_SYSTEM},
-                {"role": "user", "content": stance_instruction(question, topic, stance)},
-            ],
-            temperature=temperature,
-            max_tokens=max_tokens,
-        )
+        try:
+            resp = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {"role": "system", "content": _WRITER_SYSTEM},
+                    {"role": "user", "content": stance_instruction(question, topic, stance)},
+                ],
+                temperature=temperature,
+                max_tokens=max_tokens,
+                extra_body=extra_body,
+            )
+        except openai.OpenAIError as e:  # counted as write_failed by the builder; its text may echo the key
+            raise RuntimeError(redact(f"{type(e).__name__}: {e}", secret)) from None
         return (resp.choices[0].message.content or "").strip()
 
     return write_answer
@@ -214,9 +245,37 @@ def hf_answer_writer(model, tokenizer, max_new_tokens: int = 128, seed: int = 0,
     return write_answer
 
 
+def writer_base_url(cfg: Config) -> str | None:
+    """The server generator `openai` calls: data.synthetic.base_url, else judge.base_url, else
+    $OPENAI_BASE_URL (None: the client's default, OpenAI's API)."""
+    return cfg.data.synthetic.base_url or cfg.judge.base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+
+def writer_endpoint(cfg: Config) -> str:
+    """The endpoint generator `openai` writes with, as a stored set's key names it (no credentials)."""
+    return endpoint_name(writer_base_url(cfg) or OPENAI_ENDPOINT)
+
+
 def openai_writer_from_config(cfg: Config) -> Callable[[str, str, str], str]:
-    """Generator `openai`: an OpenAI-compatible endpoint writes the answers (data.synthetic.generator_model)."""
-    return openai_answer_writer(model=cfg.data.synthetic.generator_model)
+    """Generator `openai`: an OpenAI-compatible endpoint (writer_base_url) writes the answers
+    (data.synthetic.generator_model)."""
+    return openai_answer_writer(model=cfg.data.synthetic.generator_model, base_url=writer_base_url(cfg))
+
+
+def check_openai_writer(cfg: Config) -> None:
+    """Before any work: a key, or a server that needs none (one line otherwise), and the openai package."""
+    try:
+        api_key_for(writer_base_url(cfg), NO_WRITER_KEY)
+    except JudgeUnavailable as e:
+        raise SyntheticDataError(f"{cfg.source}: {e}") from None
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        raise SyntheticDataError(f"{cfg.source}: data.synthetic.generator: 'openai' needs the openai package "
+                                 "(pip install openai)") from None
+
+
+openai_writer_from_config.check = check_openai_writer
 
 
 def hf_writer_from_config(cfg: Config) -> Callable[[str, str, str], str]:
@@ -228,12 +287,41 @@ def hf_writer_from_config(cfg: Config) -> Callable[[str, str, str], str]:
     return hf_answer_writer(gen, AutoTokenizer.from_pretrained(name), seed=cfg.seed)
 
 
-def synthetic_prompts(cfg: Config) -> list[dict]:
-    """The first `prompts_per_topic` prompts of each topic from data.synthetic.prompts_file (default: the
-    shipped vd/data/synthetic_prompts.jsonl; `tiny`: the tiny world's)."""
+def check_hf_writer(cfg: Config) -> None:
+    """Before any work: a local generator_model folder exists (a hub id is fetched when the pairs are built)."""
+    name = cfg.data.synthetic.generator_model
+    if is_local(name) and not Path(name).is_dir():
+        raise SyntheticDataError(f"{cfg.source}: data.synthetic.generator_model: {name} is not a folder (a local "
+                                 "instruct model, or a hub id)")
+
+
+hf_writer_from_config.check = check_hf_writer
+
+
+def check_writer(cfg: Config) -> None:
+    """Raise SyntheticDataError (one line) where the configured writer cannot run here: makes no request and
+    loads no model. A writer factory's own `check` attribute, where it has one, says what it needs."""
+    check = getattr(registry.resolve(registry.ANSWER_WRITERS[cfg.data.synthetic.generator]), "check", None)
+    if check is not None:
+        check(cfg)
+    path = prompts_path(cfg)
+    if not path.is_file():
+        raise SyntheticDataError(f"{cfg.source}: data.synthetic.prompts_file: {path} does not exist (expected "
+                                 "JSONL rows {\"prompt\", \"topic\"}, disjoint from the probes)")
+
+
+def prompts_path(cfg: Config) -> Path:
+    """data.synthetic.prompts_file as a local file (default: the shipped vd/data/synthetic_prompts.jsonl;
+    `tiny`: the tiny world's)."""
     syn = cfg.data.synthetic
-    path = Path(world.data_source(cfg, syn.prompts_file, "synthetic_prompts")) if syn.prompts_file \
+    return Path(world.data_source(cfg, syn.prompts_file, "synthetic_prompts")) if syn.prompts_file \
         else SYNTHETIC_PROMPTS_FILE
+
+
+def synthetic_prompts(cfg: Config) -> list[dict]:
+    """The first `prompts_per_topic` prompts of each topic from data.synthetic.prompts_file (prompts_path)."""
+    syn = cfg.data.synthetic
+    path = prompts_path(cfg)
     if not path.is_file():
         raise FileNotFoundError(f"data.synthetic.prompts_file: {path} does not exist (expected JSONL rows "
                                 "{\"prompt\", \"topic\"}, disjoint from the probes)")
@@ -246,15 +334,22 @@ def synthetic_prompts(cfg: Config) -> list[dict]:
     return kept
 
 
-def build_synthetic(cfg: Config, setting: str, judge=None) -> tuple[list[dict], list[dict]]:
-    """The synthetic pairs of `cfg` whose chosen answer takes `setting` (support | oppose), and every
-    kept answer's judged stance probabilities (vd.train.data writes both into the run folder).
+def build_from_config(cfg: Config, setting: str, judge=None) -> tuple[LoadResult, list[dict]]:
+    """The synthetic pairs of `cfg` whose chosen answer takes `setting` (support | oppose), with what was
+    left out (LoadResult), and every kept pair's judged stance probabilities.
 
     Answers are written by the params' generator (vd.core.registry.ANSWER_WRITERS) and verified by
     `judge` (default: the params' judge)."""
+    check_writer(cfg)
     writer = registry.resolve(registry.ANSWER_WRITERS[cfg.data.synthetic.generator])(cfg)
     res, judged = build_synthetic_pairs(synthetic_prompts(cfg), writer,
                                         judge or make_judge(cfg.judge, tiny_world=world.uses_world(cfg)),
                                         setting=setting, min_confidence=cfg.data.synthetic.min_confidence)
     log.info(res.summary())
+    return res, judged
+
+
+def build_synthetic(cfg: Config, setting: str, judge=None) -> tuple[list[dict], list[dict]]:
+    """The rows and judged probabilities of build_from_config (not stored: vd.data.synthetic_set stores them)."""
+    res, judged = build_from_config(cfg, setting, judge)
     return res.rows, judged

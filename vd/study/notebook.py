@@ -34,7 +34,7 @@ import pandas as pd
 
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
-from vd.data import synthetic
+from vd.data import synthetic_set
 from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
 from vd.core.overrides import parse_override
 from vd.core.run import RunRecord
@@ -297,19 +297,12 @@ class Study:
         return self._train_and_score(cfg, algo, pref_data, sft.run_dir, name)
 
     def synthetic_pairs(self, setting: str) -> tuple[list[dict], pd.DataFrame]:
-        """The synthetic value-gap pairs of `setting` and their judged stances: those a run trained on (its
-        synthetic_pairs.jsonl and synthetic_judged.csv), else built once for this study, not trained on
-        (at real sizes building them costs API calls: notebook 04's gaps and policy fit share them)."""
+        """The synthetic value-gap pairs of `setting` and their judged stances: the stored set every run on
+        that setting trains on (vd.data.synthetic_set, under the runs folder), built first if missing; at
+        real sizes building costs API calls, paid once for the runs, notebook 04's gaps and its policy fit."""
         if setting not in self._synthetic:
-            for folder in sorted((self.runs_dir / self.cfg.size).glob(f"*-synthetic-{setting}-from-*")):
-                record = RunRecord.find(folder)
-                if record and record.synthetic_pairs_path.is_file() and record.synthetic_judged_path.is_file():
-                    rows = [json.loads(line) for line in record.synthetic_pairs_path.read_text().splitlines()]
-                    self._synthetic[setting] = rows, pd.read_csv(record.synthetic_judged_path)
-                    break
-            else:
-                rows, judged = synthetic.build_synthetic(self.cfg, setting)
-                self._synthetic[setting] = rows, pd.DataFrame(judged)
+            pairs = synthetic_set.ensure_pairs(self.cfg, setting, self.runs_dir / self.cfg.size).check()
+            self._synthetic[setting] = pairs.rows(), pairs.judged()
         return self._synthetic[setting]
 
     # -- outputs ----------------------------------------------------------------------------------

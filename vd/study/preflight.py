@@ -4,13 +4,13 @@ local data and probe file the params name exists, and the stages it will train f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from vd import world
 from vd.core import registry
 from vd.core.config import Config
 from vd.data.files import is_local
+from vd.data.synthetic import check_writer
 from vd.judge import check_available
 from vd.models.memory import check_gpu_fits
 from vd.train.data import DataError
@@ -29,9 +29,8 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
     for key, path in (("probes.file", cfg.probes.file), ("data.synthetic.prompts_file", cfg.data.synthetic.prompts_file)):
         if path and path != world.TINY and not Path(path).is_file():
             raise DataError(f"{cfg.source}: {key}: {path} does not exist")
-    if synthetic and cfg.data.synthetic.generator == "openai" and not os.environ.get("OPENAI_API_KEY"):
-        raise DataError(f"{cfg.source}: data.synthetic.generator: 'openai' writes the synthetic pairs' answers "
-                        "with OpenAI's API, which needs the OPENAI_API_KEY environment variable")
+    if synthetic:
+        check_writer(cfg)
     for stage in stages:
         resident = getattr(stage_module(stage), "PPO_MODELS", None)
         if resident is not None:  # on CPU or without 4-bit this returns at once

@@ -12,7 +12,9 @@ import pandas as pd
 
 from vd.core import registry
 from vd.core.config import ConfigError, check_choice
+from vd.core.run import RunError
 from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
+from vd.data.synthetic_set import PairSet
 from vd.judge import CachedJudge, JudgeItem, make_judge
 from vd.models.loading import load_model, load_tokenizer
 from vd.score import metrics as vdrift
@@ -25,9 +27,17 @@ OPPOSITE = {"support": "oppose", "oppose": "support"}
 
 
 def synthetic_gap(run) -> pd.DataFrame:
-    """Value gap (chosen − rejected, docs/method.md §5) of the synthetic pairs a run trained on."""
-    judged = pd.read_csv(run.run_dir / "synthetic_judged.csv")
-    return pair_gap(judged)
+    """Value gap (chosen − rejected, docs/method.md §5) of the synthetic pairs a run trained on: the stored set
+    its run.json names, checked against the sha256 recorded there."""
+    path = run.record.synthetic_pairs_path
+    if path is None:
+        raise RunError(f"{run.run_dir / 'run.json'}: names no synthetic pairs; this run did not train on a stored "
+                       "synthetic set (retrain it: vd train ... --overwrite)")
+    pairs = PairSet(path.parent).check()
+    if pairs.sha256() != run.record.synthetic_sha256:
+        raise RunError(f"{path}: not the file {run.name} trained on (its sha256 differs from run.json's); "
+                       "retrain the run (--overwrite), or restore the pairs it trained on")
+    return pair_gap(pairs.judged())
 
 
 def synthetic_gaps(runs: dict) -> pd.DataFrame:
@@ -136,13 +146,8 @@ def judge_pairs(study, pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def synthetic_judged(study, setting: str) -> pd.DataFrame:
-    """The judged synthetic pairs of a setting: from any run trained on them, else built (not trained)."""
-    judged, syn, j = study.synthetic_pairs(setting)[1], study.cfg.data.synthetic, study.cfg.judge
-    if judged.empty:
-        raise DataError(f"synthetic-{setting}: no pair passed the stance check: judge {j.kind!r} (model {j.model!r}) did "
-                        f"not confirm, with p >= data.synthetic.min_confidence ({syn.min_confidence}), the stances that "
-                        f"generator {syn.generator!r} (model {syn.generator_model!r}) was told to write")
-    return judged
+    """The judged synthetic pairs of a setting: the stored set its runs train on (built first if missing)."""
+    return study.synthetic_pairs(setting)[1]
 
 
 def dataset_gaps(study, max_pairs: int = 0, datasets: str | list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -164,7 +169,7 @@ def dataset_gaps(study, max_pairs: int = 0, datasets: str | list[str] | None = N
 
 def preference_rows(study, name: str) -> list[dict]:
     """The training rows of a preference dataset as a stage would read them: a standard dataset through
-    its loader, a synthetic set from a run trained on it (else built, not trained)."""
+    its loader, a synthetic set from the stored set its runs train on."""
     if name in registry.SYNTHETIC_DATA:
         return study.synthetic_pairs(name.split("-", 1)[1])[0]
     return load_dataset(study.cfg, "preference", name).rows

@@ -13,5 +13,6 @@ A stage is one module, named in vd.core.registry.STAGES, that defines
 
 and vd.train.runner does the rest (request checks, the run folder, its lock, resume, the data report).
 Modules: common (shared helpers), guards (long pairs left out, non-finite training stopped), data (the rows a
-stage trains on), runner, cli, and one per stage: sft, dpo, simpo, ppo, reward.
+stage trains on), preflight (what is checked before anything is written), runner, cli, and one per stage:
+sft, dpo, simpo, ppo, reward.
 """

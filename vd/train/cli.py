@@ -12,7 +12,7 @@ from vd.core.config import ConfigError, load_config
 from vd.core.run import RunError, RunRecord
 from vd.judge.base import JudgingFailed
 from vd.train.common import is_main
-from vd.train.runner import train_stage
+from vd.train.runner import check_steps, train_stage
 
 # What a user's input can cause: printed as one `error:` line (exit status 2), never a traceback.
 # What `vd` reports as one error line (exit 2): the user's input or state, not a bug of ours.
@@ -40,7 +40,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--data", required=True, help=f"SFT: {', '.join(registry.SFT_DATA)}; preference stages: "
                                                  f"{', '.join(registry.PREFERENCE_CHOICES)}")
     p.add_argument("--from", dest="from_run", help="the finished SFT run a preference stage starts from (name or path)")
-    p.add_argument("--run-name", help="default: <stage>-<data>[-from-<sft run>]")
+    p.add_argument("--run-name", help="one folder name (letters, digits, -_.~); default: <stage>-<data>[-from-<sft run>]")
     p.add_argument("--runs-dir", default="runs", help="default: runs")
     p.add_argument("--max-steps", type=int, help="total steps of the stage, overriding the params (PPO: updates)")
     p.add_argument("--stop-after", type=int, help="stop at this step (with a checkpoint), leaving the run resumable")
@@ -50,6 +50,7 @@ def register_cli(subparsers) -> None:
 
 
 def cmd_train(args) -> int:
+    check_steps(args.max_steps, args.stop_after)  # before the params are read: nothing else to wait for
     cfg = load_config(args.size, args.set)
     run = train_stage(cfg, args.stage, args.data, from_run=args.from_run, run_name=args.run_name,
                       runs_dir=args.runs_dir, resume=not args.no_resume, max_steps=args.max_steps,

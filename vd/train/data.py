@@ -1,5 +1,6 @@
 """The rows a stage trains on: a configured dataset read by its hub loader (the tiny world's through the
-same loaders), or the synthetic value-gap pairs, built once per run and kept in the run folder.
+same loaders), or the synthetic value-gap pairs, built once per setting and shared by every run on it
+(vd.data.synthetic_set: `<runs_dir>/<size>/synthetic/`).
 
 Every row left out is counted with its reason (the loader's skips, then the trainer's length limits)
 in the run's `run.json` (`data_report`) and in one printed line, so nothing is dropped silently.
@@ -9,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from collections import Counter
+from pathlib import Path
 
 from vd import world
 from vd.core import registry
 from vd.core.config import Config, ConfigError
-from vd.core.io import atomic_write_csv, atomic_write_text
-from vd.core.run import RunRecord
 from vd.data.loaders import LoadResult
-from vd.data.synthetic import build_synthetic
+from vd.data.synthetic import build_from_config
+from vd.data.synthetic_set import PairSet, ensure_pairs
 from vd.train.common import is_main, process_state
 
 LABEL_COLUMNS = ("topic", "stance", "chosen_stance", "rejected_stance")  # tiny-world labels, not trained on
@@ -48,12 +48,17 @@ def load_dataset(cfg: Config, kind: str, name: str) -> LoadResult:
         raise DataError(f"{where}: {e}" if ds.id in str(e) else f"{where} ({ds.id}): {e}") from None
 
 
-def stage_rows(cfg: Config, stage: str, data: str, record: RunRecord | None = None) -> tuple[list[dict], dict]:
+def stage_rows(cfg: Config, stage: str, data: str, pairs: PairSet | None = None) -> tuple[list[dict], dict]:
     """The training rows of a stage (SFT `messages` rows or preference `prompt/chosen/rejected` rows) and
-    an account of what was read and left out: {"source", "read", "kept", "skipped": {reason: n}}."""
-    if is_synthetic(data):
-        rows = synthetic_rows(cfg, data.split("-", 1)[1], record)
-        report = {"source": "synthetic", "read": len(rows), "kept": len(rows), "skipped": {}}
+    an account of what was read and left out: {"source", "read", "kept", "skipped": {reason: n}}.
+
+    Synthetic data: the stored `pairs` (shared_pairs); without them, pairs built here and not stored."""
+    if is_synthetic(data) and pairs is not None:
+        rows, report = pairs.rows(), pairs.report()
+    elif is_synthetic(data):
+        res, _ = build_from_config(cfg, data.split("-", 1)[1])
+        rows, report = res.rows, {"source": data, "read": res.n_read, "kept": len(res.rows),
+                                  "skipped": dict(res.skipped)}
     else:
         kind = "sft" if registry.STAGES[stage].kind == "sft" else "preference"
         res = load_dataset(cfg, kind, data)
@@ -83,25 +88,15 @@ def describe(report: dict) -> str:
             + (f", left out {sum(report['skipped'].values())} ({skipped})" if skipped else ""))
 
 
-def synthetic_rows(cfg: Config, setting: str, record: RunRecord | None = None) -> list[dict]:
-    """The synthetic value-gap pairs (chosen takes `setting`, rejected the opposite stance).
-
-    Built once per run by the main process and written to `synthetic_pairs.jsonl` (with the judged
-    stance probabilities of every kept answer in `synthetic_judged.csv`, from which the dataset's value
-    gap is computed); other processes, and a resumed run, read that file.
-    """
-    path = record.synthetic_pairs_path if record is not None else None
+def shared_pairs(cfg: Config, data: str, size_dir: str | Path) -> PairSet | None:
+    """The stored synthetic pairs of `data` under `size_dir` (`<runs_dir>/<size>`), built once (by the main
+    process of a launch) and checked against their manifest; None for a dataset that is not synthetic."""
+    if not is_synthetic(data):
+        return None
     with process_state().main_process_first():
-        if path is not None and path.is_file():
-            return [json.loads(line) for line in path.read_text().splitlines()]
-        rows, judged = build_synthetic(cfg, setting)
-        if path is not None and is_main():
-            import pandas as pd
+        pairs = ensure_pairs(cfg, data.split("-", 1)[1], size_dir, say=_say if is_main() else None)
+    return pairs.check()
 
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-            judged = pd.DataFrame(judged)
-            atomic_write_csv(judged, record.synthetic_judged_path)
-            gap = {s: judged[f"chosen_p_{s}"].mean() - judged[f"rejected_p_{s}"].mean() for s in ("support", "oppose")}
-            print(f"[{record.name}] synthetic-{setting}: {len(rows)} pairs; value gap (chosen - rejected) "
-                  + ", ".join(f"{k} {v:+.2f}" for k, v in gap.items()), flush=True)
-    return rows
+
+def _say(line: str) -> None:
+    print(line, flush=True)

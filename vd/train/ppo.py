@@ -41,7 +41,7 @@ from vd.train.reward import train_reward_model
 
 SECTIONS = ("ppo", "reward")
 RESUMABLE = False
-KEEP_ON_RESTART = ("reward", "synthetic_pairs.jsonl", "synthetic_judged.csv")
+KEEP_ON_RESTART = ("reward",)
 # (head, prepared for k-bit training, LoRA trained) of the models a PPO stage holds on the GPU: the policy,
 # the frozen reward model and the value model (see build_trainer)
 PPO_MODELS = [("causal", True, True), ("score", False, False), ("score", True, True)]

@@ -11,6 +11,11 @@ trainer cannot resume (TRL 1.12's PPO) restart from step 0, keeping what their m
 
 One process trains a run at a time: the first takes `<runs>/<size>/.<run name>.lock`; a second waits,
 then returns the run the first finished (or resumes it, if the first was killed).
+
+Nothing is written before the request, the params against the model, the judge and writer (vd.train.preflight)
+and the data (read, or the shared synthetic pairs built) have passed: the run folder appears only then. A
+folder left by a run stopped before its run.json was written is started again; --overwrite retrains any
+folder vd made; a folder holding anything else is never touched.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import yaml
 from vd.core import registry
 from vd.core.config import Config, ConfigError
 from vd.core.io import atomic_write_text, file_lock
-from vd.core.run import RunError, RunRecord, discover_checkpoints
+from vd.core.run import (RunError, RunRecord, check_run_name, damaged_checkpoint_file, discover_checkpoints,
+                         restartable, write_error)
 from vd.models import loading as models
 from vd.train import data as stage_data
 from vd.train.common import Interrupted, StageJob, is_main, quiet, run_callback, seal, tidy, wait_for_everyone, write_run
+from vd.train.preflight import check_stage
 
 # Config sections that determine every stage's training (plus the stage's own sections and its dataset's
 # entry): a run folder is resumed, or returned as complete, only under the same values.
@@ -129,6 +136,13 @@ def run_lock(run_dir: Path):
         yield
 
 
+def check_steps(max_steps: int | None, stop_after: int | None) -> None:
+    """--max-steps and --stop-after count steps: 0 (a full epoch to TRL) or fewer is refused."""
+    for flag, value in (("--max-steps", max_steps), ("--stop-after", stop_after)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise TrainRequestError(f"{flag} {value!r}: expected a whole number of steps >= 1")
+
+
 def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None = None, run_name: str | None = None,
                 runs_dir: str | Path = "runs", resume: bool = True, max_steps: int | None = None,
                 overwrite: bool = False, stop_after: int | None = None) -> Path:
@@ -142,14 +156,25 @@ def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None 
     interruption on purpose, e.g. to train a long stage in several notebook sessions.
     """
     data = data.replace("_", "-")
+    check_steps(max_steps, stop_after)
+    if run_name is not None:
+        check_run_name(run_name)
     src = check_request(cfg, stage, data, from_run, runs_dir)
     cfg = copy.deepcopy(cfg)
     module = stage_module(stage)
     if max_steps is not None:
         getattr(module, "set_total_steps", _set_max_steps)(cfg.stage(stage), max_steps)
     run_dir = Path(runs_dir) / cfg.size / (run_name or default_run_name(stage, data, src and src.root))
-    with run_lock(run_dir):
-        return _train_locked(cfg, stage, data, src, run_dir, module, resume, overwrite, stop_after).root
+    try:
+        with run_lock(run_dir):  # first: a second process waits here, not after its own preflight
+            start = _start(cfg, src)
+            check_stage(cfg, stage, data, module, start[0])
+            return _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwrite, stop_after).root
+    except OSError as e:  # a full disk, a folder not writable: one line naming the file
+        error = write_error(e, run_dir)
+        if error is None:
+            raise
+        raise error from None
 
 
 def _set_max_steps(st, steps: int) -> None:
@@ -165,12 +190,34 @@ def _start(cfg: Config, src: RunRecord | None) -> tuple[str, str, str]:
     return path, f"{src.name}/merged", src.extra.get("merged_identity") or models.model_identity(path)
 
 
-def _train_locked(cfg, stage, data, src, run_dir, module, resume, overwrite, stop_after) -> RunRecord:
-    start_path, start_name, identity = _start(cfg, src)
-    record = RunRecord.find(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if record is None or not record.config_path.is_file():
-            raise TrainRequestError(f"{run_dir}: exists and is not a run folder; choose another --run-name")
+def _existing_record(run_dir: Path, overwrite: bool) -> tuple[RunRecord | None, bool]:
+    """The record of the folder at `run_dir`, and whether the folder is to be cleared before training
+    (left by a run stopped before its record, or damaged and --overwrite); refuses a folder vd did not make."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return None, False
+    if restartable(run_dir):
+        if is_main():
+            print(f"[{run_dir.name}] {run_dir} has no run.json (a run stopped before it began training): "
+                  "starting it again", flush=True)
+        return None, True
+    if not (run_dir / "run.json").is_file():
+        raise TrainRequestError(f"{run_dir}: exists and is not a run folder (no run.json, and files vd does not "
+                                "write); choose another --run-name")
+    try:
+        record = RunRecord.read(run_dir)
+        if not record.config_path.is_file():
+            raise RunError(f"{record.config_path}: missing; the run folder is damaged: retrain it (--overwrite)")
+    except RunError:
+        if overwrite:  # a folder vd made: --overwrite always retrains it
+            return None, True
+        raise
+    return record, False
+
+
+def _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwrite, stop_after) -> RunRecord:
+    start_path, start_name, identity = start
+    record, clear = _existing_record(run_dir, overwrite)
+    if record is not None:
         mine = {**training_part(cfg.to_dict(), stage, data), "start": identity,
                 "stage": stage, "data": data, "from_run": src and src.name}
         theirs = {**training_part(yaml.safe_load(record.config_path.read_text()), stage, data),
@@ -185,29 +232,29 @@ def _train_locked(cfg, stage, data, src, run_dir, module, resume, overwrite, sto
                                     "--overwrite to train it again")
         if record.complete and not overwrite:
             return record
-    synthetic = stage_data.is_synthetic(data)
-    if not synthetic:  # bad data fails here, before any folder is made
-        rows, report = stage_data.stage_rows(cfg, stage, data)
+    # the data before the folder: bad data, or synthetic pairs that fail to build, leave no folder behind
+    pairs = stage_data.shared_pairs(cfg, data, run_dir.parent)
+    rows, report = stage_data.stage_rows(cfg, stage, data, pairs)
+    if record is not None and pairs is not None and resume and not overwrite:
+        _check_same_pairs(record, pairs)
     resumable = getattr(module, "RESUMABLE", True)
     if record is not None and (overwrite or not resume or not resumable):
         keep = getattr(module, "KEEP_ON_RESTART", ()) if resume and not overwrite else ()
         if keep and is_main():
             print(f"[{run_dir.name}] this stage cannot resume: restarting it from step 0 "
                   f"(keeping {', '.join(keep)})", flush=True)
-        if is_main():
-            for d in run_dir.iterdir():
-                if d.name not in keep:
-                    shutil.rmtree(d) if d.is_dir() else d.unlink()
+        _clear(run_dir, keep)
         record = None
+    elif clear:
+        _clear(run_dir, ())
     wait_for_everyone()
     if record is None:
         record = RunRecord(root=run_dir, stage=stage, data=data, size=cfg.size, from_run=src and src.name,
-                           start_model=start_name, start_identity=identity)
+                           start_model=start_name, start_identity=identity,
+                           synthetic_pairs=pairs and pairs.relative_pairs, synthetic_sha256=pairs and pairs.sha256())
         if is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(record.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    if synthetic:  # built once, by the main process, into the run folder
-        rows, report = stage_data.stage_rows(cfg, stage, data, record)
     record.extra["data_report"] = report
     write_run(record)
     wait_for_everyone()
@@ -215,11 +262,32 @@ def _train_locked(cfg, stage, data, src, run_dir, module, resume, overwrite, sto
         return _train(cfg, stage, data, module, record, start_path, rows, report, resumable, stop_after)
 
 
+def _clear(run_dir: Path, keep) -> None:
+    if is_main():
+        for d in run_dir.iterdir():
+            if d.name not in keep:
+                shutil.rmtree(d) if d.is_dir() else d.unlink()
+
+
+def _check_same_pairs(record: RunRecord, pairs) -> None:
+    """An unfinished run continues only on the synthetic pairs it began on (name and sha256)."""
+    now = (pairs.relative_pairs, pairs.sha256())
+    if (record.synthetic_pairs, record.synthetic_sha256) != now:
+        old = f"{record.synthetic_pairs} (sha256 {str(record.synthetic_sha256)[:12]}…)"
+        raise TrainRequestError(f"{record.root}: this unfinished run trained on the synthetic pairs {old}, but these "
+                                f"settings read {now[0]} (sha256 {now[1][:12]}…): resuming would mix two datasets. "
+                                "Use --no-resume (or --overwrite) to train it again from step 0 on the pairs read now")
+
+
 def _train(cfg, stage, data, module, record: RunRecord, start_path, rows, report, resumable, stop_after):
     from transformers import set_seed
 
     last = discover_checkpoints(record.root)[-1]
     resume_from = record.root / last.adapter if last.adapter and resumable else None
+    damaged = resume_from and damaged_checkpoint_file(resume_from)
+    if damaged:
+        raise RunError(f"{damaged[0]}: {damaged[1]}, so {last.adapter} cannot be resumed from: delete {resume_from} "
+                       "to resume from the checkpoint before it, or rerun with --no-resume to start from step 0")
     job = StageJob(cfg, stage, data, record, start_path, [], report)
     if resume_from is not None and record.total_steps and last.step >= record.total_steps:
         # killed after its last checkpoint: finish it (training on would add a step past the end)
@@ -277,9 +345,11 @@ def build_trainer(cfg: Config, stage: str, data: str, from_run: str | Path | Non
 
     src = check_request(cfg, stage, data, from_run, Path(from_run).parent.parent if from_run else "runs")
     start_path, start_name, identity = _start(cfg, src)
+    pairs = stage_data.shared_pairs(cfg, data, Path(run_dir).parent)
     record = RunRecord(root=Path(run_dir), stage=stage, data=data, size=cfg.size, from_run=src and src.name,
-                       start_model=start_name, start_identity=identity)
-    rows, report = stage_data.stage_rows(cfg, stage, data, record)
+                       start_model=start_name, start_identity=identity,
+                       synthetic_pairs=pairs and pairs.relative_pairs, synthetic_sha256=pairs and pairs.sha256())
+    rows, report = stage_data.stage_rows(cfg, stage, data, pairs)
     set_seed(cfg.seed)
     with quiet(tidy(cfg)):
         return stage_module(stage).build_trainer(StageJob(cfg, stage, data, record, start_path, list(callbacks),

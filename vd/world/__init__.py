@@ -9,12 +9,18 @@ Any other id passes through unchanged, so the same code serves every size.
     world.model_path(cfg)                          # the base model's folder (built once) or the hub id
     world.data_source(cfg, "tiny", "alpaca")      # a local file in tatsu-lab/alpaca's format
     world.prepare(cfg)                             # build it if needed; returns the TinyWorld or None
+
+Wherever it is loaded (ensure_world), a cached world is first checked against its manifest (vd.world.check).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vd.core.config import Config, ConfigError
-from vd.world.build import TinyWorld, ensure_world, vd_home  # noqa: F401  (the package's interface)
+from vd.world import build
+from vd.world.build import TinyWorld, vd_home  # noqa: F401  (the package's interface)
+from vd.world.check import WorldDamaged, check_world  # noqa: F401
 from vd.world.text import answer_writer
 
 TINY = "tiny"  # the id that names the tiny world's model and data in a params file
@@ -41,6 +47,11 @@ def check_config(cfg: Config, path: str) -> None:
                           "`tiny:` recipe section (and model.base: tiny)")
 
 
+def ensure_world(cfg: Config, home: Path | None = None, verbose: bool = True) -> TinyWorld:
+    """The tiny world of `cfg`, built first if it is not cached, and found whole (WorldDamaged if not)."""
+    return check_world(build.ensure_world(cfg, home, verbose))
+
+
 def model_path(cfg: Config) -> str:
     """Where the base model of `cfg` is: the tiny world's model folder (built if needed) or the hub id."""
     return str(ensure_world(cfg).model_dir) if uses_world(cfg) else cfg.model.base
@@ -58,6 +69,12 @@ def data_source(cfg: Config, source: str, name: str) -> str:
 def answer_writer_from_config(cfg: Config):
     """The tiny world's writer of stance-taking answers for the synthetic value-gap pairs (generator `tiny`)."""
     return answer_writer(cfg.seed)
+
+
+def writer_version(cfg: Config) -> str | None:
+    """What the tiny world's answer writer is (its world's recipe hash, which hashes the writer's code) where
+    `cfg` writes the synthetic pairs with it (generator `tiny`); None for any other writer."""
+    return ensure_world(cfg, verbose=False).manifest["recipe_hash"] if cfg.data.synthetic.generator == TINY else None
 
 
 def label(cfg: Config) -> str:

@@ -40,7 +40,7 @@ from vd.core.config import Config
 from vd.core.io import atomic_write_json, atomic_write_text, code_hash, file_lock
 from vd.core.stances import STANCES, TOPICS
 from vd.world import text as tiny_text
-from vd.world.build import ensure_world
+from vd.world import ensure_world
 
 TASK = "vd_tiny_topics"
 PER_TOPIC = 40
