@@ -10,7 +10,9 @@ import pytest
 
 from vd.core.cache import Store
 from vd.core.config import ConfigError, load_config
+from vd.core.run import RunRecord
 from vd.judge import JudgeUnavailable, JudgingFailed, Judgment, LexiconJudge
+from vd.score import outputs
 from vd.score import scoring as score_mod
 
 BUDGET = ["probes.prompts_per_topic=2", "probes.samples_per_prompt=2", "probes.max_new_tokens=20"]
@@ -35,6 +37,11 @@ def fake_run(tiny_world, tmp_path_factory):
                                               "base_model": str(tiny_world.model_dir), "checkpoints": checkpoints,
                                               "complete": True}))
     return run
+
+
+def tables(run, judge_key=None) -> dict:
+    """The run's score tables by `judge_key` (the lexicon judge's by default), checked as a set."""
+    return outputs.read_scores(RunRecord.read(run), judge_key or LexiconJudge().key)
 
 
 class CountingJudge(LexiconJudge):
@@ -75,9 +82,10 @@ def test_score_run_writes_profile_and_drift(fake_run, tmp_path):
                                    "eta_reading", "eta_status", "complete", "end_fraction"]
     assert drift["complete"].all() and (drift["end_fraction"] == 1.0).all()
     assert set(drift["eta_reading"]) == {"extremum95", "ci95"} and "overall" in set(drift["topic"])
-    on_disk = pd.read_csv(fake_run / "profile.csv")
+    on_disk = tables(fake_run)["profile"]
     assert len(on_disk) == len(profile) == 3 * 12 * 3  # steps x (11 topics + overall) x stances
-    judged = pd.read_csv(fake_run / "judgments.csv")
+    pd.testing.assert_frame_equal(on_disk, profile)  # read back exactly
+    judged = tables(fake_run)["judgments"]
     assert len(judged) == 3 * 22 * 2  # steps x prompts x samples
     # M is the last-minus-first difference of the profile, sign included
     p = profile.set_index(["step", "topic", "stance"])["p"]
@@ -141,12 +149,12 @@ def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
     cfg = load_config("tiny", BUDGET)
     with Store(tmp_path / "cache.sqlite") as store:
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
-        answers = pd.read_csv(fake_run / "judgments.csv")["answer"].fillna("")
+        answers = tables(fake_run)["judgments"]["answer"]
         bad = set(answers.iloc[:3])
     with Store(tmp_path / "fresh.sqlite") as store:
         failing = CountingJudge(fail_items=bad)
         score_mod.score_run(fake_run, cfg, judge=failing, store=store, progress=False)
-        judged = pd.read_csv(fake_run / "judgments.csv")
+        judged = tables(fake_run)["judgments"]
         failed_rows = judged[judged["status"] == "failed"]
         assert len(failed_rows) >= 3 and failed_rows[["p_support", "p_neutral", "p_oppose"]].isna().all().all()
         assert len(store.failures()) == len({(q, a) for q, a in zip(failed_rows["question"], failed_rows["answer"])})
@@ -156,7 +164,7 @@ def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
         score_mod.score_run(fake_run, cfg, judge=retry, store=store, progress=False)
         assert retry.calls == n_failed  # only the failed ones are judged again
         assert store.failures().empty
-        assert (pd.read_csv(fake_run / "judgments.csv")["status"] == "ok").all()
+        assert (tables(fake_run)["judgments"]["status"] == "ok").all()
 
 
 @pytest.fixture
@@ -165,7 +173,7 @@ def incomplete_run(fake_run, tmp_path):
     import shutil
 
     run = tmp_path / "runs" / "tiny" / "sft-stopped"
-    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("*.csv", ".scores-key"))
+    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("scores", "cache.sqlite"))
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "total_steps": 20, "complete": False}))
     return run
@@ -227,20 +235,25 @@ def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run,
         pd.testing.assert_frame_equal(again[1], first[1])
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
         assert calls == [1]  # another bootstrap size: recomputed
-        (fake_run / "drift.csv").unlink()
+        drift_csv = first.folder / "drift.csv"
+        drift_csv.unlink()
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
-        assert calls == [1, 1] and (fake_run / "drift.csv").is_file()  # a missing output: recomputed
+        assert calls == [1, 1] and drift_csv.is_file()  # a missing output: recomputed
 
 
 def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_run, tmp_path, capsys):
-    # before (#12.8): `ValueError: judgments: no usable rows` from the metrics, "judged 24/24 answers"
-    # in the log, and the run's earlier profile.csv, drift.csv, judgments.csv left as if current
+    # `ValueError: judgments: no usable rows` from the metrics, "judged 24/24 answers" in the log, and
+    # the run's earlier tables by that judge left as if current
     cfg = load_config("tiny", BUDGET)
+    files = (*(f"{t}.csv" for t in outputs.TABLES), outputs.STAMP)
+    folder = RunRecord.read(fake_run).scores_dir("always-fails")
     with Store(tmp_path / "cache.sqlite") as store:
-        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
-        assert all((fake_run / f).is_file() for f in (*score_mod.OUTPUTS, score_mod.OUTPUTS_KEY_FILE))
+        score_mod.score_run(fake_run, cfg, judge=CountingJudge(key="always-fails"), store=store, progress=False)
+        assert all((folder / f).is_file() for f in files)
         capsys.readouterr()
-        failing = CountingJudge(fail_all=True, key="always-fails")  # nothing cached under its key
+        with store._use() as con:  # its judgments forgotten: judged again, and all fail
+            con.execute("DELETE FROM judgments WHERE judge_key = 'always-fails'")
+        failing = CountingJudge(fail_all=True, key="always-fails")
         with pytest.raises(JudgingFailed) as e:
             score_mod.score_run(fake_run, cfg, judge=failing, store=store, progress=True)
         n = failing.calls
@@ -250,7 +263,8 @@ def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_ru
     assert "first error: HTTP 500: server error (gave up after 6 attempts)" in message
     assert "stored as failed in" in message and "judged again on the next `vd score`" in message
     assert f"judged 0 of {n} answers, {n} failed" in capsys.readouterr().out
-    assert not any((fake_run / f).exists() for f in (*score_mod.OUTPUTS, score_mod.OUTPUTS_KEY_FILE))
+    assert not any((folder / f).exists() for f in files)
+    assert tables(fake_run)["profile"] is not None  # another judge's tables are not touched
 
 
 def test_lexicon_judge_outside_the_tiny_world_is_refused_before_any_work(tmp_path, monkeypatch):
