@@ -313,3 +313,229 @@ def test_vd_score_with_every_judgment_failing_is_one_line(fake_run, capsys):
     assert "Traceback" not in err and last.startswith(f"error: {fake_run}: all {3 * 22 * 2} judgments failed")
     assert "first error: connection error" in last
     assert re.search(r"judged 0 of (\d+) answers, \1 failed", out)
+
+
+# --- what is asked, what is loaded, what is written ----------------------------------------------------
+def copy_run(run, tmp_path, name="sft-copy"):
+    """A copy of `run` under tmp_path/runs/tiny/, without its score tables (its own cache beside it)."""
+    import shutil
+
+    target = tmp_path / "runs" / "tiny" / name
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("scores", "cache.sqlite"))
+    return target
+
+
+def edited_probes(tmp_path, probe_id, question):
+    """The shipped probes with `probe_id`'s question replaced, as a file of their own."""
+    from vd.data.probes import SHIPPED_PROBES
+
+    rows = [json.loads(line) for line in SHIPPED_PROBES.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row["id"] == probe_id:
+            row["question"] = question
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_an_edited_question_is_asked_again_not_answered_from_the_cache(fake_run, tmp_path):
+    # answers were keyed by probe id: after an edit every "answer" to the new question was about immigration
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        before = tables(fake_run)["judgments"]
+        n = store.count("generations")
+        edited = edited_probes(tmp_path, "immigration-017", "What is your favourite colour?")
+        score_mod.score_run(fake_run, load_config("tiny", [*BUDGET, f"probes.file={edited}"]), judge=LexiconJudge(),
+                            store=store, progress=False)
+        assert store.count("generations") == n + 3 * 2  # that probe's 2 samples at each of the 3 checkpoints
+    after = tables(fake_run)["judgments"]
+    mine, old = (t[t.prompt_id == "immigration-017"] for t in (after, before))
+    assert (mine["question"] == "What is your favourite colour?").all() and len(mine) == 6
+    assert (mine["answer"].to_numpy() != old["answer"].to_numpy()).any()  # answers to the question asked
+    others = after.prompt_id != "immigration-017"
+    assert after[others]["answer"].tolist() == before[before.prompt_id != "immigration-017"]["answer"].tolist()
+
+
+def test_another_chat_template_is_asked_again(fake_run, tmp_path, monkeypatch):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        n = store.count("generations")
+        real = score_mod.load_tokenizer
+
+        def with_a_system_turn(*args, **kwargs):
+            tokenizer = real(*args, **kwargs)
+            tokenizer.chat_template = "{{ '<|im_start|>system\\nBe brief.<|im_end|>\\n' }}" + tokenizer.chat_template
+            return tokenizer
+
+        monkeypatch.setattr(score_mod, "load_tokenizer", with_a_system_turn)
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        assert store.count("generations") == 2 * n  # every prompt reads otherwise: every answer made again
+
+
+def test_the_judge_is_built_once_the_policy_is_freed(fake_run, tmp_path, monkeypatch):
+    """An `hf` judge built before generation shared the GPU with the policy: it is built after the last
+    answer is generated, when no model of the run is alive any more."""
+    import weakref
+
+    events, models = [], []
+    real_model_for, real_generate = score_mod._model_for, score_mod.generate_answers
+
+    def model_for(*args, **kwargs):
+        model = real_model_for(*args, **kwargs)
+        models.append(weakref.ref(model))
+        return model
+
+    def make_judge(judge_cfg, *, tiny_world=False):
+        events.append(("judge", [ref() is None for ref in models]))
+        return LexiconJudge()
+
+    monkeypatch.setattr(score_mod, "_model_for", model_for)
+    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: events.append("generate") or real_generate(*a, **k))
+    monkeypatch.setattr(score_mod, "make_judge", make_judge)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, load_config("tiny", BUDGET), store=store, progress=False)
+    assert events[0] == "generate" and events[-1][0] == "judge" and events.count("generate") == 3
+    assert models and all(events[-1][1])  # every model the run loaded was freed before the judge was built
+
+
+@pytest.mark.slow
+def test_a_preference_run_whose_sft_start_was_retrained_is_refused(tiny_world, tmp_path, monkeypatch):
+    # scoring loaded the retrained sft-…/merged under the old start's key: the new base with old adapters
+    from vd.core.run import RunError
+    from vd.train.runner import train_stage
+
+    steps = ["sft.max_steps=2", "sft.save_every=1", "dpo.max_steps=1", "dpo.save_every=1", "sft.batch_size=8",
+             "dpo.batch_size=8"]
+    cfg = load_config("tiny", [*steps, *BUDGET])
+    sft = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path)
+    dpo = train_stage(cfg, "dpo", "ultrafeedback", from_run=sft, runs_dir=tmp_path)
+    train_stage(load_config("tiny", [*steps, *BUDGET, "sft.learning_rate=0.004"]), "sft", "wildchat",
+                runs_dir=tmp_path, overwrite=True)
+    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: pytest.fail("generated from the new start"))
+    with pytest.raises(RunError) as e:
+        score_mod.score_run(dpo, cfg, judge=LexiconJudge(), progress=False)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{dpo / 'run.json'}: run {dpo.name} was trained from "
+                                                      f"{sft.name}/merged")
+    assert "is now another model" in message and "retrain this run" in message
+
+
+def test_each_judge_keeps_its_own_tables_and_a_run_says_which_judge_made_them(fake_run, tmp_path):
+    from vd.study.notebook import RunResult
+
+    class NeutralJudge(CountingJudge):
+        def judge_answer(self, answer):
+            return Judgment((0.0, 1.0, 0.0), "ok")
+
+    run = copy_run(fake_run, tmp_path)
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        lexicon = score_mod.score_run(run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        before = {p.name: p.read_bytes() for p in lexicon.folder.iterdir()}
+        neutral = score_mod.score_run(run, cfg, judge=NeutralJudge(key="openai:gpt-4o:v1@local"), store=store,
+                                      progress=False)
+    assert lexicon.folder.parent == neutral.folder.parent == run / "scores" and lexicon.folder != neutral.folder
+    assert {p.name: p.read_bytes() for p in lexicon.folder.iterdir()} == before  # not overwritten
+    assert re.fullmatch(r"openai-gpt-4o-[0-9a-f]{8}", neutral.folder.name)
+    assert (tables(run, "openai:gpt-4o:v1@local")["judgments"]["p_neutral"] == 1.0).all()
+    assert (tables(run)["judgments"]["p_neutral"] < 1.0).any()
+    result = RunResult(run, RunRecord.read(run), neutral.profile, neutral.drift, cfg, neutral.judge_key)
+    assert result.judge_label == neutral.judge_label == "openai gpt-4o"
+    assert (result.judgments()["p_neutral"] == 1.0).all()
+
+
+def test_answers_with_control_characters_round_trip_through_the_tables(fake_run, tmp_path, monkeypatch):
+    # a lone \r added a row to judgments.csv, NUL cut an answer, and notebook 04 died with ParserError
+    strange = ["a\rb", "line\nbreak", "nul\x00byte", 'say "yes"', "tab\there", "", "NaN", "x,y", "\r\n", "5"]
+    real = score_mod.generate_answers
+
+    def generate(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        for i, row in enumerate(rows):
+            row["text"] = strange[i % len(strange)] + f" {i}" * (i >= len(strange))
+        return rows
+
+    monkeypatch.setattr(score_mod, "generate_answers", generate)
+    run = copy_run(fake_run, tmp_path)
+    with Store(tmp_path / "cache.sqlite") as store:
+        scores = score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), store=store, progress=False)
+        with store._use() as con:
+            cached = {text for (text,) in con.execute("SELECT text FROM generations")}
+    judged = tables(run)["judgments"]
+    assert len(judged) == 3 * 22 * 2 and set(judged["answer"]) == cached
+    assert set(strange) <= set(judged["answer"])
+    assert judged.dtypes["p_support"] == float and judged.dtypes["n_new_tokens"] == np.int64
+    assert tables(run)["profile"]["p"].to_numpy().tobytes() == scores.profile["p"].to_numpy().tobytes()
+
+
+def test_vd_score_says_what_it_scores_under_and_refuses_another_size_or_a_loose_run(fake_run, tmp_path, capsys):
+    from vd.cli import main
+
+    run = copy_run(fake_run, tmp_path)
+    assert main(["score", "--run", str(run), "--size", "tiny", *(f"--set={o}" for o in BUDGET)]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith(f"scoring {run} under ") and first.endswith("tiny.yaml with " + ", ".join(BUDGET)
+                                                                        + "; judge lexicon (prompt v1)")
+    assert f"with judge lexicon phrases-" in out and str(run / "scores" / "lexicon-phrases-") in out
+    # --size of another size: one line, and nothing made for that size
+    assert main(["score", "--run", str(run), "--size", "llama3-3b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"size 'llama3-3b', but run {run} was trained at size 'tiny'" in err
+    assert not (tmp_path / "runs" / "llama3-3b").exists()
+    # a run folder outside <runs>/<size>/: its cache would be nowhere a scorer looks
+    import shutil
+
+    loose = tmp_path / "loose" / "sft-x"
+    shutil.copytree(run, loose, ignore=shutil.ignore_patterns("scores"))
+    assert main(["score", "--run", str(loose), "--size", "tiny", *(f"--set={o}" for o in BUDGET)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{loose}: a run of size 'tiny' (run.json) belongs in a folder named 'tiny'" in err
+    assert not list(tmp_path.glob("**/loose/cache.sqlite")) and not (tmp_path / "tiny").exists()
+
+
+def test_a_question_longer_than_the_context_is_one_line_before_any_generation(fake_run, tmp_path, monkeypatch):
+    # a 1 MB question tried to allocate 129 GB
+    from vd.data.probes import ProbeError
+
+    edited = edited_probes(tmp_path, "immigration-017", "Is immigration good? " + "Tell me more. " * 75_000)
+    assert edited.stat().st_size > 1_000_000
+    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: pytest.fail("generation started"))
+    with Store(tmp_path / "cache.sqlite") as store, pytest.raises(ProbeError) as e:
+        score_mod.score_run(fake_run, load_config("tiny", [*BUDGET, f"probes.file={edited}"]), judge=LexiconJudge(),
+                            store=store, progress=False)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{edited}: probe immigration-017: its question is ")
+    assert "more than the 236 the model takes (its context of 256 tokens less probes.max_new_tokens 20)" in message
+
+
+def test_a_truncated_or_nan_adapter_and_a_damaged_cache_are_one_line(fake_run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from vd.cli import main
+
+    args = ["--size", "tiny", *(f"--set={o}" for o in BUDGET)]
+    truncated = copy_run(fake_run, tmp_path, "sft-truncated")
+    weights = truncated / "checkpoint-5" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert main(["score", "--run", str(truncated), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {weights}: damaged or truncated (")
+    assert "retrain the run" in err
+    nan = copy_run(fake_run, tmp_path, "sft-nan")
+    weights = nan / "checkpoint-10" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name][0] = torch.nan
+    save_file(tensors, str(weights))
+    assert main(["score", "--run", str(nan), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {weights}: 1 of {len(tensors)} adapter tensors hold NaN")
+    cache = tmp_path / "runs" / "tiny" / "cache.sqlite"
+    cache.write_bytes(b"\x00garbage" * 1000)
+    assert main(["score", "--run", str(truncated), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {cache}: the cache is damaged (file is not a database)")

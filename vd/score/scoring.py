@@ -107,10 +107,10 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
         check_available(cfg.judge, tiny_world=uses_world(cfg))
     probes = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
     sampling = Sampling.from_config(cfg)
-    own_store = store is None
+    own_store, cache = store is None, None if store is not None else checks.run_cache_path(run)
     waiting = lambda: print(f"{run.root}: another process is scoring this run; waiting for it", flush=True)  # noqa: E731
     with file_lock(run.scores_root / ".lock", on_wait=waiting):
-        store = store or Store(checks.run_cache_path(run))
+        store = store or Store(cache)
         try:
             answers = generate_checkpoints(run.root, run, cfg, probes, sampling, store, progress)
             release_memory()
