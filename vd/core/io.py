@@ -94,7 +94,7 @@ def csv_text(df: pd.DataFrame) -> str:
 
 # A field: quoted (group 1 is the quote, group 2 its text, "" for a quote inside) or bare (group 3), then
 # what ends it (group 4).
-_CSV_FIELD = re.compile(r'(?:(")((?:[^"]+|"")*)"|([^,"\n]*))(,|\n|\Z)')
+_CSV_FIELD = re.compile(r'(?:(")([^"]*(?:""[^"]*)*)"|([^,"\n]*))(,|\n|\Z)')  # linear: no nested repeats
 _CSV_INT = re.compile(r"[+-]?\d+\Z")
 
 
@@ -120,7 +120,8 @@ def _column(fields: list[tuple]) -> np.ndarray:
     if not any(q for q, _, _, _ in fields):  # numbers throughout: parsed by numpy (exactly, as float())
         bare = [b for _, _, b, _ in fields]
         if all(_CSV_INT.match(b) for b in bare):
-            return np.array(bare, dtype=np.int64)
+            with contextlib.suppress(OverflowError):
+                return np.array(bare, dtype=np.int64)
         with contextlib.suppress(ValueError):
             if "True" not in bare and "False" not in bare:
                 return np.array([b or "nan" for b in bare], dtype=np.float64)
@@ -158,7 +159,7 @@ def parse_csv(text: str, path="CSV text") -> pd.DataFrame:
     width = ends[0] + 1
     if any(b - a != width for a, b in zip([-1, *ends], ends)) or ends[-1] != len(fields) - 1:
         raise ValueError(f"{path}: its rows do not all have the header's {width} fields")
-    header = [t if q else b for q, t, b, _ in fields[:width]]
+    header = [t.replace('""', '"') if q else b for q, t, b, _ in fields[:width]]
     body = fields[width:]
     data = {c: _column(body[k::width]) for k, c in enumerate(header)}
     return pd.DataFrame(data, columns=header) if body else pd.DataFrame(columns=header)

@@ -107,19 +107,23 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
         check_available(cfg.judge, tiny_world=uses_world(cfg))
     probes = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
     sampling = Sampling.from_config(cfg)
-    own_store, cache = store is None, None if store is not None else checks.run_cache_path(run)
-    waiting = lambda: print(f"{run.root}: another process is scoring this run; waiting for it", flush=True)  # noqa: E731
-    with file_lock(run.scores_root / ".lock", on_wait=waiting):
+    own_store = store is None
+    cache = checks.run_cache_path(run) if own_store else store.path
+
+    def waiting() -> None:
+        print(f"{run.root}: another process is scoring this run; waiting for it", flush=True)
+
+    with file_lock(run.scores_root / ".lock", on_wait=waiting):  # the second scorer finds everything cached
         store = store or Store(cache)
         try:
-            answers = generate_checkpoints(run.root, run, cfg, probes, sampling, store, progress)
+            answers = generate_checkpoints(run, cfg, probes, sampling, store, progress)
             release_memory()
             judge = judge or build_judge(cfg)
             judgments = judge_answers(answers, probes, judge, store, progress)
         finally:
             if own_store:
                 store.close()
-        return write_tables(run, judgments, judge, total, n_boot, cfg.seed, store.path)
+        return write_tables(run, judgments, judge, total, n_boot, cfg.seed, cache)
 
 
 def release_memory() -> None:
@@ -132,7 +136,8 @@ def release_memory() -> None:
 
 
 def build_judge(cfg: Config):
-    """The config's judge, built once the policy is freed; its sanity check belongs right after this."""
+    """The config's judge, built once the policy is freed (score_run); the place to check it before it
+    judges anything (a judge sanity check) is right after this call."""
     return make_judge(cfg.judge, tiny_world=uses_world(cfg))
 
 
@@ -206,8 +211,8 @@ def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: in
     return h.hexdigest()
 
 
-def generate_checkpoints(run_dir: Path, run: RunRecord, cfg: Config, probes: pd.DataFrame, sampling: Sampling,
-                         store: Store, progress: bool) -> pd.DataFrame:
+def generate_checkpoints(run: RunRecord, cfg: Config, probes: pd.DataFrame, sampling: Sampling, store: Store,
+                         progress: bool) -> pd.DataFrame:
     """Answers of every checkpoint: from the cache where present, generated (and cached) otherwise.
 
     An answer is keyed by its checkpoint's fingerprint, the hash of the prompt's token ids (as the chat
