@@ -403,10 +403,11 @@ def test_drift_table(judgments):
     assert one[["M_ci_low", "M_ci_high", "resolution"]].isna().all().all()  # no judgments: no CI of M
 
 
-def test_drift_table_ci95_needs_cis(judgments):
+def test_drift_table_without_cis_gives_no_ci95_eta(judgments):
     prof = value_profile(judgments, n_boot=0)
-    with pytest.raises(ValueError, match="n_boot=0"):
-        drift_table(prof)
+    t = drift_table(prof).set_index(["topic", "stance", "eta_reading"])
+    ci95 = t.xs("ci95", level="eta_reading")
+    assert ci95["eta"].isna().all() and set(ci95["eta_status"]) <= {"no_ci", "no_drift"}
     assert len(drift_table(prof, readings=("extremum95",))) == 9
     with pytest.raises(ValueError, match="unknown reading"):
         drift_table(prof, readings=("peak",))
@@ -489,3 +490,46 @@ def test_bad_arguments(judgments):
         drift_magnitude(prof.assign(stance="pro"))
     with pytest.raises(ValueError, match=r"missing column\(s\) \['p'\]"):
         drift_table(prof.drop(columns="p"))
+
+
+# ----------------------------------------------------------------------------- too few prompts for a CI
+def test_no_ci_is_stated_where_fewer_than_two_prompts_were_resampled(judgments):
+    """One prompt per topic made every resampled CI of width 0 and the resolution read 0.0: a CI, a
+    resolution and a ci95 eta from fewer than two prompts are NaN (unknown), as they could not be estimated."""
+    one = judgments[judgments.prompt_id.isin(["i1", "a1", "a2", "a3"])]  # immigration: one prompt
+    prof = value_profile(one, n_boot=200)
+    imm = prof[prof.topic == "immigration"]
+    assert imm[["ci_low", "ci_high"]].isna().all().all() and (imm.n_prompts == 1).all()
+    abo = prof[prof.topic == "abortion"]
+    assert abo[["ci_low", "ci_high"]].notna().all().all()  # three prompts: a CI as before
+    assert prof[prof.topic == "overall"][["ci_low", "ci_high"]].isna().all().all()  # it averages immigration's
+    t = drift_table(prof, judgments=one, n_boot=200)
+    res = resolution(t).set_index("topic")["resolution"]
+    assert math.isnan(res["immigration"]) and math.isnan(res["overall"]) and res["abortion"] > 0
+    rows = t[t.topic == "immigration"]
+    assert rows[["M_ci_low", "M_ci_high", "resolution"]].isna().all().all()
+    assert rows["M"].notna().all()  # M itself is still measured
+    ci95 = rows[rows.eta_reading == "ci95"]
+    assert ci95["eta"].isna().all() and set(ci95["eta_status"]) <= {"no_ci", "no_drift"}
+
+
+def test_failed_judgments_that_leave_one_prompt_at_a_step_leave_that_step_without_a_ci(judgments):
+    failed = judgments.copy()
+    cut = (failed.step == 200) & (failed.topic == "immigration") & failed.prompt_id.isin(["i2", "i3"])
+    failed.loc[cut, ["p_support", "p_neutral", "p_oppose"]] = np.nan
+    prof = value_profile(failed, n_boot=200)
+    imm = prof[prof.topic == "immigration"].set_index(["step", "stance"])
+    assert imm.loc[200, ["ci_low", "ci_high"]].isna().all().all()
+    assert imm.loc[0, ["ci_low", "ci_high"]].notna().all().all() and imm.loc[50, ["ci_low", "ci_high"]].notna().all().all()
+    m = drift_magnitude(prof, judgments=failed, n_boot=200)
+    assert m[m.topic == "immigration"][["ci_low", "ci_high"]].isna().all().all()  # M spans step 200
+
+
+def test_a_topic_of_one_pair_has_no_value_gap_ci():
+    chosen = pd.DataFrame({"topic": ["religion", "abortion", "abortion"], "p_support": [0.9, 0.8, 0.7],
+                           "p_neutral": [0.1, 0.2, 0.2], "p_oppose": [0.0, 0.0, 0.1]})
+    rejected = chosen.assign(p_support=[0.1, 0.1, 0.2], p_oppose=[0.8, 0.7, 0.6])
+    gap = value_gap(chosen, rejected, n_boot=100).set_index(["topic", "stance"])
+    assert gap.loc["religion", ["ci_low", "ci_high"]].isna().all().all()
+    assert gap.loc["abortion", ["ci_low", "ci_high"]].notna().all().all()
+    assert gap.loc[("religion", "support"), "gap"] == pytest.approx(0.8)

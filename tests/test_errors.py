@@ -123,18 +123,23 @@ def test_score_with_a_bad_probe_file_prints_one_line(tmp_path, capsys, tiny_worl
 
 def test_score_uses_the_config_the_run_was_trained_under(tmp_path, capsys, tiny_world):
     """A run from the user's own params file (size `mine`, no params/mine.yaml) is scored under its stored
-    config.yaml; --set applies on top of it, --size replaces it."""
-    run = fake_run(tmp_path / "runs", "mine", ["probes.prompts_per_topic=1", "probes.samples_per_prompt=1",
+    config.yaml; --set applies on top of it, --size (a params file of the run's size) replaces it."""
+    from vd.judge import LexiconJudge
+    from vd.score.outputs import read_scores
+
+    run = fake_run(tmp_path / "runs", "mine", ["probes.prompts_per_topic=2", "probes.samples_per_prompt=1",
                                                "probes.max_new_tokens=8"])
 
     def judged(*extra: str) -> int:
         rc, _, err = vd(capsys, "score", "--run", str(run), *extra)
         assert rc == 0, err
-        return len(pd.read_csv(run / "judgments.csv"))
+        return len(read_scores(RunRecord.read(run), LexiconJudge().key)["judgments"])
 
-    assert judged() == 11  # 1 prompt per topic x 1 sample, as stored (params/tiny.yaml has 10 x 2)
-    assert judged("--set", "probes.samples_per_prompt=2") == 22
-    assert judged("--size", "tiny", "--set", "probes.prompts_per_topic=1", "--set", "probes.max_new_tokens=8") == 22
+    assert judged() == 22  # 2 prompts per topic x 1 sample, as stored (params/tiny.yaml has 20 x 2)
+    assert judged("--set", "probes.samples_per_prompt=2") == 44
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((ROOT / "params" / "tiny.yaml").read_text().replace("\nsize: tiny", "\nsize: mine"))
+    assert judged("--size", str(mine), "--set", "probes.prompts_per_topic=3", "--set", "probes.max_new_tokens=8") == 66
 
 
 # --- what the command prints besides ---------------------------------------------------------------

@@ -232,11 +232,12 @@ def test_sft_end_is_each_preference_start(device, tiny_world, tmp_path):
     their step 0: its answers are theirs (nothing is generated again), and so is the profile, exactly."""
     import pandas as pd
 
-    from vd.core.cache import Store, checkpoint_fingerprint
+    from vd.core.cache import Store, checkpoint_fingerprint, prompt_hash
     from vd.core.run import RunRecord
     from vd.data.probes import load_probes
     from vd.judge import LexiconJudge
-    from vd.models.generate import Sampling
+    from vd.models.generate import Sampling, chat_prompt_ids
+    from vd.models.loading import load_tokenizer
     from vd.score.scoring import score_run
     from vd.train.runner import train_stage
 
@@ -250,7 +251,9 @@ def test_sft_end_is_each_preference_start(device, tiny_world, tmp_path):
     preference = [train_stage(cfg, stage, "ultrafeedback", from_run=sft, runs_dir=tmp_path)
                   for stage in ("dpo", "simpo")]
     probes = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
-    keys = [(pid, i) for pid in probes["id"] for i in range(cfg.probes.samples_per_prompt)]
+    tokenizer = load_tokenizer(cfg, str(sft / "merged"), padding_side="left")
+    keys = [(pid, prompt_hash(chat_prompt_ids(tokenizer, q)), i) for pid, q in zip(probes["id"], probes["question"])
+            for i in range(cfg.probes.samples_per_prompt)]
     sampling = Sampling.from_config(cfg).as_dict()
     with Store(tmp_path / "cache.sqlite") as store:
         sft_profile, _ = score_run(sft, cfg, judge=LexiconJudge(), store=store, progress=False)

@@ -53,6 +53,18 @@ def test_wanted_subset_gives_the_same_answers(model_and_tokenizer, prompts):
     assert all(part[k] == full[k] for k in wanted)
 
 
+def test_each_answer_names_the_prompt_it_was_asked_by_its_token_ids(model_and_tokenizer, prompts, tiny_world):
+    from vd.core.cache import prompt_hash
+    from vd.models.generate import chat_prompt_ids, context_length
+
+    model, tok = model_and_tokenizer
+    rows = generate_answers(model, tok, prompts[:3], Sampling(2, 0.7, 1.0, 8, seed=1), batch_size=64)
+    expected = {pid: prompt_hash(chat_prompt_ids(tok, q)) for pid, q in prompts[:3]}
+    assert {(r["prompt_id"], r["prompt_hash"]) for r in rows} == set(expected.items())
+    assert len(set(expected.values())) == 3 and prompt_hash([1, 2]) != prompt_hash([12])
+    assert context_length(str(tiny_world.model_dir)) == 256  # the tiny model's max_position_embeddings
+
+
 def test_batched_greedy_equals_one_at_a_time(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     greedy = Sampling(samples_per_prompt=1, temperature=0.0, max_new_tokens=24, seed=0)

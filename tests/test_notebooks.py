@@ -19,7 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vd.core.run import RunRecord
+from vd.judge import LexiconJudge
 from vd.score import metrics as vdrift
+from vd.score.outputs import read_scores
 from vd.study.colab import REPO_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,10 +147,15 @@ def records(env, name: str) -> dict:
     return json.loads((env["figures"] / "tiny-smoke" / f"{name}.json").read_text())
 
 
+def profile_of(run) -> pd.DataFrame:
+    """A tiny run's profile as scoring wrote it (by the tiny world's lexicon judge)."""
+    return read_scores(RunRecord.read(run), LexiconJudge().key, ("profile",))["profile"]
+
+
 def check_run_record(rec: dict) -> pd.DataFrame:
     """A run's recorded M/eta equal vd.score.metrics recomputed from its profile.csv; ranges hold."""
     run = Path(rec["run_dir"])
-    profile = pd.read_csv(run / "profile.csv")
+    profile = profile_of(run)
     assert ((profile["p"] >= 0) & (profile["p"] <= 1)).all()
     assert np.allclose(profile.groupby(["step", "topic"])["p"].sum(), 1.0)
     assert (profile["ci_low"] <= profile["p"] + 1e-9).all() and (profile["p"] <= profile["ci_high"] + 1e-9).all()
@@ -275,7 +283,7 @@ def test_05_ablations(env):
     assert table["run"].nunique() == 9
     runs = env["runs"] / "smoke" / "tiny"
     for r in table.itertuples():
-        profile = pd.read_csv(runs / r.run / "profile.csv")
+        profile = profile_of(runs / r.run)
         m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
         for s in ("support", "neutral", "oppose"):
             assert getattr(r, f"M_{s}") == pytest.approx(m[("overall", s)], abs=1e-9)
@@ -303,7 +311,7 @@ def test_06_paper_tables(env):
                                                      for d in ("ultrafeedback", "hh-rlhf")}
     # every gathered M is the run's own profile difference
     for run, part in pref.groupby("run"):
-        profile = pd.read_csv(env["runs"] / "smoke" / "tiny" / run / "profile.csv")
+        profile = profile_of(env["runs"] / "smoke" / "tiny" / run)
         m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
         assert np.allclose(part["M"], [m[(t, s)] for t, s in zip(part["topic"], part["stance"])])
     syn = pd.read_csv(figures / "06_paper_tables-synthetic.csv")

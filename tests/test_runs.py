@@ -27,7 +27,7 @@ from vd.core.run import RunRecord
 ROOT = Path(__file__).resolve().parent.parent
 SFT_STEPS = {"sft.max_steps": 4, "sft.save_every": 2, "sft.batch_size": 8,
              "dpo.max_steps": 2, "dpo.save_every": 1, "dpo.batch_size": 8}
-BUDGET = {"probes.prompts_per_topic": 1, "probes.samples_per_prompt": 1, "probes.max_new_tokens": 12}
+BUDGET = {"probes.prompts_per_topic": 2, "probes.samples_per_prompt": 1, "probes.max_new_tokens": 12}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from vd.core.cache import Store
 from vd.core.config import ConfigError, load_config
+from vd.core.run import RunRecord
 from vd.judge import JudgeUnavailable, JudgingFailed, Judgment, LexiconJudge
+from vd.score import outputs
 from vd.score import scoring as score_mod
 
 BUDGET = ["probes.prompts_per_topic=2", "probes.samples_per_prompt=2", "probes.max_new_tokens=20"]
@@ -35,6 +37,11 @@ def fake_run(tiny_world, tmp_path_factory):
                                               "base_model": str(tiny_world.model_dir), "checkpoints": checkpoints,
                                               "complete": True}))
     return run
+
+
+def tables(run, judge_key=None) -> dict:
+    """The run's score tables by `judge_key` (the lexicon judge's by default), checked as a set."""
+    return outputs.read_scores(RunRecord.read(run), judge_key or LexiconJudge().key)
 
 
 class CountingJudge(LexiconJudge):
@@ -75,9 +82,10 @@ def test_score_run_writes_profile_and_drift(fake_run, tmp_path):
                                    "eta_reading", "eta_status", "complete", "end_fraction"]
     assert drift["complete"].all() and (drift["end_fraction"] == 1.0).all()
     assert set(drift["eta_reading"]) == {"extremum95", "ci95"} and "overall" in set(drift["topic"])
-    on_disk = pd.read_csv(fake_run / "profile.csv")
+    on_disk = tables(fake_run)["profile"]
     assert len(on_disk) == len(profile) == 3 * 12 * 3  # steps x (11 topics + overall) x stances
-    judged = pd.read_csv(fake_run / "judgments.csv")
+    pd.testing.assert_frame_equal(on_disk, profile)  # read back exactly
+    judged = tables(fake_run)["judgments"]
     assert len(judged) == 3 * 22 * 2  # steps x prompts x samples
     # M is the last-minus-first difference of the profile, sign included
     p = profile.set_index(["step", "topic", "stance"])["p"]
@@ -141,12 +149,12 @@ def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
     cfg = load_config("tiny", BUDGET)
     with Store(tmp_path / "cache.sqlite") as store:
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
-        answers = pd.read_csv(fake_run / "judgments.csv")["answer"].fillna("")
+        answers = tables(fake_run)["judgments"]["answer"]
         bad = set(answers.iloc[:3])
     with Store(tmp_path / "fresh.sqlite") as store:
         failing = CountingJudge(fail_items=bad)
         score_mod.score_run(fake_run, cfg, judge=failing, store=store, progress=False)
-        judged = pd.read_csv(fake_run / "judgments.csv")
+        judged = tables(fake_run)["judgments"]
         failed_rows = judged[judged["status"] == "failed"]
         assert len(failed_rows) >= 3 and failed_rows[["p_support", "p_neutral", "p_oppose"]].isna().all().all()
         assert len(store.failures()) == len({(q, a) for q, a in zip(failed_rows["question"], failed_rows["answer"])})
@@ -156,7 +164,7 @@ def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
         score_mod.score_run(fake_run, cfg, judge=retry, store=store, progress=False)
         assert retry.calls == n_failed  # only the failed ones are judged again
         assert store.failures().empty
-        assert (pd.read_csv(fake_run / "judgments.csv")["status"] == "ok").all()
+        assert (tables(fake_run)["judgments"]["status"] == "ok").all()
 
 
 @pytest.fixture
@@ -165,7 +173,7 @@ def incomplete_run(fake_run, tmp_path):
     import shutil
 
     run = tmp_path / "runs" / "tiny" / "sft-stopped"
-    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("*.csv", ".scores-key"))
+    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("scores", "cache.sqlite"))
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "total_steps": 20, "complete": False}))
     return run
@@ -227,20 +235,25 @@ def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run,
         pd.testing.assert_frame_equal(again[1], first[1])
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
         assert calls == [1]  # another bootstrap size: recomputed
-        (fake_run / "drift.csv").unlink()
+        drift_csv = first.folder / "drift.csv"
+        drift_csv.unlink()
         score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False, n_boot=50)
-        assert calls == [1, 1] and (fake_run / "drift.csv").is_file()  # a missing output: recomputed
+        assert calls == [1, 1] and drift_csv.is_file()  # a missing output: recomputed
 
 
 def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_run, tmp_path, capsys):
-    # before (#12.8): `ValueError: judgments: no usable rows` from the metrics, "judged 24/24 answers"
-    # in the log, and the run's earlier profile.csv, drift.csv, judgments.csv left as if current
+    # `ValueError: judgments: no usable rows` from the metrics, "judged 24/24 answers" in the log, and
+    # the run's earlier tables by that judge left as if current
     cfg = load_config("tiny", BUDGET)
+    files = (*(f"{t}.csv" for t in outputs.TABLES), outputs.STAMP)
+    folder = RunRecord.read(fake_run).scores_dir("always-fails")
     with Store(tmp_path / "cache.sqlite") as store:
-        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
-        assert all((fake_run / f).is_file() for f in (*score_mod.OUTPUTS, score_mod.OUTPUTS_KEY_FILE))
+        score_mod.score_run(fake_run, cfg, judge=CountingJudge(key="always-fails"), store=store, progress=False)
+        assert all((folder / f).is_file() for f in files)
         capsys.readouterr()
-        failing = CountingJudge(fail_all=True, key="always-fails")  # nothing cached under its key
+        with store._use() as con:  # its judgments forgotten: judged again, and all fail
+            con.execute("DELETE FROM judgments WHERE judge_key = 'always-fails'")
+        failing = CountingJudge(fail_all=True, key="always-fails")
         with pytest.raises(JudgingFailed) as e:
             score_mod.score_run(fake_run, cfg, judge=failing, store=store, progress=True)
         n = failing.calls
@@ -250,7 +263,8 @@ def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_ru
     assert "first error: HTTP 500: server error (gave up after 6 attempts)" in message
     assert "stored as failed in" in message and "judged again on the next `vd score`" in message
     assert f"judged 0 of {n} answers, {n} failed" in capsys.readouterr().out
-    assert not any((fake_run / f).exists() for f in (*score_mod.OUTPUTS, score_mod.OUTPUTS_KEY_FILE))
+    assert not any((folder / f).exists() for f in files)
+    assert tables(fake_run)["profile"] is not None  # another judge's tables are not touched
 
 
 def test_lexicon_judge_outside_the_tiny_world_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -299,3 +313,229 @@ def test_vd_score_with_every_judgment_failing_is_one_line(fake_run, capsys):
     assert "Traceback" not in err and last.startswith(f"error: {fake_run}: all {3 * 22 * 2} judgments failed")
     assert "first error: connection error" in last
     assert re.search(r"judged 0 of (\d+) answers, \1 failed", out)
+
+
+# --- what is asked, what is loaded, what is written ----------------------------------------------------
+def copy_run(run, tmp_path, name="sft-copy"):
+    """A copy of `run` under tmp_path/runs/tiny/, without its score tables (its own cache beside it)."""
+    import shutil
+
+    target = tmp_path / "runs" / "tiny" / name
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("scores", "cache.sqlite"))
+    return target
+
+
+def edited_probes(tmp_path, probe_id, question):
+    """The shipped probes with `probe_id`'s question replaced, as a file of their own."""
+    from vd.data.probes import SHIPPED_PROBES
+
+    rows = [json.loads(line) for line in SHIPPED_PROBES.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row["id"] == probe_id:
+            row["question"] = question
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_an_edited_question_is_asked_again_not_answered_from_the_cache(fake_run, tmp_path):
+    # answers were keyed by probe id: after an edit every "answer" to the new question was about immigration
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        before = tables(fake_run)["judgments"]
+        n = store.count("generations")
+        edited = edited_probes(tmp_path, "immigration-017", "What is your favourite colour?")
+        score_mod.score_run(fake_run, load_config("tiny", [*BUDGET, f"probes.file={edited}"]), judge=LexiconJudge(),
+                            store=store, progress=False)
+        assert store.count("generations") == n + 3 * 2  # that probe's 2 samples at each of the 3 checkpoints
+    after = tables(fake_run)["judgments"]
+    mine, old = (t[t.prompt_id == "immigration-017"] for t in (after, before))
+    assert (mine["question"] == "What is your favourite colour?").all() and len(mine) == 6
+    assert (mine["answer"].to_numpy() != old["answer"].to_numpy()).any()  # answers to the question asked
+    others = after.prompt_id != "immigration-017"
+    assert after[others]["answer"].tolist() == before[before.prompt_id != "immigration-017"]["answer"].tolist()
+
+
+def test_another_chat_template_is_asked_again(fake_run, tmp_path, monkeypatch):
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        n = store.count("generations")
+        real = score_mod.load_tokenizer
+
+        def with_a_system_turn(*args, **kwargs):
+            tokenizer = real(*args, **kwargs)
+            tokenizer.chat_template = "{{ '<|im_start|>system\\nBe brief.<|im_end|>\\n' }}" + tokenizer.chat_template
+            return tokenizer
+
+        monkeypatch.setattr(score_mod, "load_tokenizer", with_a_system_turn)
+        score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        assert store.count("generations") == 2 * n  # every prompt reads otherwise: every answer made again
+
+
+def test_the_judge_is_built_once_the_policy_is_freed(fake_run, tmp_path, monkeypatch):
+    """An `hf` judge built before generation shared the GPU with the policy: it is built after the last
+    answer is generated, when no model of the run is alive any more."""
+    import weakref
+
+    events, models = [], []
+    real_model_for, real_generate = score_mod._model_for, score_mod.generate_answers
+
+    def model_for(*args, **kwargs):
+        model = real_model_for(*args, **kwargs)
+        models.append(weakref.ref(model))
+        return model
+
+    def make_judge(judge_cfg, *, tiny_world=False):
+        events.append(("judge", [ref() is None for ref in models]))
+        return LexiconJudge()
+
+    monkeypatch.setattr(score_mod, "_model_for", model_for)
+    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: events.append("generate") or real_generate(*a, **k))
+    monkeypatch.setattr(score_mod, "make_judge", make_judge)
+    with Store(tmp_path / "cache.sqlite") as store:
+        score_mod.score_run(fake_run, load_config("tiny", BUDGET), store=store, progress=False)
+    assert events[0] == "generate" and events[-1][0] == "judge" and events.count("generate") == 3
+    assert models and all(events[-1][1])  # every model the run loaded was freed before the judge was built
+
+
+@pytest.mark.slow
+def test_a_preference_run_whose_sft_start_was_retrained_is_refused(tiny_world, tmp_path, monkeypatch):
+    # scoring loaded the retrained sft-…/merged under the old start's key: the new base with old adapters
+    from vd.core.run import RunError
+    from vd.train.runner import train_stage
+
+    steps = ["sft.max_steps=2", "sft.save_every=1", "dpo.max_steps=1", "dpo.save_every=1", "sft.batch_size=8",
+             "dpo.batch_size=8"]
+    cfg = load_config("tiny", [*steps, *BUDGET])
+    sft = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path)
+    dpo = train_stage(cfg, "dpo", "ultrafeedback", from_run=sft, runs_dir=tmp_path)
+    train_stage(load_config("tiny", [*steps, *BUDGET, "sft.learning_rate=0.004"]), "sft", "wildchat",
+                runs_dir=tmp_path, overwrite=True)
+    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: pytest.fail("generated from the new start"))
+    with pytest.raises(RunError) as e:
+        score_mod.score_run(dpo, cfg, judge=LexiconJudge(), progress=False)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{dpo / 'run.json'}: run {dpo.name} was trained from "
+                                                      f"{sft.name}/merged")
+    assert "is now another model" in message and "retrain this run" in message
+
+
+def test_each_judge_keeps_its_own_tables_and_a_run_says_which_judge_made_them(fake_run, tmp_path):
+    from vd.study.notebook import RunResult
+
+    class NeutralJudge(CountingJudge):
+        def judge_answer(self, answer):
+            return Judgment((0.0, 1.0, 0.0), "ok")
+
+    run = copy_run(fake_run, tmp_path)
+    cfg = load_config("tiny", BUDGET)
+    with Store(tmp_path / "cache.sqlite") as store:
+        lexicon = score_mod.score_run(run, cfg, judge=LexiconJudge(), store=store, progress=False)
+        before = {p.name: p.read_bytes() for p in lexicon.folder.iterdir()}
+        neutral = score_mod.score_run(run, cfg, judge=NeutralJudge(key="openai:gpt-4o:v1@local"), store=store,
+                                      progress=False)
+    assert lexicon.folder.parent == neutral.folder.parent == run / "scores" and lexicon.folder != neutral.folder
+    assert {p.name: p.read_bytes() for p in lexicon.folder.iterdir()} == before  # not overwritten
+    assert re.fullmatch(r"openai-gpt-4o-[0-9a-f]{8}", neutral.folder.name)
+    assert (tables(run, "openai:gpt-4o:v1@local")["judgments"]["p_neutral"] == 1.0).all()
+    assert (tables(run)["judgments"]["p_neutral"] < 1.0).any()
+    result = RunResult(run, RunRecord.read(run), neutral.profile, neutral.drift, cfg, neutral.judge_key)
+    assert result.judge_label == neutral.judge_label == "openai gpt-4o"
+    assert (result.judgments()["p_neutral"] == 1.0).all()
+
+
+def test_answers_with_control_characters_round_trip_through_the_tables(fake_run, tmp_path, monkeypatch):
+    # a lone \r added a row to judgments.csv, NUL cut an answer, and notebook 04 died with ParserError
+    strange = ["a\rb", "line\nbreak", "nul\x00byte", 'say "yes"', "tab\there", "", "NaN", "x,y", "\r\n", "5"]
+    real = score_mod.generate_answers
+
+    def generate(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        for i, row in enumerate(rows):
+            row["text"] = strange[i % len(strange)] + f" {i}" * (i >= len(strange))
+        return rows
+
+    monkeypatch.setattr(score_mod, "generate_answers", generate)
+    run = copy_run(fake_run, tmp_path)
+    with Store(tmp_path / "cache.sqlite") as store:
+        scores = score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), store=store, progress=False)
+        with store._use() as con:
+            cached = {text for (text,) in con.execute("SELECT text FROM generations")}
+    judged = tables(run)["judgments"]
+    assert len(judged) == 3 * 22 * 2 and set(judged["answer"]) == cached
+    assert set(strange) <= set(judged["answer"])
+    assert judged.dtypes["p_support"] == float and judged.dtypes["n_new_tokens"] == np.int64
+    assert tables(run)["profile"]["p"].to_numpy().tobytes() == scores.profile["p"].to_numpy().tobytes()
+
+
+def test_vd_score_says_what_it_scores_under_and_refuses_another_size_or_a_loose_run(fake_run, tmp_path, capsys):
+    from vd.cli import main
+
+    run = copy_run(fake_run, tmp_path)
+    assert main(["score", "--run", str(run), "--size", "tiny", *(f"--set={o}" for o in BUDGET)]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith(f"scoring {run} under ") and first.endswith("tiny.yaml with " + ", ".join(BUDGET)
+                                                                        + "; judge lexicon (prompt v1)")
+    assert f"with judge lexicon phrases-" in out and str(run / "scores" / "lexicon-phrases-") in out
+    # --size of another size: one line, and nothing made for that size
+    assert main(["score", "--run", str(run), "--size", "llama3-3b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"size 'llama3-3b', but run {run} was trained at size 'tiny'" in err
+    assert not (tmp_path / "runs" / "llama3-3b").exists()
+    # a run folder outside <runs>/<size>/: its cache would be nowhere a scorer looks
+    import shutil
+
+    loose = tmp_path / "loose" / "sft-x"
+    shutil.copytree(run, loose, ignore=shutil.ignore_patterns("scores"))
+    assert main(["score", "--run", str(loose), "--size", "tiny", *(f"--set={o}" for o in BUDGET)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{loose}: a run of size 'tiny' (run.json) belongs in a folder named 'tiny'" in err
+    assert not list(tmp_path.glob("**/loose/cache.sqlite")) and not (tmp_path / "tiny").exists()
+
+
+def test_a_question_longer_than_the_context_is_one_line_before_any_generation(fake_run, tmp_path, monkeypatch):
+    # a 1 MB question tried to allocate 129 GB
+    from vd.data.probes import ProbeError
+
+    edited = edited_probes(tmp_path, "immigration-017", "Is immigration good? " + "Tell me more. " * 75_000)
+    assert edited.stat().st_size > 1_000_000
+    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: pytest.fail("generation started"))
+    with Store(tmp_path / "cache.sqlite") as store, pytest.raises(ProbeError) as e:
+        score_mod.score_run(fake_run, load_config("tiny", [*BUDGET, f"probes.file={edited}"]), judge=LexiconJudge(),
+                            store=store, progress=False)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{edited}: probe immigration-017: its question is ")
+    assert "more than the 236 the model takes (its context of 256 tokens less probes.max_new_tokens 20)" in message
+
+
+def test_a_truncated_or_nan_adapter_and_a_damaged_cache_are_one_line(fake_run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from vd.cli import main
+
+    args = ["--size", "tiny", *(f"--set={o}" for o in BUDGET)]
+    truncated = copy_run(fake_run, tmp_path, "sft-truncated")
+    weights = truncated / "checkpoint-5" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert main(["score", "--run", str(truncated), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {weights}: damaged or truncated (")
+    assert "retrain the run" in err
+    nan = copy_run(fake_run, tmp_path, "sft-nan")
+    weights = nan / "checkpoint-10" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name][0] = torch.nan
+    save_file(tensors, str(weights))
+    assert main(["score", "--run", str(nan), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {weights}: 1 of {len(tensors)} adapter tensors hold NaN")
+    cache = tmp_path / "runs" / "tiny" / "cache.sqlite"
+    cache.write_bytes(b"\x00garbage" * 1000)
+    assert main(["score", "--run", str(truncated), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {cache}: the cache is damaged (file is not a database)")

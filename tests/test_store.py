@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from vd.core import io as store_mod
-from vd.core.cache import Store, checkpoint_fingerprint
-from vd.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, text_hash
+from vd.core.cache import CacheError, Store, checkpoint_fingerprint
+from vd.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, text_hash
 
 SAMPLING = {"temperature": 0.7, "max_new_tokens": 256, "n": 5, "top_p": 1.0}
 
@@ -30,7 +30,8 @@ def test_atomic_writes_round_trip_and_leave_no_temp_files(tmp_path):
     atomic_write_json({"M": np.float64(0.5), "n": np.int64(3), "v": np.arange(2), "p": tmp_path}, tmp_path / "m.json")
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo\n"
     assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01\xff"
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sub" / "t.csv"), df)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sub" / "t.csv"), df)  # plain CSV to other readers
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "sub" / "t.csv"), df)
     assert json.loads((tmp_path / "m.json").read_text()) == {"M": 0.5, "n": 3, "v": [0, 1], "p": str(tmp_path)}
     atomic_write_text(tmp_path / "a.txt", "second")  # overwrite
     assert (tmp_path / "a.txt").read_text() == "second"
@@ -38,24 +39,21 @@ def test_atomic_writes_round_trip_and_leave_no_temp_files(tmp_path):
     assert oct((tmp_path / "a.txt").stat().st_mode & 0o777) == oct(0o644)
 
 
-class _ExplodingFrame:
-    """Writes half a table, then fails, as a crash in the middle of to_csv would."""
-
-    def to_csv(self, fh, **kwargs):
-        fh.write("topic,M\nimmigration,0.3")
-        fh.flush()
-        raise RuntimeError("disk on fire")
+def _exploding_csv(df):
+    """Half a table, then a failure, as a crash in the middle of writing one would."""
+    raise RuntimeError("disk on fire")
 
 
-def test_failed_write_keeps_old_file_and_no_temp(tmp_path):
+def test_failed_write_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     target = tmp_path / "table.csv"
     target.write_text("topic,M\nold,1\n")
+    monkeypatch.setattr(store_mod, "csv_text", _exploding_csv)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        atomic_write_csv(_ExplodingFrame(), target)
+        atomic_write_csv(pd.DataFrame({"topic": ["x"]}), target)
     assert target.read_text() == "topic,M\nold,1\n"  # never a partial file
     assert os.listdir(tmp_path) == ["table.csv"]  # no temp file left behind
     with pytest.raises(RuntimeError, match="disk on fire"):
-        atomic_write_csv(_ExplodingFrame(), tmp_path / "new.csv")
+        atomic_write_csv(pd.DataFrame({"topic": ["x"]}), tmp_path / "new.csv")
     assert os.listdir(tmp_path) == ["table.csv"]  # a new target is not created at all
 
 
@@ -132,37 +130,128 @@ def test_generations_round_trip_and_no_duplicates(tmp_path):
     path = tmp_path / "run" / "cache.sqlite"
     with Store(path) as st:
         assert not path.exists()  # created on first use
-        assert st.put_generations("fp1", {("p1", 0): ("Yes, I support this.", 6), ("p1", 1): ("No.", 2)}) == 2
-        assert st.put_generations("fp1", [(7, 0, "int id", 3), {"prompt_id": "p2", "sample_index": 0,
-                                                                 "text": "It depends.", "n_new_tokens": 4}]) == 2
+        assert st.put_generations("fp1", {("p1", "h1", 0): ("Yes, I support this.", 6),
+                                          ("p1", "h1", 1): ("No.", 2)}) == 2
+        assert st.put_generations("fp1", [(7, "h7", 0, "int id", 3), {"prompt_id": "p2", "prompt_hash": "h2",
+                                                                       "sample_index": 0, "text": "It depends.",
+                                                                       "n_new_tokens": 4}]) == 2
         # a rerun writes nothing and never overwrites
-        assert st.put_generations("fp1", {("p1", 0): ("different text", 9)}) == 0
+        assert st.put_generations("fp1", {("p1", "h1", 0): ("different text", 9)}) == 0
         assert st.count("generations") == 4
-        got = st.get_generations("fp1", [("p1", 0), ("p1", 1), (7, 0), ("p2", 0), ("missing", 0)])
-        assert got == {("p1", 0): ("Yes, I support this.", 6), ("p1", 1): ("No.", 2), (7, 0): ("int id", 3),
-                       ("p2", 0): ("It depends.", 4)}
-        assert st.get_generations("fp2", [("p1", 0)]) == {}  # another checkpoint
+        got = st.get_generations("fp1", [("p1", "h1", 0), ("p1", "h1", 1), (7, "h7", 0), ("p2", "h2", 0),
+                                         ("missing", "h1", 0)])
+        assert got == {("p1", "h1", 0): ("Yes, I support this.", 6), ("p1", "h1", 1): ("No.", 2),
+                       (7, "h7", 0): ("int id", 3), ("p2", "h2", 0): ("It depends.", 4)}
+        assert st.get_generations("fp2", [("p1", "h1", 0)]) == {}  # another checkpoint
+        assert st.get_generations("fp1", [("p1", "other prompt", 0)]) == {}  # the same id, asked otherwise
         assert st.get_generations("fp1", []) == {}
+        with pytest.raises(ValueError, match="prompt_hash"):
+            st.put_generations("fp1", [("p3", "", 0, "text", 1)])
     assert path.exists()
     with Store(path) as st:  # persisted
         assert st.count("generations") == 4
         con = sqlite3.connect(path)
-        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
         con.close()
 
 
 def test_many_keys_in_few_queries(tmp_path):
     with Store(tmp_path / "c.sqlite") as st:
-        rows = [(f"p{i}", s, f"answer {i}-{s}", 10) for i in range(1000) for s in range(5)]
+        rows = [(f"p{i}", f"h{i}", s, f"answer {i}-{s}", 10) for i in range(1000) for s in range(5)]
         st.put_generations("fp", rows)
         statements = []
         st._connect().set_trace_callback(statements.append)
-        got = st.get_generations("fp", [(f"p{i}", s) for i in range(1000) for s in range(5)])
+        got = st.get_generations("fp", [(f"p{i}", f"h{i}", s) for i in range(1000) for s in range(5)])
         st._connect().set_trace_callback(None)
-        assert len(got) == 5000 and got[("p999", 4)] == ("answer 999-4", 10)
+        assert len(got) == 5000 and got[("p999", "h999", 4)] == ("answer 999-4", 10)
         selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         assert len(selects) == 1  # one join, not one query per key
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE generations (fingerprint TEXT NOT NULL, prompt_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
+    text TEXT NOT NULL, n_new_tokens INTEGER, created TEXT NOT NULL, PRIMARY KEY (fingerprint, prompt_id, sample_index));
+CREATE TABLE judgments (judge_key TEXT NOT NULL, question_hash TEXT NOT NULL, answer_hash TEXT NOT NULL,
+    topic TEXT NOT NULL, p_support REAL, p_neutral REAL, p_oppose REAL, status TEXT NOT NULL, error TEXT,
+    created TEXT NOT NULL, PRIMARY KEY (judge_key, question_hash, answer_hash, topic));
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO generations VALUES ('fp', 'immigration-007', 0, 'an answer about immigration', 5, 'then');
+INSERT INTO judgments VALUES ('j', 'q', 'a', 'immigration', 0.2, 0.5, 0.3, 'ok', NULL, 'then');
+"""
+
+
+def test_a_version_1_cache_keeps_its_judgments_and_drops_its_generations(tmp_path, caplog):
+    """Version 1 keyed answers by probe id alone: an edited question reused them. They cannot be told
+    apart from right ones, so they go (made again when scored); judgments are keyed by text and stay."""
+    path = tmp_path / "cache.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")  # as version 1 wrote it
+    con.executescript(V1_SCHEMA)
+    con.close()
+    with caplog.at_level("WARNING", logger="vd.core.cache"), Store(path) as st:
+        assert st.count("generations") == 0 and st.count("judgments") == 1
+        assert st.get_judgments("j", [("q", "a", "immigration")])[("q", "a", "immigration")]["p_neutral"] == 0.5
+        st.put_generations("fp", [("immigration-007", "h", 0, "new", 1)])
+    assert "cache schema 1 -> 2: its 1 generations were keyed by probe id" in caplog.text
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] != "wal"  # converted: a rollback journal now
+    con.close()
+
+
+def test_the_cache_uses_a_rollback_journal_that_network_mounts_support(tmp_path):
+    """WAL needs shared memory mapped beside the database, which network and FUSE mounts (Google Drive)
+    lack; the cache uses a rollback journal, and two stores on one file still see each other's rows."""
+    path = tmp_path / "c.sqlite"
+    with Store(path) as a, Store(path) as b:
+        a.put_generations("fp", [("p", "h", 0, "hello", 1)])
+        assert b.get_generations("fp", [("p", "h", 0)]) == {("p", "h", 0): ("hello", 1)}
+        b.put_judgments("j", [_judgment()])
+        assert a.count("judgments") == 1
+        assert a._connect().execute("PRAGMA journal_mode").fetchone()[0] == "truncate"
+        assert not any(tmp_path.glob("c.sqlite-wal")) and not any(tmp_path.glob("c.sqlite-shm"))
+
+
+def _writer(path, tag, n):
+    with Store(path) as st:
+        for i in range(n):
+            st.put_judgments("j", [_judgment(key=(f"q{tag}", f"a{i}", "religion"))])
+            st.put_generations("fp", [(f"p{tag}", "h", i, f"text {i}", 1)])
+
+
+def test_two_processes_write_one_cache_at_once(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "c.sqlite"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, t, 100)) for t in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with Store(path) as st:
+        assert st.count("judgments") == 200 and st.count("generations") == 200
+
+
+def test_a_damaged_cache_is_one_line_naming_it(tmp_path):
+    garbage = tmp_path / "garbage" / "cache.sqlite"
+    garbage.parent.mkdir()
+    garbage.write_bytes(os.urandom(8192))
+    with pytest.raises(CacheError) as e:
+        Store(garbage).count("judgments")
+    assert str(e.value).startswith(f"{garbage}: the cache is damaged (file is not a database)")
+    assert "move it aside" in str(e.value) and "\n" not in str(e.value)
+    malformed = tmp_path / "malformed" / "cache.sqlite"
+    with Store(malformed) as st:
+        st.put_generations("fp", [(f"p{i}", "h" * 64, s, "answer " * 40, 9) for i in range(300) for s in range(5)])
+    data = bytearray(malformed.read_bytes())
+    page = 4096
+    data[2 * page:len(data) - page] = os.urandom(len(data) - 3 * page)  # the pages, not the header
+    malformed.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match=r"the cache is damaged \((database disk image is malformed|file is not a database)\)"):
+        Store(malformed).get_generations("fp", [(f"p{i}", "h" * 64, 0) for i in range(300)])
 
 
 # ----------------------------------------------------------------------------- the cache: judgments
@@ -229,7 +318,7 @@ def test_concurrent_writes_from_threads(tmp_path):
             key = (f"q{t}", f"a{i}", "religion")
             status = "failed" if i % 3 == 0 else "ok"
             st.put_judgments("j", [_judgment(status, error="x" if status == "failed" else None, key=key)])
-            st.put_generations("fp", [(f"q{t}", i, f"text {t} {i}", i)])
+            st.put_generations("fp", [(f"q{t}", "h", i, f"text {t} {i}", i)])
             assert key in st.get_judgments("j", [key], include_failed=True)
         # retry this thread's failures
         st.put_judgments("j", [_judgment("ok", key=(f"q{t}", f"a{i}", "religion")) for i in range(0, per, 3)])
@@ -251,13 +340,13 @@ def test_concurrent_writes_from_threads(tmp_path):
 def test_two_stores_share_one_file_and_schema_is_checked(tmp_path):
     path = tmp_path / "c.sqlite"
     with Store(path) as a, Store(path) as b:
-        a.put_generations("fp", [("p", 0, "hello", 1)])
-        assert b.get_generations("fp", [("p", 0)]) == {("p", 0): ("hello", 1)}
+        a.put_generations("fp", [("p", "h", 0, "hello", 1)])
+        assert b.get_generations("fp", [("p", "h", 0)]) == {("p", "h", 0): ("hello", 1)}
     con = sqlite3.connect(path)
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.commit()
     con.close()
-    with pytest.raises(RuntimeError, match="schema version 99"):
+    with pytest.raises(CacheError, match="schema version 99"):
         Store(path).count("generations")
 
 
@@ -285,11 +374,53 @@ def test_a_transaction_an_interruption_left_open_does_not_break_the_store(tmp_pa
     """A KeyboardInterrupt between BEGIN and COMMIT leaves the connection in a transaction; the Store's
     next call rolls it back and works (before: "cannot start a transaction within a transaction")."""
     with Store(tmp_path / "cache.sqlite") as store:
-        store.put_generations("fp", {("p1", 0): ("first", 3)})
+        store.put_generations("fp", {("p1", "h", 0): ("first", 3)})
         con = store._connect()
         con.execute("BEGIN IMMEDIATE")  # what an interrupted put_* or get_* leaves behind
-        con.execute("INSERT OR IGNORE INTO generations VALUES ('fp', 'p2', 0, 'half-written', 1, 'now')")
+        con.execute("INSERT OR IGNORE INTO generations VALUES ('fp', 'h', 'p2', 0, 'half-written', 1, 'now')")
         assert con.in_transaction
-        assert store.get_generations("fp", [("p1", 0), ("p2", 0)]) == {("p1", 0): ("first", 3)}
-        assert store.put_generations("fp", {("p3", 0): ("third", 2)}) == 1
+        assert store.get_generations("fp", [("p1", "h", 0), ("p2", "h", 0)]) == {("p1", "h", 0): ("first", 3)}
+        assert store.put_generations("fp", {("p3", "h", 0): ("third", 2)}) == 1
         assert not con.in_transaction and store.count("generations") == 2
+
+
+# ----------------------------------------------------------------------------- CSV tables that round-trip
+STRANGE = ["a\rb", "c\nd", "nul\x00cut?", 'a "quoted" word', "tab\there", "", "  spaces  ", "x,y", "\r\n",
+           "NaN", "NA", "null", "5", "1.5", "True", "é ü 中", '"', '""', ",", "\n"]
+
+
+def test_any_string_and_float_round_trips_through_a_csv_table(tmp_path):
+    """A lone \\r made pandas add a row, NUL cut an answer, an empty answer read back as NaN, and a
+    float came back a last bit off: the pair atomic_write_csv / read_csv gives back what it was given."""
+    rng = np.random.default_rng(0)
+    floats = np.concatenate([rng.random(len(STRANGE) - 4), [1e-300, 5e-324, 0.1 + 0.2, 1 / 3]])
+    floats *= np.exp(rng.normal(0, 30, len(STRANGE)))
+    df = pd.DataFrame({"answer": STRANGE, "p": floats, "n": np.arange(len(STRANGE)) - 3,
+                       "ok": [i % 2 == 0 for i in range(len(STRANGE))],
+                       "error": [None] * (len(STRANGE) - 1) + ["HTTP 500"], "half": [np.nan, 0.5] * (len(STRANGE) // 2)})
+    atomic_write_csv(df, tmp_path / "t.csv")
+    back = read_csv(tmp_path / "t.csv")
+    assert back["answer"].tolist() == STRANGE  # every string exactly, in order: no extra or cut rows
+    assert back["p"].to_numpy().tobytes() == df["p"].to_numpy().tobytes()  # bit for bit
+    assert back.dtypes.to_dict() == {"answer": object, "p": np.float64, "n": np.int64, "ok": bool, "error": object,
+                                     "half": np.float64}
+    assert back["error"].isna().sum() == len(STRANGE) - 1 and back["error"].iloc[-1] == "HTTP 500"
+    assert np.array_equal(back["half"].to_numpy(), df["half"].to_numpy(), equal_nan=True)
+    assert back["n"].tolist() == df["n"].tolist() and back["ok"].tolist() == df["ok"].tolist()
+    other = pd.read_csv(tmp_path / "t.csv", keep_default_na=False, engine="python")  # plain CSV to others
+    assert len(other) == len(STRANGE) and other["answer"].tolist()[:2] == STRANGE[:2]
+    empty = pd.DataFrame({"a": pd.Series([], dtype=object)})
+    atomic_write_csv(empty, tmp_path / "e.csv")
+    assert list(read_csv(tmp_path / "e.csv").columns) == ["a"] and read_csv(tmp_path / "e.csv").empty
+
+
+def test_read_csv_reads_a_table_pandas_wrote_and_names_a_malformed_one(tmp_path):
+    df = pd.DataFrame({"topic": ["immigration", "religion, faith"], "chosen_p_support": [0.25, 1 / 3]})
+    df.to_csv(tmp_path / "old.csv", index=False)  # as earlier versions wrote synthetic_judged.csv
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "old.csv"), df)
+    (tmp_path / "bad.csv").write_text('"a","b"\n"unterminated,1\n')
+    with pytest.raises(ValueError, match="bad.csv: not a CSV table"):
+        read_csv(tmp_path / "bad.csv")
+    (tmp_path / "ragged.csv").write_text('"a","b"\n1\n')
+    with pytest.raises(ValueError, match="ragged.csv: its rows do not all have the header's 2 fields"):
+        read_csv(tmp_path / "ragged.csv")

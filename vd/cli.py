@@ -70,11 +70,17 @@ def cmd_score(args) -> int:
 
     run = read_run(args.run)
     # the config the run was trained under (a user's own params file need not exist here any more);
-    # --size replaces it, --set applies on top of either
+    # --size replaces it (a params file of the run's own size), --set applies on top of either
     cfg = load_config(args.size, args.set) if args.size else load_stored_config(run.config_path, args.set)
-    profile, drift = score_run(args.run, cfg, progress=True)
+    j = cfg.judge
+    judge = "lexicon" if j.kind == "lexicon" else f"{j.kind} {j.model}" + (f" at {j.base_url}" if j.base_url else "")
+    print(f"scoring {args.run} under {cfg.source}{' (the config it was trained under)' if not args.size else ''}"
+          f"{' with ' + ', '.join(args.set) if args.set else ''}; judge {judge} (prompt {j.prompt_version})", flush=True)
+    scores = score_run(args.run, cfg, progress=True)
+    profile, drift = scores
     overall = drift[(drift["topic"] == "overall") & (drift["eta_reading"] == "extremum95")]
-    print(f"scored {profile['step'].nunique()} checkpoints of {args.run}; wrote profile.csv, drift.csv, judgments.csv")
+    print(f"scored {profile['step'].nunique()} checkpoints of {args.run} with judge {scores.judge_label}; "
+          f"wrote judgments.csv, profile.csv, drift.csv in {scores.folder}")
     if not drift["complete"].all():
         print(f"INCOMPLETE run: M is the drift up to {drift['end_fraction'].iloc[0]:.0%} of the stage's steps")
     print(overall[["stance", "M", "M_ci_low", "M_ci_high", "resolution", "eta"]].to_string(index=False))
@@ -111,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vd.train.cli import register_cli
 
     register_cli(sub)
-    score = sub.add_parser("score", help="score every checkpoint of a run: profile.csv, drift.csv")
+    score = sub.add_parser("score", help="score every checkpoint of a run: <run>/scores/<judge>/profile.csv, drift.csv")
     score.add_argument("--run", required=True, help="a run folder made by `vd train`")
-    score.add_argument("--size", default=None, help="params for scoring (default: the config the run was trained "
-                                                    "under, its config.yaml)")
+    score.add_argument("--size", default=None, help="params for scoring, of the run's own size (default: the config "
+                                                    "the run was trained under, its config.yaml)")
     score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params value")
     score.set_defaults(func=cmd_score)
     probes = sub.add_parser("probes", help="rebuild a V-PRISM-like probe set from PRISM's conversations",

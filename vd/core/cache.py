@@ -2,9 +2,11 @@
 
 * :func:`checkpoint_fingerprint` names a (base model, adapter weights, sampling settings) triple, so
   cached generations are reused only for exactly the same checkpoint and sampling.
-* :class:`Store`: one SQLite file (WAL mode) caching generations per fingerprint and stance judgments
-  per judge key, so scoring can be interrupted and resumed. Nothing in the API takes a secret, so no
-  API key can end up in the cache.
+* :func:`prompt_hash` names a prompt by its token ids as the chat template renders it: generations are
+  keyed by (fingerprint, prompt hash, probe id, sample index), so an edited question or template is asked again.
+* :class:`Store`: one SQLite file caching generations per fingerprint and stance judgments per judge
+  key, so scoring can be interrupted and resumed. Nothing in the API takes a secret, so no API key can
+  end up in the cache.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import json
 import math
 import os
 import sqlite3
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from vd.core.errors import ConfigError
 from vd.core.io import _json_default
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 2  # 2: generations keyed by the prompt's token ids too, not by the probe id alone
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 STATUSES = ("ok", "text_fallback", "failed")
 TABLES = ("generations", "judgments")
@@ -71,13 +76,22 @@ def checkpoint_fingerprint(base_model_id: str, adapter_dir: str | os.PathLike | 
     return h.hexdigest()
 
 
+def prompt_hash(token_ids: Sequence[int]) -> str:
+    """sha256 naming a prompt by the token ids the model is given (chat template, BOS and all)."""
+    return hashlib.sha256(("vd-prompt:" + ",".join(str(int(t)) for t in token_ids)).encode()).hexdigest()
+
+
+class CacheError(ConfigError):
+    """The cache file is damaged or of another version; the message names it and what to do."""
+
+
 # ----------------------------------------------------------------------------- the cache
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS generations (
-    fingerprint TEXT NOT NULL, prompt_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL, prompt_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
     text TEXT NOT NULL, n_new_tokens INTEGER, created TEXT NOT NULL,
-    PRIMARY KEY (fingerprint, prompt_id, sample_index));
+    PRIMARY KEY (fingerprint, prompt_hash, prompt_id, sample_index));
 CREATE TABLE IF NOT EXISTS judgments (
     judge_key TEXT NOT NULL, question_hash TEXT NOT NULL, answer_hash TEXT NOT NULL, topic TEXT NOT NULL,
     p_support REAL, p_neutral REAL, p_oppose REAL,
@@ -105,13 +119,18 @@ def _nan(x):
 
 
 class Store:
-    """SQLite cache of generations and judgments (WAL mode), created on first use.
+    """SQLite cache of generations and judgments, created on first use.
 
     One connection per Store, shared by threads (``check_same_thread=False``) behind a lock, so a
     thread pool of judge calls can write through one Store. Each ``put_*`` is one transaction.
+    A rollback journal (TRUNCATE), not WAL (ours): WAL needs shared memory mapped beside the file, which
+    network and FUSE mounts (Google Drive on Colab) do not provide; a commit costs about a millisecond
+    more, and concurrent processes still work (writers wait up to 60 s for one another; scoring holds a
+    lock per run). A damaged or foreign file is a CacheError naming it.
 
-    * generations(fingerprint, prompt_id, sample_index) -> (text, n_new_tokens): written once
-      (INSERT OR IGNORE), so a rerun never writes duplicates. Prompt ids are stored as text.
+    * generations(fingerprint, prompt_hash, prompt_id, sample_index) -> (text, n_new_tokens): written once
+      (INSERT OR IGNORE), so a rerun never writes duplicates. Prompt ids are stored as text; the prompt
+      hash (:func:`prompt_hash`) ties an answer to what was asked, the id to the seed it was sampled with.
     * judgments(judge_key, question_hash, answer_hash, topic) -> p_support, p_neutral, p_oppose,
       status ("ok", "text_fallback" or "failed"), error. A failed row keeps NULL probabilities (read
       back as NaN) and its error text; a later attempt replaces it (a later failure refreshes the
@@ -131,11 +150,12 @@ class Store:
         if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("PRAGMA temp_store=MEMORY")
             try:
+                con.execute("PRAGMA journal_mode=TRUNCATE")  # converts a cache written in WAL mode
+                con.execute("PRAGMA synchronous=FULL")
+                con.execute("PRAGMA temp_store=MEMORY")
                 with _transaction(con):
+                    self._migrate(con)
                     for stmt in filter(str.strip, _SCHEMA.split(";")):
                         con.execute(stmt)
                     con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -145,10 +165,26 @@ class Store:
                 raise
             if int(version) != SCHEMA_VERSION:
                 con.close()
-                raise RuntimeError(f"{self.path}: cache schema version {version}, this vd reads version "
-                                   f"{SCHEMA_VERSION}; use a new cache file")
+                raise CacheError(f"{self.path}: cache schema version {version}, this vd reads version "
+                                 f"{SCHEMA_VERSION} (a newer vd wrote it): update vd, or move the file aside")
             self._con = con
         return self._con
+
+    def _migrate(self, con: sqlite3.Connection) -> None:
+        """Version 1 keyed generations by probe id alone, so an edited question reused old answers: its
+        generations are dropped (made again on the next scoring), its judgments kept (they are keyed by
+        the question's and answer's text)."""
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            return
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or row[0] != "1":
+            return
+        dropped = con.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        con.execute("DROP TABLE generations")
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        log.warning("%s: cache schema 1 -> %d: its %d generations were keyed by probe id, not by the prompt "
+                    "asked, so they are dropped and made again when scored; its judgments are kept",
+                    self.path, SCHEMA_VERSION, dropped)
 
     def close(self) -> None:
         with self._lock:
@@ -167,10 +203,21 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     # -- helpers ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _use(self):
+        """The connection, under the lock; a damaged file is one CacheError naming it and what to do."""
+        with self._lock:
+            try:
+                yield self._connect()
+            except sqlite3.DatabaseError as e:
+                if type(e) is not sqlite3.DatabaseError:  # locked, I/O, constraint: not damage to the file
+                    raise
+                raise CacheError(f"{self.path}: the cache is damaged ({e}); move it aside (what it held is then "
+                                 "generated and judged again) or restore it from a copy") from None
+
     def _lookup(self, types: str, keys: list[tuple], select: str, args: tuple) -> list[tuple]:
         """Rows of `select` joined to a temp table `_keys` holding `keys`: one query however many keys."""
-        with self._lock:
-            con = self._connect()
+        with self._use() as con:
             with _transaction(con, immediate=False):
                 con.execute(f"CREATE TEMP TABLE _keys ({types})")
                 try:
@@ -181,41 +228,41 @@ class Store:
 
     # -- generations --------------------------------------------------------------------------------
     def get_generations(self, fingerprint: str, keys: Iterable[tuple]) -> dict[tuple, tuple[str, int]]:
-        """Cached generations for ``keys`` = (prompt_id, sample_index) pairs: {key: (text, n_new_tokens)}.
-
-        Keys not in the cache are absent from the result; returned keys are the caller's own objects.
-        """
-        wanted = {(str(p), int(i)): (p, i) for p, i in keys}
+        """Cached generations for ``keys`` = (prompt_id, prompt_hash, sample_index) triples:
+        {key: (text, n_new_tokens)}. Keys not in the cache are absent; returned keys are the caller's own."""
+        wanted = {(str(p), str(h), int(i)): (p, h, i) for p, h, i in keys}
         if not wanted:
             return {}
         rows = self._lookup(
-            "prompt_id TEXT, sample_index INTEGER", list(wanted),
-            "SELECT g.prompt_id, g.sample_index, g.text, g.n_new_tokens FROM generations g "
-            "JOIN _keys k ON g.prompt_id = k.prompt_id AND g.sample_index = k.sample_index "
-            "WHERE g.fingerprint = ?", (fingerprint,))
-        return {wanted[(p, i)]: (t, n) for p, i, t, n in rows}
+            "prompt_id TEXT, prompt_hash TEXT, sample_index INTEGER", list(wanted),
+            "SELECT g.prompt_id, g.prompt_hash, g.sample_index, g.text, g.n_new_tokens FROM generations g "
+            "JOIN _keys k ON g.prompt_id = k.prompt_id AND g.prompt_hash = k.prompt_hash "
+            "AND g.sample_index = k.sample_index WHERE g.fingerprint = ?", (fingerprint,))
+        return {wanted[(p, h, i)]: (t, n) for p, h, i, t, n in rows}
 
     def put_generations(self, fingerprint: str, rows) -> int:
         """Cache generations (one transaction; existing keys are left alone). Returns rows written.
 
-        ``rows``: a mapping {(prompt_id, sample_index): (text, n_new_tokens)} or an iterable of
-        (prompt_id, sample_index, text, n_new_tokens) tuples or dicts with those keys.
+        ``rows``: a mapping {(prompt_id, prompt_hash, sample_index): (text, n_new_tokens)} or an iterable
+        of (prompt_id, prompt_hash, sample_index, text, n_new_tokens) tuples or dicts with those keys
+        (the text as ``text``).
         """
         if isinstance(rows, Mapping):
             rows = [(*k, *v) for k, v in rows.items()]
         now, params = _now(), []
         for r in rows:
             if isinstance(r, Mapping):
-                r = (r["prompt_id"], r["sample_index"], r["text"], r.get("n_new_tokens"))
-            p, i, text, n = r
+                r = (r["prompt_id"], r["prompt_hash"], r["sample_index"], r["text"], r.get("n_new_tokens"))
+            p, h, i, text, n = r
             if not isinstance(text, str):
                 raise TypeError(f"generation ({p!r}, {i!r}): text must be a string, got {type(text).__name__}")
-            params.append((fingerprint, str(p), int(i), text, None if n is None else int(n), now))
-        with self._lock:
-            con = self._connect()
+            if not isinstance(h, str) or not h:
+                raise ValueError(f"generation ({p!r}, {i!r}): prompt_hash must be a non-empty string, got {h!r}")
+            params.append((fingerprint, h, str(p), int(i), text, None if n is None else int(n), now))
+        with self._use() as con:
             with _transaction(con):
                 before = con.total_changes
-                con.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?, ?, ?)", params)
+                con.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?)", params)
                 return con.total_changes - before
 
     # -- judgments ----------------------------------------------------------------------------------
@@ -268,8 +315,7 @@ class Store:
                                      f"summing to 1, got {dict(zip(_P, p))}")
             err = r.get("error")
             params.append((judge_key, *key, *p, status, None if err is None else str(err), now))
-        with self._lock:
-            con = self._connect()
+        with self._use() as con:
             with _transaction(con):
                 before = con.total_changes
                 con.executemany(_UPSERT_JUDGMENT, params)
@@ -280,8 +326,8 @@ class Store:
         """Number of rows in ``table`` ("generations" or "judgments")."""
         if table not in TABLES:
             raise ValueError(f"table must be one of {TABLES}, got {table!r}")
-        with self._lock:
-            return self._connect().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        with self._use() as con:
+            return con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
     def failures(self, judge_key: str | None = None) -> pd.DataFrame:
         """Failed judgments (all judges, or one): judge_key, question_hash, answer_hash, topic, error, created."""
@@ -289,8 +335,8 @@ class Store:
         args: tuple = ()
         if judge_key is not None:
             sql, args = sql + " AND judge_key = ?", (judge_key,)
-        with self._lock:
-            cur = self._connect().execute(sql + " ORDER BY created, question_hash, answer_hash, topic", args)
+        with self._use() as con:
+            cur = con.execute(sql + " ORDER BY created, question_hash, answer_hash, topic", args)
             return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
 
 

@@ -1,8 +1,10 @@
-"""Files that survive a crash, and hashes.
+"""Files that survive a crash, tables that round-trip, and hashes.
 
 Every file a run writes (CSV tables, JSON manifests, text) goes to a temporary file in the target's
 folder, is fsynced, then ``os.replace``d over the target, so a crash never leaves a partial file and
-never a stray temp file. :func:`code_hash` names what a cached computation's code is (see its docstring).
+never a stray temp file. CSV tables are written by :func:`atomic_write_csv` and read back by
+:func:`read_csv`, a pair under which any string (control characters included) and any float round-trip
+exactly. :func:`code_hash` names what a cached computation's code is (see its docstring).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -36,7 +40,7 @@ def _atomic_write(path, write, binary: bool) -> Path:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the target
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # name the target it failed on
             e.filename = str(path)
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
@@ -58,10 +62,111 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return _atomic_write(path, lambda fh: fh.write(data), binary=True)
 
 
-def atomic_write_csv(df: pd.DataFrame, path, **to_csv_kwargs) -> Path:
-    """Write a DataFrame as CSV atomically (``index=False`` unless given)."""
-    to_csv_kwargs.setdefault("index", False)
-    return _atomic_write(path, lambda fh: df.to_csv(fh, **to_csv_kwargs), binary=False)
+def atomic_write_csv(df: pd.DataFrame, path, index: bool = False) -> Path:
+    """Write a DataFrame as CSV atomically, in the form :func:`read_csv` reads back exactly.
+
+    Every string is quoted (so a lone carriage return, a newline, NUL, quotes, tabs and commas stay inside
+    their field, and "" is an empty string), a missing value is an empty unquoted field, a float is written
+    as its shortest round-trip repr, an int or bool as itself. Other CSV readers read it as ordinary CSV.
+    """
+    if index:
+        df = df.reset_index()
+    return _atomic_write(path, lambda fh: fh.write(csv_text(df)), binary=False)
+
+
+def _csv_cell(v) -> str:
+    if isinstance(v, str):
+        return '"' + v.replace('"', '""') + '"'
+    if v is None or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return "" if math.isnan(v) else repr(float(v))
+    return _csv_cell(str(v))
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """`df` (without its index) as the CSV text atomic_write_csv writes."""
+    columns = [[_csv_cell(str(c))] + [_csv_cell(v) for v in df[c].tolist()] for c in df.columns]
+    return "".join(",".join(row) + "\n" for row in zip(*columns))
+
+
+# Our own reader: pandas' C parser cuts a field at NUL, and the csv module cannot tell a quoted field from a
+# bare one before Python 3.12 (QUOTE_NOTNULL), which is how a missing value differs from "" and 1 from "1".
+# A field: quoted (group 1 is the quote, group 2 its text, "" for a quote inside) or bare (group 3), then
+# what ends it (group 4).
+_CSV_FIELD = re.compile(r'(?:(")([^"]*(?:""[^"]*)*)"|([^,"\n]*))(,|\n|\Z)')  # linear: no nested repeats
+_CSV_INT = re.compile(r"[+-]?\d+\Z")
+
+
+def _bare_value(token: str):
+    """A bare (unquoted) field: missing, a bool, an int, a float, else the text itself (a file written
+    by another CSV writer)."""
+    if token == "":
+        return None
+    if token in ("True", "False"):
+        return token == "True"
+    if _CSV_INT.match(token):
+        return int(token)
+    try:
+        return float(token)
+    except ValueError:
+        return token
+
+
+def _column(fields: list[tuple]) -> np.ndarray:
+    """One column's values from its (quote, quoted text, bare text, end) fields."""
+    if all(q for q, _, _, _ in fields):  # text throughout (the common case for a text column)
+        return np.array([t.replace('""', '"') for _, t, _, _ in fields], dtype=object)
+    if not any(q for q, _, _, _ in fields):  # numbers throughout: parsed by numpy (exactly, as float())
+        bare = [b for _, _, b, _ in fields]
+        if all(_CSV_INT.match(b) for b in bare):
+            with contextlib.suppress(OverflowError):
+                return np.array(bare, dtype=np.int64)
+        with contextlib.suppress(ValueError):
+            if "True" not in bare and "False" not in bare:
+                return np.array([b or "nan" for b in bare], dtype=np.float64)
+    values = [t.replace('""', '"') if q else _bare_value(b) for q, t, b, _ in fields]
+    present = [v for v in values if v is not None]
+    kinds = {type(v) for v in present}
+    if kinds == {bool} and len(present) == len(values):
+        return np.array(values, dtype=bool)
+    if kinds == {int} and len(present) == len(values):
+        return np.array(values, dtype=np.int64)
+    if kinds and kinds <= {int, float}:
+        return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if not kinds:  # nothing but missing values
+        return np.full(len(values), math.nan)
+    return np.array([math.nan if v is None else v for v in values], dtype=object)
+
+
+def read_csv(path) -> pd.DataFrame:
+    """A table written by :func:`atomic_write_csv`, exactly: quoted fields are strings (byte for byte),
+    bare ones missing values, bools, ints or floats (parsed exactly, as Python parses a float's repr).
+    A malformed file raises ValueError naming it."""
+    return parse_csv(Path(path).read_bytes().decode("utf-8"), path)
+
+
+def parse_csv(text: str, path="CSV text") -> pd.DataFrame:
+    """The table in `text` (see read_csv); `path` names it in errors."""
+    fields = _CSV_FIELD.findall(text)
+    if text.endswith("\n") and fields and fields[-1] == ("", "", "", ""):
+        fields.pop()  # the empty match after the last line's end
+    covered = sum(len(t) + 2 if q else len(b) for q, t, b, _ in fields) + sum(len(e) for *_, e in fields)
+    if not fields or covered != len(text):  # findall skips what no field matches: a malformed file
+        raise ValueError(f"{path}: not a CSV table as vd writes it (an unterminated quote, or a quote "
+                         "inside a bare field)")
+    ends = [i for i, f in enumerate(fields) if f[3] != ","]
+    width = ends[0] + 1
+    if any(b - a != width for a, b in zip([-1, *ends], ends)) or ends[-1] != len(fields) - 1:
+        raise ValueError(f"{path}: its rows do not all have the header's {width} fields")
+    header = [t.replace('""', '"') if q else b for q, t, b, _ in fields[:width]]
+    body = fields[width:]
+    data = {c: _column(body[k::width]) for k, c in enumerate(header)}
+    return pd.DataFrame(data, columns=header) if body else pd.DataFrame(columns=header)
 
 
 def _json_default(o):

@@ -8,7 +8,8 @@ place that knows where a run keeps what.
         checkpoint-<step>/     every saved LoRA adapter (all kept: adapters are small)
         merged/                SFT: the final adapter merged into the base (where preference stages start)
         reward/                PPO: its reward model, itself a run folder (stage "reward"; model in reward/model/)
-        profile.csv, drift.csv, judgments.csv, .scores-key   written by scoring (vd.score.scoring)
+        scores/<judge>/        written by scoring (vd.score.outputs), one folder per judge (judge_slug):
+                               judgments.csv, profile.csv, drift.csv and .scores-key, which vouches for them
     <runs_dir>/<size>/synthetic/<setting>-<hash>/   synthetic pairs shared by the runs (vd.data.synthetic_set)
 
 Relocatable: a record names the run it started from by folder name (a sibling under the same
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import re
 import struct
@@ -32,11 +34,24 @@ from vd.core.cache import ADAPTER_WEIGHT_FILES
 from vd.core.io import atomic_write_json
 
 RUN_FILE = "run.json"
+SCORES_DIR = "scores"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
 # What a run folder may hold before its run.json is written (its config, and the pair files of runs that
 # keep their own synthetic pairs), besides the hidden temp files of atomic writes.
 BEFORE_RECORD = ("config.yaml", "synthetic_pairs.jsonl", "synthetic_judged.csv")
+
+
+def judge_label(judge_key: str) -> str:
+    """A judge named for a reader (figure titles, messages): its kind and model, e.g. `openai gpt-4o`."""
+    return " ".join(judge_key.split(":")[:2])
+
+
+def judge_slug(judge_key: str) -> str:
+    """The folder name of a judge's score tables: readable (kind and model) and a short hash of the whole
+    key, so two judges never share a folder, e.g. `openai-gpt-4o-1a2b3c4d`."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(judge_key.split(":")[:2]))[:40].strip("-._")
+    return f"{readable or 'judge'}-{hashlib.sha256(judge_key.encode()).hexdigest()[:8]}"
 
 
 class RunError(ValueError):
@@ -104,6 +119,15 @@ class RunRecord:
 
     def adapter_dir(self, checkpoint: Checkpoint) -> Path | None:
         return None if checkpoint.adapter is None else self.root / checkpoint.adapter
+
+    @property
+    def scores_root(self) -> Path:
+        """Where scoring keeps its tables (one folder per judge) and its lock."""
+        return self.root / SCORES_DIR
+
+    def scores_dir(self, judge_key: str) -> Path:
+        """The score tables of this run by the judge `judge_key`: every reader and writer finds them here."""
+        return self.scores_root / judge_slug(judge_key)
 
     @property
     def last_saved_step(self) -> int:

@@ -162,7 +162,8 @@ class DataConfig:
 @dataclass
 class ProbeConfig:
     file: str | None = None  # None: the shipped vd/data/vprism.jsonl
-    prompts_per_topic: int = _check(lambda v: 1 <= v <= 50, "an integer in [1, 50]", default=50)
+    # at least 2: a topic's confidence interval resamples its prompts, and one prompt gives none (§6)
+    prompts_per_topic: int = _check(lambda v: 2 <= v <= 50, "an integer in [2, 50]", default=50)
     samples_per_prompt: int = _ge1(default=5)  # paper: 5
     temperature: float = _check(*_nonneg, default=0.7)  # paper: 0.7
     top_p: float = _check(lambda v: 0 < v <= 1, "a number in (0, 1]", default=1.0)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from vd import world
 from vd.core.config import Config
-from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
+from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock, read_csv
 from vd.data import synthetic
 from vd.data.synthetic import SyntheticDataError
 from vd.judge.endpoint import endpoint_name
@@ -113,7 +113,7 @@ class PairSet:
         return [json.loads(line) for line in self.pairs_path.read_text(encoding="utf-8").splitlines()]
 
     def judged(self) -> pd.DataFrame:
-        return pd.read_csv(self.judged_path, keep_default_na=False, float_precision="round_trip")
+        return read_csv(self.judged_path)
 
     def report(self) -> dict:
         """What a run's data report says of these pairs: prompts read, pairs kept, pairs left out by reason."""

@@ -9,6 +9,8 @@ from its own generator seeded by (seed, prompt id, sample index), so an answer i
 batch (its cache rows are dropped), so the last steps run on the long answers only.
 
 Batches are length-sorted (similar prompt lengths share a batch, so little padding) and left-padded.
+Each answer carries the hash of the token ids it was prompted with (vd.core.cache.prompt_hash), which
+keys it in the cache; :func:`context_length` bounds how long a prompt may be.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vd.core.cache import prompt_hash
 from vd.core.chat import CHATML_START, END_OF_TURN
 from vd.models.loading import end_of_turn_ids
 
@@ -56,6 +59,15 @@ def chat_prompt_ids(tokenizer, question: str) -> list[int]:
                                          tokenize=True, return_dict=False)
 
 
+def context_length(model_path: str, revision: str | None = None) -> int | None:
+    """The most tokens the model at `model_path` attends to (its config's max_position_embeddings), or
+    None where its config names none; read from config.json, no weights are loaded."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, revision=revision)
+    return getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
 def generate_answers(model, tokenizer, prompts: list[tuple[str, str]], sampling: Sampling,
                      batch_size: int = 32, progress: bool = False,
                      wanted: set[tuple[str, int]] | None = None) -> list[dict]:
@@ -64,7 +76,8 @@ def generate_answers(model, tokenizer, prompts: list[tuple[str, str]], sampling:
     `batch_size` counts sequences decoded together (prompts per batch = batch_size // samples).
     `wanted` restricts the work to those (prompt_id, sample_index) pairs (the rest are cached);
     a prompt is still prefilled once for all its wanted samples.
-    Returns dicts with prompt_id, sample_index, text, n_new_tokens.
+    Returns dicts with prompt_id, prompt_hash (of the token ids it was prompted with), sample_index,
+    text, n_new_tokens.
     """
     n = sampling.samples_per_prompt
     jobs = []  # (prompt ids, prompt_id, [sample indices])
@@ -114,6 +127,7 @@ def _generate_batch(model, tokenizer, batch, sampling: Sampling, stop_ids, devic
     attention = attention[select]
     position = positions[select, -1:]
     keys = [(prompt_id, i) for _, prompt_id, indices in batch for i in indices]
+    hashes = {prompt_id: prompt_hash(ids) for ids, prompt_id, _ in batch}
     rows = len(keys)
     # Each answer's randomness: max_new_tokens uniforms drawn at once from its own generator, seeded by
     # (seed, prompt id, sample index); one draw per answer, not one per answer and step (those small
@@ -141,8 +155,8 @@ def _generate_batch(model, tokenizer, batch, sampling: Sampling, stop_ids, devic
                     past_key_values=cache, use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1, :].float()
     texts = tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=True)
-    return [{"prompt_id": pid, "sample_index": i, "text": _clean(text), "n_new_tokens": int(n_tok)}
-            for (pid, i), text, n_tok in zip(keys, texts, lengths.tolist())]
+    return [{"prompt_id": pid, "prompt_hash": hashes[pid], "sample_index": i, "text": _clean(text),
+             "n_new_tokens": int(n_tok)} for (pid, i), text, n_tok in zip(keys, texts, lengths.tolist())]
 
 
 def _generator(seed: int) -> torch.Generator:

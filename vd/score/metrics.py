@@ -17,21 +17,9 @@ import numpy as np
 import pandas as pd
 
 from vd.core.stances import STANCES
-from vd.score.resampling import (  # noqa: F401
-    JUDGMENT_KEYS,
-    OVERALL,
-    P_COLS,
-    TOL,
-    _bootstrap,
-    _check_boot_args,
-    _interval,
-    _note_excluded,
-    _order_topics,
-    _prob_matrix,
-    _require_columns,
-    _rng,
-    resolution,
-)
+from vd.score.resampling import (JUDGMENT_KEYS, MIN_UNITS, OVERALL, P_COLS, TOL, _bootstrap,  # noqa: F401
+                                  _check_boot_args, _interval, _note_excluded, _order_topics, _prob_matrix,
+                                  _require_columns, _rng, resolution)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +79,7 @@ def _profile_arrays(judgments: pd.DataFrame, n_boot: int, seed: int):
                 # The same resampled prompt indices for every step of the topic.
                 bn, bd = _bootstrap(_rng(seed, topic), num, den, n_boot)
                 boot = bn.reshape(n_boot, len(steps), 3) / bd[..., None]
+                boot[:, n_pr < MIN_UNITS, :] = np.nan  # no CI from fewer than MIN_UNITS prompts
         out[topic] = dict(p=p, boot=boot, n_prompts=n_pr.astype(np.int64), n_answers=n_ans)
     return steps, out, int(failed.sum())
 
@@ -125,7 +114,10 @@ def value_profile(judgments: pd.DataFrame, n_boot: int = 1000, seed: int = 0, ci
 
     CI (ours; the paper reports none): percentile bootstrap at level ``ci`` that resamples *prompts*
     with replacement, ``n_boot`` times, seeded per (seed, topic). The same resampled prompts are used
-    for every step of a topic, so a trajectory's CIs are mutually consistent. ``n_boot=0`` gives NaN CIs.
+    for every step of a topic, so a trajectory's CIs are mutually consistent. ``n_boot=0`` gives NaN CIs,
+    and so does a step where fewer than two of the topic's prompts have a usable answer (ours: resampling
+    one prompt gives an interval of width 0, which is no estimate); ``overall``'s CI is NaN where a
+    topic's is.
 
     Topic ``overall`` (ours, not the paper's): the unweighted mean over topics of each topic's profile;
     its CI averages the topics' bootstrap replicates (prompts resampled within each topic). It is NaN
@@ -184,7 +176,8 @@ def drift_magnitude(profile: pd.DataFrame, start_step: int | None = None, end_st
 
     If ``judgments`` (the table the profile was built from) is given, the percentile bootstrap CI of M
     is added as ``ci_low, ci_high``: prompts are resampled exactly as in :func:`value_profile` (same
-    seed), and the same resample is used at t and t', so the interval is for the paired difference.
+    seed), and the same resample is used at t and t', so the interval is for the paired difference. It is
+    NaN where the profile's CI at t or t' is (fewer than two prompts there).
     """
     _check_profile(profile)
     steps = np.sort(profile["step"].unique())
@@ -228,8 +221,9 @@ def drift_magnitude(profile: pd.DataFrame, start_step: int | None = None, end_st
 
 # ----------------------------------------------------------------------------- drift time
 # Why a row's η is what it is (drift_table's `eta_status`): defined, no direction (M = 0), not
-# significant (ci95: v_0 already inside the extremum's CI), or too few values to measure it.
-ETA_STATUS: tuple[str, ...] = ("ok", "no_drift", "not_significant", "no_data")
+# significant (ci95: v_0 already inside the extremum's CI), too few values to measure it, or (ci95) no
+# CI of the extremum to read it by (fewer than two prompts there, or no bootstrap).
+ETA_STATUS: tuple[str, ...] = ("ok", "no_drift", "not_significant", "no_data", "no_ci")
 
 
 def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=None,
@@ -255,7 +249,8 @@ def drift_time(steps, values, reading: str = "extremum95", ci_low=None, ci_high=
     within 1e-12 of v_*; it always counts as reached, even if its own percentile CI excluded it.
     η is NaN (missing, never 0) when |M| ≤ 1e-12 — a flat trajectory, or one that moves and returns
     exactly to v_0 (no direction is defined) — when there are fewer than two checkpoints, or when v_0
-    or v_last is NaN. NaN values at intermediate checkpoints are dropped (with a warning).
+    or v_last is NaN, and under ``ci95`` when the extremum's CI is NaN (it could not be estimated).
+    NaN values at intermediate checkpoints are dropped (with a warning).
     """
     return _drift_time(steps, values, reading, ci_low, ci_high, total_steps)[0]
 
@@ -308,8 +303,8 @@ def _drift_time(steps, values, reading, ci_low, ci_high, total_steps) -> tuple[f
     else:
         c_lo = float(lo if lo.ndim == 0 else lo[k_ext])
         c_hi = float(hi if hi.ndim == 0 else hi[k_ext])
-        if np.isnan(c_lo) or np.isnan(c_hi):
-            raise ValueError(f"reading='ci95': the CI of the extremum checkpoint (step {s[k_ext]:g}) is missing")
+        if np.isnan(c_lo) or np.isnan(c_hi):  # e.g. fewer than two prompts there: no CI to read η by
+            return float("nan"), "no_ci"
         if c_lo > c_hi:
             raise ValueError(f"reading='ci95': ci_low {c_lo!r} > ci_high {c_hi!r} at the extremum")
         hit = (v >= c_lo - TOL) & (v <= c_hi + TOL)
@@ -332,7 +327,7 @@ def drift_table(profile: pd.DataFrame, readings=READINGS, *, judgments: pd.DataF
     (:func:`resolution`); without them the three are NaN. η is :func:`drift_time` on the same steps over
     ``total_steps`` (default: last − first step; a topic missing the first or last step gets NaN);
     ``ci95`` uses the profile's ``ci_low``/``ci_high``. ``eta_status`` says why η is what it is
-    (ETA_STATUS: ``ok``, ``no_drift``, ``not_significant``, ``no_data``).
+    (ETA_STATUS: ``ok``, ``no_drift``, ``not_significant``, ``no_data``, ``no_ci``).
 
     Returns ``topic, stance, M, M_ci_low, M_ci_high, resolution, eta, eta_reading, eta_status``, one row
     per (topic, stance, reading), in TOPICS order (others after, ``overall`` last) and STANCES order.
@@ -342,8 +337,6 @@ def drift_table(profile: pd.DataFrame, readings=READINGS, *, judgments: pd.DataF
         if r not in READINGS:
             raise ValueError(f"unknown reading {r!r}; choose from {READINGS}")
     _check_profile(profile, need_ci="ci95" in readings)
-    if "ci95" in readings and profile[["ci_low", "ci_high"]].isna().all().all():
-        raise ValueError("reading 'ci95' needs bootstrap CIs, but the profile has none (built with n_boot=0?)")
     steps = np.sort(profile["step"].unique())
     if judgments is None:
         mag = drift_magnitude(profile).assign(ci_low=np.nan, ci_high=np.nan)
@@ -374,7 +367,8 @@ def value_gap(chosen: pd.DataFrame, rejected: pd.DataFrame, n_boot: int = 1000, 
     for ``overall`` (pooled over pairs, unlike the profile's ``overall``, which averages topics).
     Row i of ``chosen`` and of ``rejected`` are the two responses of pair i (same topic, checked).
     A pair whose chosen or rejected judgment failed is excluded whole (counted, ``attrs["n_excluded"]``).
-    CI: percentile bootstrap over pairs, seeded per (seed, topic). Returns
+    CI: percentile bootstrap over pairs, seeded per (seed, topic); NaN for a topic of fewer than two pairs
+    (ours: resampling one pair gives width 0). Returns
     ``topic, stance, gap, ci_low, ci_high, n_pairs``.
     """
     _check_boot_args(n_boot, ci)
@@ -403,7 +397,7 @@ def value_gap(chosen: pd.DataFrame, rejected: pd.DataFrame, n_boot: int = 1000, 
         x = diff if t == OVERALL else diff[topic == t]
         gap = x.mean(axis=0)
         boot = None
-        if n_boot:
+        if n_boot and x.shape[0] >= MIN_UNITS:
             bn, bd = _bootstrap(_rng(seed, t), x, np.ones((x.shape[0], 1)), n_boot)
             boot = bn / bd
         lo, hi = _interval(boot, gap, ci)

@@ -20,6 +20,9 @@ JUDGMENT_KEYS: tuple[str, ...] = ("step", "topic", "prompt_id", "sample_index")
 OVERALL = "overall"
 TOL = 1e-12  # comparisons of stance probabilities (so a 0.95 threshold hits an exactly-equal value)
 SUM_TOL = 1e-6  # a judgment's three probabilities must sum to 1 within this
+# Fewest units (prompts, pairs) a bootstrap CI is stated for: resampling one unit gives an interval of
+# width 0 whatever the noise, so with fewer the CI and the resolution are NaN, unknown (ours; §6).
+MIN_UNITS = 2
 _BOOT_CELLS = 4_000_000  # resampling counts held in memory at once (bootstrap runs in chunks of replicates)
 
 
@@ -124,7 +127,8 @@ def resolution(drift: pd.DataFrame) -> pd.DataFrame:
 
     ``drift``: :func:`vd.score.metrics.drift_magnitude` output with ``judgments`` (``ci_low, ci_high``)
     or a drift table (``M_ci_low, M_ci_high``; rows repeated per η reading do not change a max).
-    Returns ``topic, resolution`` in the drift's topic order; NaN where M has no CI (``n_boot=0``).
+    Returns ``topic, resolution`` in the drift's topic order; NaN, unknown, where M has no CI (``n_boot=0``,
+    or fewer than two prompts of the topic at the start or end).
     """
     lo, hi = ("M_ci_low", "M_ci_high") if "M_ci_low" in getattr(drift, "columns", ()) else ("ci_low", "ci_high")
     _require_columns(drift, ("topic", lo, hi), "drift")

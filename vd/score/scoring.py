@@ -1,16 +1,18 @@
 """Score every checkpoint of a run: sample answers to the probes, judge their stance, and write the
 value profile and drift table (docs/method.md §2-§4, §6).
 
-    profile, drift = score_run("runs/tiny/sft-wildchat", cfg)
+    profile, drift = score_run("runs/tiny/sft-wildchat", cfg)   # a Scores; .judge_key, .folder besides
 
-Generations and judgments go through the SQLite cache (`vd.core.cache.Store`) as they are made
-(generations in chunks, judgments one by one through vd.judge.CachedJudge), so an interrupted run
-loses at most one chunk of generations and the judgments in flight, and a rerun redoes nothing
-already stored. A judgment that fails after its retries is stored as failed, reported, left out of
-the profile (counted), and tried again on the next run; if every one fails, scoring stops with
-JudgingFailed and the run's old outputs are removed. The run's profile.csv, drift.csv and
-judgments.csv are recomputed only when something they depend on changed (`outputs_key`, kept in the
-run folder's `.scores-key`).
+One process scores a run at a time (a lock in `<run>/scores/`); another waits, then finds everything
+cached. Before anything is generated, the run's inputs are checked (vd.score.checks). Generations and
+judgments go through the SQLite cache (`vd.core.cache.Store`, `<runs>/<size>/cache.sqlite`) as they are
+made (generations in chunks, judgments one by one through vd.judge.CachedJudge), so an interrupted run
+loses at most one chunk of generations and the judgments in flight, and a rerun redoes nothing already
+stored. The judge is built once every answer is generated and the policy is freed (an `hf` judge then
+has the GPU to itself). A judgment that fails after its retries is stored as failed, reported, left out
+of the profile (counted), and tried again on the next run; if every one fails, scoring stops with
+JudgingFailed and the judge's old tables are removed. The tables (vd.score.outputs, one folder per
+judge) are recomputed only when something they depend on changed (`outputs_key`).
 
 Where a stage ends and the next starts, one model is scored (ours): an SFT run's final step (step ==
 total_steps of a complete run) is scored from its `merged/` model, loaded as every preference stage loads
@@ -23,24 +25,27 @@ An SFT run without `merged/` (not finished) is scored from its adapters.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from vd.core import registry
-from vd.core.cache import Store, checkpoint_fingerprint
+from vd.core.cache import Store, checkpoint_fingerprint, prompt_hash
 from vd.core.config import Config, load_stored_config
-from vd.core.io import atomic_write_csv, atomic_write_text, code_hash
-from vd.core.run import RunError, RunRecord
+from vd.core.io import code_hash, file_lock
+from vd.core.run import RunError, RunRecord, judge_label
 from vd.data.probes import load_probes
-from vd.judge import CachedJudge, JudgeItem, make_judge, sighted_judge
+from vd.judge import CachedJudge, JudgeItem, check_available, make_judge, sighted_judge
 from vd.judge.base import JudgingFailed
-from vd.models.generate import Sampling, generate_answers
+from vd.models.generate import Sampling, chat_prompt_ids, context_length, generate_answers
 from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
+from vd.score import checks, outputs
 from vd.score import metrics as drift
 from vd.score import resampling
 from vd.world import uses_world
@@ -59,57 +64,120 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
 
 def default_store(cfg: Config, runs_dir: str | Path = "runs") -> Store:
+    """The cache of a size's runs: `<runs_dir>/<size>/cache.sqlite`."""
     return Store(Path(runs_dir) / cfg.size / "cache.sqlite")
 
 
-def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store: Store | None = None,
-              progress: bool = True, n_boot: int = N_BOOT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score all checkpoints of `run_dir` (step 0 included); write profile.csv, drift.csv, judgments.csv.
+@dataclass
+class Scores:
+    """What score_run returns: the run's value profile and drift table, the judge that made them and the
+    folder they are in. Unpacks as (profile, drift)."""
 
-    drift.csv: drift_table's columns (M with its paired-bootstrap CI, the topic's resolution, η and its
+    profile: pd.DataFrame
+    drift: pd.DataFrame
+    judge_key: str
+    folder: Path
+
+    @property
+    def judge_label(self) -> str:
+        return judge_label(self.judge_key)
+
+    def __iter__(self):
+        return iter((self.profile, self.drift))
+
+    def __getitem__(self, i):
+        return (self.profile, self.drift)[i]
+
+
+def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store: Store | None = None,
+              progress: bool = True, n_boot: int = N_BOOT) -> Scores:
+    """Score all checkpoints of `run_dir` (step 0 included) with `judge` (default: the config's, built
+    after generation); write its judgments, profile and drift tables to `<run>/scores/<judge>/`.
+
+    drift: drift_table's columns (M with its paired-bootstrap CI, the topic's resolution, η and its
     status per reading) and `complete`, `end_fraction` (the fraction of the stage's steps M reaches).
     A run still training (run.json `complete: false`) is scored as far as it has saved, marked
     incomplete: M is the drift so far, and every fraction and η is over the stage's total steps.
     """
-    run_dir = Path(run_dir)
     run = read_run(run_dir)
     total = stage_steps(run)
     cfg = cfg or load_stored_config(run.config_path)  # the config the run was trained under
-    judge = judge or sighted_judge(make_judge(cfg.judge, tiny_world=uses_world(cfg)), store)
-    own_store = store is None
-    store = store or default_store(cfg, run_dir.parent.parent)
+    checks.check_size(run, cfg)
+    if judge is None:  # one that cannot run here stops scoring now, not after generation
+        check_available(cfg.judge, tiny_world=uses_world(cfg))
     probes = load_probes(cfg.probes.file, prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)
     sampling = Sampling.from_config(cfg)
-    try:
-        answers = generate_checkpoints(run_dir, run, cfg, probes, sampling, store, progress)
-        judgments = judge_answers(answers, probes, judge, store, progress)
-    finally:
-        if own_store:
-            store.close()
+    own_store = store is None
+    cache = checks.run_cache_path(run) if own_store else store.path
+
+    def waiting() -> None:
+        print(f"{run.root}: another process is scoring this run; waiting for it", flush=True)
+
+    with file_lock(run.scores_root / ".lock", on_wait=waiting):  # the second scorer finds everything cached
+        store = store or Store(cache)
+        try:
+            answers = generate_checkpoints(run, cfg, probes, sampling, store, progress)
+            release_memory()
+            judge = judge or build_judge(cfg, store)
+            judgments = judge_answers(answers, probes, judge, store, progress)
+        finally:
+            if own_store:
+                store.close()
+        return write_tables(run, judgments, judge, total, n_boot, cfg.seed, cache)
+
+
+def release_memory() -> None:
+    """Free what the policy held (its last reference is gone once generation returns), GPU memory too."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def build_judge(cfg: Config, store: Store):
+    """The config's judge, built once the policy is freed (score_run), and checked on labelled examples
+    before it judges anything (vd.judge.sanity: a judge that cannot tell stances apart is refused)."""
+    return sighted_judge(make_judge(cfg.judge, tiny_world=uses_world(cfg)), store)
+
+
+def write_tables(run: RunRecord, judgments: pd.DataFrame, judge, total: int, n_boot: int, seed: int,
+                 cache: Path) -> Scores:
+    """The profile and drift tables from `judgments`, written with them as one set into the judge's folder
+    (vd.score.outputs); read back instead where nothing they depend on changed."""
+    folder = run.scores_dir(judge.key)
     errors = judgments.pop("error")
     failed = int(judgments[["p_support", "p_neutral", "p_oppose"]].isna().any(axis=1).sum())
-    if failed == len(judgments):  # nothing to profile; the old outputs would pass for this run's
-        remove_outputs(run_dir)
+    if failed == len(judgments):  # nothing to profile; the old tables would pass for this run's
+        outputs.remove_scores(folder)
         raise JudgingFailed(
-            f"{run_dir}: all {failed} judgments failed (judge {judge.key}); first error: "
+            f"{run.root}: all {failed} judgments failed (judge {judge.key}); first error: "
             f"{errors.dropna().iloc[0] if errors.notna().any() else 'none given'}; they are stored as failed in "
-            f"{store.path} and judged again on the next `vd score`; the run's old {', '.join(OUTPUTS)} were removed")
+            f"{cache} and judged again on the next `vd score`; the run's old tables in {folder} were removed")
     if failed:
         log.warning("%s: %d of %d judgments failed after retries; they are left out of the profile and "
-                    "retried on the next `vd score`", run_dir, failed, len(judgments))
-    key = outputs_key(judgments, total, n_boot, cfg.seed, run.complete)
-    if _outputs_current(run_dir, key):  # nothing they depend on changed: the bootstrap is not redone
-        return pd.read_csv(run_dir / "profile.csv"), pd.read_csv(run_dir / "drift.csv")
-    profile = drift.value_profile(judgments, n_boot=n_boot, seed=cfg.seed)
+                    "retried on the next `vd score`", run.root, failed, len(judgments))
+    key = outputs_key(judgments, total, n_boot, seed, run.complete)
+    if outputs.scores_key(folder) == key:  # nothing they depend on changed: the bootstrap is not redone
+        tables = outputs.read_scores(run, judge.key, ("profile", "drift"))
+        return Scores(tables["profile"], tables["drift"], judge.key, folder)
+    profile = drift.value_profile(judgments, n_boot=n_boot, seed=seed)
     profile.insert(1, "fraction", profile["step"] / total)
-    drift_rows = drift.drift_table(profile, judgments=judgments, n_boot=n_boot, seed=cfg.seed, total_steps=total)
+    drift_rows = drift.drift_table(profile, judgments=judgments, n_boot=n_boot, seed=seed, total_steps=total)
     drift_rows["complete"] = run.complete
     drift_rows["end_fraction"] = profile["step"].max() / total
-    atomic_write_csv(judgments, run_dir / "judgments.csv", index=False)
-    atomic_write_csv(profile, run_dir / "profile.csv", index=False)
-    atomic_write_csv(drift_rows, run_dir / "drift.csv", index=False)
-    atomic_write_text(run_dir / OUTPUTS_KEY_FILE, key)  # last: it vouches for the three files above
-    return profile, drift_rows
+    outputs.write_scores(folder, key, {"judgments": judgments, "profile": profile, "drift": drift_rows})
+    remove_unkept_tables(run)
+    return Scores(profile, drift_rows, judge.key, folder)
+
+
+LEGACY_TABLES = ("judgments.csv", "profile.csv", "drift.csv", ".scores-key")
+
+
+def remove_unkept_tables(run: RunRecord) -> None:
+    """Tables an older vd wrote into the run folder itself (by an unnamed judge): nothing reads them now."""
+    for name in LEGACY_TABLES:
+        (run.root / name).unlink(missing_ok=True)
 
 
 def stage_steps(run: RunRecord) -> int:
@@ -133,10 +201,6 @@ def stage_steps(run: RunRecord) -> int:
     return run.total_steps
 
 
-OUTPUTS = ("judgments.csv", "profile.csv", "drift.csv")
-OUTPUTS_KEY_FILE = ".scores-key"
-
-
 def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: int, complete: bool = True) -> str:
     """What a run's three CSVs are a function of: every judged answer (all columns written), the
     bootstrap's settings, the step count, whether the run is complete, and the code that computes them
@@ -147,61 +211,63 @@ def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: in
     return h.hexdigest()
 
 
-def remove_outputs(run_dir: Path) -> None:
-    """Remove the run's score tables, the stamp that vouches for them first."""
-    for name in (OUTPUTS_KEY_FILE, *OUTPUTS):
-        (run_dir / name).unlink(missing_ok=True)
+def generate_checkpoints(run: RunRecord, cfg: Config, probes: pd.DataFrame, sampling: Sampling, store: Store,
+                         progress: bool) -> pd.DataFrame:
+    """Answers of every checkpoint: from the cache where present, generated (and cached) otherwise.
 
-
-def _outputs_current(run_dir: Path, key: str) -> bool:
-    stamp = run_dir / OUTPUTS_KEY_FILE
-    return stamp.is_file() and stamp.read_text() == key and all((run_dir / f).is_file() for f in OUTPUTS)
-
-
-def generate_checkpoints(run_dir: Path, run: RunRecord, cfg: Config, probes: pd.DataFrame, sampling: Sampling,
-                         store: Store, progress: bool) -> pd.DataFrame:
-    """Answers of every checkpoint: from the cache where present, generated (and cached) otherwise."""
-    keys = [(pid, i) for pid in probes["id"] for i in range(sampling.samples_per_prompt)]
+    An answer is keyed by its checkpoint's fingerprint, the hash of the prompt's token ids (as the chat
+    template renders the question) and its probe id and sample index. Everything is checked before
+    anything is generated: the start model, every prompt's length, every adapter that will be loaded."""
     questions = dict(zip(probes["id"], probes["question"]))
-    frames, model, model_path, tokenizers = [], None, None, {}
+    start = checks.start_identity(run, cfg)
+    plans, tokenizers, hashes = [], {}, {}
     for ckpt in sorted(run.checkpoints, key=lambda c: c.step):
-        path, adapter, identity = checkpoint_model(run, cfg, ckpt)
+        path, adapter, identity = checkpoint_model(run, cfg, ckpt, start)
+        if path not in tokenizers:
+            tokenizers[path] = load_tokenizer(cfg, path, padding_side="left")
+            ids = {pid: chat_prompt_ids(tokenizers[path], q) for pid, q in questions.items()}
+            checks.check_prompt_lengths(ids, context_length(path, cfg.model.revision), cfg)
+            hashes[path] = {pid: prompt_hash(v) for pid, v in ids.items()}
+        keys = [(pid, hashes[path][pid], i) for pid in probes["id"] for i in range(sampling.samples_per_prompt)]
         fingerprint = checkpoint_fingerprint(identity, adapter, sampling.as_dict())
         cached = store.get_generations(fingerprint, keys)
         missing = [k for k in keys if k not in cached]
+        if missing and adapter is not None:
+            checks.check_adapter(adapter)
+        plans.append((ckpt, path, adapter, fingerprint, keys, cached, missing))
+    frames, model, model_path = [], None, None
+    for ckpt, path, adapter, fingerprint, keys, cached, missing in plans:
         if missing:
-            if path not in tokenizers:
-                tokenizers[path] = load_tokenizer(cfg, path, padding_side="left")
             if model_path != path:  # one model in memory at a time: the last is released before the next loads
                 model, model_path = None, path
             model = _model_for(cfg, path, adapter, model)
-            wanted_prompts = list(dict.fromkeys(pid for pid, _ in missing))
-            wanted = set(missing)
-            for start in range(0, len(wanted_prompts), GENERATION_CHUNK):
-                chunk = [(pid, questions[pid]) for pid in wanted_prompts[start:start + GENERATION_CHUNK]]
+            wanted_prompts = list(dict.fromkeys(pid for pid, _, _ in missing))
+            wanted = {(pid, i) for pid, _, i in missing}
+            for begin in range(0, len(wanted_prompts), GENERATION_CHUNK):
+                chunk = [(pid, questions[pid]) for pid in wanted_prompts[begin:begin + GENERATION_CHUNK]]
                 rows = generate_answers(model, tokenizers[path], chunk, sampling, cfg.probes.batch_size,
                                         progress=False, wanted=wanted)
                 store.put_generations(fingerprint, rows)
                 if progress:
-                    done = min(start + GENERATION_CHUNK, len(wanted_prompts))
+                    done = min(begin + GENERATION_CHUNK, len(wanted_prompts))
                     print(f"  step {ckpt.step}: generated answers for {done}/{len(wanted_prompts)} prompts",
                           flush=True)
             cached = store.get_generations(fingerprint, keys)
-        frame = pd.DataFrame([(ckpt.step, pid, i, *cached[(pid, i)]) for pid, i in keys],
+        frame = pd.DataFrame([(ckpt.step, pid, i, *cached[(pid, h, i)]) for pid, h, i in keys],
                              columns=["step", "prompt_id", "sample_index", "answer", "n_new_tokens"])
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def checkpoint_model(run: RunRecord, cfg: Config, ckpt) -> tuple[str, Path | None, str]:
-    """(model path, adapter, model identity) a checkpoint is generated with: the stage's start model plus
-    the checkpoint's adapter; for a complete SFT run's final step, its merged model (see above)."""
+def checkpoint_model(run: RunRecord, cfg: Config, ckpt, start: str) -> tuple[str, Path | None, str]:
+    """(model path, adapter, model identity) a checkpoint is generated with: the stage's start model (of
+    identity `start`: vd.score.checks.start_identity) plus the checkpoint's adapter; for a complete SFT
+    run's final step, its merged model (see above)."""
     merged, stage = run.merged_dir, registry.STAGES.get(run.stage)
     if (stage is not None and stage.kind == "sft" and run.complete and ckpt.step == run.total_steps
             and ckpt.adapter is not None and (merged / "config.json").is_file()):
         return str(merged), None, run.extra.get("merged_identity") or model_identity(str(merged))
-    base = start_model_path(run, cfg)
-    return base, run.adapter_dir(ckpt), run.start_identity or model_identity(base)
+    return start_model_path(run, cfg), run.adapter_dir(ckpt), start
 
 
 def _model_for(cfg: Config, path: str, adapter: Path | None, model):

@@ -35,11 +35,12 @@ import pandas as pd
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
 from vd.data import synthetic_set
-from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
+from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock, read_csv
 from vd.core.overrides import parse_override
-from vd.core.run import RunRecord
+from vd.core.run import RunRecord, judge_label
 from vd.core.stances import STANCES, TOPICS
 from vd.score import metrics as vdrift
+from vd.score.outputs import read_scores
 from vd.score.scoring import score_run
 from vd.study import figures as plots
 from vd.study.preflight import preflight
@@ -110,17 +111,28 @@ def _clean(x):
 # ----------------------------------------------------------------------------- runs
 @dataclass
 class RunResult:
-    """A trained and scored run: its folder, run.json, value profile and drift table (docs/method.md §2-§4)."""
+    """A trained and scored run: its folder, run.json, value profile and drift table (docs/method.md §2-§4),
+    and the judge that scored it (its key; `judge_label` names it in titles)."""
 
     run_dir: Path
     record: RunRecord
     profile: pd.DataFrame
     drift: pd.DataFrame
     cfg: Config = field(repr=False)
+    judge: str = ""
 
     @property
     def name(self) -> str:
         return self.run_dir.name
+
+    @property
+    def judge_label(self) -> str:
+        """The judge that made these tables, for a figure's or table's title (e.g. `openai gpt-4o`)."""
+        return judge_label(self.judge)
+
+    def judgments(self) -> pd.DataFrame:
+        """Every judged answer of the run by this judge (its scores' judgments.csv, checked against the set)."""
+        return read_scores(self.record, self.judge, ("judgments",))["judgments"]
 
     @property
     def n_checkpoints(self) -> int:
@@ -255,13 +267,13 @@ class Study:
             raise TrainRequestError(f"{e}. Delete {run_dir} to train it again, or pass another runs_dir to keep "
                                     "both") from None
         t1 = time.perf_counter()
-        profile, drift_rows = score_run(run_dir, cfg, progress=False, n_boot=N_BOOT)
+        scores = score_run(run_dir, cfg, progress=False, n_boot=N_BOOT)
         record = RunRecord.read(run_dir)
         t2 = time.perf_counter()
         print(f"{run_name}: {'trained in %.0f s, ' % (t1 - t0) if trains else ''}"
               f"{len(record.checkpoints)} checkpoints scored ({t2 - t1:.0f} s)", flush=True)
         self._log_times(run_name, stage, t1 - t0 if trains else 0.0, t2 - t1)
-        result = RunResult(run_dir, record, profile, drift_rows, cfg)
+        result = RunResult(run_dir, record, scores.profile, scores.drift, cfg, scores.judge_key)
         self._cache[key] = result
         return result
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from vd.core import registry
 from vd.core.config import ConfigError, check_choice
+from vd.core.io import read_csv
 from vd.core.run import RunError
 from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
 from vd.data.synthetic_set import PairSet
@@ -190,8 +191,7 @@ def policy_fit_table(study, sft_data: str | None = None, datasets: list[str] | N
     # The policy's own answers: the SFT run's final step as scoring sampled them (from merged/, the same
     # model: docs/method.md §9), so no probe pass is generated again; whole answers only (one cut off at
     # the token limit never wrote its end of turn).
-    scored = pd.read_csv(sft.run_dir / "judgments.csv")
-    scored["answer"] = scored["answer"].fillna("")  # an empty answer reads back as NaN
+    scored = sft.judgments()
     own = scored[(scored["step"] == scored["step"].max()) & (scored["answer"] != "")
                  & (scored["n_new_tokens"] < study.cfg.probes.max_new_tokens)]
     return policy_fit(model, tokenizer, data, own=list(zip(own["question"], own["answer"])))
