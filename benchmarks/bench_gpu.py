@@ -1,6 +1,6 @@
 """QLoRA peak GPU memory and tokens/s of every stage at the real sizes, on one GPU (random weights).
 
-For each real size, a model with random weights is built from the real config (model_configs.json:
+For each real size, a model with random weights is built from the real config (vd/models/architectures.py:
 the architecture decides memory and speed, the weights do not), saved in the compute dtype with a
 tokenizer of the real vocabulary size, and then loaded and trained by vd exactly as a study does it: 4-bit
 NF4, the params' LoRA, batch sizes, gradient accumulation, lengths, activation checkpointing and paged

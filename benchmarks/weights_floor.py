@@ -1,7 +1,7 @@
 """The GPU memory every stage's models take before a single activation: a floor, computed, not measured.
 
 For each real size and stage, the models our code puts on the GPU are built on the meta device from the
-real configs (model_configs.json) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
+real configs (vd/models/architectures.py) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
 and weight_bytes, which vd's PPO pre-flight check uses too): decoder linears in 4-bit NF4 with double
 quantization; the rest in the 2-byte compute dtype, or in fp32 where peft.prepare_model_for_kbit_training
 prepared the model for training (vd.train.common.load_policy); LoRA adapters in fp32, plus fp32 gradients and
