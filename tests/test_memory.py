@@ -15,6 +15,7 @@ from common import model_config, real_sizes  # noqa: E402
 from vd.core.config import load_config  # noqa: E402
 from vd.models import memory  # noqa: E402
 from vd.models.memory import CARDS, GIB, Dims, fits, stage_peak  # noqa: E402
+from vd.score.policy_fit import LOGIT_CHUNK, MAX_BATCH_TOKENS  # noqa: E402
 
 STAGES = ("sft", "dpo", "simpo", "reward", "ppo", "generate")
 
@@ -69,8 +70,8 @@ def test_shipped_params_fit_the_card_they_name_and_the_old_defaults_did_not(conf
     for size in real_sizes():
         cfg = load_config(size)
         card = CARDS[cfg.target_gpu].memory_gib * GIB
-        for stage in STAGES:
-            e = stage_peak(cfg, configs[size], stage)
+        for stage in (*STAGES, "policy_fit"):
+            e = stage_peak(cfg, configs[size], stage, (MAX_BATCH_TOKENS, LOGIT_CHUNK))
             assert fits(e.total, card), (size, stage, e.as_gib())
             assert e.parts["weights"] < e.total < 1.5 * card  # more than the weights; never absurd
     old = {"llama3-3b": ["sft.batch_size=8", "sft.grad_accum=2", "dpo.batch_size=4", "dpo.grad_accum=4",

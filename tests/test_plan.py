@@ -134,3 +134,5 @@ def test_every_notebook_preflight_prints_the_plan(tiny_world, tmp_path, capsys):
     study.preflight(["sft"])
     out = capsys.readouterr().out
     assert "the whole study at size tiny: 20 runs, 136 checkpoints" in out and "vd plan --size tiny" in out
+    unknown = load_config("llama3-3b", ["model.base=someone/unknown-model"])
+    assert vp.preflight_summary(unknown).startswith("vd plan: no estimate of the whole study here (")

@@ -158,7 +158,7 @@ LOGIT_BYTES = 10
 _COUNTED: dict[tuple[str, str], dict] = {}
 
 
-def _counts(config, head: str) -> dict:
+def counts_of(config, head: str) -> dict:
     """weight_counts, once per architecture and head (the advice re-estimates a stage many times)."""
     key = (config.to_json_string(use_diff=False), head)
     if key not in _COUNTED:
@@ -166,10 +166,10 @@ def _counts(config, head: str) -> dict:
     return _COUNTED[key]
 
 
-def _models_bytes(cfg: Config, config, stage: str) -> float:
+def models_bytes(cfg: Config, config, stage: str) -> float:
     adam = 2 if "8bit" in cfg.stage(stage if stage in cfg.stages else "sft").optimizer else 8
     resident = RESIDENT.get(stage, RESIDENT["sft"])  # a stage not listed trains one policy, as SFT does
-    counts = {head: _counts(config, head) for head in {h for h, _, _ in resident}}
+    counts = {head: counts_of(config, head) for head in {h for h, _, _ in resident}}
     return sum(weight_bytes(counts[head], cfg.lora.r, prepared, trained, adam)["bytes"]
                for head, prepared, trained in resident)
 
@@ -180,7 +180,7 @@ def stage_peak(cfg: Config, config, stage: str, policy_fit: tuple[int, int] | No
     max_length long, every rollout and answer response_length / max_new_tokens). `policy_fit`: its
     (tokens per batch, positions of logits per chunk), vd.score.policy_fit's bounds."""
     d = Dims.of(config)
-    weights = _models_bytes(cfg, config, stage)
+    weights = models_bytes(cfg, config, stage)
     dropout = cfg.lora.dropout > 0
     if stage == "generate":
         p = cfg.probes
@@ -191,9 +191,10 @@ def stage_peak(cfg: Config, config, stage: str, policy_fit: tuple[int, int] | No
                                 "logits": rows * d.vocab * (4 + 4 + 8)}, ("probes.batch_size",))
     if stage == "policy_fit":
         tokens, chunk = policy_fit
-        # inference: one layer's transients at a time (fp32 residual, the MLP's three intermediates), the
-        # final hidden states, and one chunk of logits: 2-byte, fp32 and exp() in logsumexp
-        return Estimate(stage, {"weights": weights, "activations": tokens * (8 * d.hidden + 6 * d.intermediate),
+        # inference in the 2-byte dtype: one layer's transients at a time (residual and norm, q, k, v and the
+        # attention output, the MLP's four intermediates); one chunk of logits: 2-byte, fp32, exp() in logsumexp
+        per_token = 2 * (4 * d.hidden + 2 * d.q + 2 * d.kv + 4 * d.intermediate)
+        return Estimate(stage, {"weights": weights, "activations": tokens * per_token,
                                 "logits": chunk * d.vocab * (2 + 4 + 4)}, ())
     st = cfg.stage(stage)
     if stage == "ppo":
@@ -239,16 +240,16 @@ def fits(need_bytes: float, card_bytes: float) -> bool:
     return need_bytes + CUDA_CONTEXT_GIB * GIB <= FIT_MARGIN * card_bytes
 
 
-def _with(cfg: Config, changes: dict) -> Config:
+def with_params(cfg: Config, changes: dict) -> Config:
     """`cfg` with dotted params changed ({"dpo.batch_size": 2, "probes.batch_size": 16}), not validated."""
-    stages, probes = dict(cfg.stages), cfg.probes
+    stages, sections = dict(cfg.stages), {}
     for key, value in changes.items():
         section, name = key.split(".")
-        if section == "probes":
-            probes = dataclasses.replace(probes, **{name: value})
-        else:
+        if section in stages:
             stages[section] = dataclasses.replace(stages[section], **{name: value})
-    return dataclasses.replace(cfg, stages=stages, probes=probes)
+        else:
+            sections[section] = dataclasses.replace(sections.get(section, getattr(cfg, section)), **{name: value})
+    return dataclasses.replace(cfg, stages=stages, **sections)
 
 
 def _candidates(cfg: Config, stage: str) -> list[dict]:
@@ -278,7 +279,7 @@ def advice(cfg: Config, config, estimate: Estimate, card_bytes: float) -> str:
     named, with the effective batch where it changes); lengths are named, never chosen (they change what
     is trained); else a larger GPU."""
     for change in _candidates(cfg, estimate.stage):
-        if fits(stage_peak(_with(cfg, change), config, estimate.stage).total, card_bytes):
+        if fits(stage_peak(with_params(cfg, change), config, estimate.stage).total, card_bytes):
             current = {k: cfg.get(k) for k in change}
             shown = ", ".join(f"{k}={v}" for k, v in change.items() if current[k] != v)
             section = next(iter(change)).split(".")[0]

@@ -229,9 +229,9 @@ class Study:
         preflight(self.cfg, stages, synthetic)
         print("checked: judge, data files" + (", GPU fit" if stages else "") + (", synthetic writer" if synthetic
                                                                                  else ""), flush=True)
-        from vd.study.plan import plan, summary
+        from vd.study.plan import preflight_summary
 
-        print(summary(plan(self.cfg, cuts=False)), flush=True)
+        print(preflight_summary(self.cfg), flush=True)
 
     # -- runs -------------------------------------------------------------------------------------
     def variant(self, stage: str, data: str) -> str:

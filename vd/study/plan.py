@@ -99,7 +99,7 @@ def study_runs(cfg: Config) -> list[Run]:
     runs: dict[str, Run] = {}
 
     def add(stage: str, data: str, sft: str | None, changes: dict | None = None) -> None:
-        run_cfg = _changed(cfg, changes)
+        run_cfg = memory.with_params(cfg, changes or {})
         suffix = "".join(f"-{k.split('.')[-1]}{v:g}" for k, v in sorted((changes or {}).items()))
         name = f"{stage}-{data}" + (f"-from-sft-{sft}" if sft else "") + suffix
         if name not in runs:
@@ -118,14 +118,6 @@ def study_runs(cfg: Config) -> list[Run]:
         for value in values:
             add(algo, ablation_data, DEFAULT_SFT, {key: value} if value != cfg.get(key) else None)
     return list(runs.values())
-
-
-def _changed(cfg: Config, changes: dict | None) -> Config:
-    if not changes:
-        return cfg
-    from vd.models.memory import _with
-
-    return _with(cfg, changes)
 
 
 def architecture(cfg: Config):
@@ -194,7 +186,7 @@ def disk(cfg: Config, config, runs: list[Run], generations: int) -> dict:
     base model in the hub cache."""
     from vd.train.runner import stage_module
 
-    counts = {head: memory._counts(config, head) for head in ("causal", "score")}
+    counts = {head: memory.counts_of(config, head) for head in ("causal", "score")}
     lora = counts["causal"]["lora_per_rank"] * cfg.lora.r
     out = {"adapters and optimizer state": 0.0, "merged models": 0.0}
     for r in runs:
@@ -234,8 +226,8 @@ def gpu_hours(cfg: Config, config, runs: list[Run], generations: int, measured: 
     """Hours per card: estimated for each card of vd.models.memory.CARDS, and `measured` at the measured
     speeds of benchmarks/results.json's `gpu` section (bench_gpu.py) where it has this size."""
     d = memory.Dims.of(config)
-    params = memory._counts(config, "causal")["total"]
-    weights = memory._models_bytes(cfg, config, "generate")
+    params = memory.counts_of(config, "causal")["total"]
+    weights = memory.models_bytes(cfg, config, "generate")
     p, ppo = cfg.probes, cfg.ppo
     gen_tokens = generations * p.max_new_tokens
     out = {}
@@ -290,8 +282,10 @@ def plan(cfg: Config, cuts: bool = True, _architecture=None) -> dict:
     runs = study_runs(cfg)
     use = usage(cfg, runs)
     costs = [c["usd"] for c in use["calls"].values()]
-    stages = ["sft", "reward", *registry.ALGORITHMS, "generate"] if cfg.quantization.load_in_4bit else []
-    peaks = {s: memory.stage_peak(cfg, config, s) for s in stages}  # the estimate is QLoRA's
+    from vd.score.policy_fit import LOGIT_CHUNK, MAX_BATCH_TOKENS
+
+    stages = ["sft", "reward", *registry.ALGORITHMS, "generate", "policy_fit"] if cfg.quantization.load_in_4bit else []
+    peaks = {s: memory.stage_peak(cfg, config, s, (MAX_BATCH_TOKENS, LOGIT_CHUNK)) for s in stages}  # QLoRA's
     fits = {s: {card: memory.fits(e.total, c.memory_gib * memory.GIB) for card, c in memory.CARDS.items()}
             for s, e in peaks.items()}
     out = {"size": cfg.size, "source": cfg.source, "architecture": source, "target_gpu": cfg.target_gpu,
@@ -331,14 +325,9 @@ def _applies(cfg: Config, change) -> bool:
 
 
 def _cut(cfg: Config, change) -> Config:
-    import dataclasses
-
     if change == "save_every":
-        return _changed(cfg, {f"{s}.save_every": cfg.stage(s).save_every * 2 for s in cfg.stages})
-    probes = {k.split(".")[1]: v for k, v in change.items() if k.startswith("probes.")}
-    judge = {k.split(".")[1]: v for k, v in change.items() if k.startswith("judge.")}
-    return dataclasses.replace(cfg, probes=dataclasses.replace(cfg.probes, **probes),
-                               judge=dataclasses.replace(cfg.judge, **judge))
+        change = {f"{s}.save_every": cfg.stage(s).save_every * 2 for s in cfg.stages}
+    return memory.with_params(cfg, change)
 
 
 def _totals(p: dict) -> dict:
@@ -352,7 +341,7 @@ def _n(x) -> str:
 
 
 def _usd(x) -> str:
-    return "no price" if x is None else f"${x:,.2f}"
+    return "no price" if x is None else f"${x:,.2f}"  # a model missing from the params' price table
 
 
 def render(p: dict) -> str:
@@ -377,7 +366,7 @@ def render(p: dict) -> str:
                      + (f"; this file is sized for the {p['target_gpu']}" if p["target_gpu"] else "") + ":")
     for stage, gib in p["peak_gib"].items():
         ok = [c for c in cards if p["fits"][stage][c]]
-        lines.append(f"  {stage:9s} {gib:6.1f}  fits: {', '.join(ok) or 'none of ' + ', '.join(cards)}")
+        lines.append(f"  {stage:10s} {gib:6.1f}  fits: {', '.join(ok) or 'none of ' + ', '.join(cards)}")
     if "gpu_hours" in p:
         lines.append("GPU hours for the whole study (estimates from each card's data sheet, docs/method.md §12; "
                      "measured where benchmarks/results.json has this size):")
@@ -397,6 +386,15 @@ def render(p: dict) -> str:
                          f"{_usd(c['usd'])}, {c['disk_gb']:,.1f} GB" + (f", {hours:,.1f} h on the {p['target_gpu']}"
                                                                         if hours is not None else ""))
     return "\n".join(lines)
+
+
+def preflight_summary(cfg: Config) -> str:
+    """`summary` of the study's plan, for a notebook's preflight; a plan that cannot be made (a model whose
+    config.json cannot be read offline, a dataset of unknown size) is said in one line and never stops it."""
+    try:
+        return summary(plan(cfg, cuts=False))
+    except (ConfigError, OSError) as e:
+        return f"vd plan: no estimate of the whole study here ({e})"
 
 
 def summary(p: dict) -> str:
