@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))  # the scripts import their neighbours as top-level modules
 
 import bench_gpu  # noqa: E402
+import smoke_model  # noqa: E402
 from common import model_config, real_sizes  # noqa: E402
 
 from vd.models.memory import weight_bytes, weight_counts  # noqa: E402
@@ -74,7 +75,7 @@ def test_family_tokenizers_carry_the_real_chat_tokens(tmp_path, family, size, bo
     from vd.core.config import load_config
     from vd.models.loading import load_tokenizer
 
-    tokenizer = bench_gpu.family_tokenizer(family)
+    tokenizer = smoke_model.family_tokenizer(family)
     config = model_config(size)
     ids = {"llama": {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|start_header_id|>": 128006,
                      "<|end_header_id|>": 128007, "<|eot_id|>": 128009},
@@ -82,8 +83,8 @@ def test_family_tokenizers_carry_the_real_chat_tokens(tmp_path, family, size, bo
     assert {t: tokenizer.convert_tokens_to_ids(t) for t in ids} == ids
     assert len(tokenizer) == {"llama": 128256, "qwen3": 151669}[family] <= config.vocab_size
     assert tokenizer.eos_token_id == config.eos_token_id
-    encoded = tokenizer(" " + " ".join(bench_gpu.WORDS))["input_ids"]
-    assert len(encoded) == len(bench_gpu.WORDS) + bos and (encoded[0] == 128000) == bos
+    encoded = tokenizer(" " + " ".join(smoke_model.WORDS))["input_ids"]
+    assert len(encoded) == len(smoke_model.WORDS) + bos and (encoded[0] == 128000) == bos
     tokenizer.save_pretrained(tmp_path)
     framed = load_tokenizer(load_config(size), str(tmp_path))
     assert chat_format(framed) == chat
@@ -112,7 +113,7 @@ def test_bench_gpu_cpu_mode_runs_every_stage(tmp_path):
     assert list(stages) == ["build", "sft", "sft_merge", "generate", "generate_4x", "dpo", "simpo", "reward",
                             "reward_merge", "ppo", "sft_fp16", "dpo_fp16", "policy_fit", "reward_fp16"]
     assert [s for s, line in stages.items() if line["status"] != "ok"] == []
-    assert stages["build"]["family"] == "llama" and stages["build"]["tokenizer"] == bench_gpu.CPU_REGULAR + 256
+    assert stages["build"]["family"] == "llama" and stages["build"]["tokenizer"] == smoke_model.CPU_REGULAR + 256
     lengths = stages["build"]["row_tokens"]
     # rows fill the (shrunken) lengths: 64 tokens a sequence, a pair 2 x 64, PPO 32-token prompts + 8
     assert lengths["sft"] in (63, 64) and lengths["pair"] in range(124, 129) and lengths["ppo"] in range(38, 41)

@@ -256,8 +256,10 @@ def _candidates(cfg: Config, stage: str) -> list[dict]:
     """Smaller batch settings of `stage`, in our order of preference: the effective batch (batch x
     accumulation) kept if at all possible (else its largest divisor), then the largest micro-batch, then
     (PPO) the largest rollout chunk."""
-    if stage in ("generate", "policy_fit"):
-        return [{"probes.batch_size": b} for b in range(cfg.probes.batch_size - 1, 0, -1)] if stage == "generate" else []
+    if stage == "generate":
+        return [{"probes.batch_size": b} for b in range(cfg.probes.batch_size - 1, 0, -1)]
+    if stage == "policy_fit":
+        return []
     st = cfg.stage(stage)
     effective = st.batch_size * st.grad_accum
     pairs = sorted(((b, ga) for b in range(1, st.batch_size + 1) for ga in range(1, effective // b + 1)
@@ -310,6 +312,7 @@ def check_gpu_fits(cfg: Config, path: str, stage: str, config=None) -> None:
     largest = max((k for k in estimate.parts if k != "weights"), key=estimate.parts.get, default="weights")
     name = torch.cuda.get_device_name(_local_device())
     raise DoesNotFit(f"{cfg.source}: {stage}: needs about {estimate.total / GIB:.1f} GiB at its peak (weights "
-                     f"{estimate.parts['weights'] / GIB:.1f}, {largest} {estimate.parts[largest] / GIB:.1f}; an estimate, "
+                     f"{estimate.parts['weights'] / GIB:.1f}, {largest} {estimate.parts[largest] / GIB:.1f}; "
+                     "an estimate, "
                      f"docs/method.md §11), more than this GPU's {have / GIB:.1f} GiB ({name}) allows; "
                      f"{advice(cfg, config, estimate, have)}")

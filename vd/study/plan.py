@@ -26,7 +26,7 @@ PUBLISHED_ROWS = {("tatsu-lab/alpaca", None, "train"): 52_002,
                   ("allenai/WildChat-1M", None, "train"): 837_989}
 CHARS_PER_TOKEN = 4  # English text in OpenAI's tokenizers (ours: their rule of thumb)
 MESSAGE_TOKENS = 4  # the chat format's tokens per message (ours: OpenAI's counting guide, about 3-4)
-DEFAULT_SFT = "alpaca"  # the SFT run notebooks 02-06 start from: vd.study.notebook.DEFAULT_SFT (a test holds them equal)
+DEFAULT_SFT = "alpaca"  # the SFT run notebooks 02-06 start from: vd.study.notebook.DEFAULT_SFT (a test: equal)
 WRITER_MAX_TOKENS = 200  # vd.data.synthetic.openai_answer_writer's answer limit
 TRAIN_MFU = 0.25  # ours: share of a card's dense tensor FLOP/s QLoRA training reaches (4-bit dequantization)
 DECODE_BANDWIDTH_SHARE = 0.5  # ours: share of the memory bandwidth a decoding step reaches
@@ -290,7 +290,8 @@ def plan(cfg: Config, cuts: bool = True, _architecture=None) -> dict:
             for s, e in peaks.items()}
     out = {"size": cfg.size, "source": cfg.source, "architecture": source, "target_gpu": cfg.target_gpu,
            "runs": [asdict(r) for r in runs],
-           "totals": {"runs": sum(r.stage != "reward" for r in runs), "reward models": sum(r.stage == "reward" for r in runs),
+           "totals": {"runs": sum(r.stage != "reward" for r in runs),
+                      "reward models": sum(r.stage == "reward" for r in runs),
                       "optimizer steps": sum(r.steps for r in runs), "checkpoints": sum(r.checkpoints for r in runs)},
            "scoring": {k: v for k, v in use.items() if k != "calls"}, "calls": use["calls"],
            "usd": None if None in costs else round(sum(costs), 2),
@@ -351,7 +352,8 @@ def render(p: dict) -> str:
              f"training: {t['runs']} runs + {t['reward models']} reward models, {_n(t['optimizer steps'])} optimizer "
              f"steps, {_n(t['checkpoints'])} checkpoints (step 0 included)"]
     for r in p["runs"]:
-        lines.append(f"  {r['name']:48s} {_n(r['rows']):>7} rows {_n(r['steps']):>6} steps {r['checkpoints']:>4} checkpoints")
+        lines.append(f"  {r['name']:56s} {_n(r['rows']):>7} rows {_n(r['steps']):>6} steps "
+                     f"{r['checkpoints']:>4} checkpoints")
     lines += [f"scoring: {_n(s['checkpoints scored'])} checkpoints scored (shared ones once), {_n(s['generations'])} "
               f"generations, <= {_n(s['generated tokens'])} generated tokens (every answer at max_new_tokens)",
               f"API calls (prices as of {p['prices']['as_of'] or '?'}: {p['prices']['source'] or 'none given'}):"]
@@ -402,6 +404,7 @@ def summary(p: dict) -> str:
     hours = (p.get("gpu_hours") or {}).get(p["target_gpu"] or "", {}).get("hours")
     return (f"the whole study at size {p['size']}: {p['totals']['runs']} runs, {_n(p['totals']['checkpoints'])} "
             f"checkpoints, {_n(p['scoring']['generations'])} generations, API {_usd(p['usd'])}, disk "
-            f"{p['disk_gb']['total']:,.1f} GB" + (f", about {hours:,.1f} GPU hours on the {p['target_gpu']}" if hours else "")
+            f"{p['disk_gb']['total']:,.1f} GB"
+            + (f", about {hours:,.1f} GPU hours on the {p['target_gpu']}" if hours else "")
             + f" (estimates; `vd plan --size {p['size']}` for the details and how to cut it)")
 
