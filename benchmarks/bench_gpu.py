@@ -170,8 +170,10 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     elif algo == "reward":
         from vd.train import reward
 
-        if not fp16:
-            timed_merge(reward, "_merge_score_adapter", lines, "reward_merge")
+        if not fp16:  # the reward model's merge: its module's own helper where it has one, else the shared one
+            own = hasattr(reward, "_merge_score_adapter")
+            timed_merge(reward if own else models, "_merge_score_adapter" if own else "merge_adapter", lines,
+                        "reward_merge")
         parent = RunRecord(root=runs / cfg.size / ("ppo-alpaca" if not fp16 else "ppo-fp16"), stage="ppo",
                            data="ultrafeedback", size=cfg.size)
         rows, _ = stage_data.stage_rows(cfg, "ppo", "ultrafeedback")

@@ -181,20 +181,23 @@ def usage(cfg: Config, runs: list[Run]) -> dict:
 
 # ----------------------------------------------------------------------------- disk and GPU time
 def disk(cfg: Config, config, runs: list[Run], generations: int) -> dict:
-    """Bytes written: adapters (fp32) at every checkpoint, with the optimizer state where the stage resumes
-    from it; SFT's merged model and each reward model (the compute dtype); the probe answers in SQLite; the
-    base model in the hub cache."""
+    """Bytes written: adapters (fp32) at every checkpoint; the optimizer state of the run in training, in its
+    newest checkpoint only (vd.train.common drops it from older ones, and from all once a run is complete);
+    SFT's merged model and each reward model (the compute dtype); the probe answers in SQLite; the base model
+    in the hub cache."""
     from vd.train.runner import stage_module
 
     counts = {head: memory.counts_of(config, head) for head in ("causal", "score")}
     lora = counts["causal"]["lora_per_rank"] * cfg.lora.r
-    out = {"adapters and optimizer state": 0.0, "merged models": 0.0}
+    out = {"adapters": 0.0, "optimizer state (while a run trains)": 0.0, "merged models": 0.0}
     for r in runs:
         st = cfg.stage(r.stage)
         trainable = (counts["score"]["total"] if st.full_finetune and r.stage == "reward" else lora)
         adam = 2 if "8bit" in st.optimizer else 8
-        resumes = getattr(stage_module(r.stage), "RESUMABLE", True)
-        out["adapters and optimizer state"] += (r.checkpoints - 1) * trainable * (4 + (adam if resumes else 0))
+        out["adapters"] += (r.checkpoints - 1) * trainable * 4
+        if getattr(stage_module(r.stage), "RESUMABLE", True):
+            out["optimizer state (while a run trains)"] = max(out["optimizer state (while a run trains)"],
+                                                              trainable * adam)
         if r.stage in ("sft", "reward") and not (st.full_finetune and r.stage == "reward"):
             out["merged models"] += 2 * counts["causal" if r.stage == "sft" else "score"]["total"]
         elif r.stage == "reward":
