@@ -158,27 +158,24 @@ def test_cards_are_the_schemas_choices():
 
 def test_rollout_batch_size_reaches_trls_ppo_config(tiny_world, tiny_cfg, tmp_path, monkeypatch):
     """vd.train.ppo passes ppo.rollout_batch_size to PPOConfig's local_rollout_forward_batch_size (TRL's own
-    PPOTrainer is replaced by a recorder: only the arguments it gets are checked)."""
+    PPOTrainer is replaced by a recorder that stops the build once it has the arguments)."""
     import trl.experimental.ppo as trl_ppo
 
     from vd.core.run import RunRecord
     from vd.train import ppo
     from vd.train.common import StageJob
 
-    seen = {}
+    class Recorded(Exception):
+        pass
 
-    class Recorder:
-        def __init__(self, args, model, **kw):
-            seen["args"] = args
-            self.args, self.model = args, type("Wrapped", (), {"policy": model, "config": model.config})()
+    def recorder(args, **kw):
+        raise Recorded(args)
 
-        def remove_callback(self, callback):
-            pass
-
-    monkeypatch.setattr(trl_ppo, "PPOTrainer", Recorder)
+    monkeypatch.setattr(trl_ppo, "PPOTrainer", recorder)
     monkeypatch.setattr(ppo, "train_reward_model", lambda *a, **k: tiny_world.model_dir)
     cfg = load_config("tiny", ["ppo.rollout_batch_size=3"])
     record = RunRecord(root=tmp_path / "ppo", stage="ppo", data="ultrafeedback", size="tiny")
     job = StageJob(cfg, "ppo", "ultrafeedback", record, str(tiny_world.model_dir), [], {})
-    ppo.build_trainer(job, tiny_world.load_rows("ultrafeedback")[:8])
-    assert seen["args"].local_rollout_forward_batch_size == 3
+    with pytest.raises(Recorded) as seen:
+        ppo.build_trainer(job, tiny_world.load_rows("ultrafeedback")[:8])
+    assert seen.value.args[0].local_rollout_forward_batch_size == 3
