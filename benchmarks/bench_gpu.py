@@ -1,30 +1,37 @@
-"""QLoRA peak GPU memory and tokens/s of every stage at the real sizes, on one GPU (random weights).
+"""GPU smoke of one real size: every stage through vd's own code, on a random-weight model of the real architecture
+(vd.models.architectures: full width, vocabulary and, unless --layers says otherwise, depth), with a tokenizer
+built here that carries the family's real chat tokens at their real ids (Llama-3: <|begin_of_text|> put first,
+<|start_header_id|>, <|end_header_id|>, <|eot_id|>; Qwen3: ChatML, no BOS). Rows are synthetic and as long as the
+params allow (SFT and preference sequences of max_length tokens, PPO prompts of ppo.max_length tokens, answers
+to max_new_tokens). Stages, each in a process of its own (its own peak; a failure is recorded, the next runs):
 
-For each real size, a model with random weights is built from the real config (model_configs.json:
-the architecture decides memory and speed, the weights do not), saved in the compute dtype with a
-tokenizer of the real vocabulary size, and then loaded and trained by vd exactly as a study does it: 4-bit
-NF4, the params' LoRA, batch sizes, gradient accumulation, lengths, activation checkpointing and paged
-8-bit AdamW. Training rows are synthetic, every one as long as the params allow (the worst case the
-params admit: SFT and preference sequences of max_length tokens; PPO prompts of ppo.max_length tokens
-with response_length tokens of rollout, which random weights never end early). Stages, each in a
-process of its own (a clean peak; a stage that runs out of memory is recorded and the others go on):
+  sft, sft_merge    vd.train.runner.train_stage (the merge is its finish)
+  generate, generate_4x  vd.models.generate.generate_answers at probes.batch_size and 4x it, as `vd score` runs
+                    it (4-bit model + the SFT run's adapter)
+  dpo, simpo        vd.train.runner.build_trainer(...).train(), from the SFT run's merged model
+  reward, reward_merge  vd.train.reward.train_reward_model (PPO's: ppo reuses it)
+  ppo               runner.build_trainer(...).train(): --ppo-steps updates of batch x grad_accum rollouts
+  sft_fp16, dpo_fp16  as sft (no merge) and dpo with quantization.compute_dtype forced to fp16 (a T4's path)
+  policy_fit        vd.score.policy_fit on pairs of max_length tokens under the merged SFT model
+  reward_fp16       as reward, in fp16
+--deadline-s (default 540 s) starts no stage after it, so that a call ends inside a 10-minute limit; a skipped
+stage says so. A stage that cannot start from the SFT run (it failed) starts from the base model.
 
-  sft, dpo, simpo   vd.train.<stage>.build_trainer(...).train()
-  reward            vd.train.reward.train_reward_model (the reward model PPO is trained against)
-  ppo               vd.train.ppo.build_trainer(...).train(): policy, reward and value models
-  generate          vd.models.generate on the policy with a LoRA adapter, as `vd score` runs it, at the
-                    params' probe batch size and larger ones (answers run to max_new_tokens)
+One JSON line per stage: status, seconds (the process's wall time), peak allocated and reserved GiB, tokens/s
+(trained tokens of one optimizer step over its median time after the first; generation: new tokens over the
+wall time), trainable dtypes; printed, appended to $OUT/bench_gpu-<size>.jsonl where OUT is set (the stages'
+output to $OUT/bench_gpu-<size>.log), and merged into results.json (`gpu`; --cpu: `gpu_smoke`).
 
-Measured per stage: the peak GPU memory (PyTorch's peak allocated and reserved, and the device's used
-memory polled every 50 ms, CUDA context included) and tokens/s: the tokens of one optimizer step over
-the median step time after --warmup steps (PPO: one update of batch x accumulation episodes of prompt +
-response tokens; generate: new tokens over wall time). From the peaks, which stage fits a T4, an L4 and
-an A100-40GB (`fits`: peak allocated + CUDA context <= 95 % of the card's memory).
-
-Without a CUDA GPU this script measures nothing and says so; `--smoke` runs the same code on the CPU
-with shrunken configs (what tests/test_benchmarks.py runs).
-    python benchmarks/bench_gpu.py [--sizes llama3-3b ...] [--stages sft dpo ...] [--steps 3] [--warmup 1]
-    python benchmarks/bench_gpu.py --table      # the fit table of the recorded results
+The GPU machine (Python 3.12, torch 2.11, transformers 5.17, peft, accelerate; no trl, bitsandbytes or datasets;
+no internet) needs 7 wheels, 55.9 MiB (+ the 1.8 MiB working tree; 64 MiB travel): trl 1.12.0, bitsandbytes
+0.50.2, datasets 5.2.0 with dill 0.4.1 and multiprocess 0.70.19 (the two datasets needs that the machine lacks),
+and the project's pins transformers 5.20.2 and peft 0.21.2. `bash benchmarks/gpu_wheels.sh` downloads them
+into .whl/ (git-ignored). On the machine, from the repository root, carrying .whl:
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \\
+    && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/bench_gpu.py --size llama3-3b
+    python benchmarks/bench_gpu.py --size SIZE [--stages ...] [--steps 2] [--layers N] [--deadline-s 540]
+    python benchmarks/bench_gpu.py --cpu      # tiny dims on CPU, in one process: the code (tests/test_benchmarks.py)
+    python benchmarks/bench_gpu.py --table    # the fit table of the recorded results
 """
 
 from __future__ import annotations
@@ -32,342 +39,372 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, machine_info, merge_results, model_config, real_sizes
-from weights_floor import CARDS, GIB
-from weights_floor import STAGES as RESIDENT
+from common import RESULTS, machine_info, merge_results, real_sizes
+from smoke_model import build_model, write_data
 
-STAGES = tuple(RESIDENT)  # sft, dpo, simpo, reward, ppo, generate: the same stages the weights floor counts
-WORDS = ("value alignment model answer question policy reward support oppose neutral topic stance drift "
-         "data training checkpoint probe people society family health money work school science nature "
-         "history future law rights freedom safety risk benefit cost choice change growth trust fair").split()
-# --smoke: the same code on CPU, every model and length shrunk
-SMOKE_MODEL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=16, vocab_size=4096)
-SMOKE_PARAMS = {f"{s}.{k}": v for s in ("sft", "dpo", "simpo", "reward", "ppo")
-                for k, v in (("batch_size", 2), ("grad_accum", 1), ("max_length", 64))} | {
-    "ppo.max_length": 32, "ppo.response_length": 8, "ppo.num_ppo_epochs": 1,
+from vd.models.memory import CARDS, CUDA_CONTEXT_GIB, FIT_MARGIN, GIB
+
+# in this order (a stage's inputs first; what the plan and a T4 need most, early, since --deadline-s may cut the end)
+STAGES = ("build", "sft", "generate", "dpo", "simpo", "reward", "ppo", "sft_fp16", "dpo_fp16", "policy_fit",
+          "reward_fp16")
+# --cpu: the same code with every model and length shrunk
+CPU_PARAMS = {f"{s}.{k}": v for s in ("sft", "dpo", "simpo", "reward", "ppo")
+              for k, v in (("batch_size", 2), ("grad_accum", 1), ("max_length", 64))} | {
+    "ppo.max_length": 32, "ppo.response_length": 8, "ppo.num_ppo_epochs": 1, "ppo.rollout_batch_size": 1,
     "probes.max_new_tokens": 8, "probes.batch_size": 10}
-FIT_MARGIN = 0.95
+# merged models no later stage reads, removed once their stage is done (runs/<size>/...): 64 GiB of disk hold an
+# 8B model, SFT's merge and a reward model
+DONE_WITH = {"ppo": ("ppo-alpaca/reward/model",), "reward_fp16": ("ppo-fp16",)}
 
 
-# --- the random-weight model and its tokenizer ---------------------------------------------------
+# --- one stage --------------------------------------------------------------------------------------------
 
 
-def build_model(size: str, out: Path, smoke: bool) -> None:
-    """A random-weight `size` model in the compute dtype, with a ChatML tokenizer of its vocabulary size."""
-    from transformers import AutoModelForCausalLM
-
-    from vd.core.config import load_config
-    from vd.models.loading import compute_dtype
-    from vd.train.common import quiet as _quiet
-
-    vocab_size = SMOKE_MODEL["vocab_size"] if smoke else model_config(size).vocab_size
-    tokenizer = vocabulary_sized_tokenizer(vocab_size)
-    config = model_config(size, **(SMOKE_MODEL if smoke else {}), pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    with torch.device(device):  # initialised where it runs: an 8B model inits in seconds on a GPU
-        model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype(load_config(size)))
-    with _quiet(True):  # no progress bars
-        model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def vocabulary_sized_tokenizer(vocab_size: int):
-    """A byte-level BPE tokenizer trained on WORDS (each " word" one token), padded with filler tokens
-    to `vocab_size`, so that every id a random model samples decodes; ChatML as every vd model."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    from vd.core.chat import CHATML_TEMPLATE
-    from vd.world.build import train_tokenizer
-
-    sentences = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) for i in range(400)]
-    trained = train_tokenizer([{"messages": [{"content": s}]} for s in sentences], vocab_size=1000)
-    spec = json.loads(trained.backend_tokenizer.to_str())
-    vocab = spec["model"]["vocab"]
-    used = len(trained)
-    vocab.update({f"fill{i}": i for i in range(used, vocab_size)})  # byte-level alphabet: decodes as text
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
-                                        eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = CHATML_TEMPLATE
-    if len(tokenizer) != vocab_size:
-        raise RuntimeError(f"tokenizer has {len(tokenizer)} tokens, the model {vocab_size}")
-    return tokenizer
-
-
-# --- synthetic rows of the params' lengths ---------------------------------------------------------
-
-
-def words(n: int, offset: int = 0) -> str:
-    return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(max(n, 1)))
-
-
-def chat_length(tokenizer, messages: list[dict], generation_prompt: bool = False) -> int:
-    return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
-                                             return_dict=False))
-
-
-def sized_answer(tokenizer, prompt: list[dict], total: int, offset: int) -> list[dict]:
-    """An assistant turn that brings prompt + answer to `total` tokens (each word is one token)."""
-    n = total - chat_length(tokenizer, prompt + [{"role": "assistant", "content": "x"}]) + 1
-    answer = [{"role": "assistant", "content": words(n, offset)}]
-    while chat_length(tokenizer, prompt + answer) > total and n > 1:
-        n -= 1
-        answer = [{"role": "assistant", "content": words(n, offset)}]
-    return answer
-
-
-def stage_rows_for(cfg, stage: str, tokenizer, n_rows: int) -> tuple[list[dict], float]:
-    """`n_rows` training rows of `stage` at the params' lengths, and the tokens of one row (a pair: both)."""
-    st = cfg.stage(stage)
-    if stage == "ppo":  # prompts as long as ppo.max_length admits
-        n = st.max_length - chat_length(tokenizer, [{"role": "user", "content": "x"}], True) + 1
-        prompt = [{"role": "user", "content": words(n)}]
-        while chat_length(tokenizer, prompt, True) > st.max_length:
-            n -= 1
-            prompt = [{"role": "user", "content": words(n)}]
-        rows = [{"prompt": prompt, "chosen": [], "rejected": []}] * n_rows
-        return rows, chat_length(tokenizer, prompt, True) + st.response_length
-    prompt = [{"role": "user", "content": words(st.max_length // 8)}]
-    if stage == "sft":
-        row = {"messages": prompt + sized_answer(tokenizer, prompt, st.max_length, 3)}
-        return [row] * n_rows, chat_length(tokenizer, row["messages"])
-    chosen = sized_answer(tokenizer, prompt, st.max_length, 3)
-    rejected = sized_answer(tokenizer, prompt, st.max_length, 5)
-    tokens = chat_length(tokenizer, prompt + chosen) + chat_length(tokenizer, prompt + rejected)
-    return [{"prompt": prompt, "chosen": chosen, "rejected": rejected}] * n_rows, tokens
-
-
-# --- one stage, in its own process -------------------------------------------------------------------
-
-
-class PeakPoller:
-    """The device's used memory (CUDA context and every allocator included), polled every 50 ms."""
+class Probe:
+    """A trainer callback: each optimizer step's time and the trainable parameters' dtypes; and the peaks."""
 
     def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+        from transformers import TrainerCallback
 
-    def _poll(self):
-        while not self._stop.wait(0.05):
-            free, total = torch.cuda.mem_get_info()
-            self.peak = max(self.peak, total - free)
+        probe = self
 
-    def __enter__(self):
-        if torch.cuda.is_available():
-            self._thread.start()
-        return self
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                probe.times = [time.perf_counter()]
+                if model is not None:
+                    probe.dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                                           if p.requires_grad})
 
-    def __exit__(self, *exc):
-        self._stop.set()
+            def on_step_end(self, args, state, control, **kw):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                probe.times.append(time.perf_counter())
 
+        self.callback, self.times, self.dtypes = Callback(), [], []
 
-def step_timer(cuda: bool):
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        times: list[float] = []
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.times[:] = [time.perf_counter()]
-
-        def on_step_end(self, args, state, control, **kw):
-            if cuda:
-                torch.cuda.synchronize()
-            self.times.append(time.perf_counter())
-
-    return StepTimer()
+    def result(self, tokens_per_step: float) -> dict:
+        steps = [b - a for a, b in zip(self.times, self.times[1:])]
+        timed = steps[1:] or steps  # the first step warms up
+        return {"steps": len(steps), "tokens_per_step": tokens_per_step, "trainable_dtypes": self.dtypes,
+                "tokens_per_s": round(tokens_per_step / statistics.median(timed), 1) if timed else None}
 
 
-def run_stage(size: str, stage: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict:
-    """Train (or generate) `stage` of `size` for warmup + steps steps; what it measured."""
+def peaks(reset: bool = True) -> dict:
+    """PyTorch's peak allocated and reserved GPU memory since the last reset (then reset), and the process's
+    peak host memory so far (a merge's need: it loads the full model on the CPU)."""
+    import resource
+
+    rss = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)}
+    if not torch.cuda.is_available():
+        return rss
+    out = {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 2),
+           "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 2), **rss}
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return out
+
+
+def timed_merge(module, name: str, lines: list, stage: str):
+    """Wrap module.name (a merge) so that its seconds and peaks make a line of their own."""
+    original = getattr(module, name)
+
+    def merge(*args, **kw):
+        before = peaks()  # the training's peak, then reset for the merge's
+        lines[-1].update(before)
+        t0 = time.perf_counter()
+        out = original(*args, **kw)
+        lines.append({"stage": stage, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), **peaks()})
+        return out
+
+    setattr(module, name, merge)
+
+
+def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_steps: int = 1) -> list[dict]:
+    """Run `stage` on the model in work/model; its result lines (a stage with a merge: two)."""
     from vd.core.config import load_config
     from vd.core.run import RunRecord
     from vd.models import loading as models
+    from vd.train import data as stage_data
+    from vd.train import runner
     from vd.train.common import StageJob
-    from vd.train.reward import train_reward_model
-    from vd.train.runner import stage_module
 
-    cuda = torch.cuda.is_available()
-    model_dir = work / "model"  # every stage starts from it (preference stages: as if it were merged SFT)
-    overrides = {"model.base": str(model_dir)} | (SMOKE_PARAMS if smoke else {})
-    total = warmup + steps
-    for st in ("sft", "dpo", "simpo", "reward", "ppo"):
-        overrides |= {f"{st}.max_steps": total, f"{st}.save_every": 10 ** 6}
+    base, algo = stage.removesuffix("_fp16"), stage.split("_")[0]
+    fp16 = {"quantization.compute_dtype": "fp16"} if stage.endswith("_fp16") else {}
+    data = work / "data"
+    overrides = {"model.base": str(work / "model"), "data.sft.alpaca.id": str(data / "alpaca.json"),
+                 "data.preference.ultrafeedback.id": str(data / ("ppo.jsonl" if algo in ("ppo", "reward")
+                                                                 else "pairs.jsonl")),
+                 **(CPU_PARAMS if cpu else {}), **fp16}
+    for s in ("sft", "dpo", "simpo", "reward", "ppo"):
+        overrides |= {f"{s}.max_steps": steps, f"{s}.save_every": steps, f"{s}.log_every": 1}
     cfg = load_config(size, overrides)
-    free, total_memory = torch.cuda.mem_get_info() if cuda else (0, 0)
-    context = total_memory - free  # the CUDA context, before any model is loaded
-    t0 = time.perf_counter()
-    with PeakPoller() as poller:
-        if stage == "generate":
-            result = run_generate(cfg, model_dir, steps, warmup)
-        else:
-            st = cfg.stage(stage)
-            tokenizer = models.load_tokenizer(cfg, str(model_dir))
-            rows, row_tokens = stage_rows_for(cfg, stage, tokenizer, total * st.batch_size * st.grad_accum)
-            timer = step_timer(cuda)
-            data = "alpaca" if stage == "sft" else "ultrafeedback"
-            run_dir = work / ("ppo" if stage == "reward" else stage)  # PPO finds its reward model in ppo/reward/
-            record = RunRecord(root=run_dir, stage=stage, data=data, size=cfg.size)
-            if stage == "reward":
-                train_reward_model(cfg, record, str(model_dir), rows, callbacks=[timer])
-            else:
-                if stage == "ppo" and not (run_dir / "reward" / "model" / "config.json").is_file():
-                    raise SystemExit("the ppo stage needs the reward stage's model: run --stages reward ppo")
-                job = StageJob(cfg, stage, data, record, str(model_dir), [timer], {})
-                stage_module(stage).build_trainer(job, rows).train()
-            per_step = row_tokens * st.batch_size * st.grad_accum
-            seconds = [b - a for a, b in zip(timer.times, timer.times[1:])][warmup:]
-            result = {"steps_timed": len(seconds), "step_seconds": [round(s, 3) for s in seconds],
-                      "tokens_per_step": per_step,
-                      "tokens_per_s": round(per_step / statistics.median(seconds), 1) if seconds else None,
-                      "settings": {"batch_size": st.batch_size, "grad_accum": st.grad_accum,
-                                   "max_length": st.max_length, "optimizer": st.optimizer,
-                                   "activation_checkpointing": st.activation_checkpointing}
-                      | ({"response_length": st.response_length} if stage == "ppo" else {})}
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    if cuda:
-        result |= {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 2),
-                   "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 2),
-                   "peak_device_used_gib": round(poller.peak / GIB, 2), "cuda_context_gib": round(context / GIB, 2)}
+    overrides["ppo.total_episodes"] = ppo_steps * cfg.ppo.batch_size * cfg.ppo.grad_accum
+    overrides.pop("ppo.max_steps")
+    cfg = load_config(size, overrides)
+    lengths = json.loads((data / "lengths.json").read_text())
+    runs = work / "runs"
+    sft_run = runs / cfg.size / "sft-alpaca"
+    started = RunRecord.find(sft_run)
+    sft_done = started is not None and started.complete and algo != "sft"  # SFT itself starts from the base
+    start = str(sft_run / "merged") if sft_done else str(work / "model")
+    if stage in ("generate", "policy_fit"):
+        return run_inference(cfg, stage, start, work, steps)
+    probe, lines = Probe(), [{"stage": stage, "status": "ok"}]
+    st = cfg.stage(algo)
+    tokens = st.batch_size * st.grad_accum * lengths[{"sft": "sft", "reward": "reward", "ppo": "ppo"}.get(algo, "pair")]
+    if stage == "sft":
+        from vd.train import sft
+
+        build = sft.build_trainer
+        sft.build_trainer = lambda job, rows: _with_callback(build(job, rows), probe.callback)
+        timed_merge(models, "merge_adapter", lines, "sft_merge")
+        runner.train_stage(cfg, "sft", "alpaca", runs_dir=runs)
+    elif algo == "reward":
+        from vd.train import reward
+
+        if not fp16:  # the reward model's merge: its module's own helper where it has one, else the shared one
+            own = hasattr(reward, "_merge_score_adapter")
+            timed_merge(reward if own else models, "_merge_score_adapter" if own else "merge_adapter", lines,
+                        "reward_merge")
+        parent = RunRecord(root=runs / cfg.size / ("ppo-alpaca" if not fp16 else "ppo-fp16"), stage="ppo",
+                           data="ultrafeedback", size=cfg.size)
+        rows, _ = stage_data.stage_rows(cfg, "ppo", "ultrafeedback")
+        reward.train_reward_model(cfg, parent, start, rows, callbacks=[probe.callback])
     else:
-        import resource
+        run_dir = runs / cfg.size / ("ppo-alpaca" if algo == "ppo" else stage)
+        if sft_done:
+            trainer = runner.build_trainer(cfg, algo, "ultrafeedback", sft_run, run_dir, [probe.callback])
+        else:  # from the base model: SFT trains from it; a failed SFT leaves no merged model to start from
+            data_name = "alpaca" if algo == "sft" else "ultrafeedback"
+            rows, _ = stage_data.stage_rows(cfg, algo, data_name)
+            record = RunRecord(root=run_dir, stage=algo, data=data_name, size=cfg.size)
+            trainer = runner.stage_module(algo).build_trainer(StageJob(cfg, algo, data_name, record, start,
+                                                                       [probe.callback], {}), rows)
+        trainer.train()
+    lines[0] |= probe.result(tokens) | ({} if "peak_allocated_gib" in lines[0] or "peak_rss_gib" in lines[0]
+                                        else peaks(reset=False))
+    lines[0]["settings"] = {"batch_size": st.batch_size, "grad_accum": st.grad_accum, "max_length": st.max_length,
+                            "compute_dtype": str(models.compute_dtype(cfg)).replace("torch.", ""),
+                            "started_from": "sft merged" if sft_done else "base"} | (
+        {"response_length": st.response_length, "rollout_batch_size": st.rollout_batch_size} if algo == "ppo" else {})
+    return lines
 
-        result["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)
-    return result
+
+def _with_callback(trainer, callback):
+    trainer.add_callback(callback)
+    return trainer
 
 
-def run_generate(cfg, model_dir: Path, batches: int, warmup: int) -> dict:
-    """Probe generation as `vd score` runs it (4-bit policy + LoRA adapter) at the params' batch size and
-    2x, 4x, 8x; `warmup` + `batches` batches each, tokens/s over the timed batches."""
-    from peft import get_peft_model
-
+def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[dict]:
+    """generate: probe answers at probes.batch_size and 4x it, as `vd score` runs them (the policy with an SFT
+    checkpoint's adapter where there is one); policy_fit: pairs of max_length tokens under the start policy."""
+    from vd.core.run import discover_checkpoints
     from vd.data.probes import load_probes
     from vd.models import loading as models
     from vd.models.generate import Sampling, generate_answers
+    from vd.score.policy_fit import policy_fit
 
-    model = get_peft_model(models.load_model(cfg, str(model_dir)), models.lora_config(cfg)).eval()
-    tokenizer = models.load_tokenizer(cfg, str(model_dir), padding_side="left")
-    sampling = Sampling.from_config(cfg)
-    probes = load_probes()
-    questions = list(zip(probes["id"], probes["question"]))
-    out = {}
-    for batch_size in (cfg.probes.batch_size * k for k in (1, 2, 4, 8)):
-        per_batch = max(batch_size // sampling.samples_per_prompt, 1)
-        generate_answers(model, tokenizer, questions[:per_batch * warmup], sampling, batch_size)
-        timed = questions[per_batch * warmup: per_batch * (warmup + batches)]
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        answers = generate_answers(model, tokenizer, timed, sampling, batch_size)
-        seconds = time.perf_counter() - t0
-        out[str(batch_size)] = {"generations": len(answers), "seconds": round(seconds, 2),
-                                "generations_per_s": round(len(answers) / seconds, 2),
-                                "new_tokens_per_s": round(sum(a["n_new_tokens"] for a in answers) / seconds, 1)}
-    return {"by_batch_size": out, "params_batch_size": cfg.probes.batch_size,
-            "tokens_per_s": out[str(cfg.probes.batch_size)]["new_tokens_per_s"],
-            "max_new_tokens": sampling.max_new_tokens}
+    sft_run, base = work / "runs" / cfg.size / "sft-alpaca", str(work / "model")
+    adapters = [c.adapter for c in discover_checkpoints(sft_run) if c.adapter]
+    lines = []
+    if stage == "generate":
+        if adapters:
+            model = models.load_model(cfg, path=base, adapter=sft_run / adapters[-1])
+        else:  # no SFT checkpoint: a fresh adapter, so that LoRA's cost is in the measurement
+            from peft import get_peft_model
+
+            model = get_peft_model(models.load_model(cfg, path=base), models.lora_config(cfg)).eval()
+        tokenizer = models.load_tokenizer(cfg, base, padding_side="left")
+        sampling = Sampling.from_config(cfg)
+        probes = load_probes()
+        questions = list(zip(probes["id"], probes["question"]))
+        generate_answers(model, tokenizer, questions[-1:], Sampling(1, 0.7, 1.0, 4, 0), 1)  # kernels warmed up
+        for name, batch in (("generate", cfg.probes.batch_size), ("generate_4x", 4 * cfg.probes.batch_size)):
+            per_batch = max(batch // sampling.samples_per_prompt, 1)
+            peaks()
+            t0 = time.perf_counter()
+            answers = generate_answers(model, tokenizer, questions[:per_batch], sampling, batch)
+            seconds = time.perf_counter() - t0
+            new = sum(a["n_new_tokens"] for a in answers)
+            lines.append({"stage": name, "status": "ok", "seconds": round(seconds, 1), **peaks(),
+                          "tokens_per_s": round(new / seconds, 1), "generations": len(answers), "new_tokens": new,
+                          "settings": {"batch_size": batch, "max_new_tokens": sampling.max_new_tokens,
+                                       "adapter": bool(adapters)}})
+        return lines
+    model, tokenizer = models.load_model(cfg, path=start), models.load_tokenizer(cfg, start)
+    rows = [json.loads(line) for line in (work / "data" / "pairs.jsonl").read_text().splitlines()][:max(8, 4 * steps)]
+    rows = [{"prompt": r["chosen"][:-1], "chosen": r["chosen"][-1:], "rejected": r["rejected"][-1:]} for r in rows]
+    own = [(r["prompt"][0]["content"], "I support it.") for r in rows[:4]]
+    peaks()
+    t0 = time.perf_counter()
+    table = policy_fit(model, tokenizer, {"pairs": rows}, own=own, warn=False)
+    seconds = time.perf_counter() - t0
+    tokens = int((table["n"] * table["mean_tokens"]).sum())
+    return [{"stage": stage, "status": "ok", "seconds": round(seconds, 1), **peaks(),
+             "tokens_per_s": round(tokens / seconds, 1),
+             "answers": int(table["n"].sum()), "scored_tokens": tokens, "truncated": int(table["truncated"].sum())}]
 
 
-# --- the driver --------------------------------------------------------------------------------
+# --- the driver -------------------------------------------------------------------------------------------
 
 
 def fits(result: dict) -> dict:
-    """Which card a measured stage fits: peak allocated + CUDA context <= FIT_MARGIN x the card's memory."""
+    """Which card a measured stage fits: its peak allocated + the CUDA context <= FIT_MARGIN of the card (the
+    rule of vd.models.memory.fits, with the context measured where it was)."""
     if "peak_allocated_gib" not in result:
         return {}
-    need = result["peak_allocated_gib"] + result["cuda_context_gib"]
-    return {card: need <= FIT_MARGIN * gib for card, gib in CARDS.items()}
+    need = result["peak_allocated_gib"] + result.get("cuda_context_gib", CUDA_CONTEXT_GIB)
+    return {card: need <= FIT_MARGIN * c.memory_gib for card, c in CARDS.items()}
 
 
 def fit_table(section: dict) -> str:
-    lines = ["| size | stage | peak allocated + context (GiB) | tokens/s | " + " | ".join(CARDS) + " |",
-             "|---|---|---|---|" + "---|" * len(CARDS)]
+    lines = ["| size | stage | status | peak allocated (GiB) | tokens/s | " + " | ".join(CARDS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(CARDS)]
     for size, stages in section.get("sizes", {}).items():
         for stage, r in stages.items():
-            if "error" in r:
-                lines.append(f"| {size} | {stage} | {r['error'][:60]} | | " + " | ".join("?" for _ in CARDS) + " |")
-                continue
-            need = r.get("peak_allocated_gib", 0) + r.get("cuda_context_gib", 0)
-            fit = r.get("fits") or dict.fromkeys(CARDS)  # none: measured on CPU (--smoke)
-            lines.append(f"| {size} | {stage} | {need:.1f} | {r.get('tokens_per_s')} | "
+            fit = fits(r) or dict.fromkeys(CARDS)  # none: measured on CPU, or failed
+            lines.append(f"| {size} | {stage} | {r.get('status')} | {r.get('peak_allocated_gib', '')} | "
+                         f"{r.get('tokens_per_s') or ''} | "
                          + " | ".join({True: "yes", False: "**no**", None: "-"}[ok] for ok in fit.values()) + " |")
     return "\n".join(lines)
 
 
-def run_in_process(args, size: str, stage: str, work: Path) -> dict:
-    """One stage in a fresh process; its error (last lines) if it fails, out-of-memory named."""
-    out = work / f"{stage}.json"
-    cmd = [sys.executable, __file__, "--one", size, stage, "--work", str(work), "--steps", str(args.steps),
-           "--warmup", str(args.warmup)] + (["--smoke"] if args.smoke else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode == 0 and out.is_file():
-        result = json.loads(out.read_text())
-        return result | {"fits": fits(result)}
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    oom = any("OutOfMemoryError" in line or "out of memory" in line for line in tail)
-    print("\n".join(tail), file=sys.stderr)
-    return {"error": ("out of memory: " if oom else "failed: ") + " / ".join(tail)[-300:], "oom": oom}
+def one(args) -> None:
+    """`--one SIZE STAGE`: run a stage here, its lines to work/STAGE.jsonl (as they land: a merge's too)."""
+    size, stage = args.one
+    out = args.work / f"{stage}.jsonl"
+    lines = run_one(size, stage, args.work, args.steps, args.cpu, args.layers, args.ppo_steps)
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def run_one(size: str, stage: str, work: Path, steps: int, cpu: bool, layers: int | None,
+            ppo_steps: int = 1) -> list[dict]:
+    if stage == "build":
+        from vd.core.config import load_config
+        from vd.models.loading import load_tokenizer
+
+        info = build_model(size, work / "model", cpu, layers)
+        cfg = load_config(size, {"model.base": str(work / "model"), **(CPU_PARAMS if cpu else {})})
+        lengths = write_data(cfg, load_tokenizer(cfg, str(work / "model")), work / "data", rows=256)
+        (work / "data" / "lengths.json").write_text(json.dumps(lengths))
+        return [{"stage": "build", "status": "ok", **info, "row_tokens": lengths}]
+    return run_stage(size, stage, work, steps, cpu, ppo_steps)
+
+
+def _failed(stage: str, error: str) -> dict:
+    oom = "out of memory" in error.lower() or "OutOfMemoryError" in error
+    return {"stage": stage, "status": "out of memory" if oom else "error", "error": error[-600:]}
+
+
+def drive(args, size: str, work: Path, emit) -> None:
+    """Every stage of `size` in turn (in a process of its own on a GPU, in this one with --cpu)."""
+    deadline = time.monotonic() + args.deadline_s
+    log = Path(os.environ["OUT"]) / f"bench_gpu-{size}.log" if os.environ.get("OUT") else work / "log"
+    context = 0.0
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        context = (total - free) / GIB
+    for stage in args.stages:
+        left = deadline - time.monotonic()
+        if left < 20:
+            emit({"stage": stage, "status": "skipped", "error": f"--deadline-s {args.deadline_s} reached"})
+            continue
+        t0 = time.perf_counter()
+        if args.cpu:
+            try:
+                lines = run_one(size, stage, work, args.steps, True, args.layers, args.ppo_steps)
+            except Exception as e:  # a stage that fails is recorded; the next runs
+                lines = [_failed(stage, f"{type(e).__name__}: {e}")]
+        else:
+            cmd = [sys.executable, __file__, "--one", size, stage, "--work", str(work), "--steps", str(args.steps),
+                   "--ppo-steps", str(args.ppo_steps)] \
+                + (["--layers", str(args.layers)] if args.layers else [])
+            with open(log, "a") as f:
+                f.write(f"\n===== {size} {stage}\n")
+                f.flush()
+                try:
+                    proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=left)
+                    code = proc.returncode
+                except subprocess.TimeoutExpired:
+                    code = "timeout"
+            out = work / f"{stage}.jsonl"
+            lines = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
+            if code != 0 or not lines:
+                tail = " / ".join(log.read_text().strip().splitlines()[-4:])
+                lines = lines or [_failed(stage, f"exit {code}: {tail}")]
+        lines[0]["seconds"] = round(time.perf_counter() - t0, 1)
+        for folder in DONE_WITH.get(stage, ()):
+            shutil.rmtree(work / "runs" / size / folder, ignore_errors=True)
+        for line in lines:
+            emit(line | ({"cuda_context_gib": round(context, 2)} if context else {}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=real_sizes(), choices=real_sizes())
+    parser.add_argument("--size", "--sizes", dest="sizes", nargs="+", default=None, choices=real_sizes(),
+                        help="the real size(s); default llama3-3b (--cpu: llama3-3b)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps (generate: timed batches)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--smoke", action="store_true", help="on CPU with shrunken models: tests the code, measures nothing")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file (default benchmarks/results.json)")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per training stage (the first warms up)")
+    parser.add_argument("--ppo-steps", type=int, default=1,
+                        help="PPO updates (each samples batch x grad_accum rollouts)")
+    parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers than the real model (stated in "
+                                                                 "the build line); default: all")
+    parser.add_argument("--deadline-s", type=float, default=540.0, help="start no stage after this many seconds")
+    parser.add_argument("--cpu", action="store_true", help="tiny dims on CPU: tests the code, measures nothing")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the results file (default benchmarks/results.json)")
     parser.add_argument("--table", action="store_true", help="print the fit table of the recorded results and stop")
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "STAGE"), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    section_name = "gpu_smoke" if args.smoke else "gpu"
+    section_name = "gpu_smoke" if args.cpu else "gpu"
     if args.table:
         print(fit_table(json.loads(args.results.read_text()).get(section_name, {}) if args.results.is_file() else {}))
         return
     if args.one:
-        size, stage = args.one
-        if stage == "build":
-            build_model(size, args.work / "model", args.smoke)
-            return
-        result = run_stage(size, stage, args.work, args.steps, args.warmup, args.smoke)
-        (args.work / f"{stage}.json").write_text(json.dumps(result))
+        one(args)
         return
-    if not args.smoke and not torch.cuda.is_available():
-        print("bench_gpu: no CUDA GPU here; nothing measured, results unchanged (the GPU rows stay open). "
-              "--smoke runs the code on CPU with shrunken models.")
+    if args.cpu:
+        torch.set_num_threads(1)  # matrices this small gain nothing from a second thread on a shared machine
+    elif not torch.cuda.is_available():
+        print("bench_gpu: no CUDA GPU here; nothing measured, results unchanged. --cpu runs the code on CPU with "
+              "shrunken models.")
         return
-    stages = [s for s in STAGES if s in args.stages or (s == "reward" and "ppo" in args.stages)]
+    if "build" not in args.stages:
+        args.stages = ["build", *args.stages]
     section = json.loads(args.results.read_text()).get(section_name, {}) if args.results.is_file() else {}
-    section |= {"machine": machine_info(), "steps": args.steps, "warmup": args.warmup}
-    for size in args.sizes:
+    section |= {"machine": machine_info(), "steps": args.steps, "layers": args.layers,
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    import tempfile
+
+    for size in args.sizes or ["llama3-3b"]:
+        out_file = Path(os.environ["OUT"]) / f"bench_gpu-{size}.jsonl" if os.environ.get("OUT") else None
+        results = section.setdefault("sizes", {}).setdefault(size, {})
+
+        def emit(line: dict, size=size, out_file=out_file, results=results) -> None:
+            line = {"size": size, **line}
+            if line.get("status") == "ok" and "peak_allocated_gib" in line:
+                line["fits"] = fits(line)
+            print(json.dumps(line), flush=True)
+            if out_file is not None:
+                with open(out_file, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+            results[line["stage"]] = {k: v for k, v in line.items() if k not in ("size", "stage")}
+            merge_results(section_name, section, args.results)  # each stage kept as it lands
+
         with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--one", size, "build", "--work", str(work)]
-                                  + (["--smoke"] if args.smoke else []))
-            if proc.returncode:
-                raise SystemExit(f"building the random {size} model failed")
-            print(f"[{size}] random model built in {time.perf_counter() - t0:.0f} s", flush=True)
-            for stage in stages:
-                result = run_in_process(args, size, stage, work)
-                section.setdefault("sizes", {}).setdefault(size, {})[stage] = result
-                merge_results(section_name, section, args.results)  # each stage kept as it lands
-                print(f"[{size}] {stage}: {json.dumps(result)}", flush=True)
+            drive(args, size, Path(tmp), emit)
     print(fit_table(section))
 
 

@@ -35,23 +35,20 @@ def merge_results(section: str, values: dict, path: Path = RESULTS) -> None:
     atomic_write_json(results, path)
 
 
-MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs.json"
-
-
 def real_sizes() -> list[str]:
-    """The real sizes whose architectures model_configs.json holds."""
-    return [k for k in json.loads(MODEL_CONFIGS.read_text()) if not k.startswith("_")]
+    """The real sizes whose published architectures vd.models.architectures holds."""
+    from vd.models.architectures import ARCHITECTURES
+
+    return list(ARCHITECTURES)
 
 
 def model_config(size: str, num_labels: int | None = None, **changes):
-    """The transformers config of `size`'s base checkpoint, from model_configs.json (`changes` override fields)."""
-    from transformers import AutoConfig
+    """The transformers config of `size`'s base checkpoint (vd.models.architectures; `changes` override fields)."""
+    from vd.models.architectures import ARCHITECTURES, published_config
 
-    entries = json.loads(MODEL_CONFIGS.read_text())
-    if size not in entries or size.startswith("_"):
-        raise SystemExit(f"{MODEL_CONFIGS}: no size {size!r}; expected one of {', '.join(real_sizes())}")
-    fields = dict(entries[size]["config"]) | changes
-    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    if size not in ARCHITECTURES:
+        raise SystemExit(f"vd.models.architectures: no size {size!r}; expected one of {', '.join(real_sizes())}")
+    config = published_config(ARCHITECTURES[size]["hub_id"], **changes)
     if num_labels is not None:
         config.num_labels = num_labels
     return config

@@ -1,7 +1,7 @@
 """The GPU memory every stage's models take before a single activation: a floor, computed, not measured.
 
 For each real size and stage, the models our code puts on the GPU are built on the meta device from the
-real configs (model_configs.json) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
+real configs (vd/models/architectures.py) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
 and weight_bytes, which vd's PPO pre-flight check uses too): decoder linears in 4-bit NF4 with double
 quantization; the rest in the 2-byte compute dtype, or in fp32 where peft.prepare_model_for_kbit_training
 prepared the model for training (vd.train.common.load_policy); LoRA adapters in fp32, plus fp32 gradients and
@@ -22,12 +22,13 @@ import json
 
 from common import machine_info, merge_results, model_config, real_sizes
 
+from vd.models.memory import CARDS as ALL_CARDS
 from vd.models.memory import weight_bytes, weight_counts
 from vd.train.ppo import PPO_MODELS
 
 GIB = 2 ** 30
-# nvidia-smi's total memory of the cards our users have (Colab: T4, L4, A100), in GiB
-CARDS = {"T4": 15360 / 1024, "L4": 23034 / 1024, "A100-40GB": 40960 / 1024}
+# the cards our users have (Colab: T4, L4, A100), nvidia-smi's total memory in GiB
+CARDS = {name: ALL_CARDS[name].memory_gib for name in ("T4", "L4", "A100-40GB")}
 _POLICY = ("policy", "causal", True, True)  # (role, head, prepared for k-bit training, LoRA trained)
 # what vd puts on the GPU in each stage (PPO: vd.train.ppo.PPO_MODELS, which its pre-flight check uses)
 STAGES = {

@@ -141,8 +141,8 @@ def test_verdict_warns_on_off_policy_text_and_not_on_the_models_own_samples(poli
         off = pf.policy_fit(model, tok, {"odd": off_rows}, own=own)
     assert off["far_off"].iloc[1:].all() and (off["verdict"].iloc[1:] == "far off policy").all()
     assert (off["gap"].iloc[1:] < -pf.FAR_OFF_NATS).all(), off
-    assert off.columns.tolist() == ["data", "side", "n", "mean_logprob", "sem", "mean_tokens", "gap", "verdict",
-                                    "far_off"]
+    assert off.columns.tolist() == ["data", "side", "n", "mean_logprob", "sem", "mean_tokens", "truncated", "dropped",
+                                    "gap", "verdict", "far_off"]
 
 
 def test_own_answers_are_sampled_when_not_given(policy, rows):
@@ -159,3 +159,71 @@ def test_verdict_thresholds():
     assert pf.verdict(-1.0) == "off policy"
     assert pf.verdict(-pf.FAR_OFF_NATS - 0.01) == "far off policy"
     assert pf.verdict(float("nan")) == "unknown"
+
+
+def _long_pairs(rows, words):
+    """The rows' prompts with answers `words` words long (the tiny world's own words, so on policy)."""
+    text = " ".join(["I support this because it is fair and people deserve it."] * (words // 11 + 1)).split()
+    return [(r["prompt"], " ".join(text[:words])) for r in rows]
+
+
+def test_memory_is_bounded_whatever_the_answer_length(policy, rows):
+    """The output layer never makes more than `logit_chunk` positions of logits at once and the decoder never
+    sees more than `max_batch_tokens` padded tokens (max_length below it), for short and long answers alike."""
+    model, tok = policy
+    seen = {"logits": 0, "tokens": 0}
+    hooks = [model.get_output_embeddings().register_forward_hook(
+                 lambda m, i, out: seen.update(logits=max(seen["logits"], out.numel()))),
+             model.get_decoder().register_forward_pre_hook(
+                 lambda m, a, kw: seen.update(tokens=max(seen["tokens"], kw["input_ids"].numel())), with_kwargs=True)]
+    vocab = model.config.vocab_size
+    try:
+        for words in (10, 60, 180):
+            seen.update(logits=0, tokens=0)
+            got = pf.answer_logprobs(model, tok, _long_pairs(rows, words), batch_size=32, max_length=200,
+                                     max_batch_tokens=256, logit_chunk=48)
+            assert got["truncated"].any() == (words == 180)
+            assert seen["logits"] <= 48 * vocab, words
+            assert seen["tokens"] <= 256, words
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@pytest.mark.parametrize("batch_size,max_batch_tokens,logit_chunk", [(5, 60, 7), (64, 10 ** 6, 1), (3, 1, 1000)])
+def test_chunked_and_batched_values_equal_the_direct_computation(policy, rows, batch_size, max_batch_tokens,
+                                                                 logit_chunk):
+    """Chunks that split answers and rows, batches bounded by tokens: the unbatched, unchunked values."""
+    model, tok = policy
+    pairs = _pairs(rows) + _long_pairs(rows[:2], 120)
+    got = pf.answer_logprobs(model, tok, pairs, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                             logit_chunk=logit_chunk)
+    for (prompt, answer), row in zip(pairs, got.itertuples()):
+        total, n = _hand_logprob(model, tok, pf._prompt_messages(prompt), pf._answer_message(answer)["content"])
+        assert row.n_tokens == n and not row.truncated
+        assert math.isclose(row.sum_logprob, total, abs_tol=1e-4 * n), (row.sum_logprob, total)
+
+
+def test_answers_past_max_length_are_cut_and_prompts_past_it_dropped(policy, rows):
+    """An answer is scored on the tokens that fit max_length after its prompt (exact log-probs of those
+    tokens); a prompt that fills max_length leaves nothing: dropped, NaN, and out of the table's mean."""
+    model, tok = policy
+    (prompt, answer), = _long_pairs(rows[:1], 150)
+    prompt_ids, answer_ids = pf.encode_pair(tok, prompt, answer)
+    limit = len(prompt_ids) + 20
+    got = pf.answer_logprobs(model, tok, [(prompt, answer), ("Why?", "Yes.")], max_length=limit)
+    assert got["truncated"].tolist() == [True, False] and got["n_tokens"].iloc[0] == 20
+    ids = torch.tensor([prompt_ids + answer_ids[:20]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+    expected = sum(logp[len(prompt_ids) + k - 1, t].item() for k, t in enumerate(answer_ids[:20]))
+    assert math.isclose(got["sum_logprob"].iloc[0], expected, abs_tol=2e-3)
+    short = pf.answer_logprobs(model, tok, [(prompt, answer), ("Why?", "Yes.")], max_length=len(prompt_ids))
+    assert short["dropped"].tolist() == [True, False] and math.isnan(short["sum_logprob"].iloc[0])
+    rows_ = [{"prompt": prompt, "chosen": [{"role": "assistant", "content": answer}],
+              "rejected": [{"role": "assistant", "content": "Yes."}]}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pf.OffPolicyWarning)
+        table = pf.policy_fit(model, tok, rows_, own=[("Why?", "Yes.")], max_length=len(prompt_ids))
+    chosen = table[table["side"] == "chosen"].iloc[0]
+    assert chosen["n"] == 0 and chosen["dropped"] == 1 and math.isnan(chosen["mean_logprob"])

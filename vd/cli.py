@@ -1,4 +1,4 @@
-"""Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`, `vd probes`.
+"""Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`, `vd probes`, `vd plan`.
 
 The commands' modules are imported when a command runs, not here: `vd --help` stays instant, and
 `main` sets the environment that quiets TRL and the tokenizers before either is imported.
@@ -94,6 +94,16 @@ def cmd_reproduce(args) -> int:
                      runs_dir=args.runs_dir or "", figures_dir=args.figures_dir or "", log_output=args.log_output)
 
 
+def cmd_plan(args) -> int:
+    import json
+
+    from vd.study.plan import plan, render
+
+    result = plan(load_config(args.size, args.set))
+    print(json.dumps(result, indent=1) if args.json else render(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     probes.add_argument("--seed", type=int, default=0)
     probes.add_argument("--base-url", help="an OpenAI-compatible server (default: OpenAI)")
     probes.set_defaults(func=cmd_probes)
+    plan = common(sub.add_parser("plan", help="what the whole study will train, sample, judge, cost, store and take",
+                                 description="Before anything starts: the runs `vd reproduce` trains, their steps and "
+                                             "checkpoints, generations, judge calls and tokens, the API cost at the "
+                                             "params' dated prices, disk, each stage's GPU peak and GPU hours per card "
+                                             "(estimates, docs/method.md §11-§12), and how to cut it."))
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 

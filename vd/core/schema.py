@@ -125,6 +125,8 @@ class StageConfig:
     missing_eos_penalty: float = _check(*_nonneg, default=1.0)
     # reward model (and PPO's value model, a copy of it): train every weight instead of a LoRA adapter
     full_finetune: bool = False
+    # PPO: rollouts generated and scored together (TRL's local_rollout_forward_batch_size; its default 64)
+    rollout_batch_size: int = _ge1(default=64)
 
 
 @dataclass
@@ -190,6 +192,23 @@ class JudgeConfig:
 
 
 @dataclass
+class PriceConfig:
+    """An API model's list price in US dollars per million tokens (what `vd plan` costs a study at)."""
+
+    usd_per_1m_input: float = _check(*_nonneg, default=0.0)
+    usd_per_1m_output: float = _check(*_nonneg, default=0.0)
+
+
+@dataclass
+class PricesConfig:
+    """A dated price table (ours): `as_of` and `source` say when and where the prices were read."""
+
+    as_of: str = ""
+    source: str = ""
+    models: dict[str, PriceConfig] = field(default_factory=dict)
+
+
+@dataclass
 class CapabilityTaskConfig:
     """One capability task of lm-evaluation-harness (vd.score.capabilities): its few-shot count and the metric read."""
 
@@ -244,6 +263,9 @@ class Config:
     capabilities: CapabilitiesConfig = field(default_factory=CapabilitiesConfig)
     budget_note: str = ""  # what a shrunk run shrank; figure titles show it
     progress_bars: bool = True  # the trainers' progress bars (shown only on a terminal)
+    # the GPU this file's batch sizes and lengths are sized for (vd.models.memory.CARDS; `vd plan` shows each)
+    target_gpu: Literal["T4", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "H200"] | None = None
+    prices: PricesConfig = field(default_factory=PricesConfig)  # API prices `vd plan` costs the judge at
     # One section per stage of vd.core.registry.STAGES (`sft:`, `dpo:`, ... in the file), read as cfg.dpo.
     stages: dict[str, StageConfig] = field(default_factory=dict)
     source: str = ""  # the file this was loaded from (set by load_config)

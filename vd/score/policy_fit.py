@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 FAR_OFF_NATS = 2.0  # ours: a side more than this far below the policy's own answers (per token) warns
 NEAR_NATS = 0.5  # ours: within this of the policy's own answers, the data are "on policy"
 POLICY = "policy"  # the `data` name of the policy's own answers in the table
+# Memory bounds (ours; docs/method.md §7): what a preference trainer sees of a pair at the real sizes'
+# max_length; padded tokens per forward; answer positions whose logits exist at once (1024 x a 152k
+# vocabulary: 0.6 GB in fp32)
+MAX_LENGTH = 1024
+MAX_BATCH_TOKENS = 8192
+LOGIT_CHUNK = 1024
 
 
 class OffPolicyWarning(UserWarning):
@@ -111,58 +117,100 @@ def encode_pair(tokenizer, prompt, answer) -> tuple[list[int], list[int]]:
 
 
 # ----------------------------------------------------------------------------- scoring
-def answer_logprobs(model, tokenizer, pairs: Sequence[tuple], batch_size: int = 32) -> pd.DataFrame:
+def _batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices in length-sorted batches of at most `batch_size` rows and `max_batch_tokens` padded tokens
+    (rows x the batch's longest sequence); a sequence longer than that budget goes alone."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[i] <= max_batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def answer_logprobs(model, tokenizer, pairs: Sequence[tuple], batch_size: int = 32, max_length: int = MAX_LENGTH,
+                    max_batch_tokens: int = MAX_BATCH_TOKENS, logit_chunk: int = LOGIT_CHUNK) -> pd.DataFrame:
     """Per (prompt, answer) pair: the summed and mean per-token log-probability (nats) of the answer's
     tokens (end-of-turn included) under `model`, and its token count.
 
-    Batched, left-padded with position ids as the probe generator does (so padding changes nothing but
-    float rounding), in length-sorted batches; only the logits that predict answer tokens are computed
-    (`logits_to_keep`), under `torch.inference_mode`. Returns columns sum_logprob, n_tokens, mean_logprob,
-    in the order of `pairs`. Memory: one batch holds batch_size x (longest answer + 1) x vocabulary fp32
-    logits (32 x 257 x 128k ≈ 4 GB for a Llama-3 vocabulary at 256-token answers): lower batch_size there.
+    Bounded memory, whatever the answers' lengths: a pair longer than `max_length` tokens is scored on the
+    answer's first max_length - prompt tokens (`truncated`; a prompt of max_length tokens or more leaves
+    nothing to score: `dropped`, NaN); batches are length-sorted, left-padded with position ids as the
+    probe generator does (padding changes nothing but float rounding), and hold at most `batch_size` rows
+    and `max_batch_tokens` padded tokens; the decoder's last hidden states of the answer tokens go through
+    the output layer `logit_chunk` positions at a time, each chunk's log-probabilities taken as the target's
+    logit minus the logsumexp (fp32), so no batch-sized logits tensor is ever made. Under inference_mode.
+    Returns columns sum_logprob, n_tokens, mean_logprob, truncated, dropped, in the order of `pairs`.
     """
     encoded = [encode_pair(tokenizer, p, a) for p, a in pairs]
-    order = sorted(range(len(encoded)), key=lambda i: sum(map(len, encoded[i])))
-    sums = np.zeros(len(encoded))
+    sums = np.full(len(encoded), np.nan)
     counts = np.zeros(len(encoded), dtype=np.int64)
+    truncated = np.zeros(len(encoded), dtype=bool)
+    dropped = np.array([len(prompt) >= max_length for prompt, _ in encoded])
+    kept = [i for i in range(len(encoded)) if not dropped[i]]
+    for i in kept:
+        prompt, answer = encoded[i]
+        truncated[i] = len(prompt) + len(answer) > max_length
+        encoded[i] = (prompt, answer[:max_length - len(prompt)])
+    decoder, head = _decoder_and_head(model)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), max(1, batch_size)):
-                idx = order[start:start + max(1, batch_size)]
+            lengths = [sum(map(len, encoded[i])) for i in kept]
+            for batch in _batches(lengths, max(1, batch_size), max_batch_tokens):
+                idx = [kept[b] for b in batch]
                 seqs = [encoded[i][0] + encoded[i][1] for i in idx]
-                n_ans = [len(encoded[i][1]) for i in idx]
                 width = max(map(len, seqs))
-                keep = max(n_ans)  # columns holding answer tokens, counted from the right
                 input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
                 attention = torch.zeros((len(idx), width), dtype=torch.long)
                 for row, seq in enumerate(seqs):  # left padding: every answer ends at the last column
                     input_ids[row, width - len(seq):] = torch.tensor(seq)
                     attention[row, width - len(seq):] = 1
                 positions = (attention.cumsum(-1) - 1).clamp(min=0)
-                inputs = dict(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                              position_ids=positions.to(device))
-                try:
-                    logits = model(**inputs, logits_to_keep=keep + 1).logits
-                except TypeError:  # a model class without logits_to_keep: all logits, then the last keep + 1
-                    logits = model(**inputs).logits
-                logits = logits[:, -(keep + 1):, :]
-                # logits at column c predict the token at column c + 1; the kept logits are columns
-                # width-keep-1 .. width-1, and those predicting columns width-keep .. width-1 are [:-1]
-                logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
-                targets = input_ids[:, width - keep:].to(device)
-                token_logp = logp.gather(-1, targets[..., None]).squeeze(-1)  # (rows, keep)
-                mask = torch.arange(keep, device=device)[None, :] >= (keep - torch.tensor(n_ans, device=device))[:, None]
-                # where, not a product: a padding column's logits may be NaN (a query that attends to nothing)
-                row_sums = torch.where(mask, token_logp, 0.0).double().sum(-1).cpu().numpy()
+                hidden = decoder(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                 position_ids=positions.to(device)).last_hidden_state
+                # the hidden state at column c predicts the token at c + 1: answer tokens' predictors only
+                n_ans = [len(encoded[i][1]) for i in idx]
+                rows = torch.cat([torch.full((n,), r) for r, n in enumerate(n_ans)])
+                columns = torch.cat([torch.arange(width - n, width) for n in n_ans])
+                token_logp = torch.cat([
+                    _chunk_logprobs(head, hidden[rows[k:k + logit_chunk], columns[k:k + logit_chunk] - 1],
+                                    input_ids[rows[k:k + logit_chunk], columns[k:k + logit_chunk]].to(device))
+                    for k in range(0, len(rows), max(1, logit_chunk))])
+                row_sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows, token_logp.double().cpu())
                 for row, i in enumerate(idx):
-                    sums[i], counts[i] = row_sums[row], n_ans[row]
+                    sums[i], counts[i] = row_sums[row].item(), n_ans[row]
     finally:
         model.train(was_training)
-    return pd.DataFrame({"sum_logprob": sums, "n_tokens": counts, "mean_logprob": sums / counts})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    return pd.DataFrame({"sum_logprob": sums, "n_tokens": counts, "mean_logprob": means,
+                         "truncated": truncated, "dropped": dropped})
+
+
+def _decoder_and_head(model):
+    """The decoder (whose last hidden states the output layer turns into logits) and the output layer of a
+    causal LM, PEFT-wrapped or not. Models that rescale or cap their logits are refused: the chunked
+    log-softmax applies the output layer alone."""
+    config = getattr(model, "config", None)
+    if any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale")):
+        raise ValueError(f"policy fit: {type(model).__name__} rescales its logits; vd.score.policy_fit applies the "
+                         "output layer alone")
+    try:
+        return model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError) as e:
+        raise TypeError(f"policy fit needs a causal LM with get_decoder() and get_output_embeddings(): {e}") from None
+
+
+def _chunk_logprobs(head, hidden, targets) -> torch.Tensor:
+    """log p(target) for each (hidden state, target) row: the target's logit minus the logsumexp, in fp32."""
+    logits = head(hidden).float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def sample_answers(model, tokenizer, questions: Sequence[str], sampling: Sampling | None = None,
@@ -201,7 +249,7 @@ def _pairs(rows: Iterable[dict]) -> dict[str, list[tuple]]:
 def policy_fit(model, tokenizer, datasets: Mapping[str, Sequence[dict]] | Sequence[dict],
                own: Sequence[tuple[str, str]] | None = None, questions: Sequence[str] | None = None,
                sampling: Sampling | None = None, far_off_nats: float = FAR_OFF_NATS, near_nats: float = NEAR_NATS,
-               batch_size: int = 32, warn: bool = True) -> pd.DataFrame:
+               batch_size: int = 32, warn: bool = True, max_length: int = MAX_LENGTH) -> pd.DataFrame:
     """Policy fit of data sets under a policy (module docstring): one row per data set and side.
 
     datasets: {name: rows} (or one list of rows, named "data"); rows in the schema of vd.data: preference
@@ -210,8 +258,9 @@ def policy_fit(model, tokenizer, datasets: Mapping[str, Sequence[dict]] | Sequen
     `questions`, or, without those, for the data sets' own prompts (single user turns only).
 
     Columns: data, side, n, mean_logprob (mean over answers of the per-answer mean per-token
-    log-probability), sem, mean_tokens, gap (mean_logprob minus the policy row's), verdict ("own answers",
-    "on policy", "off policy", "far off policy"), far_off. Warns (`OffPolicyWarning`, and the log) for
+    log-probability), sem, mean_tokens, truncated and dropped (answers scored on their first tokens only, and
+    answers left out, by `max_length`: answer_logprobs), gap (mean_logprob minus the policy row's), verdict
+    ("own answers", "on policy", "off policy", "far off policy"), far_off. Warns (`OffPolicyWarning`, and the log) for
     each side that is far off policy.
     """
     if not isinstance(datasets, Mapping):
@@ -226,10 +275,10 @@ def policy_fit(model, tokenizer, datasets: Mapping[str, Sequence[dict]] | Sequen
         own = sample_answers(model, tokenizer, list(questions), sampling)
     if not own:
         raise ValueError("no answers of the policy's own to compare with")
-    rows = [_summary(POLICY, "own", answer_logprobs(model, tokenizer, list(own), batch_size))]
+    rows = [_summary(POLICY, "own", answer_logprobs(model, tokenizer, list(own), batch_size, max_length))]
     for name, by_side in sides.items():
         for side, pairs in by_side.items():
-            rows.append(_summary(name, side, answer_logprobs(model, tokenizer, pairs, batch_size)))
+            rows.append(_summary(name, side, answer_logprobs(model, tokenizer, pairs, batch_size, max_length)))
     table = pd.DataFrame(rows)
     base = float(table["mean_logprob"].iloc[0])
     table["gap"] = table["mean_logprob"] - base
@@ -257,10 +306,12 @@ def verdict(gap: float, far_off_nats: float = FAR_OFF_NATS, near_nats: float = N
 
 
 def _summary(data: str, side: str, scores: pd.DataFrame) -> dict:
-    x = scores["mean_logprob"].to_numpy()
-    return {"data": data, "side": side, "n": len(x), "mean_logprob": float(x.mean()),
+    scored = scores[~scores["dropped"]]
+    x = scored["mean_logprob"].to_numpy()
+    return {"data": data, "side": side, "n": len(x), "mean_logprob": float(x.mean()) if len(x) else float("nan"),
             "sem": float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan"),
-            "mean_tokens": float(scores["n_tokens"].mean())}
+            "mean_tokens": float(scored["n_tokens"].mean()) if len(x) else float("nan"),
+            "truncated": int(scores["truncated"].sum()), "dropped": int(scores["dropped"].sum())}
 
 
 __all__ = ["FAR_OFF_NATS", "NEAR_NATS", "OffPolicyWarning", "answer_logprobs", "encode_pair", "policy_fit",

@@ -35,7 +35,7 @@ import pandas as pd
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
 from vd.data import synthetic_set
-from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock, read_csv
+from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
 from vd.core.overrides import parse_override
 from vd.core.run import RunRecord, judge_label
 from vd.core.stances import STANCES, TOPICS
@@ -241,6 +241,9 @@ class Study:
         preflight(self.cfg, stages, synthetic)
         print("checked: judge, data files" + (", GPU fit" if stages else "") + (", synthetic writer" if synthetic
                                                                                  else ""), flush=True)
+        from vd.study.plan import preflight_summary
+
+        print(preflight_summary(self.cfg), flush=True)
 
     # -- runs -------------------------------------------------------------------------------------
     def variant(self, stage: str, data: str) -> str:

@@ -1,20 +1,19 @@
 """What a notebook checks before its first training step, so that a run that cannot finish stops at once
 and not after a training run on a GPU: the judge can run here (its key, its endpoint or model), every
-local data and probe file the params name exists, and the stages it will train fit this GPU."""
+local data and probe file the params name exists, and the stages it will train (with PPO's reward model)
+and the scoring of their checkpoints fit this GPU by vd.models.memory's estimate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from vd import world
-from vd.core import registry
 from vd.core.config import Config
 from vd.data.files import is_local
 from vd.data.synthetic import check_writer
 from vd.judge import check_available
 from vd.models.memory import check_gpu_fits
 from vd.train.data import DataError
-from vd.train.runner import stage_module
 
 
 def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
@@ -31,7 +30,6 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
             raise DataError(f"{cfg.source}: {key}: {path} does not exist")
     if synthetic:
         check_writer(cfg)
-    for stage in stages:
-        resident = getattr(stage_module(stage), "PPO_MODELS", None)
-        if resident is not None:  # on CPU or without 4-bit this returns at once
-            check_gpu_fits(cfg, world.model_path(cfg), resident, registry.STAGES[stage].title)
+    trained = [part for stage in stages for part in (("reward", stage) if stage == "ppo" else (stage,))]
+    for stage in dict.fromkeys(trained + (["generate"] if trained else [])):  # every trained run is scored
+        check_gpu_fits(cfg, world.model_path(cfg), stage)  # on CPU or without 4-bit: returns at once

@@ -12,7 +12,6 @@ import pandas as pd
 
 from vd.core import registry
 from vd.core.config import ConfigError, check_choice
-from vd.core.io import read_csv
 from vd.core.run import RunError
 from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
 from vd.data.synthetic_set import PairSet

@@ -77,7 +77,7 @@ def build_trainer(job: StageJob, rows: list[dict]):
 
     cfg, st, start = job.cfg, job.params, job.start_model
     # before the reward model is trained: PPO's three models (policy, frozen reward, value) must fit together
-    check_gpu_fits(cfg, start, PPO_MODELS, "PPO")
+    check_gpu_fits(cfg, start, "ppo")
     reward_path = train_reward_model(cfg, job.record, start, rows)
     set_seed(cfg.seed)
     tokenizer = eos_at_end_of_turn(models.load_tokenizer(cfg, start, padding_side="left"))
@@ -94,7 +94,8 @@ def build_trainer(job: StageJob, rows: list[dict]):
     extra = dict(num_ppo_epochs=st.num_ppo_epochs, num_mini_batches=st.num_mini_batches,
                  response_length=st.response_length, stop_token_id=end_of_turn_id(tokenizer),
                  missing_eos_penalty=st.missing_eos_penalty, kl_coef=st.kl_coef, num_sample_generations=0,
-                 save_only_model=True, sft_model_path=start, reward_model_path=str(reward_path))
+                 save_only_model=True, sft_model_path=start, reward_model_path=str(reward_path),
+                 local_rollout_forward_batch_size=st.rollout_batch_size)
     if st.total_episodes > 0:
         extra["total_episodes"] = st.total_episodes
     elif st.max_steps > 0:

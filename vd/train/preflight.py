@@ -30,9 +30,8 @@ def check_stage(cfg: Config, stage: str, data: str, module, start_path: str) -> 
             raise DataError(f"{cfg.source}: data.{kind}.{data}.id: {ds.id} does not exist (a local file in the hub "
                             "dataset's format, or a hub id)")
     check_target_modules(cfg, start_path)
-    resident = getattr(module, "PPO_MODELS", None)
-    if resident is not None:  # on CPU or without 4-bit this returns at once
-        check_gpu_fits(cfg, start_path, resident, registry.STAGES[stage].title)
+    for part in ("reward", stage) if stage == "ppo" else (stage,):  # on CPU or without 4-bit: returns at once
+        check_gpu_fits(cfg, start_path, part)
 
 
 def adaptable_layers(model_path: str, revision: str | None = None) -> list[str]:
