@@ -64,7 +64,10 @@ def test_drift_tables_carry_the_ci_the_resolution_and_why_eta_is_missing(tmp_pat
     assert (row["M_support"], row["M_support_ci_low"], row["M_support_ci_high"]) == pytest.approx((0.2, -0.05, 0.45))
     assert list(fmt.columns[:3]) == ["topic", "resolvable |M|", "M support [95% CI]"]
     assert fmt.iloc[0]["resolvable |M|"] == "±0.25" and fmt.iloc[0]["M support [95% CI]"] == "+0.20 [-0.05, +0.45]"
-    assert fmt.iloc[0]["eta support"] == "0.50"
+    # eta only where the drift is resolved: immigration support's CI covers 0, overall support's does not
+    assert fmt.iloc[0]["eta support"] == "--" and math.isnan(num.iloc[0]["eta_support"])
+    assert fmt.iloc[1]["eta support"] == "0.50" and num.iloc[1]["eta_support"] == 0.5
+    assert fmt.iloc[1]["eta neutral"] == "--"  # overall neutral -0.05 [-0.15, 0.05]: no drift to time
     num, fmt = analysis.drift_tables(run, reading="ci95")
     assert math.isnan(num.iloc[0]["eta_support"]) and num.iloc[0]["eta_support_status"] == "not_significant"
     assert fmt.iloc[0]["eta support"] == "n.s."  # not "--": the drift is within the extremum's noise
@@ -82,6 +85,8 @@ def test_drift_figures_state_each_topics_resolution(tmp_path):
     # overall oppose -0.15 [-0.25, -0.05] and support 0.2 [0.1, 0.3] do not
     texts = [t.get_text() for t in ax_m.texts]
     assert texts == ["(0.20)", "(-0.05)", "(-0.15)", "0.20", "(-0.05)", "-0.15"]
+    # eta is drawn only where M is: the cells in parentheses have no eta (every eta here is 0.5)
+    assert [t.get_text() for t in fig.axes[1].texts] == ["0.50", "0.50"]  # overall support and oppose
     profile = run_result(tmp_path, "a", {"immigration": 0.25, "overall": 0.1}).profile
     fig = figures.trajectories(profile, "t", drift=drift)
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()][:2] == ["Immigration ±0.25", "Overall ±0.10"]

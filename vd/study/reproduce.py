@@ -20,6 +20,7 @@ from vd import world
 from vd.core import registry
 from vd.core.config import ConfigError, load_config
 from vd.core.io import atomic_write_json
+from vd.study import timelog
 from vd.study.notebook import output_dirs, params_argument, parse_overrides, repo_root, resolve_path
 
 # The parameter grid of each notebook, in the order they run (later notebooks reuse earlier runs); the
@@ -132,14 +133,10 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
 
 
 def stage_breakdown(log: Path, since: float) -> dict[str, dict]:
-    """Seconds spent training each stage, and scoring, by the notebooks since `since` (vd.study.notebook's log)."""
-    import json
-
-    if not log.is_file():
-        return {}
+    """Seconds spent training each stage, and scoring, by the notebooks since `since` (vd.study.timelog;
+    a damaged line is skipped with a warning)."""
     out: dict[str, float] = {}
-    for line in log.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in timelog.read(log):
         if entry["time"] < since:
             continue
         label = f"train {entry['stage']}" + (" (+ reward model)" if entry["stage"] == "ppo" else "")
