@@ -224,7 +224,8 @@ def prior_split_figure(split: pd.DataFrame, title: str):
     ax.set_ylim(min(low, -0.1), max(high, 0.3))
     annotate_points(ax, [(r["prior_chosen"], r["M_chosen"], f"overall ({r['setting']}, {r['prior']} prior)")
                          for _, r in overall.iterrows()])
-    ax.legend(fontsize=7, frameon=False, loc="upper center")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False, loc="upper center")
     ax.set_title(title, loc="left", fontsize=9)
     fig.tight_layout()
     return fig
