@@ -193,11 +193,12 @@ def test_the_setup_line_names_the_root_its_relative_paths_start_from(monkeypatch
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     study.setup(str(ROOT / "params" / "tiny.yaml"), notebook="00_probes")
-    assert f"from the working folder {tmp_path / 'work'} (no value-drifts checkout above it)" in capsys.readouterr().out
+    assert f"from the working folder {tmp_path / 'work'} (no checkout above it)" in capsys.readouterr().out
 
 
-def test_notebooks_silence_loading_bars_and_unactionable_warnings_but_keep_the_rest():
+def test_notebooks_silence_loading_bars_and_unactionable_warnings_but_keep_the_rest(monkeypatch):
     import logging
+    import os
 
     import huggingface_hub.utils
     from transformers.utils import logging as hf_logging
@@ -205,7 +206,9 @@ def test_notebooks_silence_loading_bars_and_unactionable_warnings_but_keep_the_r
     from vd.study.quiet import DropUnactionable, quiet_notebook
 
     hf_logging.enable_progress_bar()
+    monkeypatch.delenv("TRL_EXPERIMENTAL_SILENCE", raising=False)  # a kernel started without it
     quiet_notebook()
+    assert os.environ["TRL_EXPERIMENTAL_SILENCE"] == "1"  # TRL reads it when training imports it
     assert not hf_logging.is_progress_bar_enabled()  # "Loading weights"
     assert not huggingface_hub.utils.are_progress_bars_disabled()  # a download still shows its progress
     handlers = logging.getLogger("transformers").handlers
@@ -305,3 +308,14 @@ def test_the_synthetic_build_reports_progress_per_batch_of_prompts(monkeypatch, 
     for message in ("a", "b", "c", "d"):
         show(message)
     assert capsys.readouterr().out == "b\nd\n"
+
+
+def test_vd_reproduce_runs_no_execution_on_a_dataset_the_params_remove():
+    from vd.study import reproduce
+
+    cfg = load_config("tiny", {"data.sft.wildchat": None, "data.preference.hh-rlhf": None})
+    jobs = reproduce.grid(cfg=cfg)
+    assert ("01_sft_drift", {"sft_data": "alpaca"}) in jobs and ("01_sft_drift", {"sft_data": "wildchat"}) not in jobs
+    assert [p for n, p in jobs if n == "02_preference_drift"] == [{"algo": a, "pref_data": "ultrafeedback"}
+                                                                   for a in ("ppo", "dpo", "simpo")]
+    assert len(jobs) == len(reproduce.grid()) - 1 - 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,7 +133,8 @@ def env(tmp_path_factory, tiny_world):
 
 def executed(env, name: str, **params) -> Path:
     """Where `execute` writes the executed copy (also when the execution fails)."""
-    return env["out"] / f"{name}-{'-'.join(map(str, params.values())) or 'default'}.ipynb"
+    key = re.sub(r"[^\w.~+-]+", "_", "-".join(map(str, params.values())))  # papermill formats {...} in paths
+    return env["out"] / f"{name}-{key or 'default'}.ipynb"
 
 
 def execute(env, name: str, cwd: Path = NB_DIR, **params) -> Path:

@@ -71,11 +71,12 @@ N_BOOT = 1000
 def repo_root(start: str | Path | None = None) -> Path:
     """The nearest folder at or above `start` (default: cwd) holding this project's pyproject.toml."""
     here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and 'name = "value-drifts"' in pyproject.read_text(errors="ignore"):
-            return folder
-    return here
+    return next((folder for folder in (here, *here.parents) if is_checkout(folder)), here)
+
+
+def is_checkout(folder: Path) -> bool:
+    pyproject = Path(folder) / "pyproject.toml"
+    return pyproject.is_file() and 'name = "value-drifts"' in pyproject.read_text(errors="ignore")
 
 
 def parse_overrides(text: str | dict | None) -> dict:
@@ -400,9 +401,7 @@ def setup_line(study: Study) -> str:
     """Where this study's runs, figures and tables go, and what the relative paths printed below are
     relative to: the repository root (or, outside a checkout, the working folder)."""
     name, root = study.cfg.size, study.root
-    checkout = (root / "pyproject.toml").is_file() and 'name = "value-drifts"' in (root / "pyproject.toml").read_text(
-        errors="ignore")
-    base = f"the repository root {root}" if checkout else f"the working folder {root} (no value-drifts checkout above it)"
+    base = f"the repository root {root}" if is_checkout(root) else f"the working folder {root} (no checkout above it)"
     return (f"size {name}: runs in {study.rel(study.runs_dir / name)}, figures and tables in "
             f"{study.rel(study.figures_dir)} (relative paths: from {base})\n{study.budget_note}")
 
