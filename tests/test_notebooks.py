@@ -421,9 +421,10 @@ def outputs_text(path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_only_the_datasets_the_params_name_are_trained_and_compared(env):
+def test_only_the_datasets_the_params_name_are_trained_and_compared(env, monkeypatch):
     """`data.sft.wildchat: null` removes WildChat: notebook 01 trains and compares Alpaca alone (it trained
     both, then failed); `data.preference.hh-rlhf: null` the same for notebooks 02, 04 and 06."""
+    monkeypatch.delenv("TRL_EXPERIMENTAL_SILENCE", raising=False)  # kernels as a user starts them (noise test below)
     out = execute(env, "01_sft_drift", sft_data="alpaca", overrides="data.sft.wildchat=null")
     recs = records(env, "01_sft_drift")
     (key,) = [k for k in recs if k.startswith("alpaca~")]
