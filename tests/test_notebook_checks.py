@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import re
+import time
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 
 from vd.core.config import ConfigError, load_config
@@ -257,6 +256,7 @@ def test_vd_reproduce_survives_a_damaged_stage_time_log(tmp_path, monkeypatch, c
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
     monkeypatch.chdir(ROOT)
     for _ in range(2):  # the damage stays in the log: the next run reads past it too
+        time.sleep(0.2)  # the log's times are rounded to 0.1 s: the second run must start after the first's entry
         assert reproduce.reproduce("tiny", only=["00"], runs_dir=str(tmp_path / "runs"),
                                    figures_dir=str(tmp_path / "figures")) == 0
     times = json.loads((tmp_path / "runs" / "tiny" / "reproduce_times.json").read_text())

@@ -275,10 +275,12 @@ class Study:
 
     def run_name(self, stage: str, data: str, sft_data: str | None = None, overrides: dict | None = None
                  ) -> tuple[Config, str]:
-        """(config, run folder name) of a run as sft() and preference() train it, without training it."""
+        """(config, run folder name) of a run as sft() and preference() train it, without training it; an
+        SFT run on data None (and a preference stage from sft_data None): the study's SFT data."""
         if stage == "sft":
+            data = data or self.params.get("sft_data") or DEFAULT_SFT
             return self.cfg, f"sft-{data}{self.variant('sft', data)}"
-        _, sft_name = self.run_name("sft", sft_data or self.params.get("sft_data") or DEFAULT_SFT)
+        _, sft_name = self.run_name("sft", sft_data)
         cfg, suffix = self.cfg, ""
         changed = {k: v for k, v in (overrides or {}).items() if self.cfg.get(k) != v}
         if changed:

@@ -24,7 +24,7 @@ class Planned:
     study's), under `overrides` (the ablations' knob values)."""
 
     stage: str
-    data: str
+    data: str | None  # None: the study's SFT data (an SFT run)
     sft_data: str | None = None
     overrides: tuple[tuple[str, float], ...] = ()
 
@@ -88,13 +88,8 @@ def run(study, planned: Planned):
 
 # ----------------------------------------------------------------------------- per notebook
 def _sft(study) -> Planned:
-    return Planned("sft", study.params.get("sft_data") or _default_sft())
-
-
-def _default_sft() -> str:
-    from vd.study.notebook import DEFAULT_SFT
-
-    return DEFAULT_SFT
+    """The SFT run the preference stages start from (data None: the study's, as Study.sft takes it)."""
+    return Planned("sft", study.params.get("sft_data"))
 
 
 def notebook_runs(study, include_ablations: bool = True, include_capabilities: bool = True,
