@@ -51,9 +51,11 @@ def badge(name: str) -> str:
             f"({colab}/blob/{BRANCH}/notebooks/{name}.ipynb)")
 
 
-def look(what: str, paper: str, tiny: str) -> tuple[str, str]:
-    """The markdown cell after a figure or table: what to look for, the paper's result, the tiny world."""
-    return ("md", f"**What to look for.** {what}\n\n**The paper.** {paper}\n\n**In the tiny world.** {tiny}")
+def look(what: str, paper: str, world: str = "") -> list[tuple[str, str]]:
+    """The markdown cell after a figure or table: what to look for, the paper's result; then, with `world`
+    (a figure's name in vd.study.notes), a cell that shows the tiny world's reading at that size only."""
+    cells = [("md", f"**What to look for.** {what}\n\n**The paper.** {paper}")]
+    return cells + [("code", f'vd.notes.show(study, "{world}")')] if world else cells
 
 
 def wrap(text: str, width: int = 100) -> str:
@@ -79,7 +81,7 @@ def notebook(name: str, title: str, intro: str, params: str, setup: str, body: l
                                "training values (`overrides`) get their own run folders."),
              new_code_cell("\n".join(filter(None, [SIZE, params, COMMON])), metadata={"tags": ["parameters"]}),
              new_code_cell("from IPython.display import Markdown, display\n\nimport vd\n\n" + setup)]
-    for kind, text in body:
+    for kind, text in (c for item in body for c in (item if isinstance(item, list) else [item])):
         cells.append(new_markdown_cell(text) if kind == "md" else new_code_cell(text))
     cells += [new_markdown_cell("## Bookkeeping\n\nThe key numbers of this run, for `vd reproduce`, notebook 06 "
                                 "and the tests (`figures/<size>/<notebook>.json`)."),
@@ -96,24 +98,20 @@ def notebook(name: str, title: str, intro: str, params: str, setup: str, body: l
     nbformat.write(nb, HERE / f"{name}.ipynb")
 
 
-def setup_cell(name: str, params: str, checks: tuple[str, ...] = (), stages: str = "",
-               synthetic: bool = False) -> str:
-    """Parameter checks, the study, and (where the notebook trains) the checks before any training."""
-    lines = [f"vd.check_choice({c})" for c in checks]
-    lines.append(f'study = vd.setup(size, notebook="{name}",\n                 params={params},\n                 {SETUP_ARGS})')
-    if stages or synthetic:
-        args = ", ".join(filter(None, [f"stages={stages}" if stages else "", "synthetic=True" if synthetic else ""]))
-        lines.append(f"study.preflight({args})  # before anything trains")
-    return "\n".join(lines)
+def setup_cell(name: str, params: str, plan: str = "") -> str:
+    """The parameters checked against their annotations, the study, and the runs it uses, listed and
+    checked (vd.schedule.check: the preflight) before any trains."""
+    return ("vd.check_parameters(globals())  # each parameter as its annotation says, or one error line\n"
+            f'study = vd.setup(size, notebook="{name}",\n                 params={params},\n                 {SETUP_ARGS})\n'
+            "# the runs it uses, listed (which exist, which to train); then the checks before any trains\n"
+            f"vd.schedule.check(study{plan})")
 
 
-ALGO = '"algo", algo, vd.registry.ALGORITHMS'
-SFT = '"sft_data", sft_data, vd.registry.SFT_DATA'
 SFT_PARAM = 'sft_data: str = "alpaca"  # the SFT model it starts from: wildchat | alpaca'
 M_AND_ETA = ("M = v_end − v_start per topic and stance (signed, with a paired bootstrap 95% CI); η = the "
              "fraction of the stage's steps needed to come within 95% of the way to the trajectory's "
-             "extremum (`extremum95`; blank where there is no drift). η can only take the checkpoints' "
-             "values, multiples of 1/(checkpoints − 1). `docs/method.md` §3–§4 defines both.")
+             "extremum (`extremum95`), shown only where the drift is resolved (M's CI excludes 0). η can "
+             "only take the checkpoints' values, multiples of 1/(checkpoints − 1). `docs/method.md` §3–§4 defines both.")
 
 
 def main() -> None:
@@ -135,14 +133,12 @@ def main() -> None:
          look("Left, the whole set; right, the subset this size probes (`probes.prompts_per_topic`, the same "
               "subset at every checkpoint). Both halves of each bar should be equal: a topic's support is "
               "half *pro* and half *contra* its axis.",
-              "550 questions, 50 per topic (V-PRISM); no direction balance is reported.",
-              "The tiny size probes 20 prompts per topic (10 pro, 10 contra): the title states the shrunk "
-              "budget."),
+              "550 questions, 50 per topic (V-PRISM); no direction balance is reported.", "counts"),
          ("md", "## Examples"),
          ("code", 'examples = vd.analysis.probe_examples(study.cfg)\n'
                   'study.save_table(examples, "examples")\nexamples'),
          look("`position` is the claim a *support* answer agrees with, whatever the question's grammar.",
-              "Figure 1's example is `immigration-001`.", "The tiny model sees these exact questions."),
+              "Figure 1's example is `immigration-001`.", "examples"),
          ("md", "## The judge on examples"),
          ("code", 'judged, note = vd.analysis.judge_examples(study.cfg)\nprint(note)\n'
                   'if judged is not None:\n    study.save_table(judged, "judge_examples")\n'
@@ -150,9 +146,7 @@ def main() -> None:
          look("Each row's `judged` (the most probable stance) should equal `intended`; the refusal counts as "
               "neutral. The p columns are the graded readout: the three labels' log-probabilities "
               "softmaxed over those three.",
-              "GPT-4o, read this way (`docs/method.md` §1).",
-              "The lexicon judge reads the tiny world's stance phrases; real sizes use the `judge` section of "
-              "their params (an OpenAI-compatible endpoint needs `OPENAI_API_KEY`).")],
+              "GPT-4o, read this way (`docs/method.md` §1).", "judge")],
         'study.record(vd.records.probes(counts, judged, note))')
 
     notebook(
@@ -160,12 +154,13 @@ def main() -> None:
         "**Paper (claim 1):** SFT establishes a model's values, early and strongly: most of the drift "
         "happens in the first ~10% of the SFT steps (WildChat, Llama-3 3B, immigration, neutral: M = 0.38, "
         "η = 0.09), and the final profile follows the SFT data: WildChat-SFT models turn neutral, "
-        "Alpaca-SFT models supportive.\n\nThis notebook trains SFT on both datasets (only what is not "
-        "trained yet), scores every checkpoint (step 0 = the base model), and shows the stance trajectories "
-        "of `sft_data`, its drift table, and the final profiles of both SFT models.",
+        "Alpaca-SFT models supportive.\n\nThis notebook trains SFT on each dataset the params name (both by "
+        "default; only what is not trained yet), scores every checkpoint (step 0 = the base model), and "
+        "shows the stance trajectories of `sft_data`, its drift table, and the final profiles of the SFT "
+        "models.",
         'sft_data: str = "wildchat"  # wildchat | alpaca: whose trajectories and drift table to show',
-        setup_cell("01_sft_drift", '{"sft_data": sft_data}', (SFT,), stages='["sft"]'),
-        [("code", 'runs = {d: study.sft(d) for d in vd.registry.SFT_DATA}\nsft = runs[sft_data]'),
+        setup_cell("01_sft_drift", '{"sft_data": sft_data}'),
+        [("code", 'runs = {d: study.sft(d) for d in vd.schedule.sft_datasets(study.cfg)}\nsft = runs[sft_data]'),
          ("md", "## Stance trajectories"),
          ("code", 'title = study.title(f"Stance trajectories through SFT on {sft_data}", sft)\n'
                   'figure = vd.figures.trajectories(sft.profile, title, drift=sft.drift)\n'
@@ -174,10 +169,7 @@ def main() -> None:
               "p(stance) over the topic's prompts and answers, against the fraction of SFT steps, with 95% "
               "bootstrap bands (prompts resampled). A drift is early when most of the climb happens left of "
               "0.1; it is real only where the band at the end leaves the band at step 0.",
-              "Most of the drift in the first ~10% of steps; WildChat-SFT moves toward neutral.",
-              "The tiny SFT data take stances at fixed rates (WildChat-like mostly neutral, Alpaca-like mostly "
-              "supportive), so the profile should move toward those rates; how early depends on the tiny "
-              "learning rate, not on anything the paper measured."),
+              "Most of the drift in the first ~10% of steps; WildChat-SFT moves toward neutral.", "trajectories"),
          ("md", "## Drift magnitude M and drift time η\n\n" + M_AND_ETA),
          ("code", 'table, formatted = vd.analysis.drift_tables(sft)\n'
                   'study.save_table(table, "drift", caption=f"M and eta through SFT on {sft_data}",\n'
@@ -187,15 +179,13 @@ def main() -> None:
                   'study.save_figure(heatmap, "drift")\nformatted'),
          look("Cells whose CI includes 0 are not resolved at this budget, however large they look; the table "
               "states the smallest |M| the budget resolves.",
-              "WildChat, immigration, neutral: M = 0.38, η = 0.09.",
-              "Compare M with the resolution before reading anything into it."),
+              "WildChat, immigration, neutral: M = 0.38, η = 0.09."),
          ("md", "## Final profiles: WildChat-SFT vs Alpaca-SFT"),
          ("code", 'title = study.title("Profiles before and after SFT", *runs.values())\n'
                   'figure = vd.figures.profiles_bar(vd.analysis.sft_profiles(runs), title)\n'
                   'study.save_figure(figure, "profiles", key="")'),
          look("Stance shares per topic of the base model and of the two SFT models at their last checkpoint.",
-              "WildChat-SFT turns neutral, Alpaca-SFT supportive.",
-              "The same direction by construction of the tiny data; the check is that the pipeline shows it.")],
+              "WildChat-SFT turns neutral, Alpaca-SFT supportive.", "profiles")],
         'study.record(vd.records.sft(runs, sft))')
 
     notebook(
@@ -209,8 +199,7 @@ def main() -> None:
         "and 06 (the same pipeline moves when the data say it should).",
         'algo: str = "dpo"  # ppo | dpo | simpo\n'
         'pref_data: str = "ultrafeedback"  # ultrafeedback | hh-rlhf\n' + SFT_PARAM,
-        setup_cell("02_preference_drift", '{"algo": algo, "pref_data": pref_data, "sft_data": sft_data}',
-                   (ALGO, '"pref_data", pref_data, vd.registry.PREFERENCE_DATA', SFT), stages='["sft", algo]'),
+        setup_cell("02_preference_drift", '{"algo": algo, "pref_data": pref_data, "sft_data": sft_data}'),
         [("code", 'run = study.preference(algo, pref_data, sft_data)'),
          ("md", "## Stance trajectories"),
          ("code", 'title = study.title(f"{algo.upper()} on {pref_data} from SFT on {sft_data}", run)\n'
@@ -218,10 +207,7 @@ def main() -> None:
                   'study.save_figure(figure, "trajectories")'),
          look("As in notebook 01, against the fraction of the preference stage's steps (PPO: its updates). "
               "Flat lines inside their bands mean nothing moved that this budget can see.",
-              "Standard preference data barely move values.",
-              "The tiny standard pairs share a stance and differ only in style, so a flat trajectory is what "
-              "the data say; whether the pipeline could have seen a move is what the positive controls "
-              "(notebook 06) show."),
+              "Standard preference data barely move values.", "trajectories"),
          ("md", "## M and η\n\n" + M_AND_ETA),
          ("code", 'table, formatted = vd.analysis.drift_tables(run)\n'
                   'study.save_table(table, "drift", caption=f"M and eta through {algo} on {pref_data}",\n'
@@ -229,15 +215,15 @@ def main() -> None:
                   'title = study.title(f"Drift through {algo.upper()} on {pref_data}", run)\n'
                   'heatmap = vd.figures.drift_heatmap(run.drift, title, bound=vd.analysis.M_SCALE)\n'
                   'study.save_figure(heatmap, "drift")\nformatted'),
-         look("Small |M| with CIs around 0; η is blank where there is no drift.",
-              "M 0.01–0.27, η 0.14–0.42 (e.g. DPO, immigration, support: 0.02 / 0.14).",
-              "Read M against the stated resolution."),
+         look("Small |M| with CIs around 0, read against the stated resolution; η is blank where no drift is "
+              "resolved.",
+              "M 0.01–0.27, η 0.14–0.42 (e.g. DPO, immigration, support: 0.02 / 0.14)."),
          ("md", "## Profiles before and after"),
          ("code", 'start_end = vd.analysis.start_end(run, f"SFT on {sft_data} (start)", f"after {algo.upper()}")\n'
                   'title = study.title(f"{algo.upper()} on {pref_data}: profiles", run)\n'
                   'study.save_figure(vd.figures.profiles_bar(start_end, title), "profiles")'),
          look("The SFT model (step 0 of this stage) and the model after preference optimization.",
-              "Nearly the same profile.", "Nearly the same profile, by construction of the data.")],
+              "Nearly the same profile.", "profiles")],
         'study.record(vd.records.preference(run))')
 
     notebook(
@@ -252,9 +238,7 @@ def main() -> None:
         "chosen stance by its prior after SFT.",
         'algo: str = "dpo"  # ppo | dpo | simpo\n'
         'setting: str = "support"  # support | oppose: the stance of the chosen answers\n' + SFT_PARAM,
-        setup_cell("03_value_gap", '{"algo": algo, "setting": setting, "sft_data": sft_data}',
-                   (ALGO, '"setting", setting, vd.registry.SYNTHETIC_SETTINGS', SFT), stages='["sft", algo]',
-                   synthetic=True),
+        setup_cell("03_value_gap", '{"algo": algo, "setting": setting, "sft_data": sft_data}'),
         [("code", 'runs = {s: study.preference(algo, f"synthetic-{s}", sft_data)\n'
                   '        for s in vd.registry.SYNTHETIC_SETTINGS}\nrun = runs[setting]'),
          ("md", "## The synthetic data's value gap"),
@@ -265,7 +249,7 @@ def main() -> None:
                   'study.save_figure(vd.figures.gap_figure(gaps, title), "gap", key=algo)'),
          look("Mean judged p(stance) of chosen minus rejected answers, per stance (ours: `docs/method.md` §5), "
               "with 95% CIs over pairs: close to +1 for the chosen stance, −1 for the other.",
-              "A large value gap by construction.", "The same, verified by the lexicon judge."),
+              "A large value gap by construction.", "gap"),
          ("md", "## Stance trajectories and drift of this setting\n\n" + M_AND_ETA),
          ("code", 'title = study.title(f"{algo.upper()} on synthetic-{setting} from SFT on {sft_data}", run)\n'
                   'figure = vd.figures.trajectories(run.profile, title, drift=run.drift)\n'
@@ -278,10 +262,7 @@ def main() -> None:
                   'study.save_figure(heatmap, "drift")\nformatted'),
          look("The chosen stance should rise for DPO and SimPO, with a CI that excludes 0 (the positive "
               "control); PPO may stay put.",
-              "PPO ≈ 0, SimPO ≈ 0.15, DPO ≈ 0.5.",
-              "The tiny pairs are written in the answer style the tiny model already produces, so a move "
-              "here is a move of what the model says; the size of it depends on the tiny hyperparameters, "
-              "which are not tuned to the paper."),
+              "PPO ≈ 0, SimPO ≈ 0.15, DPO ≈ 0.5.", "drift"),
          ("md", "## High vs low prior"),
          ("code", 'split = vd.value_gaps.prior_split(study.sft(sft_data), runs)\n'
                   'summary = vd.value_gaps.prior_summary(split)\n'
@@ -292,7 +273,7 @@ def main() -> None:
          look("For each topic and setting: the chosen stance's value at the end of SFT (its prior; *high* if "
               "it is the larger of support and oppose there) against its drift M through this stage.",
               "DPO amplifies a high-prior stance (0.53) and partly shifts toward a low-prior one (0.46).",
-              "With Alpaca-SFT, support is the high-prior stance overall; per topic the prior can differ.")],
+              "prior_split")],
         'study.record(vd.records.value_gap(run, split, summary, gaps))')
 
     notebook(
@@ -307,7 +288,7 @@ def main() -> None:
         'max_pairs: int = 0  # judge at most this many pairs per standard dataset (0: all)\n'
         'datasets: str = ""  # comma-separated preference datasets (default: all configured + synthetic)\n'
         + SFT_PARAM,
-        setup_cell("04_dataset_value_gap", '{"sft_data": sft_data}', (SFT,), stages='["sft"]', synthetic=True),
+        setup_cell("04_dataset_value_gap", '{"sft_data": sft_data}'),
         [("code", 'names = vd.value_gaps.dataset_names(study, datasets)\n'
                   'gaps, dist = vd.value_gaps.dataset_gaps(study, max_pairs, datasets=names)\n'
                   'study.save_table(gaps, "gaps")\nstudy.save_table(dist, "distributions")'),
@@ -317,13 +298,13 @@ def main() -> None:
                   'study.save_figure(vd.figures.distribution_figure(dist, title), "distributions")'),
          look("For each dataset, chosen and rejected answers side by side.",
               "UltraFeedback and HH-RLHF: chosen and rejected share the same stance distribution.",
-              "The tiny standard pairs share a stance by construction, the synthetic ones do not."),
+              "distributions"),
          ("md", "## Value gaps"),
          ("code", 'title = study.title("Value gap per dataset", note=vd.value_gaps.gap_note(study, gaps))\n'
                   'study.save_figure(vd.figures.gap_figure(gaps, title), "gaps")\n'
                   'gaps[gaps.topic == "overall"].round(3)'),
          look("Bars near 0 (a small gap) for standard data, near ±1 for synthetic data, with 95% CIs over "
-              "pairs.", "A small gap for standard data.", "The same, as the tiny data were built."),
+              "pairs.", "A small gap for standard data.", "gaps"),
          ("md", "## Policy fit\n\nA trainer can separate pairs on tokens the policy never writes without "
                 "moving what it says: then even a large value gap moves nothing. Here: the mean per-token "
                 "log-probability of each dataset's chosen and rejected answers under the SFT model the "
@@ -332,9 +313,7 @@ def main() -> None:
                   'study.save_table(fit, "policy_fit")\nfit.round(2)'),
          look("Chosen and rejected should cost about as much per token as the model's own answers; a dataset "
               "flagged far off the policy cannot be expected to move it, whatever its value gap.",
-              "Not reported (ours, `docs/method.md` §7).",
-              "The tiny preference data are written in the styles the tiny model learned in pre-training, "
-              "so they should sit close to its own answers.")],
+              "Not reported (ours, `docs/method.md` §7).", "policy_fit")],
         'study.record(vd.records.dataset_gaps(gaps, dist, fit))')
 
     notebook(
@@ -347,9 +326,7 @@ def main() -> None:
         "(overall profile) per value. The 1× runs are the main runs of notebook 03.",
         'ablation_data: str = "synthetic-support"  # a preference dataset (e.g. synthetic-oppose, hh-rlhf)\n'
         + SFT_PARAM,
-        setup_cell("05_ablations", '{"ablation_data": ablation_data, "sft_data": sft_data}',
-                   ('"ablation_data", ablation_data, vd.registry.PREFERENCE_CHOICES', SFT),
-                   stages="vd.registry.TRAINABLE", synthetic=True),
+        setup_cell("05_ablations", '{"ablation_data": ablation_data, "sft_data": sft_data}'),
         [("code", 'table = vd.analysis.ablations(study, ablation_data)\nstudy.save_table(table, "ablations")'),
          ("md", "## M per value"),
          ("code", 'title = study.title(f"Ablations on {ablation_data}")\n'
@@ -358,9 +335,7 @@ def main() -> None:
                   'table[columns + ["eta_support", "eta_oppose"]].round(3)'),
          look("M of the overall profile per knob value, with paired bootstrap 95% CIs: a knob matters where "
               "the intervals of its values separate.",
-              "SimPO's γ changes little (0.34 vs 0.36).",
-              "The tiny runs show whether each knob moves the tiny model at all; their sizes are not the "
-              "paper's.")],
+              "SimPO's γ changes little (0.34 vs 0.36).", "ablations")],
         'study.record(vd.records.ablations(table))')
 
     notebook(
@@ -374,8 +349,8 @@ def main() -> None:
         SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
         'include_ablations: bool = True  # also gather (and train if missing) the ablation runs of 05\n'
         'include_capabilities: bool = True  # also check capabilities (notebook 07; cached lm-eval runs)',
-        setup_cell("06_paper_tables", '{"sft_data": sft_data}', (SFT,), stages="vd.registry.TRAINABLE",
-                   synthetic=True),
+        setup_cell("06_paper_tables", '{"sft_data": sft_data}',
+                   ", include_ablations=include_ablations,\n                  include_capabilities=include_capabilities"),
         [("code", 'tables = vd.paper.paper_tables(study)\n'
                   'gaps, _ = vd.value_gaps.dataset_gaps(study)\n'
                   'ablation = vd.analysis.ablations(study) if include_ablations else None\n'
@@ -391,9 +366,9 @@ def main() -> None:
                   'study.save_table(controls, "controls", key="")\ncontrols.round(3)'),
          look("DPO and SimPO on the synthetic value-gap data must move the chosen stance (DPO by at least "
               "+0.10, SimPO by more than 0 with its CI excluding 0; `docs/method.md` §8). Only where they do "
-              "is a null result below evidence; PPO is reported as measured.",
-              "DPO moves strongly, SimPO moderately, PPO barely.",
-              "If a control fails here, read every 'barely moves' below as 'could not see'."),
+              "is a null result below evidence; PPO is reported as measured. Where one fails, the comparison "
+              "below gives no agree/differ verdict on what the judge measures: it says why instead.",
+              "DPO moves strongly, SimPO moderately, PPO barely."),
          ("md", "## SFT (paper topics and the mean over topics)"),
          ("code", 'vd.paper.wide(tables["sft"])'),
          ("md", "## Preference optimization on standard data"),
@@ -404,14 +379,12 @@ def main() -> None:
                   '           "M_chosen_ci_high", "resolution", "eta_chosen"]\n'
                   'synthetic[synthetic.topic == "overall"][columns].round(3)'),
          ("md", "## Where we agree with the paper, and where not"),
-         ("code", 'comparison = vd.paper.paper_comparison(tables, gaps, ablation, capabilities)\n'
+         ("code", 'comparison = vd.paper.paper_comparison(tables, gaps, ablation, capabilities, controls)\n'
                   'study.save_table(comparison, "comparison", key="")\n'
                   'display(Markdown(vd.paper.comparison_markdown(comparison)))'),
          look("Each claim with the paper's number, ours with its CI, and a verdict; 'not resolved at this "
               "budget' where our interval covers both the paper's value and 0.",
-              "The numbers come from secondary sources (the paper's body could not be read).",
-              "Agreement in the tiny world shows the pipeline reproduces a mechanism its data build in; "
-              "it is not evidence for the paper's claims.")],
+              "The numbers come from secondary sources (the paper's body could not be read).", "comparison")],
         'study.record(vd.records.paper(comparison, controls, tables))')
 
     notebook(
@@ -421,17 +394,18 @@ def main() -> None:
         "were not found).\n\nThis notebook evaluates the start (step 0) and the end (last checkpoint) of "
         "every stage of the study through lm-evaluation-harness: both SFT runs, and per algorithm in "
         "`algos` its runs on standard and synthetic preference data from the SFT model `sft_data` (trained "
-        "and scored first where missing). Real sizes use lm-eval's `mmlu`, `hellaswag`, "
+        "and scored first where missing), on the tasks the params name (`capabilities.tasks`). The shipped "
+        "real sizes use lm-eval's `mmlu`, `hellaswag`, "
         "`gpqa_diamond_zeroshot` and `piqa` (few-shot counts, metrics and the item budget in the "
         "`capabilities` section of the params; GPQA is gated on the hub: accept its terms and log in "
-        "first). The tiny model knows none of those: it is checked on the tiny world's own task, "
+        "first; the notebook checks before any training that every task's data can be read). The tiny "
+        "model knows none of those: it is checked on the tiny world's own task, "
         "`vd_tiny_topics` (pick the answer on the question's topic among four; chance 0.25). Results are "
         "cached per checkpoint and task: re-executing evaluates nothing.",
         SFT_PARAM.replace("it starts from", "the preference stages start from") + '\n'
         'algos: str = "all"  # algorithms whose runs are checked: all, or some of ppo, dpo, simpo',
-        'vd.capabilities.parse_algos(algos)\n'
-        + setup_cell("07_capabilities", '{"sft_data": sft_data, "algos": algos.replace(",", "+")}', (SFT,),
-                     stages="vd.registry.TRAINABLE", synthetic=True),
+        setup_cell("07_capabilities", '{"sft_data": sft_data, "algos": algos.replace(",", "+")}',
+                   ", algos=algos"),
         [("code", 'runs = vd.capabilities.study_runs(study, sft_data, algos)\n'
                   'table = vd.capabilities.capability_table(study, runs)\n'
                   'summary = vd.capabilities.stage_summary(table)'),
@@ -444,11 +418,9 @@ def main() -> None:
               "± 2 standard errors of the paired difference (the same items at both ends); a red edge marks a "
               "stage that lost the task. Everything should sit well above chance, or the task cannot show "
               "forgetting at all. A preference run starts from the final SFT model, so its start repeats "
-              "the end of SFT on `sft_data`.",
-              "Capabilities are preserved (no numbers found).",
-              "The tiny task is near its ceiling, so only drops of a few points show; at real sizes look at "
-              "MMLU and GPQA-Diamond (knowledge) after the synthetic value-gap stages, which train hardest "
-              "on one stance."),
+              "the end of SFT on `sft_data`. With the paper's tasks, look at MMLU and GPQA-Diamond (knowledge) "
+              "after the synthetic value-gap stages, which train hardest on one stance.",
+              "Capabilities are preserved (no numbers found).", "capabilities"),
          ("code", 'latex = vd.capabilities.latex_table(summary)\n'
                   'study.save_table(summary, "capabilities", latex=latex,\n'
                   '                 caption="Capability scores at the start and end of each stage")\nlatex'),

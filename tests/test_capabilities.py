@@ -259,6 +259,66 @@ def test_an_unreachable_dataset_offline_says_so(monkeypatch):
         C.load_task(load_config("llama3-3b"), "piqa")
 
 
+# --- the preflight: before any run trains -------------------------------------------------------------
+
+
+def test_preflight_finds_an_uncached_capability_dataset_offline_before_anything_trains(monkeypatch, tmp_path):
+    """Notebook 06 trained 9 ablation runs before lm-eval failed on cais/mmlu offline: the preflight reads
+    lm-eval's task index (nothing loaded) and looks for each dataset where `datasets` looks offline."""
+    from huggingface_hub import constants
+
+    from vd.study import preflight as P
+    from vd.train.data import DataError
+
+    cfg = load_config("llama3-3b")
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
+    monkeypatch.setattr(P, "_datasets_cache", lambda: tmp_path)
+    mmlu = P.task_datasets("mmlu")
+    assert len(mmlu) == 57 and ("cais/mmlu", "abstract_algebra") in mmlu  # the group's subtasks, through its tags
+    assert P.task_datasets("gpqa_diamond_zeroshot") == [("Idavidrein/gpqa", "gpqa_diamond")]
+    with pytest.raises(DataError, match=r"params/llama3-3b.yaml: capabilities.tasks.mmlu: reads the dataset cais/mmlu, "
+                                        r"and the hub is offline \(HF_HUB_OFFLINE=1\): 57 of its 57 configurations "
+                                        r"\(e.g. abstract_algebra\) are not in the datasets cache"):
+        P.check_capability_data(cfg)
+    # cached as `datasets` prepares them (<namespace>___<name>/<configuration>/<version>/<hash>/): all pass
+    from datasets.naming import camelcase_to_snakecase
+
+    for task in cfg.capabilities.tasks:
+        for repo, name in P.task_datasets(task):
+            owner, data = repo.split("/")
+            folder = tmp_path / f"{owner}___{camelcase_to_snakecase(data)}" / (name or "default") / "0.0.0" / "abc"
+            folder.mkdir(parents=True)
+    P.check_capability_data(cfg)
+    (tmp_path / "cais___mmlu" / "virology" / "0.0.0" / "abc").rmdir()
+    with pytest.raises(DataError, match=r"1 of its 57 configurations \(e.g. virology\)"):
+        P.check_capability_data(cfg)
+
+
+def test_preflight_needs_a_token_for_gpqa_online_and_checks_nothing_for_the_tiny_task(monkeypatch, tiny_cfg):
+    import huggingface_hub
+    from huggingface_hub import HfApi, constants
+
+    from vd.study import preflight as P
+    from vd.train.data import DataError
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(DataError, match=r"capability task gpqa_diamond_zeroshot reads the dataset Idavidrein/gpqa, "
+                                        r"which is gated.*HF_TOKEN.* \(no token found\)"):
+        P.check_capability_data(load_config("llama3-3b"))
+
+    def auth_check(self, repo_id, **kw):
+        raise _gated()
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_not_a_real_token")
+    monkeypatch.setattr(HfApi, "auth_check", auth_check)
+    with pytest.raises(DataError, match="accept its terms") as err:
+        P.check_capability_data(load_config("llama3-3b"))
+    assert "hf_not_a_real_token" not in str(err.value)
+    monkeypatch.setattr(C, "registry", lambda: pytest.fail("the tiny task needs no lm-eval index"))
+    P.check_capability_data(tiny_cfg)
+
+
 def test_4bit_loading_arguments_are_built_on_cpu(monkeypatch):
     """What a GPU would get, built here: a BitsAndBytesConfig (NF4, double quant, bf16 compute) to
     from_pretrained, the revision for a hub id, and an HFLM that is handed the loaded model."""

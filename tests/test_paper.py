@@ -168,3 +168,73 @@ def test_synthetic_rows_get_the_chosen_stances_ci_from_their_run():
     out = _with_chosen_ci(split, runs)
     assert list(out["M_chosen_ci_low"]) == pytest.approx([0.1, -0.25])  # overall: support 0.2 ± 0.1, oppose -0.15 ± 0.1
     assert list(out["M_chosen_ci_high"]) == pytest.approx([0.3, -0.05]) and list(out["resolution"]) == [0.1, 0.1]
+
+
+def _controls(dpo_m: float) -> pd.DataFrame:
+    from vd.study.controls import REQUIREMENT, verdict
+
+    rows = [(a, s, m) for a, m in (("ppo", 0.0), ("dpo", dpo_m), ("simpo", 0.2)) for s in ("support", "oppose")]
+    return pd.DataFrame([{"algo": a, "setting": s, "chosen": s, "M": m, "ci_low": m - 0.02, "ci_high": m + 0.02,
+                          "requirement": REQUIREMENT[a], "verdict": verdict(a, m, m - 0.02), "run": f"{a}-{s}"}
+                         for a, s, m in rows])
+
+
+def test_no_agree_or_differ_where_the_positive_controls_fail():
+    """Where DPO or SimPO cannot move the chosen stance on data built to move it, the instrument cannot see:
+    no claim the judge measures gets a verdict, and the table says why; capabilities (lm-eval) keep theirs."""
+    from vd.study.paper import CONTROLS_FAILED
+
+    sft = pd.DataFrame(_sft({"support": -0.2, "neutral": 0.35, "oppose": -0.15}, share=0.8)
+                       + [_immigration_neutral(0.45, 0.43, 0.47)])
+    tables = {"sft": sft, "preference": pd.DataFrame(), "synthetic": _syn(SYN)}
+    capabilities = pd.DataFrame([{"run": "sft-a", "task": "mmlu", "delta": -0.01, "delta_se": 0.02, "lost": False}])
+    seeing = paper_comparison(tables, capabilities=capabilities, controls=_controls(0.3))
+    assert CONTROLS_FAILED not in set(seeing["verdict"]) and "agrees" in set(seeing["verdict"])
+    blind = paper_comparison(tables, capabilities=capabilities, controls=_controls(0.01)).set_index("claim")
+    capability = "post-training keeps capabilities (every stage, start vs end)"
+    judged = blind.drop(index=capability)
+    assert set(judged["verdict"]) <= {CONTROLS_FAILED, "n/a"} and (judged["verdict"] == CONTROLS_FAILED).sum() >= 8
+    note = judged.loc["SFT on wildchat raises neutral the most", "note"]
+    assert note == ("positive controls failed (dpo on synthetic-support: M +0.01, needs M ≥ +0.10, dpo on "
+                    "synthetic-oppose: M +0.01, needs M ≥ +0.10): the instrument cannot see")
+    assert blind.loc[capability, "verdict"] == "agrees"
+    text = comparison_markdown(blind.reset_index())
+    assert "⊘ no verdict (positive controls failed)" in text and "the positive controls failed" in text
+    assert text.endswith("**1 of 1 checked claims agree, 0 differ, 0 are not resolved at this budget.**")
+
+
+def test_eta_and_the_early_share_are_not_printed_for_a_drift_the_budget_cannot_resolve():
+    """M ±0.00 with a CI around 0 has no drift time: "−400% of M by 10%" and an eta of noise are not printed."""
+    sft = pd.DataFrame(_sft({"support": 0.002, "neutral": -0.001, "oppose": -0.001}, share=-4.0, half=0.05)
+                       + [_immigration_neutral(0.003, -0.05, 0.05)])
+    comp = paper_comparison({"sft": sft, "preference": pd.DataFrame(), "synthetic": _syn([])}).set_index("claim")
+    early = comp.loc["SFT drift on wildchat is early (neutral, overall)"]
+    assert early["ours"] == "no resolved drift to time (M -0.00 [-0.05, +0.05])" and "%" not in early["ours"]
+    assert early["verdict"] == NOT_RESOLVED
+
+
+def test_eta_is_kept_in_the_long_table_only_where_the_drift_is_resolved(tmp_path):
+    from vd.study.paper import _long
+
+    drift = pd.DataFrame([{"topic": "overall", "stance": s, "M": m, "M_ci_low": m - 0.05, "M_ci_high": m + 0.05,
+                           "resolution": 0.05, "eta": 0.4, "eta_reading": reading, "eta_status": "ok"}
+                          for s, m in (("support", 0.3), ("neutral", 0.01), ("oppose", -0.31))
+                          for reading in ("extremum95", "ci95")])
+    profile = pd.DataFrame([{"step": k, "fraction": k / 10, "topic": "overall", "stance": s, "p": p0 + k * d}
+                            for k in (0, 1, 10) for s, p0, d in (("support", 0.3, 0.03), ("neutral", 0.3, 0.001),
+                                                                ("oppose", 0.4, -0.031))])
+    run = SimpleNamespace(drift=drift, profile=profile, name="r",
+                          drift_with_ci=lambda: drift[drift.eta_reading == "extremum95"].reset_index(drop=True))
+    rows = {r["stance"]: r for r in _long(run, "sft", "wildchat")}
+    assert rows["support"]["eta"] == 0.4 and rows["support"]["share_by_10pct"] == pytest.approx(0.1)
+    assert math.isnan(rows["neutral"]["eta"]) and math.isnan(rows["neutral"]["eta_ci95"])
+    assert math.isnan(rows["neutral"]["share_by_10pct"]) and rows["neutral"]["M"] == 0.01
+
+
+def test_tied_priors_give_no_high_versus_low_verdict():
+    tied = _syn([(a, s, "tied" if a == "dpo" else p, m) for a, s, p, m in SYN])
+    comp = _verdicts(syn=tied)
+    claim = "synthetic value gap: DPO moves a high-prior stance more than a low-prior one"
+    assert comp.at[claim, "verdict"] == "n/a" and "tied after SFT" in comp.at[claim, "ours"]
+    strong = comp.loc["synthetic value gap: DPO moves the chosen stance strongly"]
+    assert strong["verdict"] == "agrees" and strong["ours"].startswith("support-aligned +0.50")

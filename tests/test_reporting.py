@@ -64,7 +64,10 @@ def test_drift_tables_carry_the_ci_the_resolution_and_why_eta_is_missing(tmp_pat
     assert (row["M_support"], row["M_support_ci_low"], row["M_support_ci_high"]) == pytest.approx((0.2, -0.05, 0.45))
     assert list(fmt.columns[:3]) == ["topic", "resolvable |M|", "M support [95% CI]"]
     assert fmt.iloc[0]["resolvable |M|"] == "±0.25" and fmt.iloc[0]["M support [95% CI]"] == "+0.20 [-0.05, +0.45]"
-    assert fmt.iloc[0]["eta support"] == "0.50"
+    # eta only where the drift is resolved: immigration support's CI covers 0, overall support's does not
+    assert fmt.iloc[0]["eta support"] == "--" and math.isnan(num.iloc[0]["eta_support"])
+    assert fmt.iloc[1]["eta support"] == "0.50" and num.iloc[1]["eta_support"] == 0.5
+    assert fmt.iloc[1]["eta neutral"] == "--"  # overall neutral -0.05 [-0.15, 0.05]: no drift to time
     num, fmt = analysis.drift_tables(run, reading="ci95")
     assert math.isnan(num.iloc[0]["eta_support"]) and num.iloc[0]["eta_support_status"] == "not_significant"
     assert fmt.iloc[0]["eta support"] == "n.s."  # not "--": the drift is within the extremum's noise
@@ -82,6 +85,8 @@ def test_drift_figures_state_each_topics_resolution(tmp_path):
     # overall oppose -0.15 [-0.25, -0.05] and support 0.2 [0.1, 0.3] do not
     texts = [t.get_text() for t in ax_m.texts]
     assert texts == ["(0.20)", "(-0.05)", "(-0.15)", "0.20", "(-0.05)", "-0.15"]
+    # eta is drawn only where M is: the cells in parentheses have no eta (every eta here is 0.5)
+    assert [t.get_text() for t in fig.axes[1].texts] == ["0.50", "0.50"]  # overall support and oppose
     profile = run_result(tmp_path, "a", {"immigration": 0.25, "overall": 0.1}).profile
     fig = figures.trajectories(profile, "t", drift=drift)
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()][:2] == ["Immigration ±0.25", "Overall ±0.10"]
@@ -101,3 +106,51 @@ def test_outputs_key_follows_the_bootstrap_code(tmp_path, monkeypatch):
     monkeypatch.setattr(resampling, "__file__", str(changed))
     assert scoring.outputs_key(j, 10, 1000, 0) != key
     assert scoring.outputs_key(j, 10, 1000, 0, complete=False) != scoring.outputs_key(j, 10, 1000, 0)
+
+
+def test_a_prior_within_the_sft_runs_resolution_is_tied_not_high_or_low(tmp_path):
+    """"High vs low prior" decided on a difference of 0.006 was noise: within the SFT run's resolution the
+    two stances are tied, and the figure says so."""
+    from vd.study import value_gaps
+
+    ends = {"immigration": (0.403, 0.397), "abortion": (0.6, 0.2), "overall": (0.45, 0.35)}  # support, oppose
+    sft = run_result(tmp_path, "sft", {"immigration": 0.05, "abortion": 0.05, "overall": 0.02})
+    last = sft.profile["step"] == sft.profile["step"].max()
+    for topic, (sup, opp) in ends.items():
+        for stance, p in (("support", sup), ("oppose", opp), ("neutral", 1 - sup - opp)):
+            sft.profile.loc[last & (sft.profile.topic == topic) & (sft.profile.stance == stance), "p"] = p
+    runs = {s: run_result(tmp_path, s, {"immigration": 0.25, "abortion": 0.25, "overall": 0.1})
+            for s in ("support", "oppose")}
+    split = value_gaps.prior_split(sft, runs).set_index(["setting", "topic"])
+    assert split.loc[("support", "immigration"), "prior"] == "tied"  # 0.006 apart, resolution 0.05
+    assert split.loc[("oppose", "immigration"), "prior"] == "tied"
+    assert split.loc[("support", "abortion"), "prior"] == "high" and split.loc[("oppose", "abortion"), "prior"] == "low"
+    assert split.loc[("support", "overall"), "prior"] == "high"  # 0.10 apart, resolution 0.02
+    assert split.loc[("support", "immigration"), "prior_resolution"] == pytest.approx(0.05)
+    # eta of the chosen stance only where its drift is resolved: support +0.2 ± 0.25 (immigration) is not
+    assert math.isnan(split.loc[("support", "immigration"), "eta_chosen"])
+    assert split.loc[("support", "overall"), "eta_chosen"] == 0.5  # +0.2 ± 0.1
+    summary = value_gaps.prior_summary(split.reset_index())
+    assert set(summary["prior"]) == {"high", "low", "tied"}
+    fig = figures.prior_split_figure(split.reset_index(), "t")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "chosen = support, tied prior (one point per topic)" in labels
+
+
+def test_labels_of_coincident_points_are_merged_not_drawn_over_each_other():
+    import matplotlib.pyplot as plt
+
+    split = pd.DataFrame([{"setting": s, "topic": "overall", "prior": p, "prior_chosen": 0.4, "M_chosen": 0.1}
+                          for s, p in (("support", "tied"), ("oppose", "tied"))])
+    fig = figures.prior_split_figure(split, "t")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["overall (support, tied prior)\noverall (oppose, tied prior)"]
+    apart = split.assign(prior_chosen=[0.2, 0.7], prior=["high", "low"])
+    texts = [t.get_text() for t in figures.prior_split_figure(apart, "t").axes[0].texts]
+    assert texts == ["overall (support, high prior)", "overall (oppose, low prior)"]
+    _, ax = plt.subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    notes = figures.annotate_points(ax, [(0.5, 0.5, "a"), (0.51, 0.49, "b"), (0.9, 0.1, "c")])
+    assert [n.get_text() for n in notes] == ["a\nb", "c"]
+    plt.close("all")

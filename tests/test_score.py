@@ -479,7 +479,7 @@ def test_vd_score_says_what_it_scores_under_and_refuses_another_size_or_a_loose_
     first = out.splitlines()[0]
     assert first.startswith(f"scoring {run} under ") and first.endswith("tiny.yaml with " + ", ".join(BUDGET)
                                                                         + "; judge lexicon (prompt v1)")
-    assert f"with judge lexicon phrases-" in out and str(run / "scores" / "lexicon-phrases-") in out
+    assert "with judge lexicon phrases-" in out and str(run / "scores" / "lexicon-phrases-") in out
     # --size of another size: one line, and nothing made for that size
     assert main(["score", "--run", str(run), "--size", "llama3-3b"]) == 2
     err = capsys.readouterr().err

@@ -105,7 +105,7 @@ def score_model(base: str, folder: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_every_trainable_parameter_is_fp32_whatever_the_compute_dtype(dtype, llama3_base, tmp_path, monkeypatch):
-    from vd.train import dpo, ppo, reward, sft, simpo
+    from vd.train import dpo, ppo, sft, simpo
 
     cfg = load_config("llama3-3b", {"model.base": llama3_base, **SMALL})
     as_if_4bit(monkeypatch, dtype)

@@ -25,6 +25,8 @@ _API = {
     "RunResult": "vd.study.notebook:RunResult",
     "analysis": "vd.study.analysis", "value_gaps": "vd.study.value_gaps", "figures": "vd.study.figures", "paper": "vd.study.paper",
     "records": "vd.study.records", "controls": "vd.study.controls", "capabilities": "vd.study.capabilities",
+    "check_parameters": "vd.study.params:check_parameters", "schedule": "vd.study.schedule",
+    "notes": "vd.study.notes",
     # the paper's metrics (docs/method.md)
     **{name: f"vd.score.metrics:{name}" for name in
        ("value_profile", "drift_magnitude", "drift_time", "drift_table", "value_gap")},

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -75,6 +76,8 @@ def build_synthetic_pairs(
     judge: _Judge,
     setting: str = "support",
     min_confidence: float = 0.5,
+    progress: Callable[[str], None] | None = None,
+    every: int = 25,
 ) -> tuple[LoadResult, list[dict]]:
     """A value-gap preference set: for each ``{"prompt", "topic"}`` write one supporting and one
     opposing answer, verify each answer's stance with ``judge``, and keep the pairs that verify.
@@ -89,6 +92,7 @@ def build_synthetic_pairs(
     Returns the rows (preference schema plus ``topic``, ``chosen_stance``, ``rejected_stance``) and,
     per kept pair, the judged probabilities ``{"topic", "prompt", "chosen_p_support", …,
     "rejected_p_oppose"}`` from which a caller computes the dataset's value gap (docs/method.md §5).
+    ``progress`` (e.g. ``progress_printer()``) gets a line per ``every`` prompts written and judged.
     """
     if setting not in ("support", "oppose"):
         raise ValueError(f"setting must be 'support' or 'oppose', got {setting!r}")
@@ -97,7 +101,9 @@ def build_synthetic_pairs(
 
     written: list[tuple[str, str, str, str]] = []  # (question, topic, support answer, oppose answer)
     first_error: Exception | None = None
-    for item in prompts:
+    for n, item in enumerate(prompts, 1):
+        if progress and n > 1 and (n - 1) % every == 0:
+            progress(f"synthetic-{setting}: answers written for {n - 1}/{len(prompts)} prompts")
         q, topic = item.get("prompt"), item.get("topic")
         if not isinstance(q, str) or not q.strip() or not isinstance(topic, str) or not topic:
             res.skipped["missing_field:" + ("prompt" if not isinstance(q, str) or not q.strip() else "topic")] += 1
@@ -118,7 +124,11 @@ def build_synthetic_pairs(
                                  f"first error: {type(first_error).__name__}: {str(first_error)[:200]}")
 
     items = [JudgeItem(question=q, answer=a, topic=t) for q, t, s, o in written for a in (s, o)]
-    judgments = list(judge.judge(items)) if items else []
+    judgments: list = []
+    for start in range(0, len(items), 2 * every):  # in chunks, so that progress can say how far it is
+        judgments += judge.judge(items[start:start + 2 * every])
+        if progress:
+            progress(f"synthetic-{setting}: judged {len(judgments) // 2}/{len(written)} written pairs")
     if len(judgments) != len(items):
         raise RuntimeError(f"judge returned {len(judgments)} judgments for {len(items)} items")
 
@@ -334,6 +344,18 @@ def synthetic_prompts(cfg: Config) -> list[dict]:
     return kept
 
 
+def progress_printer(min_interval_s: float = 10.0) -> Callable[[str], None]:
+    """print() a progress line, at most one per `min_interval_s` seconds: a fast build prints nothing."""
+    last = [time.monotonic()]
+
+    def show(message: str) -> None:
+        if time.monotonic() - last[0] >= min_interval_s:
+            last[0] = time.monotonic()
+            print(message, flush=True)
+
+    return show
+
+
 def build_from_config(cfg: Config, setting: str, judge=None) -> tuple[LoadResult, list[dict]]:
     """The synthetic pairs of `cfg` whose chosen answer takes `setting` (support | oppose), with what was
     left out (LoadResult), and every kept pair's judged stance probabilities.
@@ -344,7 +366,8 @@ def build_from_config(cfg: Config, setting: str, judge=None) -> tuple[LoadResult
     writer = registry.resolve(registry.ANSWER_WRITERS[cfg.data.synthetic.generator])(cfg)
     res, judged = build_synthetic_pairs(synthetic_prompts(cfg), writer,
                                         judge or make_judge(cfg.judge, tiny_world=world.uses_world(cfg)),
-                                        setting=setting, min_confidence=cfg.data.synthetic.min_confidence)
+                                        setting=setting, min_confidence=cfg.data.synthetic.min_confidence,
+                                        progress=progress_printer())
     log.info(res.summary())
     return res, judged
 

@@ -16,6 +16,9 @@ import pandas as pd
 from vd.core.stances import STANCES, TOPICS
 from vd.data.probes import load_probes
 from vd.judge import JudgeItem, JudgeUnavailable, argmax_label, make_judge
+from vd.study import schedule
+from vd.study.resolved import eta_where_resolved, resolved  # noqa: F401
+from vd.study.schedule import ABLATIONS, ablation_values  # noqa: F401  (notebook 05's knobs)
 from vd.world import uses_world
 
 M_SCALE = 0.5  # every M heatmap on the same colour scale (±0.5), so small and large drifts compare
@@ -82,8 +85,10 @@ PER_STANCE = {"M": "M_{}", "M_ci_low": "M_{}_ci_low", "M_ci_high": "M_{}_ci_high
 
 def drift_tables(run, reading: str = "extremum95") -> tuple[pd.DataFrame, pd.DataFrame]:
     """M (95% CI), eta and the topic's resolution (smallest resolvable |M|, docs/method.md §6) per topic x stance:
-    numeric (CSV: topic, resolution, PER_STANCE columns) and formatted (LaTeX: ±r, M [95% CI], eta or --/n.s.)."""
+    numeric (CSV: topic, resolution, PER_STANCE columns) and formatted (LaTeX: ±r, M [95% CI], eta or --/n.s.).
+    eta only where the drift is resolved (eta_where_resolved)."""
     d = run.drift_with_ci(reading)
+    d = d.assign(eta=eta_where_resolved(d["eta"], d["M"], d["M_ci_low"], d["M_ci_high"]))
     wide = d.pivot(index="topic", columns="stance", values=list(PER_STANCE))
     order = [t for t in [*TOPICS, "overall"] if t in wide.index]
     num = pd.DataFrame({"topic": order, "resolution": d.groupby("topic")["resolution"].max().loc[order].to_numpy()})
@@ -127,29 +132,20 @@ def start_end(run, start_name: str, end_name: str) -> dict[str, pd.DataFrame]:
 
 
 # ============================================================================ 05: ablations
-# Ours: three values per knob, as multiples of the size's configured value (so the sweep scales
-# with whatever each size uses): PPO's KL coefficient, DPO's beta, SimPO's gamma (TRL's simpo_gamma).
-ABLATIONS = {"ppo": ("ppo.kl_coef", (0.2, 1.0, 5.0)), "dpo": ("dpo.beta", (0.5, 1.0, 5.0)),
-             "simpo": ("simpo.gamma", (0.0, 1.0, 2.0))}
-
-
-def ablation_values(cfg) -> dict[str, tuple[str, list[float]]]:
-    return {algo: (key, [round(cfg.get(key) * f, 6) for f in factors]) for algo, (key, factors) in ABLATIONS.items()}
-
-
 def ablations(study, data: str = "synthetic-support") -> pd.DataFrame:
-    """Train (or reuse) and score each ablation run: overall M (95% CI), eta, resolution (docs/method.md §6)."""
+    """Train (or reuse) and score each ablation run: overall M (95% CI), eta (where resolved), resolution
+    (docs/method.md §6)."""
     chosen = data.split("-", 1)[1] if data.startswith("synthetic-") else "support"
     rows = []
-    for algo, (key, values) in ablation_values(study.cfg).items():
-        default = study.cfg.get(key)
-        for v in values:
-            run = study.preference(algo, data, overrides={key: v})
-            d = run.drift_with_ci()
-            d = d[d["topic"] == "overall"].set_index("stance")
-            rows.append({"algo": algo, "param": key.split(".")[-1], "value": v, "default": v == default,
-                         "run": run.name, "chosen": chosen, "resolution": float(d["resolution"].max()),
-                         **{name.format(s): d.at[s, col] for col, name in PER_STANCE.items() for s in STANCES}})
+    for planned in schedule.ablation_runs(study.cfg, data):
+        ((key, v),) = planned.overrides
+        run = schedule.run(study, planned)
+        d = run.drift_with_ci()
+        d = d[d["topic"] == "overall"].set_index("stance")
+        d["eta"] = eta_where_resolved(d["eta"], d["M"], d["M_ci_low"], d["M_ci_high"])
+        rows.append({"algo": planned.stage, "param": key.split(".")[-1], "value": v, "default": v == study.cfg.get(key),
+                     "run": run.name, "chosen": chosen, "resolution": float(d["resolution"].max()),
+                     **{name.format(s): d.at[s, col] for col, name in PER_STANCE.items() for s in STANCES}})
     return pd.DataFrame(rows)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vd.core import registry
-from vd.core.config import Config, ConfigError
+from vd.core.config import Config
 from vd.core.stances import TOPICS
 from vd.score.capabilities import (  # noqa: F401
     DROP_SE,
@@ -25,36 +25,22 @@ from vd.score.capabilities import (  # noqa: F401
     task_label,
 )
 from vd.study import figures  # noqa: F401  (the project's figure style and headless backend)
+from vd.study import schedule
+from vd.study.params import parse_algos  # noqa: F401  (notebook 07's `algos`)
 from vd.world import capability as tiny_capability
 
 # ----------------------------------------------------------------------------- the study
 ALGOS = registry.ALGORITHMS
 
 
-def parse_algos(algos: str) -> tuple[str, ...]:
-    """The notebooks' `algos` parameter: "all" or a comma-separated subset of ppo, dpo, simpo."""
-    if algos.strip() == "all":
-        return ALGOS
-    chosen = tuple(a.strip() for a in algos.split(",") if a.strip())
-    bad = [a for a in chosen if a not in ALGOS]
-    if bad or not chosen:
-        raise ConfigError(f"parameter algos: expected 'all' or a comma-separated subset of {', '.join(ALGOS)}, "
-                          f"got {algos!r}")
-    return chosen
-
-
 def study_runs(study, sft_data: str | None = None, algos: str = "all") -> dict:
-    """Every run of the study (trained and scored only if missing): both SFT runs, then per algorithm its
-    standard-data and synthetic runs from the SFT model `sft_data`. {run name: RunResult}."""
+    """Every run of the study (trained and scored only if missing): the SFT runs the params name, then per
+    algorithm its standard-data and synthetic runs from the SFT model `sft_data` (vd.study.schedule's
+    capability_runs). {run name: RunResult}."""
     runs = {}
-    for d in registry.SFT_DATA:
-        if d in study.cfg.data.sft:
-            r = study.sft(d)
-            runs[r.name] = r
-    for algo in parse_algos(algos):
-        for data in (*study.cfg.data.preference, *registry.SYNTHETIC_DATA):
-            r = study.preference(algo, data, sft_data)
-            runs[r.name] = r
+    for planned in schedule.capability_runs(study.cfg, sft_data, parse_algos(algos)):
+        r = schedule.run(study, planned)
+        runs[r.name] = r
     return runs
 
 

@@ -19,6 +19,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.container import BarContainer  # noqa: E402
 
 from vd.core.stances import STANCES, TOPICS  # noqa: E402
+from vd.study.resolved import eta_where_resolved  # noqa: E402
 
 STANCE_COLORS = {"support": "#1b9e77", "neutral": "#7570b3", "oppose": "#d95f02"}
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
@@ -84,7 +85,8 @@ def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95", 
 
     Each topic's label carries its resolution (±r, the smallest |M| the probe budget resolves there,
     docs/method.md §6), and an M whose 95% CI covers 0 is shown in parentheses. η is blank where it is
-    undefined (M = 0, no data) or, under ci95, not significant.
+    undefined (M = 0, no data), where M's CI covers 0 (no resolved drift: η would time noise) or, under
+    ci95, not significant.
     bound: the colour scale of M is ±bound (default: the largest |M|); a fixed bound keeps heatmaps of
     different stages comparable (a small M must not look as strong as a large one)."""
     part = drift[drift["eta_reading"] == reading]
@@ -97,13 +99,14 @@ def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95", 
         lo, hi = (part.pivot(index="topic", columns="stance", values=c).loc[order, list(STANCES)]
                   for c in ("M_ci_low", "M_ci_high"))
         annot = annot.where(~((lo <= 0) & (hi >= 0)), "(" + annot + ")")
+        eta = pd.DataFrame(eta_where_resolved(eta, m, lo, hi), index=eta.index, columns=eta.columns)
     res = _resolution(part)
     labels = [topic_label(t).split(" (")[0] + (f" ±{res[t]:.2f}" if t in res else "") for t in order]
     bound = bound or max(0.05, float(m.abs().max().max()))
     sns.heatmap(m, ax=ax_m, annot=annot.to_numpy(), fmt="", cmap="RdBu_r", vmin=-bound, vmax=bound,
                 yticklabels=labels, cbar_kws={"label": "M (end − start)"})
     sns.heatmap(eta, ax=ax_eta, annot=True, fmt=".2f", cmap="viridis_r", vmin=0, vmax=1, yticklabels=False,
-                cbar_kws={"label": f"η ({reading}); blank = undefined or n.s."})
+                cbar_kws={"label": f"η ({reading}); blank: no resolved drift"})
     ax_eta.grid(False)  # no grid line through the blank (undefined) cells
     ax_m.set_title("drift magnitude M\n(±r: smallest resolvable |M|; (M): CI covers 0)", fontsize=9)
     ax_eta.set_title("drift time η (fraction of steps)", fontsize=9)
@@ -199,30 +202,51 @@ def gap_figure(gaps: pd.DataFrame, title: str):
 
 
 def prior_split_figure(split: pd.DataFrame, title: str):
-    """M of the chosen stance against its prior after SFT, one point per topic and setting."""
+    """M of the chosen stance against its prior after SFT, one point per topic and setting; the prior is
+    high, low or tied (within the SFT run's resolution: vd.study.value_gaps.prior_split)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     markers = {"support": "^", "oppose": "v"}
-    colors = {"high": "#d62728", "low": "#1f77b4"}
+    colors = {"high": "#d62728", "low": "#1f77b4", "tied": "#7f7f7f"}
     rng = np.random.default_rng(0)  # a little horizontal jitter: the tiny world's values coincide often
     for (setting, prior), part in split[split["topic"] != "overall"].groupby(["setting", "prior"]):
         x = part["prior_chosen"] + rng.uniform(-0.012, 0.012, len(part))
-        ax.scatter(x, part["M_chosen"], marker=markers[setting], color=colors[prior], s=40, alpha=0.6,
+        ax.scatter(x, part["M_chosen"], marker=markers[setting], color=colors.get(prior, "black"), s=40, alpha=0.6,
                    label=f"chosen = {setting}, {prior} prior (one point per topic)")
-    for _, r in split[split["topic"] == "overall"].iterrows():
+    overall = split[split["topic"] == "overall"]
+    for _, r in overall.iterrows():
         ax.scatter(r["prior_chosen"], r["M_chosen"], marker=markers[r["setting"]], s=160, facecolor="none",
                    edgecolor="black", linewidth=1.5)
-        ax.annotate(f"overall ({r['setting']})", (r["prior_chosen"], r["M_chosen"]), textcoords="offset points",
-                    xytext=(8, -3), fontsize=8)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("prior of the chosen stance: its p at the end of SFT (high = above the other stance's)")
     ax.set_ylabel("M of the chosen stance (end − start)")
     low, high = ax.get_ylim()
     ax.set_ylim(min(low, -0.1), max(high, 0.3))
-    ax.legend(fontsize=7, frameon=False, loc="upper center")
+    annotate_points(ax, [(r["prior_chosen"], r["M_chosen"], f"overall ({r['setting']}, {r['prior']} prior)")
+                         for _, r in overall.iterrows()])
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False, loc="upper center")
     ax.set_title(title, loc="left", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def annotate_points(ax, points: list[tuple[float, float, str]], near: float = 0.04) -> list:
+    """Label points (x, y, text) beside them; points closer than `near` (a fraction of the axes' spans,
+    after the limits are set) share one label, their texts joined, so that coincident points never print
+    their labels over each other. Returns the annotations."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    groups: list[list[tuple[float, float, str]]] = []
+    for x, y, text in points:
+        for group in groups:
+            gx, gy, _ = group[0]
+            if abs(x - gx) <= near * (x1 - x0) and abs(y - gy) <= near * (y1 - y0):
+                group.append((x, y, text))
+                break
+        else:
+            groups.append([(x, y, text)])
+    return [ax.annotate("\n".join(t for _, _, t in group), (group[0][0], group[0][1]), textcoords="offset points",
+                        xytext=(8, -3), fontsize=8, va="top") for group in groups]
 
 
 def distribution_figure(dist: pd.DataFrame, title: str):

@@ -26,7 +26,6 @@ import math
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,9 @@ from vd.score import metrics as vdrift
 from vd.score.outputs import read_scores
 from vd.score.scoring import score_run
 from vd.study import figures as plots
+from vd.study import timelog
+from vd.study.params import show_errors_as_one_line
+from vd.study.quiet import quiet_notebook
 from vd.study.preflight import preflight
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.world import label as world_label
@@ -64,19 +66,18 @@ SMOKE_OVERRIDES = {
     "probes.prompts_per_topic": 2, "probes.samples_per_prompt": 2, "probes.max_new_tokens": 20,
 }
 N_BOOT = 1000
-# tqdm.auto in a kernel without ipywidgets warns once per process; the notebooks' progress is printed lines.
-warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 # ----------------------------------------------------------------------------- environment
 def repo_root(start: str | Path | None = None) -> Path:
     """The nearest folder at or above `start` (default: cwd) holding this project's pyproject.toml."""
     here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and 'name = "value-drifts"' in pyproject.read_text(errors="ignore"):
-            return folder
-    return here
+    return next((folder for folder in (here, *here.parents) if is_checkout(folder)), here)
+
+
+def is_checkout(folder: Path) -> bool:
+    pyproject = Path(folder) / "pyproject.toml"
+    return pyproject.is_file() and 'name = "value-drifts"' in pyproject.read_text(errors="ignore")
 
 
 def parse_overrides(text: str | dict | None) -> dict:
@@ -283,16 +284,30 @@ class Study:
     def _log_times(self, run_name: str, stage: str, train_s: float, score_s: float) -> None:
         """One line per run and notebook in `runs/<size>/stage_times.jsonl`: what `vd reproduce` breaks
         its wall time down by (a log: appended, never rewritten)."""
-        path = self.runs_dir / self.cfg.size / "stage_times.jsonl"
-        line = json.dumps({"time": round(time.time(), 1), "notebook": self.notebook, "run": run_name,
-                           "stage": stage, "train_s": round(train_s, 2), "score_s": round(score_s, 2)})
-        with open(path, "a") as f:
-            f.write(line + "\n")
+        timelog.append(self.runs_dir / self.cfg.size / "stage_times.jsonl",
+                       {"time": round(time.time(), 1), "notebook": self.notebook, "run": run_name,
+                        "stage": stage, "train_s": round(train_s, 2), "score_s": round(score_s, 2)})
+
+    def run_name(self, stage: str, data: str, sft_data: str | None = None, overrides: dict | None = None
+                 ) -> tuple[Config, str]:
+        """(config, run folder name) of a run as sft() and preference() train it, without training it; an
+        SFT run on data None (and a preference stage from sft_data None): the study's SFT data."""
+        if stage == "sft":
+            data = data or self.params.get("sft_data") or DEFAULT_SFT
+            return self.cfg, f"sft-{data}{self.variant('sft', data)}"
+        _, sft_name = self.run_name("sft", sft_data)
+        cfg, suffix = self.cfg, ""
+        changed = {k: v for k, v in (overrides or {}).items() if self.cfg.get(k) != v}
+        if changed:
+            cfg = load_config(self.size, {**self.overrides, **changed})
+            suffix = "".join(f"-{k.split('.')[-1]}{v:g}" if isinstance(v, (int, float)) else f"-{k}{v}"
+                             for k, v in sorted(changed.items()))
+        return cfg, f"{stage}-{data}-from-{sft_name}{self.variant(stage, data)}{suffix}"
 
     def sft(self, sft_data: str | None = None) -> RunResult:
         """The SFT run on `sft_data` (wildchat | alpaca), trained if missing, scored."""
         sft_data = sft_data or self.params.get("sft_data") or DEFAULT_SFT
-        return self._train_and_score(self.cfg, "sft", sft_data, None, f"sft-{sft_data}{self.variant('sft', sft_data)}")
+        return self._train_and_score(self.cfg, "sft", sft_data, None, self.run_name("sft", sft_data)[1])
 
     def preference(self, algo: str, pref_data: str, sft_data: str | None = None,
                    overrides: dict | None = None) -> RunResult:
@@ -302,13 +317,7 @@ class Study:
         its own folder, named after them; equal to the config, the main run is reused.
         """
         sft = self.sft(sft_data)
-        cfg, suffix = self.cfg, ""
-        changed = {k: v for k, v in (overrides or {}).items() if self.cfg.get(k) != v}
-        if changed:
-            cfg = load_config(self.size, {**self.overrides, **changed})
-            suffix = "".join(f"-{k.split('.')[-1]}{v:g}" if isinstance(v, (int, float)) else f"-{k}{v}"
-                             for k, v in sorted(changed.items()))
-        name = f"{algo}-{pref_data}-from-{sft.name}{self.variant(algo, pref_data)}{suffix}"
+        cfg, name = self.run_name(algo, pref_data, sft_data, overrides)
         return self._train_and_score(cfg, algo, pref_data, sft.run_dir, name)
 
     def synthetic_pairs(self, setting: str) -> tuple[list[dict], pd.DataFrame]:
@@ -388,18 +397,23 @@ def setup(size: str = "tiny", notebook: str = "", params: dict | None = None, ov
     """The Study of one notebook run (see the module docstring for where things go). `size` names
     params/<size>.yaml or is the path of a params file; its runs and figures are filed under the
     file's own `size:` value."""
+    show_errors_as_one_line()
+    quiet_notebook()
     root = repo_root()
     size, overrides = params_argument(size, root), parse_overrides(overrides)
     study = Study(size, notebook, params or {}, overrides, smoke, root, runs_dir, figures_dir)
-    if world.prepare(study.cfg) is not None:  # the tiny world: built, its model on one thread
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # "Loading weights" bars of a tiny model are noise
-    name = study.cfg.size
-    print(f"size {name}: runs in {study.rel(study.runs_dir / name)}, "
-          f"figures and tables in {study.rel(study.figures_dir)}"
-          f"\n{study.budget_note}", flush=True)
+    world.prepare(study.cfg)  # the tiny world: built, its model on one thread (a real model: nothing)
+    print(setup_line(study), flush=True)
     return study
+
+
+def setup_line(study: Study) -> str:
+    """Where this study's runs, figures and tables go, and what the relative paths printed below are
+    relative to: the repository root (or, outside a checkout, the working folder)."""
+    name, root = study.cfg.size, study.root
+    base = f"the repository root {root}" if is_checkout(root) else f"the working folder {root} (no checkout above it)"
+    return (f"size {name}: runs in {study.rel(study.runs_dir / name)}, figures and tables in "
+            f"{study.rel(study.figures_dir)} (relative paths: from {base})\n{study.budget_note}")
 
 
 __all__ = ["DEFAULT_SFT", "PAPER_BUDGET", "SMOKE_OVERRIDES", "RunResult", "Study", "setup",

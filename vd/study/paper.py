@@ -20,6 +20,8 @@ import pandas as pd
 from vd.core import registry
 from vd.core.stances import STANCES
 from vd.study import capabilities as caps
+from vd.study import schedule
+from vd.study.resolved import resolved
 from vd.study.value_gaps import prior_split
 
 # The paper's numbers (from secondary sources; docs/method.md, preamble).
@@ -34,7 +36,8 @@ PAPER = {
     "simpo_gamma_ablation_M": (0.34, 0.36),
 }
 NOT_RESOLVED = "not resolved at this budget"
-VERDICTS = ("agrees", "differs", NOT_RESOLVED, "n/a")
+CONTROLS_FAILED = "no verdict: positive controls failed"
+VERDICTS = ("agrees", "differs", NOT_RESOLVED, CONTROLS_FAILED, "n/a")
 CLOSE = 0.10  # ours: a reported number and ours "agree" within this
 
 
@@ -46,14 +49,14 @@ def paper_tables(study, standard_data=None, settings=("support", "oppose")) -> d
     standard dataset; synthetic: per algorithm x setting, the chosen stance's M (with its CI and the
     topic's resolution), eta and its prior group.
     """
-    sft = {d: study.sft(d) for d in registry.SFT_DATA if d in study.cfg.data.sft}
+    sft = {d: study.sft(d) for d in schedule.sft_datasets(study.cfg)}
     rows = []
     for d, run in sft.items():
         rows += _long(run, stage="sft", data=d)
     sft_table = pd.DataFrame(rows)
     rows = []
     for algo in registry.ALGORITHMS:
-        for d in (standard_data or list(study.cfg.data.preference)):
+        for d in (standard_data or schedule.standard_datasets(study.cfg)):
             rows += _long(study.preference(algo, d), stage=algo, data=d)
     pref_table = pd.DataFrame(rows)
     splits = []
@@ -105,14 +108,20 @@ def wide_formatted(long: pd.DataFrame, topics=("immigration", "abortion", "clima
 
 
 def _long(run, stage: str, data: str) -> list[dict]:
+    """One row per topic x stance; eta (both readings) and the early share only where the drift is
+    resolved (analysis.resolved): of a drift its CI cannot tell from none they time noise."""
     d = run.drift.pivot_table(index=["topic", "stance"], columns="eta_reading", values="eta", dropna=False)
     status = run.drift[run.drift["eta_reading"] == "ci95"].set_index(["topic", "stance"])["eta_status"]
-    return [{"stage": stage, "data": data, "topic": r.topic, "stance": r.stance, "M": r.M,
-             "M_ci_low": r.M_ci_low, "M_ci_high": r.M_ci_high, "resolution": r.resolution,
-             "eta": d.at[(r.topic, r.stance), "extremum95"], "eta_ci95": d.at[(r.topic, r.stance), "ci95"],
-             "eta_ci95_status": status.get((r.topic, r.stance), ""),
-             "share_by_10pct": early_share(run.profile, r.topic, r.stance), "run": run.name}
-            for r in run.drift_with_ci().itertuples()]
+    rows = []
+    for r in run.drift_with_ci().itertuples():
+        seen = bool(resolved(r.M, r.M_ci_low, r.M_ci_high))
+        timed = {"eta": d.at[(r.topic, r.stance), "extremum95"], "eta_ci95": d.at[(r.topic, r.stance), "ci95"],
+                 "share_by_10pct": early_share(run.profile, r.topic, r.stance)}
+        rows.append({"stage": stage, "data": data, "topic": r.topic, "stance": r.stance, "M": r.M,
+                     "M_ci_low": r.M_ci_low, "M_ci_high": r.M_ci_high, "resolution": r.resolution,
+                     **{k: v if seen else math.nan for k, v in timed.items()},
+                     "eta_ci95_status": status.get((r.topic, r.stance), ""), "run": run.name})
+    return rows
 
 
 def early_share(profile: pd.DataFrame, topic: str, stance: str, fraction: float = 0.1) -> float:
@@ -129,6 +138,10 @@ def early_share(profile: pd.DataFrame, topic: str, stance: str, fraction: float 
 
 
 # ----------------------------------------------------------------------------- verdicts against CIs
+def _eta(e: float) -> str:
+    return "--" if math.isnan(e) else f"{e:.2f}"
+
+
 def _fmt(m: float, lo: float, hi: float) -> str:
     """M beside its 95% CI: "+0.21 [-0.05, +0.43]"."""
     if math.isnan(m):
@@ -170,8 +183,8 @@ def _val(table, col, **eq) -> float:
 
 
 def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None = None,
-                     ablation: pd.DataFrame | None = None, capabilities: pd.DataFrame | None = None
-                     ) -> pd.DataFrame:
+                     ablation: pd.DataFrame | None = None, capabilities: pd.DataFrame | None = None,
+                     controls: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each of the paper's claims beside its number and ours (M with its 95% CI), with a plain verdict.
 
     Verdicts (ours): "agrees" / "differs" on the claim's direction or ordering; for a reported number,
@@ -183,12 +196,19 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
     straddles the bound; for SimPO's gamma (a spread within 0.10), also where a run's resolution
     exceeds 0.10. A mean over two runs gets the mean of their bounds as its CI (conservative: wider
     than that of two independent estimates). A missing CI (n_boot=0) leaves the point rule.
+    Where a positive control fails (`controls`, vd.study.controls), every claim the stance judge
+    measures gets CONTROLS_FAILED instead of a verdict, and its note says which control failed: an
+    instrument that cannot see a drift its data build in cannot confirm or refute one (ours).
     """
     sft, pref, syn = tables["sft"], tables["preference"], tables["synthetic"]
     out = []
 
-    def add(claim, paper, ours, ok, note="", resolved=True):
+    failed = _failed_controls(controls)
+
+    def add(claim, paper, ours, ok, note="", resolved=True, judged=True):
         verdict = "n/a" if ok is None else ("agrees" if ok else "differs") if resolved else NOT_RESOLVED
+        if failed and judged and verdict != "n/a":
+            verdict, note = CONTROLS_FAILED, f"positive controls failed ({failed}): the instrument cannot see"
         out.append({"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "note": note})
 
     def ci(table, **eq):
@@ -206,14 +226,15 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
             resolved=sign_known)
         eta, eta_ci, share = (_val(part, c, stance=stance) for c in ("eta", "eta_ci95", "share_by_10pct"))
         add(f"SFT drift on {data} is early ({stance}, overall)", "most drift in the first ~10% of steps",
-            f"{share:.0%} of M reached by 10% of the steps; eta {eta:.2f} (extremum95), {eta_ci:.2f} (ci95)",
+            f"{share:.0%} of M reached by 10% of the steps; eta {_eta(eta)} (extremum95), {_eta(eta_ci)} (ci95)"
+            if sign_known else f"no resolved drift to time (M {_fmt(*m[stance])})",
             None if math.isnan(share) else share >= 0.5, "agrees if at least half of M is reached by 10%",
             resolved=sign_known)
     m = ci(sft, data="wildchat", topic="immigration", stance="neutral")
     eta = _val(sft, "eta", data="wildchat", topic="immigration", stance="neutral")
     p = PAPER["sft_wildchat_immigration_neutral"]
     add("WildChat SFT, immigration, neutral: M and eta", f"M {p['M']:.2f}, eta {p['eta']:.2f}",
-        f"M {_fmt(*m)}, eta {eta:.2f}", None if math.isnan(m[0]) else abs(m[0] - p["M"]) <= CLOSE,
+        f"M {_fmt(*m)}, eta {_eta(eta)}", None if math.isnan(m[0]) else abs(m[0] - p["M"]) <= CLOSE,
         "verdict on M: close (within 0.10) or not", resolved=not _unresolved(m[1], m[2], p["M"]))
 
     if not pref.empty:
@@ -229,13 +250,14 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
         etas = overall.eta.dropna()
         elo, ehi = PAPER["standard_eta_range"]
         add("drift time under standard preference data", f"eta between {elo} and {ehi}",
-            f"eta {etas.min():.2f} to {etas.max():.2f}" if len(etas) else "no drift (eta undefined)", None)
+            f"eta {etas.min():.2f} to {etas.max():.2f} (where the drift is resolved)" if len(etas)
+            else "no resolved drift (eta undefined)", None)
         first = overall.data.iloc[0]
         for (algo, topic, stance), (pm, pe) in PAPER["standard_examples"].items():
             m = ci(pref, stage=algo, data=first, topic=topic, stance=stance)
             e = _val(pref, "eta", stage=algo, data=first, topic=topic, stance=stance)
             add(f"{algo.upper() if algo != 'simpo' else 'SimPO'} on standard data ({first}), {topic}, {stance}",
-                f"M {pm:.2f}, eta {pe:.2f}", f"M {_fmt(*m)}, eta {e:.2f}",
+                f"M {pm:.2f}, eta {pe:.2f}", f"M {_fmt(*m)}, eta {_eta(e)}",
                 None if math.isnan(m[0]) else abs(m[0] - pm) <= CLOSE, "close (within 0.10) or not",
                 resolved=not _unresolved(m[1], m[2], pm))
 
@@ -274,14 +296,21 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
             f"support-aligned {_fmt(*sup)}, oppose-aligned {_fmt(*opp)}", bool(small),
             "agrees if both CIs lie within ±0.05", resolved=small is not None)
         high, low = by_prior("dpo", "high"), by_prior("dpo", "low")
+        split = not (math.isnan(high[0]) or math.isnan(low[0]))
+        # priors tied after SFT (vd.study.value_gaps.prior_split): the settings stand in for high and low
+        first, second = (high, low) if split else (chosen("dpo", "support"), chosen("dpo", "oppose"))
+        names = ("high prior", "low prior") if split else ("support-aligned", "oppose-aligned")
         add("synthetic value gap: DPO moves the chosen stance strongly",
             f"high prior {pp[('dpo', 'high')]:.2f}, low prior {pp[('dpo', 'low')]:.2f}",
-            f"high prior {_fmt(*high)}, low prior {_fmt(*low)}", min(high[0], low[0]) >= 0.25,
-            "agrees if both are at least 0.25, half the paper's",
-            resolved=not (_unresolved(*high[1:], pp[("dpo", "high")]) or _unresolved(*low[1:], pp[("dpo", "low")])))
+            f"{names[0]} {_fmt(*first)}, {names[1]} {_fmt(*second)}",
+            None if math.isnan(first[0]) or math.isnan(second[0]) else min(first[0], second[0]) >= 0.25,
+            "agrees if both are at least 0.25, half the paper's", resolved=not (
+                _unresolved(*first[1:], pp[("dpo", "high")]) or _unresolved(*second[1:], pp[("dpo", "low")])))
         add("synthetic value gap: DPO moves a high-prior stance more than a low-prior one",
-            f"{pp[('dpo', 'high')]:.2f} > {pp[('dpo', 'low')]:.2f}", f"{_fmt(*high)} vs {_fmt(*low)}",
-            high[0] > low[0], "resolved where the two CIs do not overlap", resolved=not _overlap(high[1:], low[1:]))
+            f"{pp[('dpo', 'high')]:.2f} > {pp[('dpo', 'low')]:.2f}", f"{_fmt(*high)} vs {_fmt(*low)}"
+            if split else "no high and low prior: support and oppose are tied after SFT (within the resolution)",
+            high[0] > low[0] if split else None, "resolved where the two CIs do not overlap",
+            resolved=not _overlap(high[1:], low[1:]))
         means = {a: mean(a) for a in ("ppo", "simpo", "dpo") if a in ov.index}
         simpo = means.get("simpo", nan3)
         add("synthetic value gap: SimPO moves moderately", f"about {pp[('simpo', 'any')]:.2f}",
@@ -316,18 +345,31 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
                 if worst else "nothing testable")
         add("post-training keeps capabilities (every stage, start vs end)",
             "kept on MMLU, HellaSwag, GPQA-Diamond, PIQA (reported; no numbers found)", ours, v["kept"],
-            f"agrees if no stage's end is below its start by more than {caps.DROP_SE:g} SE of the paired difference")
+            f"agrees if no stage's end is below its start by more than {caps.DROP_SE:g} SE of the paired difference",
+            judged=False)
     return pd.DataFrame(out)
+
+
+def _failed_controls(controls: pd.DataFrame | None) -> str:
+    """"dpo on synthetic-support (M +0.01), ..." for each control that FAILS; "" where none does."""
+    if controls is None or controls.empty:
+        return ""
+    bad = controls[controls["verdict"] == "FAILS"]
+    return ", ".join(f"{r.algo} on synthetic-{r.setting}: M {r.M:+.2f}, needs {r.requirement}" for r in bad.itertuples())
 
 
 def comparison_markdown(comp: pd.DataFrame) -> str:
     """The comparison as a plain-language list (the notebook displays it as Markdown)."""
     marks = {"agrees": "✅ agrees", "differs": "❌ differs", NOT_RESOLVED: "◌ not resolved at this budget",
-             "n/a": "· no verdict"}
+             CONTROLS_FAILED: "⊘ no verdict (positive controls failed)", "n/a": "· no verdict"}
     lines = [f"- **{marks[r.verdict]}** — {r.claim}. Paper: {r.paper}. Ours: {r.ours}."
              + (f" ({r.note})" if r.note else "") for r in comp.itertuples()]
     n = comp.verdict.value_counts()
     n_ok, n_no, n_open = (int(n.get(v, 0)) for v in ("agrees", "differs", NOT_RESOLVED))
+    n_blind = int(n.get(CONTROLS_FAILED, 0))
+    if n_blind:
+        lines.append(f"\n**No verdict on {n_blind} claims: the positive controls failed, so this instrument could "
+                     "not have seen the drifts they are about (see the controls above).**")
     lines.append(f"\n**{n_ok} of {n_ok + n_no + n_open} checked claims agree, {n_no} differ, "
                  f"{n_open} are not resolved at this budget.**")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from vd.data.synthetic import check_writer
 from vd.judge import check_available
 from vd.models.memory import check_gpu_fits
 from vd.train.data import DataError
+from vd.world import capability as tiny_capability
 
 
 def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
@@ -33,3 +34,91 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
     trained = [part for stage in stages for part in (("reward", stage) if stage == "ppo" else (stage,))]
     for stage in dict.fromkeys(trained + (["generate"] if trained else [])):  # every trained run is scored
         check_gpu_fits(cfg, world.model_path(cfg), stage)  # on CPU or without 4-bit: returns at once
+
+
+# ----------------------------------------------------------------------------- capability tasks' data
+def check_capability_data(cfg: Config) -> None:
+    """Before any run trains or model loads (notebooks 06 and 07): every capability task resolves in
+    lm-eval; offline (HF_HUB_OFFLINE=1) each dataset it reads is in the datasets cache, which is all that
+    `datasets` reads offline; online a gated dataset (GPQA) needs a token (HF_TOKEN or `hf auth login`)
+    of an account that accepted its terms. The tiny world's task is built locally: nothing to check."""
+    from huggingface_hub import constants, get_token
+
+    from vd.score import capabilities as caps
+
+    tasks = [t for t in cfg.capabilities.tasks if t != tiny_capability.TASK]
+    if not tasks:
+        return
+    caps.check_tasks(cfg)
+    offline = constants.is_offline_mode()
+    for task in tasks:
+        needed: dict[str, list] = {}
+        for repo, name in task_datasets(task):
+            needed.setdefault(repo, []).append(name)
+        for repo, names in needed.items():
+            if offline:
+                missing = [n for n in names if not dataset_cached(repo, n)]
+                if missing:
+                    what = (f"{len(missing)} of its {len(names)} configurations (e.g. {missing[0]}) are" if len(names) > 1
+                            else "it is")
+                    raise DataError(f"{cfg.source}: capabilities.tasks.{task}: reads the dataset {repo}, and the hub "
+                                    f"is offline (HF_HUB_OFFLINE=1): {what} not in the datasets cache "
+                                    f"({_datasets_cache()}); run the task once online, or remove {task} from "
+                                    "capabilities.tasks in the params file")
+            elif repo in caps.GATED:
+                if not get_token():
+                    raise DataError(f"{cfg.source}: {caps.gated_message(task, repo)} (no token found)")
+                try:
+                    caps.check_access(task)
+                except caps.DatasetAccessError as e:
+                    raise DataError(f"{cfg.source}: {e}") from None
+
+
+def task_datasets(task: str) -> list[tuple[str, str | None]]:
+    """(hub dataset, configuration) of every task `task` runs (a group's or tag's members, recursively),
+    from lm-eval's task index: nothing is loaded."""
+    from lm_eval.tasks._index import Kind
+
+    from vd.score.capabilities import registry as lm_eval_tasks
+
+    index, out, seen = lm_eval_tasks().task_index, [], set()
+
+    def walk(item) -> None:
+        if isinstance(item, dict):  # an inline task config inside a group
+            if item.get("dataset_path"):
+                out.append((item["dataset_path"], item.get("dataset_name")))
+            elif isinstance(item.get("task"), str):
+                walk(item["task"])
+            return
+        if item in seen or item not in index:
+            return
+        seen.add(item)
+        entry = index[item]
+        if entry.kind is Kind.TAG:
+            for member in sorted(entry.tags):
+                walk(member)
+        elif entry.kind is Kind.GROUP:
+            for member in (entry.cfg or {}).get("task") or []:
+                walk(member)
+        elif (entry.cfg or {}).get("dataset_path"):
+            out.append((entry.cfg["dataset_path"], entry.cfg.get("dataset_name")))
+
+    walk(task)
+    return list(dict.fromkeys(out))
+
+
+def _datasets_cache() -> Path:
+    import datasets
+
+    return Path(datasets.config.HF_DATASETS_CACHE)
+
+
+def dataset_cached(repo: str, name: str | None) -> bool:
+    """Whether `datasets` can load `repo` (configuration `name`) offline: its prepared copy in the
+    datasets cache, where datasets.load's CachedDatasetModuleFactory looks for it."""
+    from datasets.naming import camelcase_to_snakecase
+
+    parts = repo.split("/")
+    parts[-1] = camelcase_to_snakecase(parts[-1])
+    root = _datasets_cache() / "___".join(parts)
+    return any(p.is_dir() for p in root.glob(f"{name or '*'}/*/*"))

@@ -20,6 +20,7 @@ from vd import world
 from vd.core import registry
 from vd.core.config import ConfigError, load_config
 from vd.core.io import atomic_write_json
+from vd.study import timelog
 from vd.study.notebook import output_dirs, params_argument, parse_overrides, repo_root, resolve_path
 
 # The parameter grid of each notebook, in the order they run (later notebooks reuse earlier runs); the
@@ -36,12 +37,15 @@ GRID: dict[str, list[dict]] = {
 }
 
 
-def grid(only: list[str] | None = None) -> list[tuple[str, dict]]:
-    """(notebook, parameters) pairs to run; `only` selects notebooks by name or number prefix (e.g. "03")."""
+def grid(only: list[str] | None = None, cfg=None) -> list[tuple[str, dict]]:
+    """(notebook, parameters) pairs to run; `only` selects notebooks by name or number prefix (e.g. "03");
+    with `cfg`, only executions on datasets its params name (one set to null is not run)."""
     names = [n for n in GRID if not only or any(n == o or n.startswith(o) for o in only)]
     if only and not names:
         raise ConfigError(f"--only {' '.join(only)}: no such notebook; expected names or prefixes of {', '.join(GRID)}")
-    return [(n, p) for n in names for p in GRID[n]]
+    named = {"sft_data": cfg and cfg.data.sft, "pref_data": cfg and cfg.data.preference}
+    return [(n, p) for n in names for p in GRID[n]
+            if cfg is None or all(v in named[k] for k, v in p.items() if k in named)]
 
 
 def output_name(name: str, params: dict) -> str:
@@ -64,7 +68,7 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     runs, figures = output_dirs(root, cfg.size, smoke, runs_dir, figures_dir)
     out_dir = runs / cfg.size / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = grid(only)
+    jobs = grid(only, cfg)
 
     t_start, started_at = time.perf_counter(), time.time()
     world_s = world_mb = 0.0
@@ -132,14 +136,10 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
 
 
 def stage_breakdown(log: Path, since: float) -> dict[str, dict]:
-    """Seconds spent training each stage, and scoring, by the notebooks since `since` (vd.study.notebook's log)."""
-    import json
-
-    if not log.is_file():
-        return {}
+    """Seconds spent training each stage, and scoring, by the notebooks since `since` (vd.study.timelog;
+    a damaged line is skipped with a warning)."""
     out: dict[str, float] = {}
-    for line in log.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in timelog.read(log):
         if entry["time"] < since:
             continue
         label = f"train {entry['stage']}" + (" (+ reward model)" if entry["stage"] == "ppo" else "")

@@ -20,6 +20,7 @@ from vd.models.loading import load_model, load_tokenizer
 from vd.score import metrics as vdrift
 from vd.score.policy_fit import policy_fit
 from vd.score.scoring import default_store
+from vd.study.resolved import eta_where_resolved
 from vd.train.data import DataError, load_dataset
 from vd.world import uses_world
 
@@ -74,25 +75,40 @@ def gap_note(study, gaps: pd.DataFrame) -> str:
 
 
 def prior_split(sft, runs: dict) -> pd.DataFrame:
-    """Per synthetic setting and topic: the chosen stance's prior after SFT, high or low, and its drift.
+    """Per synthetic setting and topic: the chosen stance's prior after SFT, high, low or tied, and its drift.
 
     The prior of a stance is its value in the SFT model's final profile (per topic, and `overall`);
-    it is "high" if it is the larger of support and oppose there, else "low" (ours).
+    it is "high" if it is the larger of support and oppose there, "low" if the smaller, and "tied" where
+    the two differ by no more than the SFT run's resolution there (`prior_resolution`, the smallest |M|
+    its budget resolves, docs/method.md §6): a budget that cannot resolve the difference cannot rank
+    them (ours). eta_chosen is shown only where the chosen stance's drift is resolved.
     `runs`: {"support": RunResult of the support-aligned run, "oppose": ...}.
     """
     end = sft.profile[sft.profile["step"] == sft.profile["step"].max()].set_index(["topic", "stance"])["p"]
+    res = dict(sft.resolution().itertuples(index=False))
     rows = []
     for setting, run in runs.items():
         chosen, other = setting, OPPOSITE[setting]
+        drift = run.drift_with_ci().set_index(["topic", "stance"])
         for topic in [*TOPICS, "overall"]:
             if (topic, chosen) not in end.index:
                 continue
             prior, prior_other = float(end[(topic, chosen)]), float(end[(topic, other)])
+            m = drift.loc[(topic, chosen)]
             rows.append({"setting": setting, "topic": topic, "chosen": chosen, "prior_chosen": prior,
-                         "prior_rejected": prior_other, "prior": "high" if prior > prior_other else "low",
-                         "M_chosen": run.value(chosen, topic), "eta_chosen": run.value(chosen, topic, "eta"),
+                         "prior_rejected": prior_other, "prior_resolution": res.get(topic, float("nan")),
+                         "prior": prior_rank(prior - prior_other, res.get(topic, float("nan"))),
+                         "M_chosen": run.value(chosen, topic),
+                         "eta_chosen": float(eta_where_resolved(m["eta"], m["M"], m["M_ci_low"], m["M_ci_high"])),
                          "M_rejected": run.value(other, topic), "M_neutral": run.value("neutral", topic)})
     return pd.DataFrame(rows)
+
+
+def prior_rank(difference: float, resolution: float) -> str:
+    """"high" / "low" by the sign of prior_chosen − prior_rejected; "tied" within the resolution (or at 0)."""
+    if difference == 0 or abs(difference) <= resolution:
+        return "tied"
+    return "high" if difference > 0 else "low"
 
 
 def prior_summary(split: pd.DataFrame) -> pd.DataFrame:
