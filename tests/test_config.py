@@ -184,3 +184,15 @@ def test_malformed_override_and_parameter_choice():
         load_config("tiny", ["dpo.beta"])
     with pytest.raises(ConfigError, match=r"parameter algo: expected one of sft, dpo, simpo, ppo, got 'rlhf'"):
         check_choice("algo", "rlhf", ("sft", "dpo", "simpo", "ppo"))
+
+
+def test_each_size_loads_to_the_same_values_as_before():
+    """Each size's effective config equals the snapshot in tests/fixtures/effective_params/<size>.json."""
+    import json
+    from pathlib import Path
+
+    for size in SIZES:
+        before = json.loads((Path(__file__).parent / "fixtures" / "effective_params" / f"{size}.json").read_text())
+        now = load_config(size).to_dict()
+        now.pop("source")
+        assert now == before, size
