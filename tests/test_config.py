@@ -1,5 +1,7 @@
 """Every params file loads; each kind of bad input gives an error naming the file, key and expectation."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -184,3 +186,192 @@ def test_malformed_override_and_parameter_choice():
         load_config("tiny", ["dpo.beta"])
     with pytest.raises(ConfigError, match=r"parameter algo: expected one of sft, dpo, simpo, ppo, got 'rlhf'"):
         check_choice("algo", "rlhf", ("sft", "dpo", "simpo", "ppo"))
+
+
+def test_each_size_loads_to_the_same_values_as_before():
+    """Each size's effective config equals the snapshot taken before the real sizes shared _qlora.yaml
+    (tests/fixtures/effective_params/<size>.json), but for two changes made on purpose: model.chat_template's
+    value is named for what it is, and a stage's section holds only its own schema's fields (the snapshot's
+    single StageConfig gave every stage every field; the dropped ones are named here, none is read)."""
+    import json
+    from pathlib import Path
+
+    renamed = {"chatml": "project", "own": "model"}
+    own = {"sft": set(), "dpo": {"beta"}, "simpo": {"beta", "gamma"}, "reward": {"full_finetune"},
+           "ppo": {"kl_coef", "response_length", "num_ppo_epochs", "num_mini_batches", "total_episodes",
+                   "missing_eos_penalty", "rollout_batch_size"}}
+    every_stage_field = set().union(*own.values())
+    for size in SIZES:
+        before = json.loads((Path(__file__).parent / "fixtures" / "effective_params" / f"{size}.json").read_text())
+        now = load_config(size).to_dict()
+        now.pop("source")
+        before["model"]["chat_template"] = renamed[before["model"]["chat_template"]]
+        for stage, extra in own.items():
+            shared = set(before[stage]) - every_stage_field
+            assert set(now[stage]) == shared | extra, (size, stage)
+            before[stage] = {k: v for k, v in before[stage].items() if k in shared | extra}
+        assert now == before, size
+        assert json.dumps(now) == json.dumps(before), size  # the same types and key order too
+
+
+# --- recipes by inheritance (`extends:`, vd.core.extends) --------------------------------------
+
+
+def _chain(tmp_path, **files) -> dict:
+    """Params files in tmp_path: `_base.yaml` is a copy of tiny.yaml (self-contained); the others as given."""
+    (tmp_path / "_base.yaml").write_text(params_path("tiny").read_text())
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    return {name: tmp_path / f"{name}.yaml" for name in ("_base", *files)}
+
+
+def test_a_params_file_extends_a_base_and_sets_only_what_differs(tmp_path):
+    """Mappings merge key by key, lists and scalars replace, null removes an inherited dataset (elsewhere it
+    is a value), a base may extend another, and what is loaded is flat: no `extends` in a stored config."""
+    paths = _chain(tmp_path, _mid="extends: _base.yaml\nlora: {target_modules: [q_proj, v_proj]}\n",
+                   mine="extends: _mid.yaml\nsize: mine\ndpo: {beta: 0.3}\nlora: {target_modules: [o_proj]}\n"
+                        "data: {preference: {ultrafeedback: null}, sft: {alpaca: {max_samples: 7}}}\n"
+                        "probes: {file: null, samples_per_prompt: 1}\n")
+    tiny, cfg = load_config("tiny"), load_config("mine", params_dir=tmp_path)
+    assert cfg.source == str(paths["mine"]) and cfg.size == "mine"
+    assert cfg.dpo.beta == 0.3 and cfg.dpo.max_steps == tiny.dpo.max_steps  # the rest of dpo: inherited
+    assert cfg.lora.target_modules == ["o_proj"]  # a list replaces the inherited one, never extends it
+    assert list(cfg.data.preference) == ["hh-rlhf"]
+    assert cfg.data.sft["alpaca"].max_samples == 7 and cfg.data.sft["alpaca"].id == "tiny"
+    expected = tiny.to_dict()
+    expected.update(size="mine", source=str(paths["mine"]))
+    expected["dpo"]["beta"], expected["lora"]["target_modules"] = 0.3, ["o_proj"]
+    del expected["data"]["preference"]["ultrafeedback"]
+    expected["data"]["sft"]["alpaca"]["max_samples"], expected["probes"]["samples_per_prompt"] = 7, 1
+    assert cfg.to_dict() == expected and "extends" not in cfg.to_dict()
+    assert available_sizes(tmp_path) == ["mine"]  # _base and _mid are bases, not sizes
+    with pytest.raises(ConfigError, match=r"^size: '_base' is a base that params files extend, not a size; "
+                                          r"available sizes: mine$"):
+        load_config("_base", params_dir=tmp_path)
+
+
+def test_the_real_sizes_extend_one_base_and_tiny_stands_alone():
+    assert "_qlora" not in available_sizes()
+    per_size = {"extends", "size", "target_gpu", "model", "sft", "dpo", "simpo", "reward", "ppo", "capabilities"}
+    for size in SIZES[1:]:
+        text = params_path(size).read_text()
+        raw = yaml.safe_load(text)
+        assert raw["extends"] == "_qlora.yaml" and set(raw) <= per_size, size
+        assert len(text.splitlines()) <= 25, size
+    assert "extends" not in yaml.safe_load(params_path("tiny").read_text())
+
+
+def _error(call) -> str:
+    with pytest.raises(ConfigError) as err:
+        call()
+    assert "\n" not in str(err.value)  # one line
+    return str(err.value)
+
+
+def test_a_bad_extends_is_one_line_naming_the_file(tmp_path):
+    paths = _chain(tmp_path, lost="extends: _nope.yaml\n", a="extends: b.yaml\n", b="extends: a.yaml\n",
+                   me="extends: me.yaml\n", num="extends: 3\n",
+                   drop="extends: _base.yaml\ndata: {preference: {shp: null}}\n")
+    assert _error(lambda: load_config(str(paths["lost"]))) == (
+        f"{paths['lost']}: extends: no such file {tmp_path / '_nope.yaml'}")
+    assert _error(lambda: load_config(str(paths["a"]))) == (
+        f"{paths['b']}: extends: a.yaml makes a cycle ({paths['a']} -> {paths['b']} -> {paths['a']})")
+    assert "me.yaml makes a cycle" in _error(lambda: load_config(str(paths["me"])))
+    assert _error(lambda: load_config(str(paths["num"]))) == (
+        f"{paths['num']}: extends: expected the path of a params file (relative to this one), got 3")
+    assert _error(lambda: load_config(str(paths["drop"]))) == (
+        f"{paths['drop']}: data.preference.shp: null removes an inherited entry, but data.preference inherits "
+        "none named 'shp'; it has ultrafeedback, hh-rlhf")
+    assert _error(lambda: load_config("tiny", ["extends=_qlora.yaml"])) == (
+        "override extends=_qlora.yaml: only a params file's own top level names the file it extends")
+
+
+def test_an_error_in_an_inherited_value_names_the_file_it_came_from(tmp_path):
+    paths = _chain(tmp_path, child="extends: _base.yaml\nsize: child\n")
+    paths["_base"].write_text(paths["_base"].read_text().replace("  beta: 0.1\n", "  beta: -1\n"))
+    base, child = paths["_base"], paths["child"]
+    assert _error(lambda: load_config(str(child))) == (
+        f"{base} (inherited by {child}): dpo.beta: expected a number > 0, got -1.0")
+    child.write_text(child.read_text() + "dpo: {beta: -2}\n")  # the child's own value is the child's
+    assert _error(lambda: load_config(str(child))) == f"{child}: dpo.beta: expected a number > 0, got -2.0"
+    assert _error(lambda: load_config(str(child), ["dpo.beta=-3"])) == (
+        "override dpo.beta=-3: expected a number > 0, got -3.0")
+    child.write_text("extends: _base.yaml\nsize: child\ndpo: null\n")  # a section replaced wholesale
+    assert _error(lambda: load_config(str(child))) == f"{child}: dpo: expected a mapping, got NoneType"
+
+
+def test_a_stored_config_is_self_contained(tmp_path):
+    stored = {"extends": "params/_qlora.yaml", **load_config("tiny").to_dict()}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    from vd.core.config import load_stored_config
+
+    assert _error(lambda: load_stored_config(tmp_path / "config.yaml")) == (
+        f"{tmp_path / 'config.yaml'}: extends: a stored run config holds every value itself (as Config.to_dict "
+        "writes it); extends is for params files")
+
+
+# --- per-stage schemas ---------------------------------------------------------------------------
+
+
+def test_a_key_of_another_stage_under_a_stage_is_an_error_naming_it(tmp_path):
+    shared = ("activation_checkpointing, batch_size, epochs, grad_accum, learning_rate, log_every, lr_scheduler, "
+              "max_length, max_steps, optimizer, save_every, warmup_ratio")
+    assert _error(lambda: load_config("tiny", ["sft.kl_coef=0.1"])) == (
+        f"override sft.kl_coef=0.1: unknown key (kl_coef is a ppo setting); expected one of {shared}")
+    path = tmp_path / "x.yaml"
+    path.write_text(params_path("tiny").read_text().replace("  log_every: 1\n", "  log_every: 1\n  kl_coef: 0.1\n", 1))
+    assert _error(lambda: load_config(str(path))) == (
+        f"{path}: sft.kl_coef: unknown key (kl_coef is a ppo setting); expected one of {shared}")
+    assert "sft.beta=1: unknown key (beta is a dpo and simpo setting)" in _error(
+        lambda: load_config("tiny", ["sft.beta=1"]))
+    assert "dpo.gamma=1: unknown key (gamma is a simpo setting)" in _error(lambda: load_config("tiny", ["dpo.gamma=1"]))
+    assert "ppo.full_finetune=true: unknown key (full_finetune is a reward setting)" in _error(
+        lambda: load_config("tiny", ["ppo.full_finetune=true"]))
+    assert _error(lambda: load_config("tiny", ["sft.bta=1"])).startswith(
+        "override sft.bta=1: unknown key; expected one of")
+
+
+def test_each_stage_has_its_own_schema():
+    from dataclasses import fields
+
+    from vd.core import registry
+    from vd.core.config import StageConfig, stage_schema
+
+    own = {name: {f.name for f in fields(stage_schema(name))} - {f.name for f in fields(StageConfig)}
+           for name in registry.STAGES}
+    assert own == {"sft": set(), "dpo": {"beta"}, "simpo": {"beta", "gamma"}, "reward": {"full_finetune"},
+                   "ppo": {"kl_coef", "response_length", "num_ppo_epochs", "num_mini_batches", "total_episodes",
+                           "missing_eos_penalty", "rollout_batch_size"}}
+    cfg = load_config("tiny")
+    assert all(isinstance(cfg.stage(name), stage_schema(name)) for name in registry.STAGES)
+
+
+# --- model.chat_template's values, and stored configs from an older vd ---------------------------
+
+
+def test_the_old_chat_template_names_say_what_they_are_called_now(tmp_path):
+    assert load_config("tiny").model.chat_template == "project"
+    assert load_config("tiny", ["model.chat_template=model"]).model.chat_template == "model"
+    assert _error(lambda: load_config("tiny", ["model.chat_template=own"])) == (
+        "override model.chat_template=own: 'own' is called 'model' now; expected one of 'project', 'model'")
+    path = tmp_path / "old.yaml"
+    path.write_text(params_path("tiny").read_text().replace("chat_template: project", "chat_template: chatml"))
+    assert _error(lambda: load_config(str(path))) == (
+        f"{path}: model.chat_template: 'chatml' is called 'project' now; expected one of 'project', 'model'")
+
+
+OLD_STORED = Path(__file__).parent / "fixtures" / "stored_configs" / "tiny-db5d9a2.yaml"  # as vd wrote it at db5d9a2
+
+
+def test_a_stored_config_from_an_older_vd_loads_as_it_was_trained():
+    """Keys added since hold the values such a run was trained with (not today's defaults); old names are
+    read as the new ones; the single StageConfig's other-stage fields are dropped from each stage."""
+    from vd.core.config import load_stored_config
+
+    text = OLD_STORED.read_text()
+    assert "train_chat_tokens" not in text and "rollout_batch_size" not in text and "chat_template: chatml" in text
+    cfg = load_stored_config(OLD_STORED)
+    assert cfg.lora.train_chat_tokens is False  # that vd trained no chat-token rows (today's default: true)
+    assert cfg.ppo.rollout_batch_size == 64 and cfg.data.synthetic.base_url is None
+    assert cfg.model.chat_template == "project" and not hasattr(cfg.sft, "kl_coef")
+    assert cfg.judge.chat_template_kwargs is None  # scoring only: today's default

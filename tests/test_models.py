@@ -59,8 +59,8 @@ def test_spare_pad_token_is_preferred_over_eos(tmp_path, tiny_cfg):
 
 
 def test_own_template_required_when_asked_for(tmp_path):
-    cfg = load_config("tiny", ["model.chat_template=own"])
-    with pytest.raises(ValueError, match="model.chat_template: 'own' but tiny has no chat template"):
+    cfg = load_config("tiny", ["model.chat_template=model"])
+    with pytest.raises(ValueError, match="model.chat_template: 'model' but tiny has no chat template; use 'project'"):
         load_tokenizer(cfg, _plain_tokenizer(tmp_path))
 
 

@@ -1,7 +1,7 @@
 """The chat format every checkpoint is prompted and trained with, and the tokens that frame it.
 
 Every checkpoint of a run, the bare base model included, sees the same template. Base checkpoints ship
-no chat template (or one they were never trained on), so with `model.chat_template: chatml` (the
+no chat template (or one they were never trained on), so with `model.chat_template: project` (the
 default) the tokenizer gets this project's template, in the format its own tokens allow (ours):
 
 - ChatML, `<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n…<|im_end|>`, where `<|im_start|>`

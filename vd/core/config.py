@@ -12,10 +12,14 @@ a named mapping (`data.sft`, `data.preference`) to null removes it, e.g. `data.p
 override set and that fails validation is blamed on the override, not on the file:
 
     ConfigError: override dpo.beta=abc: expected a number, got 'abc'
+
+A params file may extend another (`extends: _qlora.yaml`, vd.core.extends); files named `_*.yaml` are
+such bases, not sizes. A run's stored config (`config.yaml`, Config.to_dict) is self-contained.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -26,11 +30,12 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from vd.core import extends
 from vd.core import overrides as override
 from vd.core import registry
 from vd.core.errors import ConfigError  # noqa: F401  (vd.core.config.ConfigError, as everyone imports it)
 from vd.core.schema import *  # noqa: F401,F403  (the sections: vd.core.config.Config, StageConfig, ...)
-from vd.core.schema import Config, DataConfig, StageConfig  # noqa: F401
+from vd.core.schema import Config, DataConfig, StageConfig, stage_schema  # noqa: F401
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 
@@ -39,7 +44,8 @@ PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 
 
 def available_sizes(params_dir: Path | None = None) -> list[str]:
-    return sorted(p.stem for p in Path(params_dir or PARAMS_DIR).glob("*.yaml"))
+    """The sizes of a params folder: its `*.yaml` files but the bases others extend (`_*.yaml`)."""
+    return sorted(p.stem for p in Path(params_dir or PARAMS_DIR).glob("*.yaml") if not p.name.startswith("_"))
 
 
 def params_path(size: str, params_dir: Path | None = None) -> Path:
@@ -53,10 +59,13 @@ def load_config(size: str = "tiny", overrides: dict[str, Any] | list[str] | None
                 params_dir: Path | None = None) -> Config:
     """Load `params/<size>.yaml`, apply `overrides` (dotted keys), validate, return a `Config`."""
     path = params_path(size, params_dir)
-    if not path.is_file():
-        sizes = ", ".join(available_sizes(params_dir)) or "(none found)"
-        raise ConfigError(f"size: no params file {path} for size {size!r}; available sizes: {sizes}")
-    return _validate(_read_yaml(path), path, overrides)
+    base = size.startswith("_") and path.name == f"{size}.yaml"  # a size's name, not a path
+    if base or not path.is_file():
+        what = f"{size!r} is a base that params files extend, not a size" if base else \
+            f"no params file {path} for size {size!r}"
+        raise ConfigError(f"size: {what}; available sizes: {', '.join(available_sizes(params_dir)) or '(none found)'}")
+    raw, origins = extends.read_chain(path, _read_yaml, _named_mappings())
+    return _validate(raw, path, overrides, origins)
 
 
 def load_stored_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> Config:
@@ -66,8 +75,59 @@ def load_stored_config(path: str | Path, overrides: dict[str, Any] | list[str] |
         raise ConfigError(f"{path}: no such file; a run folder made by `vd train` keeps the config it was trained "
                           "under here (vd score: pass --size to score under a params file instead)")
     raw = _read_yaml(path)
+    if extends.KEY in raw:
+        raise ConfigError(f"{path}: {extends.KEY}: a stored run config holds every value itself (as Config.to_dict "
+                          "writes it); extends is for params files")
     raw.pop("source", None)  # the file the run's config was first loaded from; now it is this one
-    return _validate(raw, path, overrides)
+    return _validate(_as_stored(raw), path, overrides)
+
+
+def stored_params(path: str | Path) -> dict:
+    """A run's stored config laid out as Config.to_dict lays it out, as load_stored_config reads it; one that no
+    longer validates (a check added since) as stored, with the same legacy values and names filled in."""
+    try:
+        return load_stored_config(path).to_dict()
+    except ConfigError:
+        raw = _read_yaml(Path(path))
+        raw.pop("source", None)
+        return _as_stored(raw)
+
+
+def _as_stored(raw: dict) -> dict:
+    """A stored config as this vd reads it: a key an older vd did not write takes its legacy value, an old
+    name of a value its new one, and a stage section drops the other stages' fields (an older vd wrote
+    every stage's under each)."""
+    _upgrade(Config, raw)
+    foreign = {f.name for name in registry.STAGES for f in dataclasses.fields(stage_schema(name))}
+    for name in registry.STAGES:
+        section, schema = raw.get(name), stage_schema(name)
+        if isinstance(section, dict):
+            for key in foreign - {f.name for f in dataclasses.fields(schema)}:
+                section.pop(key, None)
+            _upgrade(schema, section)
+    return raw
+
+
+def _upgrade(cls, raw: dict) -> None:
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            if "legacy" in f.metadata:
+                raw[f.name] = copy.deepcopy(f.metadata["legacy"])
+            continue
+        value, hint = raw[f.name], hints[f.name]
+        renamed = f.metadata.get("renamed", {})
+        if isinstance(value, str) and value in renamed:
+            raw[f.name] = renamed[value]
+        if not isinstance(value, dict):
+            continue
+        if get_origin(hint) is dict:  # a mapping of sections (data.sft), or of plain values
+            entries = [(get_args(hint)[1], entry) for entry in value.values()]
+        else:  # a section, or an optional one
+            entries = [(arg, value) for arg in (hint, *get_args(hint))]
+        for section, entry in entries:
+            if dataclasses.is_dataclass(section) and isinstance(entry, dict):
+                _upgrade(section, entry)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -85,15 +145,20 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def _validate(raw: dict, path: Path, overrides) -> Config:
-    """The Config of a params mapping with `overrides` applied; an invalid value an override set is blamed on it."""
-    hints = get_type_hints(DataConfig)
-    named = {f"data.{name}" for name, hint in hints.items() if get_origin(hint) is dict}  # data.sft, data.preference
-    applied = override.apply(raw, override.parse(overrides), named)
+def _named_mappings() -> set[str]:
+    """The mappings whose entries a null removes (in an override or a file that extends another)."""
+    return {f"data.{name}" for name, hint in get_type_hints(DataConfig).items() if get_origin(hint) is dict}
+
+
+def _validate(raw: dict, path: Path, overrides, origins: dict[str, str] | None = None) -> Config:
+    """The Config of a params mapping with `overrides` applied; an invalid value an override set is blamed on it,
+    one a file it extends set (`origins`, vd.core.extends) on that file."""
+    applied = override.apply(raw, override.parse(overrides), _named_mappings())
     try:
         return _build_config(raw, str(path))
     except ConfigError as e:
-        raise override.blame(e, str(path), applied) from None
+        blamed = override.blame(e, str(path), applied)
+        raise (extends.blame(e, str(path), origins or {}) if blamed is e else blamed) from None
 
 
 def _build_config(raw: dict, path: str) -> Config:
@@ -101,11 +166,14 @@ def _build_config(raw: dict, path: str) -> Config:
     for name in ("stages", "source"):  # set here, never read from a file
         if name in raw:
             raise ConfigError(f"{path}: {name}: unknown key; expected one of {', '.join(_top_level_keys())}")
+    if extends.KEY in raw:  # read_chain took the file's own: this one an override set
+        raise ConfigError(f"{path}: {extends.KEY}: only a params file's own top level names the file it extends")
     cfg = _build(Config, raw, path, "")
     for name in registry.STAGES:
         if name not in sections:
             raise ConfigError(f"{path}: {name}: missing required key (the {registry.STAGES[name].title} stage's section)")
-        cfg.stages[name] = _build(StageConfig, sections[name], path, name)
+        _check_stage_keys(name, sections[name], path)
+        cfg.stages[name] = _build(stage_schema(name), sections[name], path, name)
     cfg.source = path
     _check_cross_fields(cfg, path)
     for check in registry.CONFIG_CHECKS:
@@ -114,8 +182,21 @@ def _build_config(raw: dict, path: str) -> Config:
 
 
 def _top_level_keys() -> list[str]:
-    """What a params file may hold at the top level: the sections of Config and one per stage."""
-    return sorted({f.name for f in dataclasses.fields(Config)} - {"stages", "source"} | set(registry.STAGES))
+    """What a params file may hold at the top level: the sections of Config, one per stage, and `extends`."""
+    return sorted({f.name for f in dataclasses.fields(Config)} - {"stages", "source"} | set(registry.STAGES)
+                  | {extends.KEY})
+
+
+def _check_stage_keys(stage: str, section, path: str) -> None:
+    """A key under a stage that its schema lacks is an error naming it, and the stages whose setting it is."""
+    if not isinstance(section, dict):
+        return
+    own = sorted(f.name for f in dataclasses.fields(stage_schema(stage)))
+    for key in section:
+        if key not in own:
+            owners = [s for s in registry.STAGES if key in {f.name for f in dataclasses.fields(stage_schema(s))}]
+            whose = f" ({key} is a {' and '.join(owners)} setting)" if owners else ""
+            raise ConfigError(f"{path}: {stage}.{key}: unknown key{whose}; expected one of {', '.join(own)}")
 
 
 def _build(cls, raw: Any, path: str, where: str):
@@ -135,6 +216,10 @@ def _build(cls, raw: Any, path: str, where: str):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{path}: {key}: missing required key")
             continue
+        renamed = f.metadata.get("renamed", {})
+        if isinstance(raw[name], str) and raw[name] in renamed:
+            raise ConfigError(f"{path}: {key}: {raw[name]!r} is called {renamed[raw[name]]!r} now; expected one of "
+                              f"{', '.join(map(repr, get_args(hints[name])))}")
         value = _coerce(hints[name], raw[name], path, key)
         check = f.metadata.get("check")
         if check and value is not None and not check[0](value):

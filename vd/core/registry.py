@@ -2,8 +2,8 @@
 the notebooks and `vd reproduce` read their choices from.
 
 Adding an algorithm (KTO, ORPO, GRPO) is one new file under `vd/train/` plus one entry in `STAGES`
-(and its hyperparameters, a section of the same name in each `params/*.yaml`); adding a judge is one
-file under `vd/judge/` plus one entry in `JUDGES`. Entries name their implementation as
+(and its hyperparameters: a schema in vd/core/schema.py, a section of the same name in the params files);
+adding a judge is one file under `vd/judge/` plus one entry in `JUDGES`. Entries name their implementation as
 "module:attribute" text, imported on use by :func:`resolve`, so that `core`, the bottom layer of the
 package, imports nothing above it.
 """
@@ -25,15 +25,16 @@ class Stage:
     module: str  # a module of vd.train that defines build_trainer (see vd/train/__init__.py)
     kind: str
     title: str  # as figures and tables name it
+    schema: str = "vd.core.schema:StageConfig"  # the dataclass of its params section: the fields it reads
 
 
 # Stage order: SFT first, then the preference algorithms in the paper's order (PPO, DPO, SimPO).
 STAGES: dict[str, Stage] = {
-    "sft": Stage("vd.train.sft", "sft", "SFT"),
-    "ppo": Stage("vd.train.ppo", "preference", "PPO"),
-    "dpo": Stage("vd.train.dpo", "preference", "DPO"),
-    "simpo": Stage("vd.train.simpo", "preference", "SimPO"),
-    "reward": Stage("vd.train.reward", "helper", "reward model"),
+    "sft": Stage("vd.train.sft", "sft", "SFT", "vd.core.schema:StageConfig"),
+    "ppo": Stage("vd.train.ppo", "preference", "PPO", "vd.core.schema:PPOStageConfig"),
+    "dpo": Stage("vd.train.dpo", "preference", "DPO", "vd.core.schema:DPOStageConfig"),
+    "simpo": Stage("vd.train.simpo", "preference", "SimPO", "vd.core.schema:SimPOStageConfig"),
+    "reward": Stage("vd.train.reward", "helper", "reward model", "vd.core.schema:RewardStageConfig"),
 }
 TRAINABLE = tuple(name for name, s in STAGES.items() if s.kind != "helper")  # what `vd train --stage` takes
 ALGORITHMS = tuple(name for name, s in STAGES.items() if s.kind == "preference")  # the notebooks' `algo`

@@ -1,7 +1,11 @@
 """The params schema: one typed dataclass per section of params/<size>.yaml, each field's type and the
 check its value must pass (`metadata["check"]`: a predicate and what is expected), which
-vd.core.config validates every file and override against. Every stage of vd.core.registry.STAGES
-has a section of StageConfig's fields."""
+vd.core.config validates every file and override against. Each stage of vd.core.registry.STAGES has a
+section of the schema its entry names: StageConfig's shared trainer fields plus the stage's own.
+
+A field added after runs were stored that shapes training or data carries `metadata["legacy"]`, the value
+a stored config without it was trained as (others take their default); a value given a new name carries
+`metadata["renamed"]` (old name -> new)."""
 
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ from vd.core.errors import ConfigError
 # types are checked from hints.
 
 
-def _check(pred, expected: str, **kw):
-    return field(metadata={"check": (pred, expected)}, **kw)
+def _check(pred, expected: str, metadata: dict | None = None, **kw):
+    return field(metadata={"check": (pred, expected), **(metadata or {})}, **kw)
 
 
 _positive = (lambda v: v > 0, "a number > 0")
@@ -72,9 +76,10 @@ _url = (lambda v: urlsplit(v).scheme in ("http", "https") and bool(urlsplit(v).h
 class ModelConfig:
     base: str  # hub id or local folder (`tiny`: the tiny world's model, built by vd.world)
     revision: str | None = None
-    # How to prompt a base model that has no chat template of its own: "chatml" gives it the same
-    # ChatML template the SFT data are formatted with, so every checkpoint sees identical prompts.
-    chat_template: Literal["own", "chatml"] = "chatml"
+    # "project": the project's template (vd.core.chat) in the format the tokenizer's own chat tokens allow,
+    # the same at every checkpoint (base checkpoints have none); "model": the tokenizer's own template
+    chat_template: Literal["project", "model"] = field(
+        default="project", metadata={"renamed": {"chatml": "project", "own": "model"}})
 
 
 @dataclass
@@ -93,12 +98,12 @@ class LoraConfig:
     target_modules: str | list[str] = "all-linear"
     # a policy's adapter also trains the embedding (and untied lm_head) rows of the chat format's own tokens
     # (vd.models.loading.chat_token_ids), which base checkpoints never trained and LoRA would freeze
-    train_chat_tokens: bool = True
+    train_chat_tokens: bool = field(default=True, metadata={"legacy": False})
 
 
 @dataclass
 class StageConfig:
-    """Trainer settings of one stage. Fields not used by a stage are ignored by it."""
+    """Trainer settings every stage has (SFT has no others); a stage's own are in its subclass."""
 
     learning_rate: float = _pos(default=1e-5)
     epochs: float = _pos(default=1.0)
@@ -113,20 +118,37 @@ class StageConfig:
     lr_scheduler: str = _check(*_scheduler, default="linear")
     activation_checkpointing: bool = False
     optimizer: str = _check(*_optimizer, default="adamw_torch")
-    beta: float = _pos(default=0.1)  # DPO β, SimPO β
+
+
+@dataclass
+class DPOStageConfig(StageConfig):
+    beta: float = _pos(default=0.1)  # DPO β
+
+
+@dataclass
+class SimPOStageConfig(StageConfig):
+    beta: float = _pos(default=0.1)  # SimPO β
     # SimPO target margin γ in TRL's convention: CPOConfig.simpo_gamma is γ itself (the loss is
     # -logsigmoid(β·Δavg_logp − γ)), not γ/β as in the SimPO paper's tables.
     gamma: float = _check(*_nonneg, default=0.5)
-    kl_coef: float = _check(*_nonneg, default=0.05)  # PPO KL penalty
-    response_length: int = _ge1(default=256)  # PPO rollout length
-    num_ppo_epochs: int = _ge1(default=4)
-    num_mini_batches: int = _ge1(default=1)
-    total_episodes: int = -1  # PPO: > 0 overrides epochs
-    missing_eos_penalty: float = _check(*_nonneg, default=1.0)
+
+
+@dataclass
+class RewardStageConfig(StageConfig):
     # reward model (and PPO's value model, a copy of it): train every weight instead of a LoRA adapter
     full_finetune: bool = False
-    # PPO: rollouts generated and scored together (TRL's local_rollout_forward_batch_size; its default 64)
-    rollout_batch_size: int = _ge1(default=64)
+
+
+@dataclass
+class PPOStageConfig(StageConfig):
+    kl_coef: float = _check(*_nonneg, default=0.05)  # KL penalty
+    response_length: int = _ge1(default=256)  # rollout length
+    num_ppo_epochs: int = _ge1(default=4)
+    num_mini_batches: int = _ge1(default=1)
+    total_episodes: int = -1  # > 0 overrides epochs
+    missing_eos_penalty: float = _check(*_nonneg, default=1.0)
+    # rollouts generated and scored together (TRL's local_rollout_forward_batch_size; its default 64)
+    rollout_batch_size: int = _ge1(default=64, metadata={"legacy": 64})
 
 
 @dataclass
@@ -151,7 +173,7 @@ class SyntheticConfig:
     generator_model: str = "gpt-4o-mini"
     min_confidence: float = _check(*_prob, default=0.5)
     # the server generator `openai` calls; None: judge.base_url, else $OPENAI_BASE_URL, else OpenAI's API
-    base_url: str | None = _check(*_url, default=None)
+    base_url: str | None = _check(*_url, default=None, metadata={"legacy": None})
 
 
 @dataclass
@@ -266,7 +288,8 @@ class Config:
     # the GPU this file's batch sizes and lengths are sized for (vd.models.memory.CARDS; `vd plan` shows each)
     target_gpu: Literal["T4", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "H200"] | None = None
     prices: PricesConfig = field(default_factory=PricesConfig)  # API prices `vd plan` costs the judge at
-    # One section per stage of vd.core.registry.STAGES (`sft:`, `dpo:`, ... in the file), read as cfg.dpo.
+    # One section per stage of vd.core.registry.STAGES (`sft:`, `dpo:`, ... in the file), read as cfg.dpo;
+    # each of the schema the stage's entry names (stage_schema).
     stages: dict[str, StageConfig] = field(default_factory=dict)
     source: str = ""  # the file this was loaded from (set by load_config)
 
@@ -298,3 +321,8 @@ class Config:
             if key == "lora":
                 flat.update({name: dataclasses.asdict(st) for name, st in self.stages.items()})
         return flat
+
+
+def stage_schema(stage: str) -> type[StageConfig]:
+    """The dataclass of `stage`'s params section, as its vd.core.registry.STAGES entry names it."""
+    return registry.resolve(registry.STAGES[stage].schema)

@@ -6,7 +6,7 @@ eval-mode forward (bitsandbytes repacks the weights into an inference-only forma
 
 Chat formatting (vd.core.chat): every checkpoint of a run, the bare base model included, is prompted
 with the same template. Base checkpoints ship no chat template (or one they were never trained on), so
-with `model.chat_template: chatml` (the default) the tokenizer gets this project's template, in the
+with `model.chat_template: project` (the default) the tokenizer gets this project's template, in the
 format its tokens allow: ChatML where `<|im_start|>`/`<|im_end|>` are tokens (the tiny world, Qwen3),
 Llama-3's own header/`<|eot_id|>` format where those are its tokens (Llama-3), else ChatML as text;
 BOS first where the tokenizer adds one. A base model at step 0 thus sees e.g.
@@ -93,11 +93,11 @@ def load_tokenizer(cfg: Config, path: str | None = None, padding_side: str = "ri
 
     tokenizer = AutoTokenizer.from_pretrained(path or base_model_path(cfg), revision=cfg.model.revision,
                                               padding_side=padding_side)
-    if cfg.model.chat_template == "chatml":
+    if cfg.model.chat_template == "project":
         tokenizer.chat_template = chat_template(tokenizer)
     elif not tokenizer.chat_template:
-        raise ValueError(f"{cfg.source}: model.chat_template: 'own' but {cfg.model.base} has no chat template; "
-                         "use 'chatml'")
+        raise ValueError(f"{cfg.source}: model.chat_template: 'model' but {cfg.model.base} has no chat template; "
+                         "use 'project'")
     ends = {tokenizer.eos_token, end_of_turn_token(tokenizer)}
     if tokenizer.pad_token is None or tokenizer.pad_token in ends:
         vocab = tokenizer.get_vocab()

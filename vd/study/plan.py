@@ -192,13 +192,13 @@ def disk(cfg: Config, config, runs: list[Run], generations: int) -> dict:
     out = {"adapters": 0.0, "optimizer state (while a run trains)": 0.0, "merged models": 0.0}
     for r in runs:
         st = cfg.stage(r.stage)
-        trainable = (counts["score"]["total"] if st.full_finetune and r.stage == "reward" else lora)
+        trainable = (counts["score"]["total"] if r.stage == "reward" and st.full_finetune else lora)
         adam = 2 if "8bit" in st.optimizer else 8
         out["adapters"] += (r.checkpoints - 1) * trainable * 4
         if getattr(stage_module(r.stage), "RESUMABLE", True):
             out["optimizer state (while a run trains)"] = max(out["optimizer state (while a run trains)"],
                                                               trainable * adam)
-        if r.stage in ("sft", "reward") and not (st.full_finetune and r.stage == "reward"):
+        if r.stage in ("sft", "reward") and not (r.stage == "reward" and st.full_finetune):
             out["merged models"] += 2 * counts["causal" if r.stage == "sft" else "score"]["total"]
         elif r.stage == "reward":
             out["merged models"] += 4 * counts["score"]["total"]

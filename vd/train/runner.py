@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from vd.core import registry
-from vd.core.config import Config, ConfigError
+from vd.core.config import Config, ConfigError, stored_params
 from vd.core.io import atomic_write_text, file_lock
 from vd.core.run import (RunError, RunRecord, check_run_name, damaged_checkpoint_file, discover_checkpoints,
                          restartable, write_error)
@@ -214,13 +214,24 @@ def _existing_record(run_dir: Path, overwrite: bool) -> tuple[RunRecord | None, 
     return record, False
 
 
+def _stored_config(record: RunRecord, overwrite: bool = False) -> dict:
+    """The config `record` was trained under, as this vd reads it (vd.core.config.stored_params: a key an
+    older vd did not write holds the value it was trained as); {} where it cannot be read and is retrained."""
+    try:
+        return stored_params(record.config_path)
+    except ConfigError as e:
+        if overwrite:
+            return {}
+        raise TrainRequestError(f"{e}. Use another --run-name, or --overwrite to train {record.root} again") from None
+
+
 def _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwrite, stop_after) -> RunRecord:
     start_path, start_name, identity = start
     record, clear = _existing_record(run_dir, overwrite)
     if record is not None:
         mine = {**training_part(cfg.to_dict(), stage, data), "start": identity,
                 "stage": stage, "data": data, "from_run": src and src.name}
-        theirs = {**training_part(yaml.safe_load(record.config_path.read_text()), stage, data),
+        theirs = {**training_part(_stored_config(record, overwrite), stage, data),
                   "start": record.start_identity, "stage": record.stage, "data": record.data,
                   "from_run": record.from_run}
         changed = differences(theirs, mine)
