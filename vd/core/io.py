@@ -88,9 +88,14 @@ def _csv_cell(v) -> str:
     return _csv_cell(str(v))
 
 
+def _csv_header(name: str) -> str:
+    """A column name bare where it is a plain name (`step,loss,...` as every CSV tool expects), else quoted."""
+    return name if _CSV_NAME.fullmatch(name) else _csv_cell(name)
+
+
 def csv_text(df: pd.DataFrame) -> str:
     """`df` (without its index) as the CSV text atomic_write_csv writes."""
-    columns = [[_csv_cell(str(c))] + [_csv_cell(v) for v in df[c].tolist()] for c in df.columns]
+    columns = [[_csv_header(str(c))] + [_csv_cell(v) for v in df[c].tolist()] for c in df.columns]
     return "".join(",".join(row) + "\n" for row in zip(*columns))
 
 
@@ -99,6 +104,7 @@ def csv_text(df: pd.DataFrame) -> str:
 # A field: quoted (group 1 is the quote, group 2 its text, "" for a quote inside) or bare (group 3), then
 # what ends it (group 4).
 _CSV_FIELD = re.compile(r'(?:(")([^"]*(?:""[^"]*)*)"|([^,"\n]*))(,|\n|\Z)')  # linear: no nested repeats
+_CSV_NAME = re.compile(r"[A-Za-z_][\w./-]*")
 _CSV_INT = re.compile(r"[+-]?\d+\Z")
 
 

@@ -64,6 +64,7 @@ from vd.core.config import Config, ConfigError
 from vd.core.io import atomic_write_json
 from vd.core.run import RunRecord
 from vd.models.loading import base_model_path, load_model, load_tokenizer, model_identity, use_4bit
+from vd.score.checks import start_identity
 from vd.score.scoring import checkpoint_model
 from vd.world import capability as tiny_capability
 
@@ -350,7 +351,8 @@ def stage_checkpoints(record: RunRecord, cfg: Config) -> list[tuple[str, int, st
     probes are scored with (vd.score.scoring.checkpoint_model: a complete SFT run ends at its merged model,
     which every preference stage starts from)."""
     ckpts = sorted(record.checkpoints, key=lambda c: c.step)
-    return [(position, c.step, *checkpoint_model(record, cfg, c)[:2])
+    start = start_identity(record, cfg)  # a retrained start is refused here as in scoring
+    return [(position, c.step, *checkpoint_model(record, cfg, c, start)[:2])
             for position, c in (("start", ckpts[0]), ("end", ckpts[-1]))]
 
 
