@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
 	touch $(STAMP)
 
-# The main job: the whole tiny study, offline, on CPU.
+# The main job: the whole tiny study, offline, on CPU; then its summary, executed notebooks and figure
+# go to docs/$(SIZE)/ (and, at tiny, the README's results block is rewritten from the summary).
 reproduce: $(STAMP)
 	$(BIN)/vd reproduce --size $(SIZE)
+	$(BIN)/vd publish --size $(SIZE)
 
 # The whole test suite, notebooks included.
 test: $(STAMP)

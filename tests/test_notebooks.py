@@ -24,7 +24,7 @@ from vd.core.run import RunRecord
 from vd.judge import LexiconJudge
 from vd.score import metrics as vdrift
 from vd.score.outputs import read_scores
-from vd.study.colab import REPO_URL
+from vd.study import colab
 
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
@@ -82,15 +82,29 @@ def test_committed_without_outputs_with_python3_kernel_and_colab_cell(name):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: committed with outputs"
-    intro, colab = nb.cells[0], nb.cells[1]
-    assert "colab-badge.svg" in intro.source
-    owner_repo = REPO_URL.removeprefix("https://github.com/")
-    assert f"colab.research.google.com/github/{owner_repo}/blob/" in intro.source
-    assert f"notebooks/{name}.ipynb" in intro.source
-    assert colab.cell_type == "code" and f'REPO = "{REPO_URL}"' in colab.source
-    assert '"google.colab" in sys.modules' in colab.source and "prepare(drive=True)" in colab.source
-    assert len(colab.source.splitlines()) <= 12  # short: the work is in vd.study.colab
+    intro, install = nb.cells[0], nb.cells[1]
+    assert colab.badge(name) in intro.source.splitlines()
+    assert install.cell_type == "code" and install.source == colab.install_cell()
+    assert '"google.colab" in sys.modules' in install.source and "prepare(drive=True)" in install.source
+    assert len(install.source.splitlines()) <= 16  # short: the work is in vd.study.colab
     assert nb.cells.index(parameter_cells(nb)[0]) == 3  # right after the Colab cell and its note
+
+
+def test_the_shared_cells_agree_with_their_source_and_follow_the_repository_address(tmp_path):
+    """The badge and install cell of every notebook are vd.study.colab's: syncing changes nothing; set an
+    address and the sync writes a working badge and an install cell without the placeholder's stop."""
+    import shutil
+
+    assert colab.sync_notebooks(NB_DIR) == [], "run `python -m vd.study.colab` and commit the notebooks"
+    for name in EXPECTED:
+        shutil.copy(NB_DIR / f"{name}.ipynb", tmp_path)
+    url = "https://github.com/someone/value-drifts"
+    assert len(colab.sync_notebooks(tmp_path, url)) == len(EXPECTED)
+    nb = nbformat.read(tmp_path / "03_value_gap.ipynb", as_version=4)
+    assert ("(https://colab.research.google.com/github/someone/value-drifts/blob/main/notebooks/03_value_gap.ipynb)"
+            in nb.cells[0].source)
+    assert f'REPO = "{url}"' in nb.cells[1].source and "SystemExit" not in nb.cells[1].source
+    assert nb.cells[2:] == read("03_value_gap").cells[2:]
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -100,7 +114,7 @@ def test_notebooks_read_as_documents(name):
     nb = read(name)
     for cell in nb.cells:
         for line in cell.source.splitlines():
-            assert len(line) <= 100 or line.startswith("[![Open In Colab]"), f"{name}: {len(line)}: {line}"
+            assert len(line) <= 100 or colab.is_badge_line(line), f"{name}: {len(line)}: {line}"
     sources = [c.source for c in nb.cells]
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and "save_figure(" in cell.source:

@@ -1,4 +1,4 @@
-"""Command line: `vd world`, `vd reproduce`, `vd train`, `vd score`, `vd probes`, `vd plan`.
+"""Command line: `vd world`, `vd reproduce`, `vd publish`, `vd train`, `vd score`, `vd probes`, `vd plan`.
 
 The commands' modules are imported when a command runs, not here: `vd --help` stays instant, and
 `main` sets the environment that quiets TRL and the tokenizers before either is imported.
@@ -87,6 +87,19 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from vd.study.notebook import output_dirs, repo_root
+    from vd.study.summary import publish
+
+    root = repo_root()
+    cfg = load_config(args.size)
+    runs, figures = output_dirs(root, cfg.size, False, args.runs_dir or "", args.figures_dir or "")
+    out = publish(cfg.size, root, figures, runs / cfg.size / "notebooks")
+    print(f"published {cfg.size}'s summary, executed notebooks and figure to {out}"
+          + ("; README.md's results block rewritten" if cfg.size == "tiny" else ""))
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from vd.study.reproduce import reproduce
 
@@ -124,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures-dir", help="default: figures/ at the repository root (or $VD_FIGURES_DIR)")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     rep.set_defaults(func=cmd_reproduce)
+    pub = sub.add_parser("publish", help="copy what `vd reproduce` made to docs/<size>/ (tiny: and the README)",
+                         description="After `vd reproduce`: the summary, one executed notebook per notebook and "
+                                     "the README's figure go to docs/<size>/; at size tiny the README's results "
+                                     "block is rewritten from the summary.")
+    pub.add_argument("--size", default="tiny", help="params/<size>.yaml (default: tiny)")
+    pub.add_argument("--runs-dir", help="default: runs/ at the repository root (or $VD_RUNS_DIR)")
+    pub.add_argument("--figures-dir", help="default: figures/ at the repository root (or $VD_FIGURES_DIR)")
+    pub.set_defaults(func=cmd_publish)
     from vd.train.cli import register_cli
 
     register_cli(sub)

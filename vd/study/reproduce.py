@@ -20,7 +20,7 @@ from vd import world
 from vd.core import registry
 from vd.core.config import ConfigError, load_config
 from vd.core.io import atomic_write_json
-from vd.study import timelog
+from vd.study import summary, timelog
 from vd.study.notebook import output_dirs, params_argument, parse_overrides, repo_root, resolve_path
 
 # The parameter grid of each notebook, in the order they run (later notebooks reuse earlier runs); the
@@ -114,8 +114,8 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
     stages = stage_breakdown(runs / cfg.size / "stage_times.jsonl", since=started_at)
     if world_s:
         stages = {"tiny world": {"seconds": round(world_s, 1), "peak_rss_mb": round(world_mb)}, **stages}
-    atomic_write_json({"size": size, "smoke": smoke, "total_s": round(total, 1), "stages": stages,
-                       "notebooks": times}, runs / cfg.size / "reproduce_times.json")
+    record = {"size": size, "smoke": smoke, "total_s": round(total, 1), "stages": stages, "notebooks": times}
+    atomic_write_json(record, runs / cfg.size / "reproduce_times.json")
     print(f"\nwall time (s) and peak memory (MB, the kernel and this process) per notebook, size {size}:")
     per: dict[str, list] = {}
     for t in times:
@@ -128,6 +128,12 @@ def reproduce(size: str = "tiny", only: list[str] | None = None, smoke: bool = F
         print("by stage (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in stages.items()))
     print(f"\nfigures (PNG, PDF), tables (CSV, LaTeX) and key numbers (JSON): {_rel(figures, root)}/")
     print(f"executed notebooks: {_rel(out_dir, root)}/; times: {_rel(runs / cfg.size / 'reproduce_times.json', root)}")
+    if not failed and not only:  # the whole study ran: its summary (docs/tiny/ and the README come from it)
+        try:
+            summary.write_summary(figures, root, record)
+            print(f"summary: {_rel(figures / 'summary.md', root)} (vd publish --size {cfg.size} copies it to docs/)")
+        except summary.SummaryError as e:
+            print(f"no summary: {e}")
     if failed:
         print(f"\n{len(failed)} notebook execution(s) failed: {', '.join(failed)}; open the executed copies above "
               "to see the error, fix it, and rerun (finished runs are reused).")

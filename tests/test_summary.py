@@ -1,0 +1,88 @@
+"""The results summary `vd reproduce` writes, and `vd publish`: numbers read from the notebooks' records,
+never typed; the README's results block is the summary's excerpt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vd.study import summary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def drift(m: dict) -> dict:
+    """A drift_record with overall M (and CIs of ±0.03) per stance."""
+    return {"M": {"overall": m}, "M_ci_low": {"overall": {s: v - 0.03 for s, v in m.items()}},
+            "M_ci_high": {"overall": {s: v + 0.03 for s, v in m.items()}}}
+
+
+def write_records(figures: Path) -> None:
+    figures.mkdir(parents=True)
+    controls = [{"algo": a, "setting": s, "M": m, "ci_low": m - 0.03, "ci_high": m + 0.03, "verdict": v,
+                 "requirement": "", "run": "x"}
+                for a, s, m, v in (("ppo", "support", 0.13, "reported"), ("ppo", "oppose", 0.21, "reported"),
+                                   ("dpo", "support", 0.18, "passes"), ("dpo", "oppose", 0.31, "passes"),
+                                   ("simpo", "support", 0.18, "passes"), ("simpo", "oppose", 0.3, "passes"))]
+    records = {
+        "06_paper_tables": {"alpaca": {"params": {"size": "tiny"}, "budget_note": "probe budget vs paper: 20/50",
+                                       "controls": controls, "comparison": [{}] * 18,
+                                       "verdicts": {"agrees": 8, "differs": 7, "not resolved": 2, "n/a": 1}}},
+        "01_sft_drift": {d: {"params": {"sft_data": d}, "sft": drift(m)} for d, m in (
+            ("wildchat", {"support": -0.1, "neutral": 0.41, "oppose": -0.31}),
+            ("alpaca", {"support": 0.22, "neutral": -0.05, "oppose": -0.17}))},
+        "02_preference_drift": {f"{a}-uf": {"run": drift({"support": 0.004, "neutral": -0.012, "oppose": 0.008})}
+                                for a in ("ppo", "dpo", "simpo")},
+        "07_capabilities": {"all": {"verdict": {"kept": False, "n_pairs": 14, "n_lost": 2, "worst": None}}},
+    }
+    for name, data in records.items():
+        (figures / f"{name}.json").write_text(json.dumps(data))
+
+
+def test_the_summary_reads_every_number_from_the_records(tmp_path):
+    write_records(tmp_path / "figures")
+    s = summary.write_summary(tmp_path / "figures", tmp_path, {"total_s": 780.0,
+                                                               "notebooks": [{"peak_rss_mb": 1536}]})
+    assert s["sft"]["wildchat"] == pytest.approx({"stance": "neutral", "M": 0.41, "low": 0.38, "high": 0.44})
+    assert s["sft"]["alpaca"]["stance"] == "support" and s["standard_max_abs_M"] == 0.012
+    assert s["commit"] == "unknown"  # tmp_path is no git checkout
+    text = summary.excerpt(s)
+    assert "**Positive controls pass**" in text
+    assert "DPO +0.18 [0.15, 0.21] (support) and +0.31 [0.28, 0.34] (oppose)" in text
+    assert "wildchat-like → neutral +0.41 [0.38, 0.44]" in text and "at most 0.01 overall (3 runs)" in text
+    assert "18 claims**: 8 agrees, 7 differs, 2 not resolved, 1 n/a" in text
+    assert "lost in 2 of 14 stage × task pairs" in text and "13 min on this machine, peak 1.5 GB" in text
+    assert json.loads((tmp_path / "figures" / "summary.json").read_text()) == s
+    assert text in (tmp_path / "figures" / "summary.md").read_text()
+
+
+def test_a_missing_record_is_one_line_naming_it(tmp_path):
+    write_records(tmp_path / "figures")
+    (tmp_path / "figures" / "07_capabilities.json").unlink()
+    with pytest.raises(summary.SummaryError, match=r"07_capabilities.json: not recorded; run the notebook "
+                                                   r"\(vd reproduce --only 07\)"):
+        summary.summarize(tmp_path / "figures", tmp_path)
+
+
+def test_publish_copies_the_summary_notebooks_and_figure_and_rewrites_the_readme_block(tmp_path):
+    figures, executed = tmp_path / "figures", tmp_path / "executed"
+    write_records(figures)
+    summary.write_summary(figures, tmp_path)
+    (figures / summary.README_FIGURE).write_bytes(b"\x89PNG figure")
+    executed.mkdir()
+    for stem in summary.PUBLISHED.values():
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), executed / f"{stem}.ipynb")
+    (tmp_path / "README.md").write_text(f"# x\n\n{summary.README_BEGIN}\nold numbers\n{summary.README_END}\n\nrest\n")
+    out = summary.publish("tiny", tmp_path, figures, executed)
+    readme = (tmp_path / "README.md").read_text()
+    s = json.loads((out / "summary.json").read_text())
+    assert f"{summary.README_BEGIN}\n{summary.excerpt(s)}\n{summary.README_END}" in readme
+    assert "old numbers" not in readme and readme.endswith("\n\nrest\n")
+    nb = nbformat.read(out / "03_value_gap.ipynb", as_version=4)
+    assert "at commit `unknown`" in nb.cells[0].source and nb.cells[1].source == "1 + 1"
+    assert (out / "sft-trajectories.png").read_bytes() == b"\x89PNG figure"
+    with pytest.raises(summary.SummaryError, match="no results block"):
+        summary.replace_block("# no markers\n", "x")

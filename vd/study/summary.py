@@ -1,0 +1,171 @@
+"""The results of a `vd reproduce`, summarised from what its notebooks recorded (`figures/<size>/*.json`),
+and published where a reader sees them without running anything: `docs/<size>/` (the summary, the executed
+notebooks, the README's figure) and, for the tiny size, the README's results block. Numbers in the README
+come from here, never from a hand.
+
+    vd reproduce --size tiny     # ends by writing figures/tiny/summary.json and summary.md
+    vd publish --size tiny       # copies them, the executed notebooks and the figure to docs/tiny/
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from vd.core.io import atomic_write_json, atomic_write_text
+from vd.core.stances import STANCES
+
+README_BEGIN = "<!-- results:begin (written by `vd publish` from docs/tiny/summary.json; do not edit) -->"
+README_END = "<!-- results:end -->"
+README_FIGURE = "01_sft_drift-alpaca-trajectories.png"  # what the README shows: SFT on the Alpaca-like data
+PUBLISHED = {"00_probes": "00_probes", "01_sft_drift": "01_sft_drift-alpaca",
+             "02_preference_drift": "02_preference_drift-dpo-ultrafeedback", "03_value_gap": "03_value_gap-dpo-oppose",
+             "04_dataset_value_gap": "04_dataset_value_gap", "05_ablations": "05_ablations",
+             "06_paper_tables": "06_paper_tables", "07_capabilities": "07_capabilities"}
+
+
+class SummaryError(FileNotFoundError):
+    """What a summary needs was not recorded (a notebook did not run or failed): one line naming it."""
+
+
+def commit(root: Path) -> str:
+    """The checkout's commit, with "+changes" where files differ from it; "unknown" outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def _record(figures: Path, notebook: str) -> dict:
+    path = figures / f"{notebook}.json"
+    if not path.is_file():
+        raise SummaryError(f"{path}: not recorded; run the notebook (vd reproduce --only {notebook[:2]}) first")
+    return json.loads(path.read_text())
+
+
+def _m(record: dict, topic: str, stance: str) -> dict:
+    return {k: record[c][topic][stance] for k, c in (("M", "M"), ("low", "M_ci_low"), ("high", "M_ci_high"))}
+
+
+def summarize(figures: Path, root: Path, times: dict | None = None) -> dict:
+    """The study's key numbers from its notebooks' records in `figures` (a figures/<size>/ folder)."""
+    paper = next(iter(_record(figures, "06_paper_tables").values()))
+    sft = _record(figures, "01_sft_drift")
+    preference = _record(figures, "02_preference_drift")
+    capabilities = next(iter(_record(figures, "07_capabilities").values()))
+    shifts = {}
+    for entry in sft.values():
+        data, drift = entry["params"]["sft_data"], entry["sft"]
+        stance = max(STANCES, key=lambda s: drift["M"]["overall"][s])
+        shifts[data] = {"stance": stance, **_m(drift, "overall", stance)}
+    standard = [abs(e["run"]["M"]["overall"][s]) for e in preference.values() for s in STANCES]
+    return {
+        "size": paper["params"]["size"], "commit": commit(root), "date": time.strftime("%Y-%m-%d"),
+        "budget": paper["budget_note"],
+        "seconds": times and times.get("total_s"), "peak_mb": times and max(
+            (n["peak_rss_mb"] for n in times.get("notebooks", [])), default=None),
+        "controls": [{k: c[k] for k in ("algo", "setting", "M", "ci_low", "ci_high", "verdict")}
+                     for c in paper["controls"]],
+        "verdicts": paper["verdicts"], "n_claims": len(paper["comparison"]),
+        "sft": shifts, "standard_max_abs_M": max(standard) if standard else None,
+        "n_standard_runs": len(preference),
+        "capabilities": capabilities["verdict"],
+    }
+
+
+def _ci(x: dict) -> str:
+    return f"{x['M']:+.2f} [{x['low']:.2f}, {x['high']:.2f}]"
+
+
+def excerpt(s: dict) -> str:
+    """The README's results block (a few lines; the whole summary is docs/<size>/summary.md)."""
+    controls = {(c["algo"], c["setting"]): c for c in s["controls"]}
+    algos = list(dict.fromkeys(c["algo"] for c in s["controls"]))
+    failed = [c for c in s["controls"] if c["verdict"] == "FAILS"]
+
+    def moves(algo):
+        return " and ".join(f"{_ci({'M': c['M'], 'low': c['ci_low'], 'high': c['ci_high']})} ({setting})"
+                            for setting in ("support", "oppose") if (c := controls.get((algo, setting))))
+
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(s["verdicts"].items(), key=lambda kv: -kv[1]))
+    cap = s["capabilities"]
+    kept = ("kept by every stage" if cap["kept"] else
+            f"lost in {cap['n_lost']} of {cap['n_pairs']} stage × task pairs" if cap["kept"] is False else "not tested")
+    when = f"commit `{s['commit']}`, {s['date']}"
+    cost = (f"; {s['seconds'] / 60:.0f} min on this machine, peak {s['peak_mb'] / 1024:.1f} GB"
+            if s.get("seconds") and s.get("peak_mb") else "")
+    lines = [
+        f"From `make reproduce` ({when}{cost}); {s['budget']}.",
+        "",
+        f"- **Positive controls {'pass' if not failed else 'FAIL'}**: on synthetic pairs of opposite stances the "
+        "chosen stance moves under " + "; ".join(f"{a.upper() if a != 'simpo' else 'SimPO'} {moves(a)}"
+                                                 for a in algos) + ".",
+        "- **SFT** sets values after its data: " + ", ".join(
+            f"{d}-like → {v['stance']} {_ci(v)}" for d, v in s["sft"].items()) + ".",
+        f"- **Standard preference data** (pairs sharing a stance) move values by at most "
+        f"{s['standard_max_abs_M']:.2f} overall ({s['n_standard_runs']} runs).",
+        f"- **The paper's {s['n_claims']} claims**: {verdicts} (`figures/tiny/06_paper_tables-comparison.csv`).",
+        f"- **Capabilities** (the tiny world's topic task): {kept}.",
+    ]
+    return "\n".join(lines)
+
+
+def summary_markdown(s: dict) -> str:
+    """docs/<size>/summary.md: the excerpt, then every control and verdict count."""
+    rows = "\n".join(f"| {c['algo']} | {c['setting']} | {c['M']:+.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] "
+                     f"| {c['verdict']} |" for c in s["controls"])
+    return (f"# What `vd reproduce --size {s['size']}` gave\n\n{excerpt(s)}\n\n## Positive controls\n\n"
+            "| algorithm | setting | M (chosen stance, overall) | 95% CI | verdict |\n|---|---|---|---|---|\n"
+            f"{rows}\n\nWritten by `vd reproduce` from the notebooks' records; `summary.json` holds the same.\n")
+
+
+def write_summary(figures: Path, root: Path, times: dict | None = None) -> dict:
+    """figures/<size>/summary.json and summary.md (what `vd reproduce` ends with)."""
+    s = summarize(figures, root, times)
+    atomic_write_json(s, figures / "summary.json")
+    atomic_write_text(figures / "summary.md", summary_markdown(s))
+    return s
+
+
+def replace_block(readme: str, block: str) -> str:
+    """`readme` with the text between its results markers replaced by `block`."""
+    head, begin, rest = readme.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        raise SummaryError(f"README.md: no results block ({README_BEGIN} ... {README_END}) to write into")
+    return f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}"
+
+
+def publish(size: str, root: Path, figures: Path, executed: Path) -> Path:
+    """Copy the summary, one executed notebook per notebook (its default parameters, with the commit named)
+    and the README's figure to docs/<size>/; at size tiny rewrite the README's results block."""
+    import nbformat
+
+    s = json.loads((figures / "summary.json").read_text()) if (figures / "summary.json").is_file() else None
+    if s is None:
+        raise SummaryError(f"{figures / 'summary.json'}: not written; run `vd reproduce --size {size}` first")
+    out = root / "docs" / size
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "summary.md"):
+        shutil.copyfile(figures / name, out / name)
+    for notebook, stem in PUBLISHED.items():
+        source = executed / f"{stem}.ipynb"
+        if not source.is_file():
+            raise SummaryError(f"{source}: no executed notebook; run `vd reproduce --size {size}` first")
+        nb = nbformat.read(source, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"*Executed by `vd reproduce --size {size}` at commit `{s['commit']}` on {s['date']}; "
+            f"the source is `notebooks/{notebook}.ipynb`.*"))
+        nbformat.write(nb, out / f"{notebook}.ipynb")
+    shutil.copyfile(figures / README_FIGURE, out / "sft-trajectories.png")
+    if size == "tiny":
+        readme = root / "README.md"
+        atomic_write_text(readme, replace_block(readme.read_text(encoding="utf-8"), excerpt(s)))
+    return out
