@@ -75,14 +75,28 @@ def test_publish_copies_the_summary_notebooks_and_figure_and_rewrites_the_readme
     executed.mkdir()
     for stem in summary.PUBLISHED.values():
         nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), executed / f"{stem}.ipynb")
-    (tmp_path / "README.md").write_text(f"# x\n\n{summary.README_BEGIN}\nold numbers\n{summary.README_END}\n\nrest\n")
+    (tmp_path / "README.md").write_text(f"# x\n\n{summary.README_BEGIN}\nold numbers\n{summary.README_END}\n\n"
+                                        f"{summary.PLAN_BEGIN}\nold plan\n{summary.PLAN_END}\n\nrest\n")
     out = summary.publish("tiny", tmp_path, figures, executed)
     readme = (tmp_path / "README.md").read_text()
     s = json.loads((out / "summary.json").read_text())
     assert f"{summary.README_BEGIN}\n{summary.excerpt(s)}\n{summary.README_END}" in readme
     assert "old numbers" not in readme and readme.endswith("\n\nrest\n")
+    assert f"{summary.PLAN_BEGIN}\n{summary.plan_table()}\n{summary.PLAN_END}" in readme
     nb = nbformat.read(out / "03_value_gap.ipynb", as_version=4)
     assert "at commit `unknown`" in nb.cells[0].source and nb.cells[1].source == "1 + 1"
     assert (out / "sft-trajectories.png").read_bytes() == b"\x89PNG figure"
-    with pytest.raises(summary.SummaryError, match="no results block"):
+    with pytest.raises(summary.SummaryError, match="no block"):
         summary.replace_block("# no markers\n", "x")
+
+
+def test_the_readme_shows_what_the_last_reproduction_and_the_params_give():
+    """The README's results block is the excerpt of the committed docs/tiny/summary.json, and its cost
+    table is what `vd plan` gives for today's params: neither is typed by hand (`vd publish` writes both)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    s = json.loads((ROOT / "docs" / "tiny" / "summary.json").read_text())
+    assert f"{summary.README_BEGIN}\n{summary.excerpt(s)}\n{summary.README_END}" in readme, "run `vd publish`"
+    assert f"{summary.PLAN_BEGIN}\n{summary.plan_table()}\n{summary.PLAN_END}" in readme, "run `vd publish`"
+    for name in summary.PUBLISHED:
+        nb = nbformat.read(ROOT / "docs" / "tiny" / f"{name}.ipynb", as_version=4)
+        assert f"at commit `{s['commit']}`" in nb.cells[0].source

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 from vd import world
@@ -121,20 +122,20 @@ def study_runs(cfg: Config) -> list[Run]:
 
 
 def architecture(cfg: Config):
-    """The model's transformers config: its config.json (hub, cache, local folder, the tiny world's model),
-    else vd's copy of the published one (vd.models.architectures: offline)."""
+    """The model's transformers config: vd's copy of a published model's (vd.models.architectures: offline),
+    else its config.json (a local folder, the tiny world's model, the hub or its cache)."""
     from transformers import AutoConfig
 
     from vd.models.architectures import published_config
 
+    copy = None if Path(cfg.model.base).exists() else published_config(cfg.model.base)
+    if copy is not None:  # a published model: its architecture without a call to the hub
+        return copy, "vd.models.architectures (copy of the published config.json)"
     try:
         return AutoConfig.from_pretrained(world.model_path(cfg), revision=cfg.model.revision), "config.json"
     except (OSError, ValueError):
-        config = published_config(cfg.model.base)
-        if config is None:
-            raise ConfigError(f"{cfg.source}: model.base: the config.json of {cfg.model.base} cannot be read "
-                              "here (offline?), and vd has no copy of it") from None
-        return config, "vd.models.architectures (offline copy of the published config.json)"
+        raise ConfigError(f"{cfg.source}: model.base: the config.json of {cfg.model.base} cannot be read "
+                          "here (offline?), and vd has no copy of it") from None
 
 
 # ----------------------------------------------------------------------------- probes and the judge

@@ -20,6 +20,8 @@ from vd.core.stances import STANCES
 
 README_BEGIN = "<!-- results:begin (written by `vd publish` from docs/tiny/summary.json; do not edit) -->"
 README_END = "<!-- results:end -->"
+PLAN_BEGIN = "<!-- plan:begin (written by `vd publish` from `vd plan`; do not edit) -->"
+PLAN_END = "<!-- plan:end -->"
 README_FIGURE = "01_sft_drift-alpaca-trajectories.png"  # what the README shows: SFT on the Alpaca-like data
 PUBLISHED = {"00_probes": "00_probes", "01_sft_drift": "01_sft_drift-alpaca",
              "02_preference_drift": "02_preference_drift-dpo-ultrafeedback", "03_value_gap": "03_value_gap-dpo-oppose",
@@ -134,13 +136,38 @@ def write_summary(figures: Path, root: Path, times: dict | None = None) -> dict:
     return s
 
 
-def replace_block(readme: str, block: str) -> str:
-    """`readme` with the text between its results markers replaced by `block`."""
-    head, begin, rest = readme.partition(README_BEGIN)
-    _, end, tail = rest.partition(README_END)
+def plan_table() -> str:
+    """The README's table of what the whole study costs at each real size (`vd plan`, estimates)."""
+    from vd import world
+    from vd.core.config import available_sizes, load_config
+    from vd.study.plan import plan
+
+    lines = ["| size | sized for | runs | checkpoints | generations | API (GPT-4o judge) | disk | GPU hours |",
+             "|---|---|---|---|---|---|---|---|"]
+    cuts = ""
+    for size in available_sizes():
+        cfg = load_config(size)
+        if world.uses_world(cfg):
+            continue
+        p = plan(cfg, cuts=not cuts)
+        t, card = p["totals"], p["target_gpu"]
+        lines.append(f"| `{size}` | {card} | {t['runs']} + {t['reward models']} reward models | {t['checkpoints']:,} "
+                     f"| {p['scoring']['generations']:,} | ${p['usd']:,.0f} | {p['disk_gb']['total']:,.0f} GB "
+                     f"| {p['gpu_hours'][card]['hours']:,.0f} h on the {card} ({p['gpu_hours'][card]['basis']}) |")
+        if not cuts:
+            cuts = f"Cut it (at `{size}`, each alone): " + "; ".join(
+                f"{label.split(' (')[0].split(':')[0]} → ${c['usd']:,.0f}, {c['hours'][card]:,.0f} h"
+                for label, c in p["cuts"].items()) + "."
+    return "\n".join(lines) + "\n\n" + cuts
+
+
+def replace_block(readme: str, block: str, begin_marker: str = README_BEGIN, end_marker: str = README_END) -> str:
+    """`readme` with the text between a pair of its markers replaced by `block`."""
+    head, begin, rest = readme.partition(begin_marker)
+    _, end, tail = rest.partition(end_marker)
     if not begin or not end:
-        raise SummaryError(f"README.md: no results block ({README_BEGIN} ... {README_END}) to write into")
-    return f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}"
+        raise SummaryError(f"README.md: no block ({begin_marker} ... {end_marker}) to write into")
+    return f"{head}{begin_marker}\n{block}\n{end_marker}{tail}"
 
 
 def publish(size: str, root: Path, figures: Path, executed: Path) -> Path:
@@ -167,5 +194,6 @@ def publish(size: str, root: Path, figures: Path, executed: Path) -> Path:
     shutil.copyfile(figures / README_FIGURE, out / "sft-trajectories.png")
     if size == "tiny":
         readme = root / "README.md"
-        atomic_write_text(readme, replace_block(readme.read_text(encoding="utf-8"), excerpt(s)))
+        text = replace_block(readme.read_text(encoding="utf-8"), excerpt(s))
+        atomic_write_text(readme, replace_block(text, plan_table(), PLAN_BEGIN, PLAN_END))
     return out
