@@ -350,7 +350,7 @@ def stage_checkpoints(record: RunRecord, cfg: Config) -> list[tuple[str, int, st
     probes are scored with (vd.score.scoring.checkpoint_model: a complete SFT run ends at its merged model,
     which every preference stage starts from)."""
     ckpts = sorted(record.checkpoints, key=lambda c: c.step)
-    return [(position, c.step, *checkpoint_model(record, cfg, c)[:2])
+    return [(position, c.step, *checkpoint_model(record, cfg, c, start=None)[:2])  # no identity needed here
             for position, c in (("start", ckpts[0]), ("end", ckpts[-1]))]
 
 
