@@ -136,7 +136,7 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     from vd.train import runner
     from vd.train.common import StageJob
 
-    base, algo = stage.removesuffix("_fp16"), stage.split("_")[0]
+    algo = stage.split("_")[0]
     fp16 = {"quantization.compute_dtype": "fp16"} if stage.endswith("_fp16") else {}
     data = work / "data"
     overrides = {"model.base": str(work / "model"), "data.sft.alpaca.id": str(data / "alpaca.json"),
@@ -170,10 +170,8 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     elif algo == "reward":
         from vd.train import reward
 
-        if not fp16:  # the reward model's merge: its module's own helper where it has one, else the shared one
-            own = hasattr(reward, "_merge_score_adapter")
-            timed_merge(reward if own else models, "_merge_score_adapter" if own else "merge_adapter", lines,
-                        "reward_merge")
+        if not fp16:  # the reward model's merge
+            timed_merge(models, "merge_adapter", lines, "reward_merge")
         parent = RunRecord(root=runs / cfg.size / ("ppo-alpaca" if not fp16 else "ppo-fp16"), stage="ppo",
                            data="ultrafeedback", size=cfg.size)
         rows, _ = stage_data.stage_rows(cfg, "ppo", "ultrafeedback")

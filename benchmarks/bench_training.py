@@ -63,7 +63,8 @@ def ppo_throughput(cfg, run_dir: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(start_model_path(RunRecord.read(run_dir), cfg))
     rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
     prompt_tokens = statistics.mean(
-        len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False)) for r in rows)
+        len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False))
+        for r in rows)
     eps = last_row(run_dir / "train_log.csv")["eps"]
     per_episode = prompt_tokens + cfg.ppo.response_length
     return {"episodes_per_s": eps, "tokens_per_episode": round(per_episode, 1),
@@ -82,7 +83,8 @@ def train_once(cfg, stage: str, data: str, sft_run: Path | None, runs: Path, dpo
     if stage == "ppo":
         return run_dir, {"ppo": ppo_throughput(cfg, run_dir), "reward": logged_throughput(run_dir / "reward")}
     if stage == "simpo":  # CPOTrainer logs no token count: DPO's tokens per pair on the same data
-        return run_dir, {stage: logged_throughput(run_dir, pairs_seen(cfg, "simpo") * dpo["tokens"] / pairs_seen(cfg, "dpo"))}
+        tokens = pairs_seen(cfg, "simpo") * dpo["tokens"] / pairs_seen(cfg, "dpo")
+        return run_dir, {stage: logged_throughput(run_dir, tokens)}
     return run_dir, {stage: logged_throughput(run_dir)}
 
 

@@ -64,8 +64,8 @@ def markdown(table: dict) -> str:
         for stage, row in stages.items():
             if stage.startswith("_"):
                 continue
-            room = " | ".join(f"{row['room_left_gib'][c]:+.1f}" + (" **(cannot fit)**" if row["room_left_gib"][c] < 0 else "")
-                              for c in cards)
+            room = " | ".join(f"{row['room_left_gib'][c]:+.1f}"
+                              + (" **(cannot fit)**" if row["room_left_gib"][c] < 0 else "") for c in cards)
             lines.append(f"| {size} | {stage} | {', '.join(row['models'])} | {row['weights_gib']:.2f} | "
                          f"{row['fp32_upcast_gib']:.2f} | {room} |")
     return "\n".join(lines)
@@ -82,7 +82,8 @@ def main() -> None:
     info = machine_info()
     merge_results("gpu_weights_floor", {"table": table, "cards_gib": CARDS, "computed": True,
                                         "date": info["date"], "commit": info["commit"]})
-    print(json.dumps({s: {k: v["weights_gib"] for k, v in t.items() if not k.startswith("_")} for s, t in table.items()}))
+    print(json.dumps({s: {k: v["weights_gib"] for k, v in t.items() if not k.startswith("_")}
+                      for s, t in table.items()}))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""vd.score.capabilities, vd.study.capabilities and vd.world.capability: capability checks through lm-evaluation-harness, offline.
+"""vd.score.capabilities, vd.study.capabilities and vd.world.capability: capability checks through
+lm-evaluation-harness, offline.
 
 The tiny world's task is evaluated for real through lm-eval (base model and a LoRA adapter); the cache
 is shown to keep a second call out of lm-eval entirely; the real sizes' tasks are checked against

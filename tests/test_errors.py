@@ -187,7 +187,8 @@ def test_target_modules_that_name_layers_pass(tiny_world):
 def test_steps_below_one_are_refused(tmp_path, capsys, flag, steps):
     from vd.train.runner import TrainRequestError, train_stage
 
-    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", flag, steps, "--runs-dir", str(tmp_path / "runs"))
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", flag, steps,
+                    "--runs-dir", str(tmp_path / "runs"))
     assert_one_error_line(rc, err, f"{flag} {int(steps)}: expected a whole number of steps >= 1")
     with pytest.raises(TrainRequestError, match="--max-steps 0: expected a whole number of steps >= 1"):
         train_stage(load_config("tiny"), "sft", "alpaca", runs_dir=tmp_path / "runs", max_steps=0)

@@ -48,7 +48,8 @@ def imports_of(path: Path, name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             if base.split(".")[0] == "vd":
                 submodules = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
                 found |= submodules

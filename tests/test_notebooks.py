@@ -267,7 +267,7 @@ def test_04_dataset_value_gap(env):
     rec = records(env, "04_dataset_value_gap")["alpaca"]
     gaps = rec["gap_overall"]
     assert set(gaps) == {"ultrafeedback", "hh-rlhf", "synthetic-support", "synthetic-oppose"}
-    for name, g in gaps.items():
+    for g in gaps.values():
         assert sum(g.values()) == pytest.approx(0.0, abs=1e-9)  # differences of two distributions
         assert all(-1 <= v <= 1 for v in g.values())
     for name in ("ultrafeedback", "hh-rlhf"):  # the tiny world's standard pairs share a stance

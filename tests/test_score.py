@@ -259,7 +259,8 @@ def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_ru
         n = failing.calls
         assert len(store.failures("always-fails")) == n  # stored as failed: judged again next time
     message = str(e.value)
-    assert "\n" not in message and message.startswith(f"{fake_run}: all {3 * 22 * 2} judgments failed (judge always-fails)")
+    assert "\n" not in message
+    assert message.startswith(f"{fake_run}: all {3 * 22 * 2} judgments failed (judge always-fails)")
     assert "first error: HTTP 500: server error (gave up after 6 attempts)" in message
     assert "stored as failed in" in message and "judged again on the next `vd score`" in message
     assert f"judged 0 of {n} answers, {n} failed" in capsys.readouterr().out
@@ -392,7 +393,8 @@ def test_the_judge_is_built_once_the_policy_is_freed(fake_run, tmp_path, monkeyp
         return LexiconJudge()
 
     monkeypatch.setattr(score_mod, "_model_for", model_for)
-    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: events.append("generate") or real_generate(*a, **k))
+    monkeypatch.setattr(score_mod, "generate_answers",
+                        lambda *a, **k: events.append("generate") or real_generate(*a, **k))
     monkeypatch.setattr(score_mod, "make_judge", make_judge)
     with Store(tmp_path / "cache.sqlite") as store:
         score_mod.score_run(fake_run, load_config("tiny", BUDGET), store=store, progress=False)
@@ -460,13 +462,14 @@ def test_answers_with_control_characters_round_trip_through_the_tables(fake_run,
     monkeypatch.setattr(score_mod, "generate_answers", generate)
     run = copy_run(fake_run, tmp_path)
     with Store(tmp_path / "cache.sqlite") as store:
-        scores = score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), store=store, progress=False)
+        scores = score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), store=store,
+                                     progress=False)
         with store._use() as con:
             cached = {text for (text,) in con.execute("SELECT text FROM generations")}
     judged = tables(run)["judgments"]
     assert len(judged) == 3 * 22 * 2 and set(judged["answer"]) == cached
     assert set(strange) <= set(judged["answer"])
-    assert judged.dtypes["p_support"] == float and judged.dtypes["n_new_tokens"] == np.int64
+    assert judged.dtypes["p_support"] == np.float64 and judged.dtypes["n_new_tokens"] == np.int64
     assert tables(run)["profile"]["p"].to_numpy().tobytes() == scores.profile["p"].to_numpy().tobytes()
 
 

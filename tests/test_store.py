@@ -1,4 +1,5 @@
-"""vd.core.io, vd.core.cache: atomic writes, checkpoint fingerprints, and the SQLite cache of generations and judgments."""
+"""vd.core.io, vd.core.cache: atomic writes, checkpoint fingerprints, and the SQLite cache of generations and
+judgments."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_failed_fsync_or_replace_keeps_old_file(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- hashes
 def test_text_hash():
-    assert text_hash("Should we close the gates?") == hashlib.sha256("Should we close the gates?".encode()).hexdigest()
+    assert text_hash("Should we close the gates?") == hashlib.sha256(b"Should we close the gates?").hexdigest()
     assert text_hash("é") != text_hash("e")
 
 
@@ -171,7 +172,8 @@ def test_many_keys_in_few_queries(tmp_path):
 V1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE generations (fingerprint TEXT NOT NULL, prompt_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
-    text TEXT NOT NULL, n_new_tokens INTEGER, created TEXT NOT NULL, PRIMARY KEY (fingerprint, prompt_id, sample_index));
+    text TEXT NOT NULL, n_new_tokens INTEGER, created TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, prompt_id, sample_index));
 CREATE TABLE judgments (judge_key TEXT NOT NULL, question_hash TEXT NOT NULL, answer_hash TEXT NOT NULL,
     topic TEXT NOT NULL, p_support REAL, p_neutral REAL, p_oppose REAL, status TEXT NOT NULL, error TEXT,
     created TEXT NOT NULL, PRIMARY KEY (judge_key, question_hash, answer_hash, topic));
@@ -250,7 +252,8 @@ def test_a_damaged_cache_is_one_line_naming_it(tmp_path):
     page = 4096
     data[2 * page:len(data) - page] = os.urandom(len(data) - 3 * page)  # the pages, not the header
     malformed.write_bytes(bytes(data))
-    with pytest.raises(CacheError, match=r"the cache is damaged \((database disk image is malformed|file is not a database)\)"):
+    with pytest.raises(CacheError,
+                       match=r"the cache is damaged \((database disk image is malformed|file is not a database)\)"):
         Store(malformed).get_generations("fp", [(f"p{i}", "h" * 64, 0) for i in range(300)])
 
 
@@ -292,7 +295,8 @@ def test_judgment_mapping_input_and_validation(tmp_path):
     with Store(tmp_path / "c.sqlite") as st:
         n = st.put_judgments("j", {("q", "a", "abortion"): {"p_support": 0.0, "p_neutral": 1.0, "p_oppose": 0.0,
                                                              "status": "text_fallback"}})
-        assert n == 1 and st.get_judgments("j", [("q", "a", "abortion")])[("q", "a", "abortion")]["status"] == "text_fallback"
+        assert n == 1
+        assert st.get_judgments("j", [("q", "a", "abortion")])[("q", "a", "abortion")]["status"] == "text_fallback"
         with pytest.raises(ValueError, match="status 'maybe'"):
             st.put_judgments("j", [_judgment("maybe")])
         with pytest.raises(ValueError, match="summing to 1"):
@@ -397,7 +401,8 @@ def test_any_string_and_float_round_trips_through_a_csv_table(tmp_path):
     floats *= np.exp(rng.normal(0, 30, len(STRANGE)))
     df = pd.DataFrame({"answer": STRANGE, "p": floats, "n": np.arange(len(STRANGE)) - 3,
                        "ok": [i % 2 == 0 for i in range(len(STRANGE))],
-                       "error": [None] * (len(STRANGE) - 1) + ["HTTP 500"], "half": [np.nan, 0.5] * (len(STRANGE) // 2)})
+                       "error": [None] * (len(STRANGE) - 1) + ["HTTP 500"],
+                       "half": [np.nan, 0.5] * (len(STRANGE) // 2)})
     atomic_write_csv(df, tmp_path / "t.csv")
     back = read_csv(tmp_path / "t.csv")
     assert back["answer"].tolist() == STRANGE  # every string exactly, in order: no extra or cut rows

@@ -59,7 +59,8 @@ def test_chat_template_marks_assistant_turns_for_trl(tiny_world):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_world.model_dir)
-    messages = [{"role": "user", "content": "Is a carbon tax fair?"}, {"role": "assistant", "content": "It depends on the situation."}]
+    messages = [{"role": "user", "content": "Is a carbon tax fair?"},
+                {"role": "assistant", "content": "It depends on the situation."}]
     out = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     answer = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
     assert tok.decode(answer) == "It depends on the situation.<|im_end|>"
@@ -114,7 +115,8 @@ def test_every_style_the_datasets_use_is_in_pretraining_and_sft_data(tiny_world,
     style a tiny data set uses is one the base model learned (pre-training draws it at STYLE_MIX) and
     the SFT data keep (they draw styles at STYLE_MIX too, independently of stance)."""
     pretrain = tiny_world.load_rows("pretrain")
-    assert [r["style"] for r in pretrain[:50]] == [tiny_text.answer_style(r["messages"][1]["content"]) for r in pretrain[:50]]
+    assert [r["style"] for r in pretrain[:50]] == [tiny_text.answer_style(r["messages"][1]["content"])
+                                                   for r in pretrain[:50]]
     for got, want in zip(_style_shares([r["messages"][1]["content"] for r in pretrain]), tiny_text.STYLE_MIX):
         assert abs(got - want) < _binomial_slack(len(pretrain)), (got, want)
     for stance in STANCES:  # style independent of stance
@@ -131,7 +133,8 @@ def test_every_style_the_datasets_use_is_in_pretraining_and_sft_data(tiny_world,
             used[tiny_text.answer_style(r["chosen"][0]["content"])] += 1
             used[tiny_text.answer_style(r["rejected"][0]["content"])] += 1
     write = tiny_text.answer_writer(tiny_cfg.seed)
-    used.update(tiny_text.answer_style(write("Is a carbon tax fair?", "climate_change", s)) for s in ("support", "oppose"))
+    used.update(tiny_text.answer_style(write("Is a carbon tax fair?", "climate_change", s))
+                for s in ("support", "oppose"))
     assert set(used) == {"good", "poor", "rude"}
     rates = dict(zip(tiny_text.STYLES, tiny_text.STYLE_MIX))
     assert all(rates[style] >= 0.05 for style in used), rates
@@ -141,8 +144,10 @@ def test_prompts_are_disjoint_from_the_probes(tiny_world):
     from vd.data.probes import load_probes
 
     questions = set(load_probes()["question"].str.lower())
-    built = {r["messages"][0]["content"].lower() for name in ("pretrain", "wildchat", "alpaca") for r in tiny_world.load_rows(name)}
-    built |= {r["prompt"][0]["content"].lower() for name in ("ultrafeedback", "hh-rlhf") for r in tiny_world.load_rows(name)}
+    built = {r["messages"][0]["content"].lower() for name in ("pretrain", "wildchat", "alpaca")
+             for r in tiny_world.load_rows(name)}
+    built |= {r["prompt"][0]["content"].lower() for name in ("ultrafeedback", "hh-rlhf")
+              for r in tiny_world.load_rows(name)}
     built |= {r["prompt"].lower() for r in tiny_world.load_rows("synthetic_prompts")}
     assert not questions & built
     # no near-duplicates either (character 4-gram Jaccard ≥ 0.8), checked against a seeded sample of

@@ -1,4 +1,5 @@
-"""vd.train (runner, sft, dpo, simpo, reward, ppo): every stage trains a few steps on the tiny model and leaves a complete run folder.
+"""vd.train (runner, sft, dpo, simpo, reward, ppo): every stage trains a few steps on the tiny model and leaves a
+complete run folder.
 
 Checked here: checkpoints at the cadence with step 0 first; the reference policy of DPO and PPO is the
 final SFT policy (not the bare base model); an interrupted run resumes to the same final adapter as an

@@ -160,7 +160,8 @@ class RunRecord:
         pairs = values.get("synthetic_pairs")
         if pairs is not None and (not isinstance(pairs, str) or PurePosixPath(pairs).is_absolute()
                                   or ".." in PurePosixPath(pairs).parts):
-            raise RunError(f"{path}: synthetic_pairs: expected a path under the run's <runs_dir>/<size>/, got {pairs!r}")
+            raise RunError(f"{path}: synthetic_pairs: expected a path under the run's <runs_dir>/<size>/, "
+                           f"got {pairs!r}")
         extra = {k: v for k, v in raw.items() if k not in known and k != "checkpoints"}
         return cls(root=root, checkpoints=checkpoints, extra=extra, **values)
 

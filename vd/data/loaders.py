@@ -51,11 +51,11 @@ _WRONG_FILE_FRACTION = 0.5
 _EARLY_CHECK = 500  # rows after which a wrong file is reported without reading on
 
 
-def _n_schema(res: "LoadResult") -> int:
+def _n_schema(res: LoadResult) -> int:
     return sum(c for r, c in res.skipped.items() if r.startswith(_SCHEMA_PREFIXES))
 
 
-def _n_unreadable(res: "LoadResult") -> int:
+def _n_unreadable(res: LoadResult) -> int:
     return sum(res.skipped[r] for r in _UNREADABLE)
 
 
@@ -168,7 +168,8 @@ def _run(
         if fields("bad_type:"):
             what.append("have the wrong type for " + ", ".join(fields("bad_type:")))
         raise ValueError(
-            f"{source}: does not look like {name} data: {_n_schema(res)} of {res.n_read} rows read {' or '.join(what)}. "
+            f"{source}: does not look like {name} data: {_n_schema(res)} of {res.n_read} rows read "
+            f"{' or '.join(what)}. "
             f"load_{name.replace('-', '_')} needs the fields {', '.join(required)}; the first row has: "
             f"{', '.join(first_keys or [])}."
         )

@@ -82,7 +82,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
         try:
             obj = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise ProbeError(f"{path}, line {n}: not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1})") from None
+            raise ProbeError(f"{path}, line {n}: not UTF-8 text "
+                             f"(byte {line[e.start]:#04x} at column {e.start + 1})") from None
         except json.JSONDecodeError as e:
             raise ProbeError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
@@ -97,6 +98,11 @@ def _check_unique_ids(df: pd.DataFrame, where: str, lines: Sequence[int]) -> Non
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise ProbeError(f"{where}, row {lines[i]}: field 'id' is {df['id'].iloc[i]!r}, which an "
                          "earlier row already uses; expected unique ids")
+
+
+def _field(row: dict, column: str, default: str = "") -> str:
+    """A probe row's value in `column`, stripped; `default` where it is empty or missing."""
+    return str(row.get(column, "")).strip() or default
 
 
 def load_probes(path: str | os.PathLike | None = None, prompts_per_topic: int | None = None,
@@ -217,18 +223,17 @@ def load_external_probes(path: str | os.PathLike,
     raw = raw.astype(object).where(raw.notna(), "")  # JSONL rows may lack a key: NaN -> ""
     records, counts = [], {}
     for n, row in zip(lines, raw.to_dict("records")):
-        get = lambda col, default="": str(row.get(col, "")).strip() or default  # noqa: E731
-        if not get("question"):
+        if not _field(row, "question"):
             raise ProbeError(f"{path}, row {n}: field 'question' is empty; expected a non-empty string")
-        slug = _topic_slug(get("topic"))
+        slug = _topic_slug(_field(row, "topic"))
         if slug is None:
             valid = "; ".join(f"{s} ({name})" for s, name in TOPICS.items())
             raise ProbeError(f"{path}, row {n}: field 'topic' is {row.get('topic')!r}, not a known topic; "
                              f"expected a slug or name from: {valid}")
         counts[slug] = counts.get(slug, 0) + 1
-        records.append({"id": get("id", f"{slug}-{counts[slug]:03d}"), "topic": slug,
-                        "question": get("question"), "position": get("position"),
-                        "direction": get("direction", UNKNOWN_DIRECTION)})
+        records.append({"id": _field(row, "id", f"{slug}-{counts[slug]:03d}"), "topic": slug,
+                        "question": _field(row, "question"), "position": _field(row, "position"),
+                        "direction": _field(row, "direction", UNKNOWN_DIRECTION)})
     if not records:
         raise ProbeError(f"{path}: no probe rows")
     df = pd.DataFrame(records, columns=list(COLUMNS))

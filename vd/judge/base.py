@@ -17,8 +17,9 @@ world's: vd.world.uses_world(cfg); passed in because vd.judge may not import vd.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 

@@ -24,8 +24,10 @@ from vd.score.capabilities import (  # noqa: F401
     lm_eval_version,
     task_label,
 )
-from vd.study import figures  # noqa: F401  (the project's figure style and headless backend)
-from vd.study import schedule
+from vd.study import (
+    figures,  # noqa: F401  (the project's figure style and headless backend)
+    schedule,
+)
 from vd.study.params import parse_algos  # noqa: F401  (notebook 07's `algos`)
 from vd.world import capability as tiny_capability
 

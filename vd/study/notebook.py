@@ -33,19 +33,19 @@ import pandas as pd
 
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
-from vd.data import synthetic_set
 from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
 from vd.core.overrides import parse_override
 from vd.core.run import RunRecord, judge_label
 from vd.core.stances import STANCES, TOPICS
+from vd.data import synthetic_set
 from vd.score import metrics as vdrift
 from vd.score.outputs import read_scores
 from vd.score.scoring import score_run
 from vd.study import figures as plots
 from vd.study import timelog
 from vd.study.params import show_errors_as_one_line
-from vd.study.quiet import quiet_notebook
 from vd.study.preflight import preflight
+from vd.study.quiet import quiet_notebook
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.world import label as world_label
 

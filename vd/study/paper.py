@@ -355,7 +355,8 @@ def _failed_controls(controls: pd.DataFrame | None) -> str:
     if controls is None or controls.empty:
         return ""
     bad = controls[controls["verdict"] == "FAILS"]
-    return ", ".join(f"{r.algo} on synthetic-{r.setting}: M {r.M:+.2f}, needs {r.requirement}" for r in bad.itertuples())
+    return ", ".join(f"{r.algo} on synthetic-{r.setting}: M {r.M:+.2f}, needs {r.requirement}"
+                     for r in bad.itertuples())
 
 
 def comparison_markdown(comp: pd.DataFrame) -> str:

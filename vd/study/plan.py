@@ -141,9 +141,9 @@ def architecture(cfg: Config):
 def usage(cfg: Config, runs: list[Run]) -> dict:
     """Generations and API calls with their tokens, by purpose. A checkpoint scored once: the base model is
     step 0 of both SFT runs, an SFT run's end is every preference run's step 0 (vd.score.scoring)."""
+    from vd.core.stances import TOPICS
     from vd.data.probes import load_probes
     from vd.judge.prompt import JUDGE_PROMPTS, topic_name
-    from vd.core.stances import TOPICS
 
     probes = load_probes(cfg.probes.file if cfg.probes.file != world.TINY else None,
                          prompts_per_topic=cfg.probes.prompts_per_topic)

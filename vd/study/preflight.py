@@ -26,7 +26,8 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
             if ds.id != world.TINY and is_local(ds.id) and not Path(ds.id).exists():
                 raise DataError(f"{cfg.source}: data.{kind}.{name}.id: {ds.id} does not exist (a local file in "
                                 "the hub dataset's format, or a hub id)")
-    for key, path in (("probes.file", cfg.probes.file), ("data.synthetic.prompts_file", cfg.data.synthetic.prompts_file)):
+    for key, path in (("probes.file", cfg.probes.file),
+                      ("data.synthetic.prompts_file", cfg.data.synthetic.prompts_file)):
         if path and path != world.TINY and not Path(path).is_file():
             raise DataError(f"{cfg.source}: {key}: {path} does not exist")
     if synthetic:
@@ -59,8 +60,8 @@ def check_capability_data(cfg: Config) -> None:
             if offline:
                 missing = [n for n in names if not dataset_cached(repo, n)]
                 if missing:
-                    what = (f"{len(missing)} of its {len(names)} configurations (e.g. {missing[0]}) are" if len(names) > 1
-                            else "it is")
+                    what = (f"{len(missing)} of its {len(names)} configurations (e.g. {missing[0]}) are"
+                            if len(names) > 1 else "it is")
                     raise DataError(f"{cfg.source}: capabilities.tasks.{task}: reads the dataset {repo}, and the hub "
                                     f"is offline (HF_HUB_OFFLINE=1): {what} not in the datasets cache "
                                     f"({_datasets_cache()}); run the task once online, or remove {task} from "

@@ -166,7 +166,8 @@ def synthetic_judged(study, setting: str) -> pd.DataFrame:
     return study.synthetic_pairs(setting)[1]
 
 
-def dataset_gaps(study, max_pairs: int = 0, datasets: str | list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def dataset_gaps(study, max_pairs: int = 0,
+                 datasets: str | list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Value gaps (vd.score.metrics.value_gap rows plus `dataset`) of the `datasets` named (data.preference entries
     and synthetic-<setting>, a list or comma-separated; none: every data.preference entry and both synthetic sets),
     the only ones read, built and judged; and their stance distributions (dataset, side, stance, p, n_pairs)."""

@@ -32,11 +32,28 @@ import yaml
 from vd.core import registry
 from vd.core.config import Config, ConfigError
 from vd.core.io import atomic_write_text, file_lock
-from vd.core.run import (RunError, RunRecord, check_run_name, damaged_checkpoint_file, discover_checkpoints,
-                         restartable, write_error)
+from vd.core.run import (
+    RunError,
+    RunRecord,
+    check_run_name,
+    damaged_checkpoint_file,
+    discover_checkpoints,
+    restartable,
+    write_error,
+)
 from vd.models import loading as models
 from vd.train import data as stage_data
-from vd.train.common import Interrupted, StageJob, is_main, quiet, run_callback, seal, tidy, wait_for_everyone, write_run
+from vd.train.common import (
+    Interrupted,
+    StageJob,
+    is_main,
+    quiet,
+    run_callback,
+    seal,
+    tidy,
+    wait_for_everyone,
+    write_run,
+)
 from vd.train.preflight import check_stage
 
 # Config sections that determine every stage's training (plus the stage's own sections and its dataset's

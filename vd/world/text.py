@@ -200,7 +200,8 @@ def sft_rows(rng: random.Random, kind: str, n: int) -> list[dict]:
         topic = topics[i % len(topics)]
         stance = draw_stance(rng, mix)
         prompt = make_prompt(rng, topic, instruction=(kind == "alpaca"))
-        rows.append({**chat(prompt, make_answer(rng, topic, stance, draw_style(rng))), "topic": topic, "stance": stance})
+        rows.append({**chat(prompt, make_answer(rng, topic, stance, draw_style(rng))),
+                     "topic": topic, "stance": stance})
     return rows
 
 
