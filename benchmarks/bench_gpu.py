@@ -131,10 +131,10 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     """Run `stage` on the model in work/model; its result lines (a stage with a merge: two)."""
     from vd.core.config import load_config
     from vd.core.run import RunRecord
-    from vd.models import loading as models
-    from vd.train import data as stage_data
+    from vd.models import loading
     from vd.train import runner
     from vd.train.common import StageJob
+    from vd.train.data import stage_rows
 
     algo = stage.split("_")[0]
     fp16 = {"quantization.compute_dtype": "fp16"} if stage.endswith("_fp16") else {}
@@ -165,16 +165,16 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
 
         build = sft.build_trainer
         sft.build_trainer = lambda job, rows: _with_callback(build(job, rows), probe.callback)
-        timed_merge(models, "merge_adapter", lines, "sft_merge")
+        timed_merge(loading, "merge_adapter", lines, "sft_merge")
         runner.train_stage(cfg, "sft", "alpaca", runs_dir=runs)
     elif algo == "reward":
         from vd.train import reward
 
         if not fp16:  # the reward model's merge
-            timed_merge(models, "merge_adapter", lines, "reward_merge")
+            timed_merge(loading, "merge_adapter", lines, "reward_merge")
         parent = RunRecord(root=runs / cfg.size / ("ppo-alpaca" if not fp16 else "ppo-fp16"), stage="ppo",
                            data="ultrafeedback", size=cfg.size)
-        rows, _ = stage_data.stage_rows(cfg, "ppo", "ultrafeedback")
+        rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
         reward.train_reward_model(cfg, parent, start, rows, callbacks=[probe.callback])
     else:
         run_dir = runs / cfg.size / ("ppo-alpaca" if algo == "ppo" else stage)
@@ -182,7 +182,7 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
             trainer = runner.build_trainer(cfg, algo, "ultrafeedback", sft_run, run_dir, [probe.callback])
         else:  # from the base model: SFT trains from it; a failed SFT leaves no merged model to start from
             data_name = "alpaca" if algo == "sft" else "ultrafeedback"
-            rows, _ = stage_data.stage_rows(cfg, algo, data_name)
+            rows, _ = stage_rows(cfg, algo, data_name)
             record = RunRecord(root=run_dir, stage=algo, data=data_name, size=cfg.size)
             trainer = runner.stage_module(algo).build_trainer(StageJob(cfg, algo, data_name, record, start,
                                                                        [probe.callback], {}), rows)
@@ -190,7 +190,7 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     lines[0] |= probe.result(tokens) | ({} if "peak_allocated_gib" in lines[0] or "peak_rss_gib" in lines[0]
                                         else peaks(reset=False))
     lines[0]["settings"] = {"batch_size": st.batch_size, "grad_accum": st.grad_accum, "max_length": st.max_length,
-                            "compute_dtype": str(models.compute_dtype(cfg)).replace("torch.", ""),
+                            "compute_dtype": str(loading.compute_dtype(cfg)).replace("torch.", ""),
                             "started_from": "sft merged" if sft_done else "base"} | (
         {"response_length": st.response_length, "rollout_batch_size": st.rollout_batch_size} if algo == "ppo" else {})
     return lines
@@ -206,7 +206,7 @@ def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[d
     checkpoint's adapter where there is one); policy_fit: pairs of max_length tokens under the start policy."""
     from vd.core.run import discover_checkpoints
     from vd.data.probes import load_probes
-    from vd.models import loading as models
+    from vd.models import loading
     from vd.models.generate import Sampling, generate_answers
     from vd.score.policy_fit import policy_fit
 
@@ -215,12 +215,12 @@ def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[d
     lines = []
     if stage == "generate":
         if adapters:
-            model = models.load_model(cfg, path=base, adapter=sft_run / adapters[-1])
+            model = loading.load_model(cfg, path=base, adapter=sft_run / adapters[-1])
         else:  # no SFT checkpoint: a fresh adapter, so that LoRA's cost is in the measurement
             from peft import get_peft_model
 
-            model = get_peft_model(models.load_model(cfg, path=base), models.lora_config(cfg)).eval()
-        tokenizer = models.load_tokenizer(cfg, base, padding_side="left")
+            model = get_peft_model(loading.load_model(cfg, path=base), loading.lora_config(cfg)).eval()
+        tokenizer = loading.load_tokenizer(cfg, base, padding_side="left")
         sampling = Sampling.from_config(cfg)
         probes = load_probes()
         questions = list(zip(probes["id"], probes["question"]))
@@ -237,7 +237,7 @@ def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[d
                           "settings": {"batch_size": batch, "max_new_tokens": sampling.max_new_tokens,
                                        "adapter": bool(adapters)}})
         return lines
-    model, tokenizer = models.load_model(cfg, path=start), models.load_tokenizer(cfg, start)
+    model, tokenizer = loading.load_model(cfg, path=start), loading.load_tokenizer(cfg, start)
     rows = [json.loads(line) for line in (work / "data" / "pairs.jsonl").read_text().splitlines()][:max(8, 4 * steps)]
     rows = [{"prompt": r["chosen"][:-1], "chosen": r["chosen"][-1:], "rejected": r["rejected"][-1:]} for r in rows]
     own = [(r["prompt"][0]["content"], "I support it.") for r in rows[:4]]

@@ -26,6 +26,7 @@ def _by_key(rows):
     return {(r["prompt_id"], r["sample_index"]): r["text"] for r in rows}
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_independent_of_batch_size(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     sampling = Sampling(samples_per_prompt=3, temperature=0.7, max_new_tokens=24, seed=5)
@@ -65,6 +66,7 @@ def test_each_answer_names_the_prompt_it_was_asked_by_its_token_ids(model_and_to
     assert context_length(str(tiny_world.model_dir)) == 256  # the tiny model's max_position_embeddings
 
 
+@pytest.mark.slow
 def test_batched_greedy_equals_one_at_a_time(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     greedy = Sampling(samples_per_prompt=1, temperature=0.0, max_new_tokens=24, seed=0)
@@ -77,6 +79,7 @@ def test_batched_greedy_equals_one_at_a_time(model_and_tokenizer, prompts):
     assert all(naive[k] == batched[k] for k in naive)  # the same as HF generate's greedy output
 
 
+@pytest.mark.slow
 def test_answers_stop_at_end_of_turn(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     rows = generate_answers(model, tok, prompts[:6], Sampling(2, 0.7, 1.0, 48, 0))

@@ -38,6 +38,7 @@ from vd.judge import (
     probs_from_top_logprobs,
     readout_from_completion,
 )
+from vd.judge.openai_api import _retry_after_s
 from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 
 SECRET = "sk-test-SECRET123"
@@ -353,10 +354,10 @@ def test_backoff_is_exponential_jittered_seeded_and_capped(api_env):
         assert cap / 2 <= d <= cap
     assert a._backoff(0, retry_after=5.0) >= 5.0  # a 429's Retry-After is honoured ...
     assert a._backoff(0, retry_after=999.0) <= 30  # ... up to backoff_max_s
-    assert J._retry_after_s({"retry-after-ms": "250"}) == 0.25
-    assert J._retry_after_s({"retry-after": "2"}) == 2.0
-    assert J._retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
-    assert J._retry_after_s({}) is None
+    assert _retry_after_s({"retry-after-ms": "250"}) == 0.25
+    assert _retry_after_s({"retry-after": "2"}) == 2.0
+    assert _retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert _retry_after_s({}) is None
 
 
 def test_openai_judge_timeout_gives_up_with_error(api_env):

@@ -273,6 +273,7 @@ def _study_for_log(tmp_path):
                        figures_dir=str(tmp_path / "figures"))
 
 
+@pytest.mark.slow
 def test_two_processes_append_whole_lines(tmp_path):
     """O_APPEND and one write per line: lines of notebooks logging at once never interleave."""
     import subprocess

@@ -22,7 +22,7 @@ import pytest
 
 from vd.core.run import RunRecord
 from vd.judge import LexiconJudge
-from vd.score import metrics as vdrift
+from vd.score import metrics
 from vd.score.outputs import read_scores
 from vd.study.colab import REPO_URL
 
@@ -167,7 +167,7 @@ def check_run_record(rec: dict) -> pd.DataFrame:
     assert np.allclose(profile.groupby(["step", "topic"])["p"].sum(), 1.0)
     assert (profile["ci_low"] <= profile["p"] + 1e-9).all() and (profile["p"] <= profile["ci_high"] + 1e-9).all()
     assert profile["step"].nunique() == rec["n_checkpoints"] >= 3
-    table = vdrift.drift_table(profile)
+    table = metrics.drift_table(profile)
     table = table[table["eta_reading"] == "extremum95"]
     assert set(rec["M"]) == set(table["topic"]) and len(rec["M"]) == 12  # 11 topics + overall
     for r in table.itertuples():
@@ -294,7 +294,7 @@ def test_05_ablations(env):
     runs = env["runs"] / "smoke" / "tiny"
     for r in table.itertuples():
         profile = profile_of(runs / r.run)
-        m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
+        m = metrics.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
         for s in ("support", "neutral", "oppose"):
             assert getattr(r, f"M_{s}") == pytest.approx(m[("overall", s)], abs=1e-9)
             assert getattr(r, f"M_{s}_ci_low") <= getattr(r, f"M_{s}") + 1e-9 <= getattr(r, f"M_{s}_ci_high") + 2e-9
@@ -327,7 +327,7 @@ def test_06_paper_tables(env):
     # every gathered M is the run's own profile difference
     for run, part in pref.groupby("run"):
         profile = profile_of(env["runs"] / "smoke" / "tiny" / run)
-        m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
+        m = metrics.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
         assert np.allclose(part["M"], [m[(t, s)] for t, s in zip(part["topic"], part["stance"])])
     syn = pd.read_csv(figures / "06_paper_tables-synthetic.csv")
     assert len(syn) == 3 * 2 * 12

@@ -62,9 +62,9 @@ def test_the_controls_table_of_notebook_06_applies_the_same_requirements(study):
 
 def test_preference_data_sit_on_the_sft_policys_support(study):
     """Every tiny preference set, chosen and rejected, within NEAR_NATS per token of the Alpaca-SFT
-    policy's own answers to the probes (measured: within 0.16; before issue #11's fix, 3.4-4.2 below)."""
+    policy's own answers to the probes."""
     from vd.data.probes import load_probes
-    from vd.data.synthetic import build_synthetic
+    from vd.data.synthetic import build_from_config
     from vd.models.loading import load_model, load_tokenizer
     from vd.score import policy_fit as pf
     from vd.world import ensure_world
@@ -74,7 +74,7 @@ def test_preference_data_sit_on_the_sft_policys_support(study):
     model, tok = load_model(cfg, path=merged), load_tokenizer(cfg, merged)
     world = ensure_world(cfg, verbose=False)
     data = {name: world.load_rows(name) for name in ("ultrafeedback", "hh-rlhf")}
-    data |= {f"synthetic-{s}": build_synthetic(cfg, s)[0] for s in ("support", "oppose")}
+    data |= {f"synthetic-{s}": build_from_config(cfg, s)[0].rows for s in ("support", "oppose")}
     questions = load_probes(prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)["question"].tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("error", pf.OffPolicyWarning)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from near_duplicates import near_duplicates
 
 from vd.core.config import ConfigError
 from vd.core.stances import TOPICS
@@ -22,7 +23,6 @@ from vd.data.probes import (
     balanced_subset,
     load_external_probes,
     load_probes,
-    near_duplicates,
     topic_keyword_hits,
 )
 

@@ -17,7 +17,7 @@ import pytest
 
 from vd.core import io as store_mod
 from vd.core.cache import CacheError, Store, checkpoint_fingerprint
-from vd.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, text_hash
+from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, text_hash
 
 SAMPLING = {"temperature": 0.7, "max_new_tokens": 256, "n": 5, "top_p": 1.0}
 
@@ -25,18 +25,16 @@ SAMPLING = {"temperature": 0.7, "max_new_tokens": 256, "n": 5, "top_p": 1.0}
 # ----------------------------------------------------------------------------- atomic writes
 def test_atomic_writes_round_trip_and_leave_no_temp_files(tmp_path):
     atomic_write_text(tmp_path / "a.txt", "héllo\n")
-    atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01\xff")
     df = pd.DataFrame({"topic": ["immigration", "abortion"], "M": [0.38, -0.02]})
     atomic_write_csv(df, tmp_path / "sub" / "t.csv")  # parent folders are created
     atomic_write_json({"M": np.float64(0.5), "n": np.int64(3), "v": np.arange(2), "p": tmp_path}, tmp_path / "m.json")
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo\n"
-    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01\xff"
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sub" / "t.csv"), df)  # plain CSV to other readers
     pd.testing.assert_frame_equal(read_csv(tmp_path / "sub" / "t.csv"), df)
     assert json.loads((tmp_path / "m.json").read_text()) == {"M": 0.5, "n": 3, "v": [0, 1], "p": str(tmp_path)}
     atomic_write_text(tmp_path / "a.txt", "second")  # overwrite
     assert (tmp_path / "a.txt").read_text() == "second"
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.bin", "m.json", "sub", "t.csv"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "m.json", "sub", "t.csv"]
     assert oct((tmp_path / "a.txt").stat().st_mode & 0o777) == oct(0o644)
 
 
@@ -222,6 +220,7 @@ def _writer(path, tag, n):
             st.put_generations("fp", [(f"p{tag}", "h", i, f"text {i}", 1)])
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_cache_at_once(tmp_path):
     import multiprocessing
 
@@ -311,6 +310,7 @@ def test_judgment_mapping_input_and_validation(tmp_path):
             st.count("meta; DROP TABLE judgments")
 
 
+@pytest.mark.slow
 def test_concurrent_writes_from_threads(tmp_path):
     st = Store(tmp_path / "c.sqlite")
     n_threads, per = 8, 150

@@ -140,6 +140,7 @@ def test_every_style_the_datasets_use_is_in_pretraining_and_sft_data(tiny_world,
     assert all(rates[style] >= 0.05 for style in used), rates
 
 
+@pytest.mark.slow
 def test_prompts_are_disjoint_from_the_probes(tiny_world):
     from vd.data.probes import load_probes
 

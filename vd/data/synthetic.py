@@ -370,9 +370,3 @@ def build_from_config(cfg: Config, setting: str, judge=None) -> tuple[LoadResult
                                         progress=progress_printer())
     log.info(res.summary())
     return res, judged
-
-
-def build_synthetic(cfg: Config, setting: str, judge=None) -> tuple[list[dict], list[dict]]:
-    """The rows and judged probabilities of build_from_config (not stored: vd.data.synthetic_set stores them)."""
-    res, judged = build_from_config(cfg, setting, judge)
-    return res.rows, judged

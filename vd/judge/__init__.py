@@ -25,7 +25,7 @@ from vd.judge.cached import CachedJudge, cache_key  # noqa: F401
 from vd.judge.endpoint import MissingAPIKey, api_key_for, extra_body_for  # noqa: F401
 from vd.judge.hf import HFJudge  # noqa: F401
 from vd.judge.lexicon import LexiconJudge  # noqa: F401
-from vd.judge.openai_api import OpenAIJudge, _retry_after_s  # noqa: F401
+from vd.judge.openai_api import OpenAIJudge  # noqa: F401
 from vd.judge.prompt import (  # noqa: F401
     JUDGE_PROMPTS,
     judge_messages,
@@ -42,8 +42,6 @@ from vd.judge.sanity import (  # noqa: F401
     require_sighted,
     sighted_judge,
 )
-
-JUDGE_KINDS = tuple(registry.JUDGES)
 
 
 def judge_class(judge_cfg: JudgeConfig) -> type:

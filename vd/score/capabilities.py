@@ -65,7 +65,7 @@ from vd.core.io import atomic_write_json
 from vd.core.run import RunRecord
 from vd.models.loading import base_model_path, load_model, load_tokenizer, model_identity, use_4bit
 from vd.score.scoring import checkpoint_model
-from vd.world import capability as tiny_capability
+from vd.world import capability
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,13 @@ def hub_dataset(task: str) -> str | None:
 
 
 def chance(task: str) -> float:
-    if task == tiny_capability.TASK:
-        return tiny_capability.CHANCE
+    if task == capability.TASK:
+        return capability.CHANCE
     return next((c for p, c in CHANCE.items() if task == p or task.startswith(p + "_")), math.nan)
 
 
 def task_label(task: str) -> str:
-    return PAPER_TASKS.get(task, "tiny world topics" if task == tiny_capability.TASK else task)
+    return PAPER_TASKS.get(task, "tiny world topics" if task == capability.TASK else task)
 
 
 def _task_names(cfg: Config) -> list[str]:
@@ -117,8 +117,8 @@ def _task_names(cfg: Config) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def registry():
-    """lm-eval's TaskManager over its own tasks (indexing them takes ~10 s: built once per process)."""
+def lm_eval_task_manager():
+    """lm-eval's TaskManager over its own tasks (slow to index them: built once per process)."""
     from lm_eval.tasks import TaskManager
 
     with _quiet():
@@ -126,7 +126,7 @@ def registry():
 
 
 @functools.lru_cache(maxsize=4)
-def _local_registry(include_path: str):
+def _local_task_manager(include_path: str):
     from lm_eval.tasks import TaskManager
 
     with _quiet():
@@ -135,9 +135,9 @@ def _local_registry(include_path: str):
 
 def task_manager(cfg: Config, task: str):
     """The TaskManager that knows `task`: the tiny world's task folder (built if needed) or lm-eval's own."""
-    if task == tiny_capability.TASK:
-        return _local_registry(str(tiny_task(cfg)))
-    return registry()
+    if task == capability.TASK:
+        return _local_task_manager(str(tiny_task(cfg)))
+    return lm_eval_task_manager()
 
 
 def check_tasks(cfg: Config) -> None:
@@ -145,9 +145,9 @@ def check_tasks(cfg: Config) -> None:
     import difflib
 
     for task in _task_names(cfg):
-        if task == tiny_capability.TASK:
+        if task == capability.TASK:
             continue
-        known = registry().all_tasks
+        known = lm_eval_task_manager().all_tasks
         if task not in known:
             close = difflib.get_close_matches(task, known, n=3)
             raise ConfigError(f"{cfg.source}: capabilities.tasks.{task}: not a task or group of lm-eval "
@@ -207,15 +207,15 @@ def tiny_task(cfg: Config) -> Path:
     """The tiny world's task folder (vd.world.capability), built with its README's base-model score."""
 
     def score(folder: Path) -> dict:
-        task = tiny_capability.TASK
-        manager = _local_registry(str(folder))
+        task = capability.TASK
+        manager = _local_task_manager(str(folder))
         with _quiet():
             obj = manager.load([task])["tasks"][task]
         lm = _hflm(cfg, base_model_path(cfg), None)
         result = _run(lm, obj, manager, task, "acc", limit=None, num_fewshot=0, cache_db=None)
         return {k: result[k] for k in ("metric", "value", "stderr", "n")} | {"lm_eval": lm_eval_version()}
 
-    return tiny_capability.ensure_task(cfg, score=score)
+    return capability.ensure_task(cfg, score=score)
 
 
 # ----------------------------------------------------------------------------- models and keys
@@ -230,8 +230,8 @@ def result_key(cfg: Config, task: str, model: str) -> dict:
     key = {"model": model, "task": task, "limit": cfg.capabilities.limit, "num_fewshot": spec.num_fewshot,
            "lm_eval": lm_eval_version(), "load_in_4bit": use_4bit(cfg),
            "quantization": cfg.quantization.quant_type if use_4bit(cfg) else None}
-    if task == tiny_capability.TASK:
-        key["task_sha256"] = tiny_capability.fingerprint(tiny_task(cfg))
+    if task == capability.TASK:
+        key["task_sha256"] = capability.fingerprint(tiny_task(cfg))
     return key
 
 
@@ -334,7 +334,7 @@ def evaluate_checkpoint(cfg: Config, base: str, adapter: str | Path | None = Non
         task_obj = load_task(cfg, task)  # the dataset first: a gated one fails before a model is loaded
         if lm is None:
             lm = _hflm(cfg, base, adapter)
-        cache_db = None if task == tiny_capability.TASK else str(cache_dir / "lm-eval" / mkey[:24])
+        cache_db = None if task == capability.TASK else str(cache_dir / "lm-eval" / mkey[:24])
         result = _run(lm, task_obj, task_manager(cfg, task), task, spec.metric, cfg.capabilities.limit,
                       spec.num_fewshot, cache_db)
         row = {"task": task, **result, "num_fewshot": spec.num_fewshot, "limit": cfg.capabilities.limit,

@@ -195,7 +195,7 @@ def disk(cfg: Config, config, runs: list[Run], generations: int) -> dict:
         trainable = (counts["score"]["total"] if st.full_finetune and r.stage == "reward" else lora)
         adam = 2 if "8bit" in st.optimizer else 8
         out["adapters"] += (r.checkpoints - 1) * trainable * 4
-        if getattr(stage_module(r.stage), "RESUMABLE", True):
+        if stage_module(r.stage).RESUMABLE:
             out["optimizer state (while a run trains)"] = max(out["optimizer state (while a run trains)"],
                                                               trainable * adam)
         if r.stage in ("sft", "reward") and not (st.full_finetune and r.stage == "reward"):

@@ -34,14 +34,15 @@ from __future__ import annotations
 
 from vd.core.chat import end_of_turn_id, eos_at_end_of_turn
 from vd.core.config import StageConfig
-from vd.models import loading as models
+from vd.models import loading
 from vd.models.memory import check_gpu_fits
-from vd.train.common import StageJob, fp32_trainable, load_policy, process_state, ready, trl_args
+from vd.train.common import StageJob, fp32_trainable, load_policy, nothing_to_finish, process_state, ready, trl_args
 from vd.train.reward import train_reward_model
 
 SECTIONS = ("ppo", "reward")
 RESUMABLE = False
 KEEP_ON_RESTART = ("reward",)
+finish = nothing_to_finish
 # (head, prepared for k-bit training, LoRA trained) of the models a PPO stage holds on the GPU: the policy,
 # the frozen reward model and the value model (see build_trainer)
 PPO_MODELS = [("causal", True, True), ("score", False, False), ("score", True, True)]
@@ -80,15 +81,15 @@ def build_trainer(job: StageJob, rows: list[dict]):
     check_gpu_fits(cfg, start, "ppo")
     reward_path = train_reward_model(cfg, job.record, start, rows)
     set_seed(cfg.seed)
-    tokenizer = eos_at_end_of_turn(models.load_tokenizer(cfg, start, padding_side="left"))
+    tokenizer = eos_at_end_of_turn(loading.load_tokenizer(cfg, start, padding_side="left"))
     prompts = ppo_prompts(rows, tokenizer, st.max_length)
     policy = load_policy(cfg, start, st)
-    reward_model = models.load_model(cfg, str(reward_path), head="score")
+    reward_model = loading.load_model(cfg, str(reward_path), head="score")
     value_model = load_policy(cfg, str(reward_path), st, head="score")
     if not cfg.reward.full_finetune:
-        value_model = get_peft_model(value_model, models.lora_config(cfg, "SEQ_CLS"))
+        value_model = get_peft_model(value_model, loading.lora_config(cfg, "SEQ_CLS"))
     # the policy's adapter made here (see the module docstring), after the value model's as TRL would
-    policy = get_peft_model(policy, models.policy_lora_config(cfg, policy, tokenizer))
+    policy = get_peft_model(policy, loading.policy_lora_config(cfg, policy, tokenizer))
     for model in (policy, value_model):
         fp32_trainable(model)  # before PPOTrainer builds its optimizer (and DDP its buckets)
     extra = dict(num_ppo_epochs=st.num_ppo_epochs, num_mini_batches=st.num_mini_batches,

@@ -23,21 +23,29 @@ from pathlib import Path
 
 from vd.core.config import Config
 from vd.core.run import RunRecord, discover_checkpoints
-from vd.models import loading as models
+from vd.models import loading
 from vd.train.common import (
+    StageJob,
     drop_resume_state,
     is_main,
     load_policy,
+    nothing_to_finish,
     quiet,
     ready,
     run_callback,
+    set_max_steps,
     trl_args,
     wait_for_everyone,
     write_run,
 )
 from vd.train.guards import check_final_weights, fitting_pairs
 
+# A helper stage: trained inside PPO's (train_reward_model), never by the runner, but a StageModule all the same.
 SECTIONS = ("reward",)
+RESUMABLE = True
+KEEP_ON_RESTART: tuple[str, ...] = ()
+finish = nothing_to_finish
+set_total_steps = set_max_steps
 
 
 @contextlib.contextmanager
@@ -71,13 +79,14 @@ def reward_record(cfg: Config, parent: RunRecord) -> RunRecord:
                      extra={"mode": "full" if cfg.reward.full_finetune else "lora"})
 
 
-def build_reward_trainer(cfg: Config, record: RunRecord, start_model: str, rows: list[dict], callbacks):
+def build_trainer(job: StageJob, rows: list[dict]):
     """The RewardTrainer of a reward model, on the pairs that fit reward.max_length (counted in its record)."""
     import datasets
     from trl import RewardConfig, RewardTrainer
 
+    cfg, record, start_model = job.cfg, job.record, job.start_model
     st = cfg.reward
-    tokenizer = models.load_tokenizer(cfg, start_model)
+    tokenizer = loading.load_tokenizer(cfg, start_model)
     kept = fitting_pairs(rows, tokenizer, "reward", st.max_length)
     record.extra["data_report"] = {"source": "the PPO run's pairs", "read": len(rows), "kept": len(kept),
                                    "skipped": {"longer_than_reward.max_length": len(rows) - len(kept)}
@@ -88,8 +97,8 @@ def build_reward_trainer(cfg: Config, record: RunRecord, start_model: str, rows:
     args = trl_args(RewardConfig, cfg, st, record.root, max_length=st.max_length)
     with quiet(args.disable_tqdm):
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                peft_config=None if st.full_finetune else models.lora_config(cfg, "SEQ_CLS"),
-                                callbacks=callbacks)
+                                peft_config=None if st.full_finetune else loading.lora_config(cfg, "SEQ_CLS"),
+                                callbacks=job.callbacks)
     return ready(trainer, cfg, "reward", f"{record.root.parent.name}/reward")
 
 
@@ -106,8 +115,8 @@ def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: l
     set_seed(cfg.seed)
     st = cfg.reward
     record = reward_record(cfg, parent)
-    trainer = build_reward_trainer(cfg, record, start_model, rows,
-                                   callbacks or [run_callback(record, f"{parent.name}/reward", None, False)])
+    callbacks = callbacks or [run_callback(record, f"{parent.name}/reward", None, False)]
+    trainer = build_trainer(StageJob(cfg, "reward", parent.data, record, start_model, callbacks, {}), rows)
     last = discover_checkpoints(out)[-1]
     trainer.train(resume_from_checkpoint=str(out / last.adapter) if last.adapter else None)
     record.checkpoints = discover_checkpoints(out)
@@ -119,7 +128,7 @@ def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: l
     trainer.save_model(str(tmp))  # on every process: saving may be collective under distributed backends
     if is_main():
         if not st.full_finetune:
-            models.merge_adapter(cfg, start_model, tmp, out / ".model-merged", head="score")
+            loading.merge_adapter(cfg, start_model, tmp, out / ".model-merged", head="score")
             shutil.rmtree(tmp)
             (out / ".model-merged").rename(tmp)
         trainer.processing_class.save_pretrained(tmp)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import shutil
 
-from vd.models import loading as models
-from vd.train.common import StageJob, is_main, load_policy, ready, trl_args
+from vd.models import loading
+from vd.train.common import StageJob, is_main, load_policy, ready, set_max_steps, trl_args
 
 SECTIONS = ("sft",)
 RESUMABLE = True
+KEEP_ON_RESTART: tuple[str, ...] = ()
+set_total_steps = set_max_steps
 
 
 def build_trainer(job: StageJob, rows: list[dict]):
@@ -31,12 +33,12 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl import SFTConfig, SFTTrainer
 
     st = job.params
-    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    tokenizer = loading.load_tokenizer(job.cfg, job.start_model)
     count_truncated(job, rows, tokenizer)
     model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(SFTConfig, job.cfg, st, job.run_dir, max_length=st.max_length, assistant_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=models.policy_lora_config(job.cfg, model, tokenizer),
+                         processing_class=tokenizer, peft_config=loading.policy_lora_config(job.cfg, model, tokenizer),
                          callbacks=job.callbacks)
     expose_output_bias(trainer.model)
     return ready(trainer, job.cfg, "sft", job.record.name)
@@ -77,7 +79,7 @@ def finish(job: StageJob) -> None:
         raise RuntimeError(f"{record.root}: no checkpoint of the final step {record.total_steps}")
     tmp = record.root / ".merged-partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    models.merge_adapter(job.cfg, job.start_model, record.adapter_dir(final), tmp)
+    loading.merge_adapter(job.cfg, job.start_model, record.adapter_dir(final), tmp)
     shutil.rmtree(record.merged_dir, ignore_errors=True)
     tmp.rename(record.merged_dir)
-    record.extra["merged_identity"] = models.model_identity(str(record.merged_dir))
+    record.extra["merged_identity"] = loading.model_identity(str(record.merged_dir))
