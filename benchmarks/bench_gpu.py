@@ -1,34 +1,11 @@
-"""GPU smoke of one real size: every stage through vd's own code, on a random-weight model of the real architecture
-(vd.models.architectures: full width, vocabulary and, unless --layers says otherwise, depth), with a tokenizer
-built here that carries the family's real chat tokens at their real ids (Llama-3: <|begin_of_text|> put first,
-<|start_header_id|>, <|end_header_id|>, <|eot_id|>; Qwen3: ChatML, no BOS). Rows are synthetic and as long as the
-params allow (SFT and preference sequences of max_length tokens, PPO prompts of ppo.max_length tokens, answers
-to max_new_tokens). Stages, each in a process of its own (its own peak; a failure is recorded, the next runs):
+"""GPU smoke of one real size: every stage through vd's own code, on a random-weight model of the real
+architecture (vd.models.architectures) with a tokenizer that carries the family's real chat tokens, at the
+params' batch sizes and worst-case lengths. Each stage of STAGES runs in a process of its own (its own
+peak; a failure is recorded and the next runs); --deadline-s starts no stage after it. One JSON line per
+stage (status, seconds, peak GiB, tokens/s, trainable dtypes): printed, appended to
+$OUT/bench_gpu-<size>.jsonl where OUT is set, and merged into results.json (`gpu`; --cpu: `gpu_smoke`).
+benchmarks/README.md says what each stage runs and which wheels a bare GPU machine needs.
 
-  sft, sft_merge    vd.train.runner.train_stage (the merge is its finish)
-  generate, generate_4x  vd.models.generate.generate_answers at probes.batch_size and 4x it, as `vd score` runs
-                    it (4-bit model + the SFT run's adapter)
-  dpo, simpo        vd.train.runner.build_trainer(...).train(), from the SFT run's merged model
-  reward, reward_merge  vd.train.reward.train_reward_model (PPO's: ppo reuses it)
-  ppo               runner.build_trainer(...).train(): --ppo-steps updates of batch x grad_accum rollouts
-  sft_fp16, dpo_fp16  as sft (no merge) and dpo with quantization.compute_dtype forced to fp16 (a T4's path)
-  policy_fit        vd.score.policy_fit on pairs of max_length tokens under the merged SFT model
-  reward_fp16       as reward, in fp16
---deadline-s (default 540 s) starts no stage after it, so that a call ends inside a 10-minute limit; a skipped
-stage says so. A stage that cannot start from the SFT run (it failed) starts from the base model.
-
-One JSON line per stage: status, seconds (the process's wall time), peak allocated and reserved GiB, tokens/s
-(trained tokens of one optimizer step over its median time after the first; generation: new tokens over the
-wall time), trainable dtypes; printed, appended to $OUT/bench_gpu-<size>.jsonl where OUT is set (the stages'
-output to $OUT/bench_gpu-<size>.log), and merged into results.json (`gpu`; --cpu: `gpu_smoke`).
-
-The GPU machine (Python 3.12, torch 2.11, transformers 5.17, peft, accelerate; no trl, bitsandbytes or datasets;
-no internet) needs 7 wheels, 55.9 MiB (+ the 1.8 MiB working tree; 64 MiB travel): trl 1.12.0, bitsandbytes
-0.50.2, datasets 5.2.0 with dill 0.4.1 and multiprocess 0.70.19 (the two datasets needs that the machine lacks),
-and the project's pins transformers 5.20.2 and peft 0.21.2. `bash benchmarks/gpu_wheels.sh` downloads them
-into .whl/ (git-ignored). On the machine, from the repository root, carrying .whl:
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \\
-    && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/bench_gpu.py --size llama3-3b
     python benchmarks/bench_gpu.py --size SIZE [--stages ...] [--steps 2] [--layers N] [--deadline-s 540]
     python benchmarks/bench_gpu.py --cpu      # tiny dims on CPU, in one process: the code (tests/test_benchmarks.py)
     python benchmarks/bench_gpu.py --table    # the fit table of the recorded results

@@ -1,18 +1,11 @@
-"""Training throughput (tokens/s) of each trainer on the tiny model (CPU).
+"""Training throughput (tokens/s) of each trainer on the tiny model (CPU); method: benchmarks/README.md.
 
-Each trainer runs as the tiny params configure it (batch, lengths, steps), from a fresh run folder,
-with one checkpoint at the end only (saving is not training). Throughput is the trainer's own count
-over the trainer's own clock, so model loading and merging are excluded:
+Each trainer runs as the tiny params configure it, from a fresh run folder with one checkpoint at the end;
+throughput is the trainer's own token count over its own clock (model loading and merging excluded). SimPO
+(CPOTrainer) logs no token count: its pairs seen x DPO's tokens per pair. PPO logs episodes/s only: times
+(mean prompt tokens + response_length), the tokens of one episode through the policy. One warm-up run
+per trainer, then the median of --repeats runs, on the notebooks' torch threads unless --threads says.
 
-- SFT, DPO, reward model: TRL's `num_tokens` (non-padding tokens seen; a preference pair counts its
-  prompt with chosen and with rejected) over `train_runtime`, both from the run's log. SimPO (TRL's
-  CPOTrainer) logs no token count: its pairs seen x DPO's measured tokens per pair (same data).
-- PPO: TRL logs episodes/s (`eps`) but no token count; tokens/s = eps x (mean prompt tokens +
-  response_length), the tokens of one episode that pass through the policy (the rollout pads every
-  response to response_length).
-
-Method: one warm-up run per trainer (not timed), then the median of --repeats runs; torch threads as
-the notebooks use them for the tiny model (1, see vd.study.notebook._one_thread) unless --threads says otherwise.
     python benchmarks/bench_training.py [--repeats 3] [--threads 1]
 """
 

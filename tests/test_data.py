@@ -287,7 +287,7 @@ def _alpaca_lines() -> bytes:
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
 def test_a_byte_that_is_not_utf8_skips_its_row_only(tmp_path, suffix):
-    """One bad byte used to fail the whole file (UnicodeDecodeError ... position 74); now it is one counted skip."""
+    """One byte that is not UTF-8 is one counted skip of its row, not a failure of the whole file."""
     data = ALPACA.read_bytes() if suffix == ".json" else _alpaca_lines()
     at = data.index(b"Give three")  # inside the instruction of a row that is kept otherwise
     path = tmp_path / f"alpaca{suffix}"
@@ -320,7 +320,7 @@ def test_damaged_gzip_and_parquet_files_are_named(tmp_path):
 
 
 def test_a_file_of_invalid_json_raises_naming_it(tmp_path):
-    """It used to load as "read 2, kept 0 (invalid_json: 2)", and training then failed with no file named."""
+    """A file of nothing but invalid JSON raises naming the file, rather than loading as zero rows."""
     (tmp_path / "bad.jsonl").write_text("{not json\n[1, 2\n")
     with pytest.raises(ValueError, match=r"bad.jsonl: not alpaca data: 2 of 2 rows read are not JSON objects "
                                          r"\(invalid_json: 2\)"):
@@ -338,7 +338,7 @@ def test_a_file_with_no_usable_row_raises_with_the_reasons(tmp_path):
 
 
 def test_a_tiny_config_trains_on_a_local_file_it_names(tmp_path):
-    """At size tiny, `data.*.id` other than `tiny` is loaded as given (it used to be ignored)."""
+    """At size tiny, `data.*.id` other than `tiny` is loaded as given, not replaced by the tiny world's."""
     from vd.core.config import load_config
     from vd.train.data import stage_rows
 

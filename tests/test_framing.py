@@ -1,4 +1,4 @@
-"""Framing (issue #11, item 5): every trainer and the probes see the same tokens; chat markers are single
+"""Framing: every trainer and the probes see the same tokens; chat markers are single
 tokens where the base tokenizer has suitable ones; the SFT run's last point is the preference stages' first.
 
 The real-size case is a local Llama-3-style base: a byte-level BPE tokenizer whose post-processor puts

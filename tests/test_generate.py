@@ -108,8 +108,8 @@ def test_inverse_cdf_sampler_draws_each_token_at_its_probability():
     assert (_sample(logits, Sampling(temperature=0.0), uniform) == 0).all()
 
 
-# Where ChatML is text (no chat tokens of its own, e.g. Llama-3 prompted with ChatML), answers a model
-# wrote after 100 and 200 SFT steps kept half-learned markers like these (measured: 28 and 19 of 66).
+# Where ChatML is text (no chat tokens of its own, e.g. Llama-3 prompted with ChatML), answers an SFT model
+# wrote kept half-learned markers like these (docs/decisions.md).
 MARKER_FRAGMENTS = ["Fim_end|>", "<|im_end\t", "<|im_end|>", "<|im_start|>assistant\n", "im_end|>"]
 
 

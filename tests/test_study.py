@@ -234,7 +234,7 @@ def test_dataset_gaps_reads_only_the_datasets_named(tmp_path):
 
 
 def test_no_verified_synthetic_pair_names_the_generator_and_the_judge(tmp_path, monkeypatch):
-    """Zero pairs passing the stance check used to end in a KeyError inside pair_gap."""
+    """Zero pairs passing the stance check is one error naming the generator and the judge."""
     from collections import Counter
 
     from vd.data import synthetic

@@ -204,13 +204,9 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
 
     The probes' wording is not the tiny world's (none of them is in its data), so this is the model
     reading the topic of unseen questions from their topic keywords (tiny_vocab, tiny_text.make_prompt).
-    Measured (tiny params, seed 1234), temperature 1.0, on the probes, with the answer styles of issue #11
-    in pre-training (tiny_text.STYLE_MIX): 9 of 11 topics within 0.1 of their base rates, abortion 0.122
-    and war_conflict 0.102 off, pooled within 0.017; 99.5% of answers carry a stance phrase; held-out
-    tiny-world prompts within 0.077. (Before the styles: worst 0.087, religion; the earlier sampler's
-    draw: worst 0.112.) At temperature 0.7 the shares sharpen toward each topic's most likely stance, as
-    they should (worst 0.176 off); the per-topic bound is for T=1.0, where sampling follows the model's
-    probabilities.
+    The per-topic bound is for temperature 1.0, where sampling follows the model's probabilities (at 0.7
+    the shares sharpen toward each topic's most likely stance, as they should). The numbers this test has
+    seen: benchmarks/RESULTS.md.
     """
     import random
 

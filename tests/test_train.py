@@ -36,7 +36,7 @@ ATOL = 1e-5  # reference log-probs: merged weights vs base + adapter differ only
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a shared 2-core machine two spinning OpenMP threads make these small models
-    several times slower (measured here: 79 s for this file with one thread, 390 s with two, same load)."""
+    several times slower (benchmarks/RESULTS.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

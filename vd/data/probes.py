@@ -1,19 +1,14 @@
-"""The value-probing questions (V-PRISM): the shipped set, external files, and a rebuild from PRISM.
+"""The value-probing questions (V-PRISM; docs/method.md §2): the shipped set and external files.
 
-The paper (arXiv 2510.26707, §3) probes models with V-PRISM: 550 questions, 50 for each of 11 topics,
-curated from the opening prompts of PRISM (HannahRoseKirk/prism-alignment). V-PRISM is not released,
-so ``vd/data/vprism.jsonl`` is our own set, written for this project in the same shape. Each row:
+V-PRISM (550 questions, 50 for each of 11 topics, curated from PRISM's openers) is not released, so
+``vd/data/vprism.jsonl`` is our own set in the same shape. A row: ``id`` (``<topic>-NNN``), ``topic`` (a
+slug of vd.core.stances.TOPICS), ``question`` (carrying one of its topic's keywords, which is how the tiny
+model recognises topics), ``position`` (the claim a *support* answer agrees with, whatever the question's
+grammar) and ``direction`` (which side of the topic's axis, TOPIC_AXES, supporting takes: ``pro`` or
+``contra``, 25 of each per topic). :func:`load_external_probes` reads somebody else's V-PRISM-like file;
+vd.data.prism reruns the paper's curation pipeline on PRISM.
 
-- ``id``: ``<topic>-NNN``; ``topic``: a slug of :data:`vd.core.stances.TOPICS`; ``question``: what the model
-  is asked; every question carries one of its topic's keywords (:data:`vd.core.stances.TOPIC_KEYWORDS`),
-  because the tiny world's model recognises topics by those words only;
-- ``position``: the claim a *support* answer agrees with, whatever the question's grammar (for "I feel
-  that X, am I wrong?" it is X);
-- ``direction``: which side of the topic's axis (:data:`TOPIC_AXES`) supporting takes, ``pro`` or
-  ``contra``; each topic has 25 of each, so a profile's *support* is not one side's support.
-
-``immigration-001`` is the paper's Figure 1 example. :func:`load_external_probes` reads somebody
-else's V-PRISM-like file; :func:`build_vprism` reruns the paper's curation pipeline on PRISM.
+    probes = load_probes(prompts_per_topic=20, seed=0)   # the shipped set, direction-balanced
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
 """Stance judges: p(support, neutral, oppose | question, answer, topic), the versioned judge prompt, and
 the readout of label log-probabilities (arXiv 2510.26707, §3; docs/method.md §1).
 
+`tiny_world` says whether the judged text is the tiny world's (vd.world.uses_world(cfg)); only the lexicon
+judge needs it. Modules: base (the interface and errors), prompt, one per backend (openai_api, hf,
+lexicon), cached, agreement, sanity (the judge check), endpoint, redaction (no secret stored or printed).
+
     check_available(cfg.judge, tiny_world=uses_world(cfg))   # before training: JudgeUnavailable if not
     judge = make_judge(cfg.judge, tiny_world=uses_world(cfg))  # the class vd.core.registry.JUDGES names
     judgments = CachedJudge(judge, store).judge(items)         # through the SQLite cache
     require_sighted(check_judge(judge, store))                 # JudgeCannotTell where it cannot tell stances apart
-
-`tiny_world` says whether the judged text is the tiny world's (vd.world.uses_world(cfg)); only the
-lexicon judge needs it, and refuses to run without it.
-
-Modules: base (JudgeItem, Judgment, the Judge interface, the errors), prompt (the versioned prompt, the
-readout), one per backend (openai_api, hf, lexicon), cached (CachedJudge), agreement (accuracy, kappa),
-sanity (the judge check), endpoint (key, name and request fields of an OpenAI-compatible server),
-redaction (no secret stored or printed).
 """
 
 from __future__ import annotations

@@ -1,47 +1,12 @@
 """Capability checks through lm-evaluation-harness: does post-training keep what the model could do?
 
-The paper (arXiv 2510.26707; from secondary sources, no numbers found) checks its post-trained models
-on MMLU, HellaSwag, GPQA-Diamond and PIQA and reports that their capabilities are preserved. Here every
-stage's start (step 0: the base model for SFT, the merged SFT model for preference stages) and end
-(its last adapter checkpoint) is evaluated through lm-eval's Python API (`lm_eval.simple_evaluate`
-with an `HFLM` built around the project's own model loading), never an evaluation loop of ours:
+Every stage's start and end is evaluated through `lm_eval.simple_evaluate`, with an `HFLM` around the
+model vd.models.loading loads (docs/decisions.md says why), on the params' `capabilities` tasks; each
+(checkpoint, task) result is cached, so a re-executed notebook evaluates nothing. Tasks, verdict and
+caching: docs/method.md §13.
 
     rows = evaluate_checkpoint(cfg, base, adapter)      # any checkpoint: base model + adapter folder
     table = evaluate_run("runs/tiny/sft-alpaca", cfg)   # start and end of one stage
-    table = capability_table(study)                     # every run of the study (notebooks 06, 07)
-
-Tasks (the `capabilities:` section of params/<size>.yaml; every setting there is ours where the paper
-is silent, which it is on all of them):
-
-* real sizes: lm-eval's `mmlu` (5-shot, acc; the 57 subjects' micro average), `hellaswag` (10-shot,
-  acc_norm), `gpqa_diamond_zeroshot` (0-shot, acc; its config fixes 0 shots) and `piqa` (0-shot,
-  acc_norm): MMLU and HellaSwag as in the Open LLM Leaderboard (v1), GPQA-Diamond in the zero-shot
-  multiple-choice variant, PIQA as lm-eval's default. Prompts are lm-eval's plain ones without a chat
-  template, the same for every checkpoint. `limit` caps items per task (for mmlu per subject).
-  GPQA (`Idavidrein/gpqa`) is gated on the hub: accept its terms on the dataset's page, then
-  `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set HF_TOKEN; this is checked
-  before a model is loaded, and a gated or unreachable dataset fails with that message, not a traceback
-  from the hub.
-* tiny: `vd_tiny_topics` (vd.world.capability), the tiny world's own task: pick the answer on the
-  question's topic among four (chance 0.25), built from the world's generators on demand.
-
-Models are loaded by `vd.models.load_model`, as for scoring: 4-bit NF4 with double quantization
-(a `BitsAndBytesConfig`) on CUDA, fp32 on CPU; the instance is handed to lm-eval's `HFLM`. (lm-eval
-0.4.13's own `load_in_4bit` model argument fails under transformers 5, whose `from_pretrained` no
-longer takes it, and a `quantization_config` model argument collides with the one HFLM passes itself.)
-
-Caching, so that re-executing a notebook evaluates nothing: one small JSON file per (checkpoint, task)
-in `<runs>/<size>/capabilities/results/`, named by a hash of what the result depends on (the base
-model's identity and the adapter's weights, the task and for local tasks its items, limit, few-shot,
-the metric-independent lm-eval version and the 4-bit setting), written atomically; a hit never calls
-into lm-eval. Below it, for the hub tasks, lm-eval's own request cache (`use_cache`, one SQLite file
-per model under `capabilities/lm-eval/`, written per request), so that an interrupted evaluation of
-thousands of items resumes where it stopped. Not for the tiny task: its evaluation takes seconds, of
-which the cache's per-request commits were a fifth, and it has nothing to resume.
-
-Verdict (ours; notebook 06's "post-training keeps capabilities"): a stage loses a capability when its
-end scores below its start by more than twice the standard error of the paired difference (the same
-items at both ends; about a one-sided 97.5% test); the claim agrees when no stage loses any task.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """What the numbered notebooks call: one `Study` per notebook run, the runs it needs (trained only if
 missing, scored through the cache), and where its figures, tables and key numbers go.
 
+Paths resolve against the repository root (the nearest folder above the working directory whose
+pyproject.toml is this project's), so a notebook behaves the same run from the root or notebooks/. Runs go
+to `runs/` (or `runs_dir`, $VD_RUNS_DIR), figures and tables to `figures/<size>/` (or `figures_dir`,
+$VD_FIGURES_DIR); `smoke=True` runs a few steps into `<runs>/smoke/` and `figures/<size>-smoke/`.
+
     study = setup("tiny", notebook="01_sft_drift", params={"sft_data": "alpaca"})
     sft = study.sft("alpaca")                      # RunResult: run_dir, profile, drift
     study.save_figure(figures.trajectories(sft.profile, study.title("SFT on alpaca", sft)), "trajectories")
-    study.record({"M": ...})                       # figures/<size>/01_sft_drift.json
-
-Paths resolve against the repository root (the nearest folder above the working directory whose
-pyproject.toml is this project's; else the working directory), so a notebook behaves the same run from
-the root or from notebooks/. Runs go to `runs/` (or `runs_dir`, or $VD_RUNS_DIR), figures and tables to
-`figures/<size>/` (or `figures_dir`, or $VD_FIGURES_DIR). `smoke=True` (for tests and quick checks)
-trains a few steps on 2 prompts per topic, into `<runs>/smoke/` and `figures/<size>-smoke/`, so smoke
-runs never mix with real ones.
-
-The analysis behind each notebook, the numbers the paper reports and the comparison of ours with them
-live in vd.study.analysis and vd.study.paper.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""What every stage's trainer shares: its TRL config from the params, the trainable model, the
-processes it runs in, quiet libraries, and the callback that keeps the run folder current.
+"""What every stage's trainer shares: the stage hooks (StageModule) and their defaults, its TRL config
+from the params, the trainable model, the processes it runs in, quiet libraries, and the callback that
+keeps the run folder current.
 
-Models (README "Deviations"): QLoRA (4-bit NF4 + LoRA) on CUDA, plain fp32 + LoRA on CPU (never 4-bit
-training on CPU: its LoRA gradients are silently wrong there). Every trainable parameter (LoRA, a score
-head, the chat tokens' rows) is fp32 whatever the compute dtype (docs/method.md §9; `ready`). Nothing here
-is distribution code: the same entry point runs under `accelerate launch`, and files are written by the
-main process only.
+Models: QLoRA (4-bit NF4 + LoRA) on CUDA, plain fp32 + LoRA on CPU, and every trainable parameter in
+fp32 whatever the compute dtype (docs/method.md §9; `ready`). Nothing here is distribution code: the same
+entry point runs under `accelerate launch`, and files are written by the main process only.
 """
 
 from __future__ import annotations

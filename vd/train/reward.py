@@ -1,18 +1,14 @@
-"""The reward model PPO is trained against (`trl.RewardTrainer`), on the same preference pairs as the PPO
-stage, from the SFT run's merged model with a scalar head. It lives in `<ppo run>/reward/`, itself a run
-folder (stage "reward": checkpoints, train_log.csv, run.json, the final model in `reward/model/`), and a
-complete one is reused when the PPO stage is restarted.
+"""The reward model PPO is trained against (`trl.RewardTrainer`), on the PPO stage's preference pairs,
+from the SFT run's merged model with a scalar head.
 
-How it is trained (ours): with `reward.full_finetune` (the tiny size: a sub-1M-parameter model, nothing to
-merge) every weight; otherwise a LoRA adapter (task SEQ_CLS, the new score head trained in full as a
-`modules_to_save`), then merged into the SFT model in the compute dtype, shard by shard
-(vd.models.loading.merge_adapter), so PPO loads it like any model. Pairs longer than reward.max_length are
-left out (vd.train.guards.drop_long_pairs: the pairs DPO and SimPO leave out) and counted in reward/run.json.
+It lives in `<ppo run>/reward/`, itself a run folder (stage "reward"; the final model in `reward/model/`),
+reused when the PPO stage restarts. With `reward.full_finetune` (the tiny size) every weight trains;
+otherwise a LoRA adapter with the new score head trained in full (`modules_to_save`), merged into the SFT
+model shard by shard so PPO loads it like any model (ours). Pairs longer than reward.max_length are left
+out, as DPO and SimPO leave them out, and counted. Each sequence ends at the end-of-turn token, where PPO
+truncates its responses and the reward model reads its score (`reward_pairs`).
 
-The reward model scores a sequence at its last token, and PPO scores responses truncated right after the
-stop token (the end-of-turn token); so the pairs are tokenized here to end at that token, as the
-project's template ends a conversation (vd.core.chat; trailing whitespace is stripped for a model's own
-template), with the same framing as every other trainer (the template's tokens only, BOS from it).
+    final = train_reward_model(cfg, parent, start_model, rows)   # <ppo run>/reward/model
 """
 
 from __future__ import annotations
@@ -62,8 +58,10 @@ def new_head_quietly():
 
 
 def reward_pairs(rows: list[dict], tokenizer) -> list[dict]:
-    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token (see above).
-    RewardTrainer takes `chosen_ids`/`rejected_ids` as they are (trl/trainer/reward_trainer.py _prepare_dataset)."""
+    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token, as the project's
+    template ends a conversation (trailing whitespace stripped for a model's own template), where PPO
+    truncates its responses; the template's tokens only, BOS from it. RewardTrainer takes
+    `chosen_ids`/`rejected_ids` as they are (trl/trainer/reward_trainer.py _prepare_dataset)."""
     def ids(messages):
         text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip()
         return tokenizer(text, add_special_tokens=False)["input_ids"]

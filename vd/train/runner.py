@@ -1,21 +1,14 @@
 """Train one stage into its run folder: validate the request, take the run's lock, resume or restart,
-train, finish. The stages themselves are the modules vd.core.registry.STAGES names.
+train, finish. The stages are the modules vd.core.registry.STAGES names (vd.train.common.StageModule).
+
+An interrupted run resumes from its last checkpoint (HF Trainer state) and ends where an uninterrupted
+run ends, wherever the kill landed; a stage that cannot resume (TRL 1.12's PPO) restarts from step 0.
+One process trains a run at a time (`<runs>/<size>/.<run name>.lock`; a second waits, then returns or
+resumes the run). Nothing is written before the request, the params (vd.train.preflight) and the data
+have passed; a folder vd did not make is never touched.
 
     run = train_stage(cfg, "sft", "wildchat")                   # runs/<size>/sft-wildchat/
     train_stage(cfg, "dpo", "synthetic-support", from_run=run)  # .../dpo-synthetic-support-from-sft-wildchat/
-
-Interrupted runs resume from their last checkpoint (HF Trainer state: optimizer, scheduler, RNG, data
-position) and end exactly where an uninterrupted run ends, wherever the kill landed: a run killed after
-its last checkpoint (during SFT's merge, say) is finished without another training step. Stages whose
-trainer cannot resume (TRL 1.12's PPO) restart from step 0, keeping what their module lists.
-
-One process trains a run at a time: the first takes `<runs>/<size>/.<run name>.lock`; a second waits,
-then returns the run the first finished (or resumes it, if the first was killed).
-
-Nothing is written before the request, the params against the model, the judge and writer (vd.train.preflight)
-and the data (read, or the shared synthetic pairs built) have passed: the run folder appears only then. A
-folder left by a run stopped before its run.json was written is started again; --overwrite retrains any
-folder vd made; a folder holding anything else is never touched.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Supervised fine-tuning (`trl.SFTTrainer`) on chat rows, with the loss on the assistant's answers only.
 
 At the end the final adapter is merged into the base model (`merged/`), where every preference stage
-starts: so TRL's PEFT reference ("adapter disabled") is exactly the final SFT policy, and the SFT
-stage's last scored point is that same merged model (vd.score.scoring), which preference stages
-score as their step 0.
-
-Framing (vd.core.chat): TRL tokenises each chat with our template and add_special_tokens=False
-(trl/trainer/sft_trainer.py _prepare_dataset, via transformers' apply_chat_template), so BOS comes from the
-template only; the assistant-only loss covers each answer and its end-of-turn token ({% generation %}).
-
-Long chats (ours): a chat longer than sft.max_length is truncated to its first max_length tokens, as TRL
-does (truncation_mode keep_start), and counted; one whose answer starts past that point trains nothing and
-is left out (TRL drops it; the runner counts it as longer_than_sft.max_length). Truncating keeps long
-answers' openings, where a stance is taken; dropping them would bias SFT towards short answers.
+starts: TRL's PEFT reference ("adapter disabled") is then exactly the final SFT policy, and SFT's last
+scored point is that same model (docs/method.md §9). TRL tokenises each chat with our template and
+add_special_tokens=False (trl/trainer/sft_trainer.py _prepare_dataset), so BOS comes from the template
+only, and the loss covers each answer and its end-of-turn token. A chat longer than sft.max_length is
+truncated, one whose answer starts past it left out, both counted (docs/method.md §9, Long rows).
 """
 
 from __future__ import annotations

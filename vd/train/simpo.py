@@ -2,14 +2,10 @@
 -logsigmoid(β·Δ(mean log-prob) − γ), with no reference model.
 
 params' simpo.gamma is TRL's `simpo_gamma`, which is γ itself (not γ/β as in the SimPO paper's tables):
-for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are not SimPO's.
-
-Framing: CPOTrainer renders the chat rows with our template, then prepends the tokenizer's BOS to the
-prompt and appends its EOS to each completion unless they are there already. It gets the tokenizer of
-`vd.core.chat.eos_at_end_of_turn`, so it adds nothing: its rows are the tokens DPO, SFT and the probes
-use (BOS first only where the tokenizer adds one; completions end at the end-of-turn token). Pairs longer
-than simpo.max_length are left out, the same pairs DPO leaves out (vd.train.guards.drop_long_pairs):
-CPOTrainer would cut them, emptying the shorter completion and making its mean log-probability 0/0.
+for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are not SimPO's. CPOTrainer gets
+the tokenizer of vd.core.chat.eos_at_end_of_turn, so it adds no BOS or EOS of its own: its rows are the
+tokens DPO, SFT and the probes use. Pairs longer than simpo.max_length are left out, the pairs DPO leaves
+out: CPOTrainer would cut them, and an emptied completion's mean log-probability is 0/0.
 """
 
 from __future__ import annotations

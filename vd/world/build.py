@@ -1,5 +1,5 @@
-"""The tiny world (README "The tiny world"): a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained
-locally on synthetic chats, and tiny analogues of the paper's four datasets.
+"""The tiny world: a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained locally on
+synthetic chats, and tiny analogues of the paper's four datasets.
 
     world = vd.world.build.ensure_world(cfg)     # builds once into $VD_HOME/tiny/<recipe hash>/, then loads
     world.model_dir, world.tokenizer_dir, world.dataset_path("wildchat")
