@@ -220,6 +220,7 @@ def _gated():
     return GatedRepoError("401 Client Error: access to Idavidrein/gpqa is restricted", response=response)
 
 
+@pytest.mark.slow
 def test_a_gated_dataset_fails_with_what_to_do_not_a_hub_traceback(monkeypatch, tmp_path):
     import datasets
     from datasets.exceptions import DatasetNotFoundError

@@ -44,6 +44,7 @@ def test_sampling_is_reproducible_and_independent_of_batch_size(model_and_tokeni
     assert sum(a[k] != other_seed[k] for k in a) > len(a) // 2
 
 
+@pytest.mark.slow
 def test_wanted_subset_gives_the_same_answers(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     sampling = Sampling(samples_per_prompt=3, temperature=0.7, max_new_tokens=24, seed=1)
