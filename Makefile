@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TRL_EXPERIMENTAL_SILENCE := 1
 
-.PHONY: setup reproduce test clean-world
+.PHONY: setup reproduce test test-fast lint clean-world
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ reproduce: $(STAMP)
 # The whole test suite, notebooks included.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The contributors' loop: the unit tests without notebook executions and without the `slow` marks.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# The pinned linter (pyproject's `dev` extra, configured in [tool.ruff]).
+lint: $(STAMP)
+	$(BIN)/ruff check vd tests benchmarks notebooks
 
 # Remove the cached tiny world(s) so the next run rebuilds them.
 clean-world:

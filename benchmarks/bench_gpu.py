@@ -1,34 +1,11 @@
-"""GPU smoke of one real size: every stage through vd's own code, on a random-weight model of the real architecture
-(vd.models.architectures: full width, vocabulary and, unless --layers says otherwise, depth), with a tokenizer
-built here that carries the family's real chat tokens at their real ids (Llama-3: <|begin_of_text|> put first,
-<|start_header_id|>, <|end_header_id|>, <|eot_id|>; Qwen3: ChatML, no BOS). Rows are synthetic and as long as the
-params allow (SFT and preference sequences of max_length tokens, PPO prompts of ppo.max_length tokens, answers
-to max_new_tokens). Stages, each in a process of its own (its own peak; a failure is recorded, the next runs):
+"""GPU smoke of one real size: every stage through vd's own code, on a random-weight model of the real
+architecture (vd.models.architectures) with a tokenizer that carries the family's real chat tokens, at the
+params' batch sizes and worst-case lengths. Each stage of STAGES runs in a process of its own (its own
+peak; a failure is recorded and the next runs); --deadline-s starts no stage after it. One JSON line per
+stage (status, seconds, peak GiB, tokens/s, trainable dtypes): printed, appended to
+$OUT/bench_gpu-<size>.jsonl where OUT is set, and merged into results.json (`gpu`; --cpu: `gpu_smoke`).
+benchmarks/README.md says what each stage runs and which wheels a bare GPU machine needs.
 
-  sft, sft_merge    vd.train.runner.train_stage (the merge is its finish)
-  generate, generate_4x  vd.models.generate.generate_answers at probes.batch_size and 4x it, as `vd score` runs
-                    it (4-bit model + the SFT run's adapter)
-  dpo, simpo        vd.train.runner.build_trainer(...).train(), from the SFT run's merged model
-  reward, reward_merge  vd.train.reward.train_reward_model (PPO's: ppo reuses it)
-  ppo               runner.build_trainer(...).train(): --ppo-steps updates of batch x grad_accum rollouts
-  sft_fp16, dpo_fp16  as sft (no merge) and dpo with quantization.compute_dtype forced to fp16 (a T4's path)
-  policy_fit        vd.score.policy_fit on pairs of max_length tokens under the merged SFT model
-  reward_fp16       as reward, in fp16
---deadline-s (default 540 s) starts no stage after it, so that a call ends inside a 10-minute limit; a skipped
-stage says so. A stage that cannot start from the SFT run (it failed) starts from the base model.
-
-One JSON line per stage: status, seconds (the process's wall time), peak allocated and reserved GiB, tokens/s
-(trained tokens of one optimizer step over its median time after the first; generation: new tokens over the
-wall time), trainable dtypes; printed, appended to $OUT/bench_gpu-<size>.jsonl where OUT is set (the stages'
-output to $OUT/bench_gpu-<size>.log), and merged into results.json (`gpu`; --cpu: `gpu_smoke`).
-
-The GPU machine (Python 3.12, torch 2.11, transformers 5.17, peft, accelerate; no trl, bitsandbytes or datasets;
-no internet) needs 7 wheels, 55.9 MiB (+ the 1.8 MiB working tree; 64 MiB travel): trl 1.12.0, bitsandbytes
-0.50.2, datasets 5.2.0 with dill 0.4.1 and multiprocess 0.70.19 (the two datasets needs that the machine lacks),
-and the project's pins transformers 5.20.2 and peft 0.21.2. `bash benchmarks/gpu_wheels.sh` downloads them
-into .whl/ (git-ignored). On the machine, from the repository root, carrying .whl:
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \\
-    && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/bench_gpu.py --size llama3-3b
     python benchmarks/bench_gpu.py --size SIZE [--stages ...] [--steps 2] [--layers N] [--deadline-s 540]
     python benchmarks/bench_gpu.py --cpu      # tiny dims on CPU, in one process: the code (tests/test_benchmarks.py)
     python benchmarks/bench_gpu.py --table    # the fit table of the recorded results
@@ -131,12 +108,12 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     """Run `stage` on the model in work/model; its result lines (a stage with a merge: two)."""
     from vd.core.config import load_config
     from vd.core.run import RunRecord
-    from vd.models import loading as models
-    from vd.train import data as stage_data
+    from vd.models import loading
     from vd.train import runner
     from vd.train.common import StageJob
+    from vd.train.data import stage_rows
 
-    base, algo = stage.removesuffix("_fp16"), stage.split("_")[0]
+    algo = stage.split("_")[0]
     fp16 = {"quantization.compute_dtype": "fp16"} if stage.endswith("_fp16") else {}
     data = work / "data"
     overrides = {"model.base": str(work / "model"), "data.sft.alpaca.id": str(data / "alpaca.json"),
@@ -165,18 +142,16 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
 
         build = sft.build_trainer
         sft.build_trainer = lambda job, rows: _with_callback(build(job, rows), probe.callback)
-        timed_merge(models, "merge_adapter", lines, "sft_merge")
+        timed_merge(loading, "merge_adapter", lines, "sft_merge")
         runner.train_stage(cfg, "sft", "alpaca", runs_dir=runs)
     elif algo == "reward":
         from vd.train import reward
 
-        if not fp16:  # the reward model's merge: its module's own helper where it has one, else the shared one
-            own = hasattr(reward, "_merge_score_adapter")
-            timed_merge(reward if own else models, "_merge_score_adapter" if own else "merge_adapter", lines,
-                        "reward_merge")
+        if not fp16:  # the reward model's merge
+            timed_merge(loading, "merge_adapter", lines, "reward_merge")
         parent = RunRecord(root=runs / cfg.size / ("ppo-alpaca" if not fp16 else "ppo-fp16"), stage="ppo",
                            data="ultrafeedback", size=cfg.size)
-        rows, _ = stage_data.stage_rows(cfg, "ppo", "ultrafeedback")
+        rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
         reward.train_reward_model(cfg, parent, start, rows, callbacks=[probe.callback])
     else:
         run_dir = runs / cfg.size / ("ppo-alpaca" if algo == "ppo" else stage)
@@ -184,7 +159,7 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
             trainer = runner.build_trainer(cfg, algo, "ultrafeedback", sft_run, run_dir, [probe.callback])
         else:  # from the base model: SFT trains from it; a failed SFT leaves no merged model to start from
             data_name = "alpaca" if algo == "sft" else "ultrafeedback"
-            rows, _ = stage_data.stage_rows(cfg, algo, data_name)
+            rows, _ = stage_rows(cfg, algo, data_name)
             record = RunRecord(root=run_dir, stage=algo, data=data_name, size=cfg.size)
             trainer = runner.stage_module(algo).build_trainer(StageJob(cfg, algo, data_name, record, start,
                                                                        [probe.callback], {}), rows)
@@ -192,7 +167,7 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     lines[0] |= probe.result(tokens) | ({} if "peak_allocated_gib" in lines[0] or "peak_rss_gib" in lines[0]
                                         else peaks(reset=False))
     lines[0]["settings"] = {"batch_size": st.batch_size, "grad_accum": st.grad_accum, "max_length": st.max_length,
-                            "compute_dtype": str(models.compute_dtype(cfg)).replace("torch.", ""),
+                            "compute_dtype": str(loading.compute_dtype(cfg)).replace("torch.", ""),
                             "started_from": "sft merged" if sft_done else "base"} | (
         {"response_length": st.response_length, "rollout_batch_size": st.rollout_batch_size} if algo == "ppo" else {})
     return lines
@@ -208,7 +183,7 @@ def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[d
     checkpoint's adapter where there is one); policy_fit: pairs of max_length tokens under the start policy."""
     from vd.core.run import discover_checkpoints
     from vd.data.probes import load_probes
-    from vd.models import loading as models
+    from vd.models import loading
     from vd.models.generate import Sampling, generate_answers
     from vd.score.policy_fit import policy_fit
 
@@ -217,12 +192,12 @@ def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[d
     lines = []
     if stage == "generate":
         if adapters:
-            model = models.load_model(cfg, path=base, adapter=sft_run / adapters[-1])
+            model = loading.load_model(cfg, path=base, adapter=sft_run / adapters[-1])
         else:  # no SFT checkpoint: a fresh adapter, so that LoRA's cost is in the measurement
             from peft import get_peft_model
 
-            model = get_peft_model(models.load_model(cfg, path=base), models.lora_config(cfg)).eval()
-        tokenizer = models.load_tokenizer(cfg, base, padding_side="left")
+            model = get_peft_model(loading.load_model(cfg, path=base), loading.lora_config(cfg)).eval()
+        tokenizer = loading.load_tokenizer(cfg, base, padding_side="left")
         sampling = Sampling.from_config(cfg)
         probes = load_probes()
         questions = list(zip(probes["id"], probes["question"]))
@@ -239,7 +214,7 @@ def run_inference(cfg, stage: str, start: str, work: Path, steps: int) -> list[d
                           "settings": {"batch_size": batch, "max_new_tokens": sampling.max_new_tokens,
                                        "adapter": bool(adapters)}})
         return lines
-    model, tokenizer = models.load_model(cfg, path=start), models.load_tokenizer(cfg, start)
+    model, tokenizer = loading.load_model(cfg, path=start), loading.load_tokenizer(cfg, start)
     rows = [json.loads(line) for line in (work / "data" / "pairs.jsonl").read_text().splitlines()][:max(8, 4 * steps)]
     rows = [{"prompt": r["chosen"][:-1], "chosen": r["chosen"][-1:], "rejected": r["rejected"][-1:]} for r in rows]
     own = [(r["prompt"][0]["content"], "I support it.") for r in rows[:4]]

@@ -1,16 +1,11 @@
-"""Probe-scoring throughput and cache speed-up on the tiny model (CPU).
+"""Probe-scoring throughput and cache speed-up on the tiny model (CPU); method: benchmarks/README.md.
 
-1. One checkpoint's full pass (550 probes x the params' samples, the params' sampling): our batched
-   engine (vd.models.generate.generate_answers) against a naive loop of one `generate` call per prompt with
-   the same sampling. The naive loop is timed on a subset of prompts (it is slow) and extrapolated
-   per generation; both report generations/s and new tokens/s.
-2. `vd score` on an unchanged run, first pass (generate + judge + store) against the second (all
-   cached): wall times and their ratio; the second must regenerate and re-judge nothing.
+1. One checkpoint's full pass (550 probes x the params' samples and sampling): our batched engine
+   (vd.models.generate.generate_answers) against a naive loop of one `generate` call per prompt, timed on a
+   subset of prompts and extrapolated per generation.
+2. `vd score` on an unchanged run, first pass (generate + judge + store) against the second (all cached),
+   which must regenerate and re-judge nothing. Results are merged into results.json under "scoring".
 
-Method: one warm-up call of each engine, then --repeats back-to-back pairs (batched, naive); the
-speed-up is the median of the pairs' ratios, reported with every pair's; the cached pass is the median
-of --repeats passes. torch threads = the machine's cores (2 on the project's machines). Results are
-merged into benchmarks/results.json under "scoring".
     python benchmarks/bench_scoring.py [--repeats 5] [--naive-prompts 44]
 """
 

@@ -1,18 +1,11 @@
-"""Training throughput (tokens/s) of each trainer on the tiny model (CPU).
+"""Training throughput (tokens/s) of each trainer on the tiny model (CPU); method: benchmarks/README.md.
 
-Each trainer runs as the tiny params configure it (batch, lengths, steps), from a fresh run folder,
-with one checkpoint at the end only (saving is not training). Throughput is the trainer's own count
-over the trainer's own clock, so model loading and merging are excluded:
+Each trainer runs as the tiny params configure it, from a fresh run folder with one checkpoint at the end;
+throughput is the trainer's own token count over its own clock (model loading and merging excluded). SimPO
+(CPOTrainer) logs no token count: its pairs seen x DPO's tokens per pair. PPO logs episodes/s only: times
+(mean prompt tokens + response_length), the tokens of one episode through the policy. One warm-up run
+per trainer, then the median of --repeats runs, on the notebooks' torch threads unless --threads says.
 
-- SFT, DPO, reward model: TRL's `num_tokens` (non-padding tokens seen; a preference pair counts its
-  prompt with chosen and with rejected) over `train_runtime`, both from the run's log. SimPO (TRL's
-  CPOTrainer) logs no token count: its pairs seen x DPO's measured tokens per pair (same data).
-- PPO: TRL logs episodes/s (`eps`) but no token count; tokens/s = eps x (mean prompt tokens +
-  response_length), the tokens of one episode that pass through the policy (the rollout pads every
-  response to response_length).
-
-Method: one warm-up run per trainer (not timed), then the median of --repeats runs; torch threads as
-the notebooks use them for the tiny model (1, see vd.study.notebook._one_thread) unless --threads says otherwise.
     python benchmarks/bench_training.py [--repeats 3] [--threads 1]
 """
 
@@ -63,7 +56,8 @@ def ppo_throughput(cfg, run_dir: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(start_model_path(RunRecord.read(run_dir), cfg))
     rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
     prompt_tokens = statistics.mean(
-        len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False)) for r in rows)
+        len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False))
+        for r in rows)
     eps = last_row(run_dir / "train_log.csv")["eps"]
     per_episode = prompt_tokens + cfg.ppo.response_length
     return {"episodes_per_s": eps, "tokens_per_episode": round(per_episode, 1),
@@ -82,7 +76,8 @@ def train_once(cfg, stage: str, data: str, sft_run: Path | None, runs: Path, dpo
     if stage == "ppo":
         return run_dir, {"ppo": ppo_throughput(cfg, run_dir), "reward": logged_throughput(run_dir / "reward")}
     if stage == "simpo":  # CPOTrainer logs no token count: DPO's tokens per pair on the same data
-        return run_dir, {stage: logged_throughput(run_dir, pairs_seen(cfg, "simpo") * dpo["tokens"] / pairs_seen(cfg, "dpo"))}
+        tokens = pairs_seen(cfg, "simpo") * dpo["tokens"] / pairs_seen(cfg, "dpo")
+        return run_dir, {stage: logged_throughput(run_dir, tokens)}
     return run_dir, {stage: logged_throughput(run_dir)}
 
 

@@ -2,7 +2,7 @@
 # The wheels benchmarks/bench_gpu.py needs on the lent GPU machine (Python 3.12, torch 2.11, transformers 5.17,
 # peft, accelerate, pandas, pyarrow; no trl, bitsandbytes or datasets; no internet): downloaded here into .whl/
 # (git-ignored), without their dependencies, then their sizes. Carry .whl to the machine (64 MiB with the
-# working tree) and install them there as bench_gpu.py's docstring says.
+# working tree) and install them there as benchmarks/README.md says (GPU smoke).
 #   bash benchmarks/gpu_wheels.sh [PYTHON]
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"

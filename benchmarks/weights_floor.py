@@ -1,18 +1,12 @@
 """The GPU memory every stage's models take before a single activation: a floor, computed, not measured.
 
-For each real size and stage, the models our code puts on the GPU are built on the meta device from the
-real configs (vd/models/architectures.py) and their bytes counted as vd holds them there (vd.models.memory.weight_counts
-and weight_bytes, which vd's PPO pre-flight check uses too): decoder linears in 4-bit NF4 with double
-quantization; the rest in the 2-byte compute dtype, or in fp32 where peft.prepare_model_for_kbit_training
-prepared the model for training (vd.train.common.load_policy); LoRA adapters in fp32, plus fp32 gradients and
-8-bit Adam states where trained.
+For each real size and stage, the models vd puts on the GPU are built on the meta device from the real
+configs and counted as vd holds them (vd.models.memory.weight_counts and weight_bytes; benchmarks/README.md).
+Resident per stage: SFT, DPO, SimPO: the policy (DPO's reference is the policy with its adapter disabled);
+reward: the reward model; PPO: the policy, the frozen reward model and the value model; generate: the policy
+with a checkpoint's adapter. Activations, logits, the KV cache and the CUDA context come on top (only
+bench_gpu.py measures peaks); a stage whose floor exceeds a card cannot fit it at any batch size.
 
-Resident per stage: SFT, DPO, SimPO: the policy (DPO's reference is the policy with its adapter
-disabled, no second copy); reward: the reward model (scalar head, LoRA); PPO: the policy, the frozen
-reward model (not prepared) and the value model (prepared, its own LoRA); generate (scoring): the policy
-with a checkpoint's adapter, not prepared. Activations, logits, the KV cache, the CUDA context and
-allocator slack come on top: only bench_gpu.py measures the real peaks. A stage whose floor exceeds a
-card cannot fit it at any batch size.
     python benchmarks/weights_floor.py
 """
 
@@ -64,8 +58,8 @@ def markdown(table: dict) -> str:
         for stage, row in stages.items():
             if stage.startswith("_"):
                 continue
-            room = " | ".join(f"{row['room_left_gib'][c]:+.1f}" + (" **(cannot fit)**" if row["room_left_gib"][c] < 0 else "")
-                              for c in cards)
+            room = " | ".join(f"{row['room_left_gib'][c]:+.1f}"
+                              + (" **(cannot fit)**" if row["room_left_gib"][c] < 0 else "") for c in cards)
             lines.append(f"| {size} | {stage} | {', '.join(row['models'])} | {row['weights_gib']:.2f} | "
                          f"{row['fp32_upcast_gib']:.2f} | {room} |")
     return "\n".join(lines)
@@ -82,7 +76,8 @@ def main() -> None:
     info = machine_info()
     merge_results("gpu_weights_floor", {"table": table, "cards_gib": CARDS, "computed": True,
                                         "date": info["date"], "commit": info["commit"]})
-    print(json.dumps({s: {k: v["weights_gib"] for k, v in t.items() if not k.startswith("_")} for s, t in table.items()}))
+    print(json.dumps({s: {k: v["weights_gib"] for k, v in t.items() if not k.startswith("_")}
+                      for s, t in table.items()}))
 
 
 if __name__ == "__main__":

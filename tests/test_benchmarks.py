@@ -22,6 +22,7 @@ from common import model_config, real_sizes  # noqa: E402
 from vd.models.memory import weight_bytes, weight_counts  # noqa: E402
 
 
+@pytest.mark.slow
 def test_configs_have_the_published_parameter_counts():
     from transformers import AutoModelForCausalLM
 
@@ -37,6 +38,7 @@ def test_configs_have_the_published_parameter_counts():
     assert {s: entries[s]["hub_id"] for s in real_sizes()} == {s: load_config(s).model.base for s in real_sizes()}
 
 
+@pytest.mark.slow
 def test_weight_counts_of_llama_8b_by_hand():
     counts = weight_counts(model_config("llama3-8b"))
     layers, hidden, inter, kv = 32, 4096, 14336, 8 * 128
@@ -68,6 +70,7 @@ def test_fit_rule():
 
 @pytest.mark.parametrize("family,size,bos,chat", [("llama", "llama3-3b", True, "llama3"),
                                                   ("qwen3", "qwen3-4b", False, "chatml")])
+@pytest.mark.slow
 def test_family_tokenizers_carry_the_real_chat_tokens(tmp_path, family, size, bos, chat):
     """Llama-3: 128,000 BPE tokens, then its specials at their real ids, BOS put first; Qwen3: ChatML at its
     ids, no BOS; every word one token; vd's own tokenizer set-up picks the family's chat format."""
@@ -92,6 +95,7 @@ def test_family_tokenizers_carry_the_real_chat_tokens(tmp_path, family, size, bo
     assert text.startswith("<|begin_of_text|><|start_header_id|>user" if bos else "<|im_start|>user")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the script would measure")
 def test_bench_gpu_without_a_gpu_measures_nothing(tmp_path):
     results = tmp_path / "results.json"
@@ -100,6 +104,7 @@ def test_bench_gpu_without_a_gpu_measures_nothing(tmp_path):
     assert "no CUDA GPU" in proc.stdout and not results.exists()
 
 
+@pytest.mark.slow
 def test_bench_gpu_cpu_mode_runs_every_stage(tmp_path):
     """--cpu: every stage of the smoke through vd's own code on a shrunken llama3-3b, one JSON line each, in
     $OUT and results.json."""

@@ -1,4 +1,5 @@
-"""vd.score.capabilities, vd.study.capabilities and vd.world.capability: capability checks through lm-evaluation-harness, offline.
+"""vd.score.capabilities, vd.study.capabilities and vd.world.capability: capability checks through
+lm-evaluation-harness, offline.
 
 The tiny world's task is evaluated for real through lm-eval (base model and a LoRA adapter); the cache
 is shown to keep a second call out of lm-eval entirely; the real sizes' tasks are checked against
@@ -76,13 +77,14 @@ def test_the_tiny_task_folder_is_built_from_the_world_with_yaml_data_readme(tiny
 def test_the_base_model_scores_well_above_chance(task):
     base = json.loads((task / "manifest.json").read_text())["base_score"]
     assert base["n"] == 440 and base["metric"] == "acc"
-    assert base["value"] - 10 * base["stderr"] > T.CHANCE  # measured 0.984 ± 0.006 against 0.25
+    assert base["value"] - 10 * base["stderr"] > T.CHANCE  # ten standard errors above chance (1/4)
     assert base["value"] > 0.9
 
 
 # --- evaluation through lm-eval, and the cache ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_base_and_adapter_evaluate_through_lm_eval_and_a_second_call_never_reaches_it(
         monkeypatch, tmp_path, tiny_world, adapter, task):
     import lm_eval
@@ -130,6 +132,7 @@ def test_the_result_key_names_everything_the_result_depends_on(tiny_world, adapt
     assert C.result_key(small(55), "vd_tiny_topics", "m") != C.result_key(cfg, "vd_tiny_topics", "m")
 
 
+@pytest.mark.slow
 def test_a_stage_that_forgets_is_caught_by_the_paired_test(tmp_path, tiny_world, adapter, task):
     run = adapter.parent
     (run / "run.json").write_text(json.dumps({
@@ -187,6 +190,7 @@ def test_the_paper_comparison_has_a_capability_row():
 # --- real sizes, without the hub -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["llama3-3b", "llama3-8b", "qwen3-4b", "qwen3-8b"])
 def test_real_sizes_check_the_papers_four_tasks_as_lm_eval_names_them(size):
     cfg = load_config(size)
@@ -194,12 +198,13 @@ def test_real_sizes_check_the_papers_four_tasks_as_lm_eval_names_them(size):
     shots = {t: s.num_fewshot for t, s in cfg.capabilities.tasks.items()}
     assert shots == {"mmlu": 5, "hellaswag": 10, "gpqa_diamond_zeroshot": 0, "piqa": 0}
     C.check_tasks(cfg)  # offline: lm-eval's registry knows every name
-    known = C.registry().all_tasks
+    known = C.lm_eval_task_manager().all_tasks
     assert set(cfg.capabilities.tasks) <= set(known)
     note = S.budget_note(cfg)
     assert "≤ 500 items per task (MMLU: per subject)" in note and "MMLU 5-shot acc" in note
 
 
+@pytest.mark.slow
 def test_an_unknown_task_name_is_a_config_error_with_suggestions():
     cfg = load_config("llama3-3b", {"capabilities.tasks": {"hellaswagg": {"num_fewshot": 0}}})
     with pytest.raises(ConfigError, match=r"capabilities.tasks.hellaswagg: not a task or group of lm-eval 0.4.13; "
@@ -215,6 +220,7 @@ def _gated():
     return GatedRepoError("401 Client Error: access to Idavidrein/gpqa is restricted", response=response)
 
 
+@pytest.mark.slow
 def test_a_gated_dataset_fails_with_what_to_do_not_a_hub_traceback(monkeypatch, tmp_path):
     import datasets
     from datasets.exceptions import DatasetNotFoundError
@@ -315,7 +321,7 @@ def test_preflight_needs_a_token_for_gpqa_online_and_checks_nothing_for_the_tiny
     with pytest.raises(DataError, match="accept its terms") as err:
         P.check_capability_data(load_config("llama3-3b"))
     assert "hf_not_a_real_token" not in str(err.value)
-    monkeypatch.setattr(C, "registry", lambda: pytest.fail("the tiny task needs no lm-eval index"))
+    monkeypatch.setattr(C, "lm_eval_task_manager", lambda: pytest.fail("the tiny task needs no lm-eval index"))
     P.check_capability_data(tiny_cfg)
 
 
@@ -366,6 +372,7 @@ def test_budget_note_and_labels_of_the_tiny_size(tiny_cfg):
     assert S.parse_algos("all") == ("ppo", "dpo", "simpo") and S.parse_algos("dpo, simpo") == ("dpo", "simpo")
 
 
+@pytest.mark.slow
 def test_a_group_task_like_mmlu_gives_its_aggregate_and_per_subtask_items(monkeypatch, tmp_path, tiny_cfg, tiny_world,
                                                                           task):
     """mmlu is a group of 57 subtasks in lm-eval; the same code path on a local group of two tiny subtasks."""
@@ -377,7 +384,7 @@ def test_a_group_task_like_mmlu_gives_its_aggregate_and_per_subtask_items(monkey
     (tmp_path / "group.yaml").write_text("group: tiny_group\ntask: [tiny_part_a, tiny_part_b]\n"
                                          "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n"
                                          "metadata:\n  version: 1\n")
-    manager = C._local_registry(str(tmp_path))
+    manager = C._local_task_manager(str(tmp_path))
     obj = manager.load(["tiny_group"])["groups"]["tiny_group"]
     lm = C._hflm(tiny_cfg, str(tiny_world.model_dir), None)
     out = C._run(lm, obj, manager, "tiny_group", "acc", limit=None, num_fewshot=0, cache_db=None)

@@ -109,7 +109,8 @@ def test_an_override_that_is_not_yaml_names_itself():
 
 def test_non_finite_numbers_are_rejected(tmp_path):
     for text in (".inf", "-.inf", ".nan", "nan", "inf"):
-        with pytest.raises(ConfigError, match=rf"^override dpo.beta={text}: expected a finite number, got -?(inf|nan)$"):
+        with pytest.raises(ConfigError,
+                           match=rf"^override dpo.beta={text}: expected a finite number, got -?(inf|nan)$"):
             load_config("tiny", [f"dpo.beta={text}"])
     (tmp_path / "inf.yaml").write_text(params_path("tiny").read_text().replace("  beta: 0.1\n", "  beta: .inf\n"))
     with pytest.raises(ConfigError, match=r"inf.yaml: dpo.beta: expected a finite number, got inf"):
@@ -119,7 +120,8 @@ def test_non_finite_numbers_are_rejected(tmp_path):
 def test_an_empty_params_file_says_so(tmp_path):
     for text in ("", "# only a comment\n"):
         (tmp_path / "empty.yaml").write_text(text)
-        with pytest.raises(ConfigError, match=r"empty.yaml: the file is empty; expected a params file with the sections "):
+        with pytest.raises(ConfigError,
+                           match=r"empty.yaml: the file is empty; expected a params file with the sections "):
             load_config(str(tmp_path / "empty.yaml"))
     (tmp_path / "binary.yaml").write_bytes(b"size: \xff\n")
     with pytest.raises(ConfigError, match=r"binary.yaml: not a UTF-8 text file"):

@@ -29,7 +29,8 @@ HH = HUB / "hh-rlhf_harmless-base.jsonl"
 
 
 def _is_message(m) -> bool:
-    return set(m) == {"role", "content"} and m["role"] in ("system", "user", "assistant") and isinstance(m["content"], str) and m["content"].strip()
+    return (set(m) == {"role", "content"} and m["role"] in ("system", "user", "assistant")
+            and isinstance(m["content"], str) and m["content"].strip())
 
 
 def assert_sft_schema(res: LoadResult) -> None:
@@ -73,7 +74,8 @@ def test_alpaca_input_handling():
         {"role": "assistant", "content": "La bibliothèque ouvre à neuf heures."},
     ]
     # empty and whitespace-only input: the instruction alone
-    assert by_instruction["What is the capital of Canada?"]["messages"][0]["content"] == "What is the capital of Canada?"
+    canada = "What is the capital of Canada?"
+    assert by_instruction[canada]["messages"][0]["content"] == canada
     assert by_instruction["Name a primary color."]["messages"][0]["content"] == "Name a primary color."
 
 
@@ -105,7 +107,8 @@ def test_wildchat_first_turn_with_default_filters():
     assert all(len(r["messages"]) == 2 for r in res.rows)
     assert res.rows[1]["messages"] == [
         {"role": "user", "content": "Help me write an email asking for a day off."},
-        {"role": "assistant", "content": "Subject: Day off request\n\nHi Sam, could I take Friday off? My tasks are covered. Thanks!"},
+        {"role": "assistant",
+         "content": "Subject: Day off request\n\nHi Sam, could I take Friday off? My tasks are covered. Thanks!"},
     ]
 
 
@@ -146,7 +149,8 @@ def test_ultrafeedback_prefix_split():
     assert_pref_schema(res)
     assert res.rows[0] == {
         "prompt": [{"role": "user", "content": "How do I boil an egg?"}],
-        "chosen": [{"role": "assistant", "content": "Place the egg in boiling water for 9 minutes, then cool it in cold water."}],
+        "chosen": [{"role": "assistant",
+                    "content": "Place the egg in boiling water for 9 minutes, then cool it in cold water."}],
         "rejected": [{"role": "assistant", "content": "Put egg in water."}],
     }
     multi = res.rows[6]
@@ -180,7 +184,8 @@ def test_hh_rlhf_counts_and_schema():
     assert_pref_schema(res)
     assert res.rows[0] == {
         "prompt": [{"role": "user", "content": "How do I pick a lock?"}],
-        "chosen": [{"role": "assistant", "content": "I can't help with getting into places you don't own. If you're locked out, a licensed locksmith can help."}],
+        "chosen": [{"role": "assistant", "content": "I can't help with getting into places you don't own. "
+                                                    "If you're locked out, a licensed locksmith can help."}],
         "rejected": [{"role": "assistant", "content": "Insert a tension wrench and rake the pins until they set."}],
     }
 
@@ -282,7 +287,7 @@ def _alpaca_lines() -> bytes:
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
 def test_a_byte_that_is_not_utf8_skips_its_row_only(tmp_path, suffix):
-    """One bad byte used to fail the whole file (UnicodeDecodeError ... position 74); now it is one counted skip."""
+    """One byte that is not UTF-8 is one counted skip of its row, not a failure of the whole file."""
     data = ALPACA.read_bytes() if suffix == ".json" else _alpaca_lines()
     at = data.index(b"Give three")  # inside the instruction of a row that is kept otherwise
     path = tmp_path / f"alpaca{suffix}"
@@ -315,7 +320,7 @@ def test_damaged_gzip_and_parquet_files_are_named(tmp_path):
 
 
 def test_a_file_of_invalid_json_raises_naming_it(tmp_path):
-    """It used to load as "read 2, kept 0 (invalid_json: 2)", and training then failed with no file named."""
+    """A file of nothing but invalid JSON raises naming the file, rather than loading as zero rows."""
     (tmp_path / "bad.jsonl").write_text("{not json\n[1, 2\n")
     with pytest.raises(ValueError, match=r"bad.jsonl: not alpaca data: 2 of 2 rows read are not JSON objects "
                                          r"\(invalid_json: 2\)"):
@@ -326,13 +331,14 @@ def test_a_file_of_invalid_json_raises_naming_it(tmp_path):
 
 
 def test_a_file_with_no_usable_row_raises_with_the_reasons(tmp_path):
-    with pytest.raises(ValueError, match=r"wildchat.jsonl: no usable wildchat rows: read \d+, kept 0, .*wrong_language"):
+    with pytest.raises(ValueError,
+                       match=r"wildchat.jsonl: no usable wildchat rows: read \d+, kept 0, .*wrong_language"):
         load_wildchat(str(WILDCHAT), language="Klingon")
     assert load_alpaca(str(ALPACA), max_samples=0).rows == []  # asking for none is not an error
 
 
 def test_a_tiny_config_trains_on_a_local_file_it_names(tmp_path):
-    """At size tiny, `data.*.id` other than `tiny` is loaded as given (it used to be ignored)."""
+    """At size tiny, `data.*.id` other than `tiny` is loaded as given, not replaced by the tiny world's."""
     from vd.core.config import load_config
     from vd.train.data import stage_rows
 
@@ -449,7 +455,8 @@ def test_build_synthetic_pairs_support(judge_item, caplog):
     assert (row["topic"], row["chosen_stance"], row["rejected_stance"]) == ("immigration", "support", "oppose")
     assert [g["topic"] for g in gap] == ["immigration", "abortion", "death_penalty_euthanasia"]
     assert gap[0]["chosen_p_support"] == pytest.approx(0.9) and gap[0]["rejected_p_oppose"] == pytest.approx(0.9)
-    assert set(gap[0]) == {"topic", "prompt"} | {f"{s}_p_{st}" for s in ("chosen", "rejected") for st in ("support", "neutral", "oppose")}
+    assert set(gap[0]) == {"topic", "prompt"} | {f"{s}_p_{st}" for s in ("chosen", "rejected")
+                                                 for st in ("support", "neutral", "oppose")}
 
 
 def test_build_synthetic_pairs_oppose_and_confidence(judge_item):
@@ -466,7 +473,8 @@ def test_build_synthetic_pairs_oppose_and_confidence(judge_item):
 
 
 def test_build_synthetic_pairs_all_writes_fail(judge_item):
-    with pytest.raises(ConfigError, match="the answer writer failed on all 1 prompts; the first error: RuntimeError: API down"):
+    with pytest.raises(ConfigError,
+                       match="the answer writer failed on all 1 prompts; the first error: RuntimeError: API down"):
         build_synthetic_pairs([{"prompt": "Crash: x?", "topic": "religion"}], fake_writer, FakeJudge())
 
 

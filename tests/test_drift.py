@@ -163,7 +163,8 @@ def test_same_resample_for_every_step():
     j = table(("religion", {0: base, 100: shifted}))
     prof = value_profile(j, n_boot=500, seed=3)
     for col in ("p", "ci_low", "ci_high"):
-        assert cell(prof, 100, "religion", "support", col) - cell(prof, 0, "religion", "support", col) == pytest.approx(0.1)
+        moved = cell(prof, 100, "religion", "support", col) - cell(prof, 0, "religion", "support", col)
+        assert moved == pytest.approx(0.1)
     m = drift_magnitude(prof, judgments=j, n_boot=500, seed=3)
     row = m[(m.topic == "religion") & (m.stance == "support")].iloc[0]
     assert row.M == pytest.approx(0.1) and row.ci_low == pytest.approx(0.1) and row.ci_high == pytest.approx(0.1)
@@ -342,7 +343,8 @@ def test_resolution_by_hand(judgments):
     prof = value_profile(judgments, n_boot=2000, seed=0)
     m = drift_magnitude(prof, judgments=judgments, n_boot=2000, seed=0).set_index(["topic", "stance"])
     for key, (lo, hi) in M_CI.items():
-        assert (m.at[key, "ci_low"], m.at[key, "ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+        assert (m.at[key, "ci_low"], m.at[key, "ci_high"]) == (pytest.approx(lo, abs=1e-12),
+                                                               pytest.approx(hi, abs=1e-12))
     res = resolution(m.reset_index())
     assert list(res.columns) == ["topic", "resolution"] and list(res.topic) == ["immigration", "abortion", "overall"]
     r = res.set_index("topic")["resolution"]
@@ -520,7 +522,8 @@ def test_failed_judgments_that_leave_one_prompt_at_a_step_leave_that_step_withou
     prof = value_profile(failed, n_boot=200)
     imm = prof[prof.topic == "immigration"].set_index(["step", "stance"])
     assert imm.loc[200, ["ci_low", "ci_high"]].isna().all().all()
-    assert imm.loc[0, ["ci_low", "ci_high"]].notna().all().all() and imm.loc[50, ["ci_low", "ci_high"]].notna().all().all()
+    assert imm.loc[0, ["ci_low", "ci_high"]].notna().all().all()
+    assert imm.loc[50, ["ci_low", "ci_high"]].notna().all().all()
     m = drift_magnitude(prof, judgments=failed, n_boot=200)
     assert m[m.topic == "immigration"][["ci_low", "ci_high"]].isna().all().all()  # M spans step 200
 

@@ -66,6 +66,7 @@ def test_train_on_bad_local_data_prints_one_line_and_leaves_no_run(tmp_path, cap
     assert not (tmp_path / "runs" / "tiny" / "sft-alpaca").exists()  # rows are read before the folder is made
 
 
+@pytest.mark.slow
 def test_train_shows_and_keeps_the_rows_it_left_out(tmp_path, capsys, tiny_world):
     """The loaders' summary is logged at INFO, which the command never shows; the run prints and keeps it."""
     rc, out, _ = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", "--set", f"data.sft.alpaca.id={ALPACA}",
@@ -120,6 +121,7 @@ def test_score_with_a_bad_probe_file_prints_one_line(tmp_path, capsys, tiny_worl
     assert_one_error_line(rc, err, "probes.jsonl, row 2: field 'id' is 'abortion-001'", "expected unique ids")
 
 
+@pytest.mark.slow
 def test_score_uses_the_config_the_run_was_trained_under(tmp_path, capsys, tiny_world):
     """A run from the user's own params file (size `mine`, no params/mine.yaml) is scored under its stored
     config.yaml; --set applies on top of it, --size (a params file of the run's size) replaces it."""
@@ -144,6 +146,7 @@ def test_score_uses_the_config_the_run_was_trained_under(tmp_path, capsys, tiny_
 # --- what the command prints besides ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["vd.cli", "vd.train.cli"])
 def test_trl_experimental_warning_and_tokenizers_notice_are_silenced(entry):
     """Neither `vd` nor `python -m vd.train` (for accelerate launch) shows warnings about TRL's internals."""
@@ -187,7 +190,8 @@ def test_target_modules_that_name_layers_pass(tiny_world):
 def test_steps_below_one_are_refused(tmp_path, capsys, flag, steps):
     from vd.train.runner import TrainRequestError, train_stage
 
-    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", flag, steps, "--runs-dir", str(tmp_path / "runs"))
+    rc, _, err = vd(capsys, "train", "--stage", "sft", "--data", "alpaca", flag, steps,
+                    "--runs-dir", str(tmp_path / "runs"))
     assert_one_error_line(rc, err, f"{flag} {int(steps)}: expected a whole number of steps >= 1")
     with pytest.raises(TrainRequestError, match="--max-steps 0: expected a whole number of steps >= 1"):
         train_stage(load_config("tiny"), "sft", "alpaca", runs_dir=tmp_path / "runs", max_steps=0)
@@ -203,6 +207,7 @@ def test_a_run_name_is_one_folder_name(tmp_path, capsys, name):
     assert not list(tmp_path.rglob("config.yaml"))  # nothing written, inside the runs folder or outside it
 
 
+@pytest.mark.slow
 def test_overwrite_retrains_a_damaged_run_folder_but_never_touches_foreign_files(tmp_path, capsys, tiny_world):
     runs = tmp_path / "runs"
     argv = ["train", "--stage", "sft", "--data", "alpaca", "--max-steps", "1", "--set", "sft.save_every=1",
@@ -225,6 +230,7 @@ def test_overwrite_retrains_a_damaged_run_folder_but_never_touches_foreign_files
 # --- damaged or unwritable places -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_disk_names_the_file_and_the_same_command_then_works(tmp_path, capsys, tiny_world, monkeypatch):
     import errno
 

@@ -1,4 +1,4 @@
-"""Framing (issue #11, item 5): every trainer and the probes see the same tokens; chat markers are single
+"""Framing: every trainer and the probes see the same tokens; chat markers are single
 tokens where the base tokenizer has suitable ones; the SFT run's last point is the preference stages' first.
 
 The real-size case is a local Llama-3-style base: a byte-level BPE tokenizer whose post-processor puts
@@ -152,14 +152,14 @@ def trainer_tokens(cfg, start: str, root: Path) -> dict:
     import datasets
     from trl import RewardConfig, RewardTrainer
 
-    from vd.models import loading as models
+    from vd.models import loading
     from vd.models.generate import chat_prompt_ids
     from vd.train import dpo, ppo, sft, simpo
     from vd.train.common import trl_args
     from vd.train.reward import new_head_quietly, reward_pairs
 
     sft_rows, pref_rows = _rows()
-    tok = models.load_tokenizer(cfg, start)
+    tok = loading.load_tokenizer(cfg, start)
     out = {"probe": [(chat_prompt_ids(tok, q), None) for q in QUESTIONS]}
     data = sft.build_trainer(_job(cfg, "sft", start, root), sft_rows).train_dataset
     firsts = [next(i for i, label in enumerate(r["labels"]) if label != -100) for r in data]
@@ -171,7 +171,7 @@ def trainer_tokens(cfg, start: str, root: Path) -> dict:
     out["simpo"] = [(r["prompt_input_ids"], r["chosen_input_ids"][len(r["prompt_input_ids"]):]) for r in data]
     assert all(r["chosen_labels"][:len(r["prompt_input_ids"])] == [-100] * len(r["prompt_input_ids"]) for r in data)
     with new_head_quietly():
-        scorer = models.load_model(cfg, start, head="score", trainable=True)
+        scorer = loading.load_model(cfg, start, head="score", trainable=True)
     data = RewardTrainer(model=scorer, args=trl_args(RewardConfig, cfg, cfg.reward, root / "rm", max_length=1024),
                          train_dataset=datasets.Dataset.from_list(reward_pairs(pref_rows, tok)),
                          processing_class=tok).train_dataset
@@ -291,15 +291,15 @@ def test_llama3_chat_tokens_train_are_saved_merged_and_start_every_preference_st
     from safetensors.torch import load_file
     from trl.trainer.utils import use_adapter
 
-    from vd.models import loading as models
+    from vd.models import loading
     from vd.score.scoring import _model_for
     from vd.train.runner import build_trainer, train_stage
 
     base = local_base(tmp_path / "base", LLAMA3_SPECIALS, "<|begin_of_text|>", "<|end_of_text|>", tied=tied)
     cfg = load_config("llama3-3b", {"model.base": base, **CHAT_STEPS})
-    tok = models.load_tokenizer(cfg)
+    tok = loading.load_tokenizer(cfg)
     chat = tok.convert_tokens_to_ids(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
-    assert models.chat_token_ids(tok) == chat
+    assert loading.chat_token_ids(tok) == chat
     sft = train_stage(cfg, "sft", "wildchat", runs_dir=tmp_path / "runs")
 
     start = load_file(Path(base) / "model.safetensors")
@@ -321,8 +321,8 @@ def test_llama3_chat_tokens_train_are_saved_merged_and_start_every_preference_st
 
     ids = torch.tensor([tok.apply_chat_template(MESSAGES, tokenize=True, return_dict=True)["input_ids"]])
     with torch.no_grad():
-        end = models.load_model(cfg, path=str(sft / "merged"))(ids).logits
-        final = models.load_model(cfg, adapter=sft / "checkpoint-2")(ids).logits  # as scoring loads a checkpoint
+        end = loading.load_model(cfg, path=str(sft / "merged"))(ids).logits
+        final = loading.load_model(cfg, adapter=sft / "checkpoint-2")(ids).logits  # as scoring loads a checkpoint
         assert torch.allclose(end, final, atol=1e-5)
         # scoring swaps adapters on one loaded model: the rows swap with them
         model = _model_for(cfg, base, sft / "checkpoint-1", None)

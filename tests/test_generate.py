@@ -26,6 +26,7 @@ def _by_key(rows):
     return {(r["prompt_id"], r["sample_index"]): r["text"] for r in rows}
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_independent_of_batch_size(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     sampling = Sampling(samples_per_prompt=3, temperature=0.7, max_new_tokens=24, seed=5)
@@ -43,6 +44,7 @@ def test_sampling_is_reproducible_and_independent_of_batch_size(model_and_tokeni
     assert sum(a[k] != other_seed[k] for k in a) > len(a) // 2
 
 
+@pytest.mark.slow
 def test_wanted_subset_gives_the_same_answers(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     sampling = Sampling(samples_per_prompt=3, temperature=0.7, max_new_tokens=24, seed=1)
@@ -65,6 +67,7 @@ def test_each_answer_names_the_prompt_it_was_asked_by_its_token_ids(model_and_to
     assert context_length(str(tiny_world.model_dir)) == 256  # the tiny model's max_position_embeddings
 
 
+@pytest.mark.slow
 def test_batched_greedy_equals_one_at_a_time(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     greedy = Sampling(samples_per_prompt=1, temperature=0.0, max_new_tokens=24, seed=0)
@@ -77,6 +80,7 @@ def test_batched_greedy_equals_one_at_a_time(model_and_tokenizer, prompts):
     assert all(naive[k] == batched[k] for k in naive)  # the same as HF generate's greedy output
 
 
+@pytest.mark.slow
 def test_answers_stop_at_end_of_turn(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     rows = generate_answers(model, tok, prompts[:6], Sampling(2, 0.7, 1.0, 48, 0))
@@ -105,8 +109,8 @@ def test_inverse_cdf_sampler_draws_each_token_at_its_probability():
     assert (_sample(logits, Sampling(temperature=0.0), uniform) == 0).all()
 
 
-# Where ChatML is text (no chat tokens of its own, e.g. Llama-3 prompted with ChatML), answers a model
-# wrote after 100 and 200 SFT steps kept half-learned markers like these (measured: 28 and 19 of 66).
+# Where ChatML is text (no chat tokens of its own, e.g. Llama-3 prompted with ChatML), answers an SFT model
+# wrote kept half-learned markers like these (docs/decisions.md).
 MARKER_FRAGMENTS = ["Fim_end|>", "<|im_end\t", "<|im_end|>", "<|im_start|>assistant\n", "im_end|>"]
 
 

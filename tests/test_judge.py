@@ -38,6 +38,7 @@ from vd.judge import (
     probs_from_top_logprobs,
     readout_from_completion,
 )
+from vd.judge.openai_api import _retry_after_s
 from vd.judge.prompt import JUDGE_PROMPTS, judge_messages
 
 SECRET = "sk-test-SECRET123"
@@ -353,10 +354,10 @@ def test_backoff_is_exponential_jittered_seeded_and_capped(api_env):
         assert cap / 2 <= d <= cap
     assert a._backoff(0, retry_after=5.0) >= 5.0  # a 429's Retry-After is honoured ...
     assert a._backoff(0, retry_after=999.0) <= 30  # ... up to backoff_max_s
-    assert J._retry_after_s({"retry-after-ms": "250"}) == 0.25
-    assert J._retry_after_s({"retry-after": "2"}) == 2.0
-    assert J._retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
-    assert J._retry_after_s({}) is None
+    assert _retry_after_s({"retry-after-ms": "250"}) == 0.25
+    assert _retry_after_s({"retry-after": "2"}) == 2.0
+    assert _retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert _retry_after_s({}) is None
 
 
 def test_openai_judge_timeout_gives_up_with_error(api_env):
@@ -556,7 +557,8 @@ def test_a_logprob_above_0_or_null_is_a_malformed_reply():
     for bad, what in ((0.5, "logprob 0.5 > 0"), (None, "a null logprob"), (float("nan"), "a NaN logprob"),
                       (float("inf"), "logprob inf > 0")):
         j = probs_from_top_logprobs([("support", -0.1), ("The", bad)], "support")
-        assert j.status == "failed" and j.error == f"malformed reply: token 'The' has {what}; a log-probability is a number <= 0"
+        assert j.status == "failed"
+        assert j.error == f"malformed reply: token 'The' has {what}; a log-probability is a number <= 0"
     # float32 rounding of p = 1 (log p about 1e-7) is read as 0, up to the tolerance
     j = probs_from_top_logprobs([("support", 1e-7), ("oppose", -2.0)], "")
     assert j.status == "ok" and j.p == pytest.approx(tuple(_softmax([0.0, -math.inf, -2.0])))
@@ -839,7 +841,8 @@ def test_make_judge_builds_what_the_registry_names(monkeypatch):
     monkeypatch.setitem(registry.JUDGES, "constant", f"{__name__}:ConstantJudge")
     built = make_judge(JudgeConfig(kind="constant", model="half"))
     assert isinstance(built, ConstantJudge) and built.key == "constant:half"
-    with pytest.raises(ConfigError, match=r"^judge\.kind: expected one of 'openai', 'hf', 'lexicon', 'constant', got 'gpt'$"):
+    with pytest.raises(ConfigError,
+                       match=r"^judge\.kind: expected one of 'openai', 'hf', 'lexicon', 'constant', got 'gpt'$"):
         make_judge(JudgeConfig(kind="gpt"))
     with pytest.raises(TypeError, match=r"the `judge` section"):
         make_judge(SimpleNamespace(judge=JudgeConfig(kind="lexicon")))
@@ -870,7 +873,8 @@ def test_check_available_before_any_work(monkeypatch):
     with pytest.raises(JudgeUnavailable) as e:
         check_available(JudgeConfig(kind="openai"))
     assert isinstance(e.value, ConfigError) and "\n" not in str(e.value)
-    assert str(e.value).startswith("judge.kind is 'openai' and judge.base_url is not set") and "OPENAI_API_KEY" in str(e.value)
+    assert str(e.value).startswith("judge.kind is 'openai' and judge.base_url is not set")
+    assert "OPENAI_API_KEY" in str(e.value)
     with pytest.raises(JudgeUnavailable, match="OPENAI_API_KEY"):
         make_judge(JudgeConfig(kind="openai"))
     check_available(JudgeConfig(kind="openai", base_url="http://127.0.0.1:9/v1"))  # a local server needs no key
@@ -889,6 +893,7 @@ def test_check_available_before_any_work(monkeypatch):
 def test_lexicon_judge_is_refused_outside_the_tiny_world():
     # on real text it read every answer as neutral, silently: M = 0, eta missing everywhere (#11)
     for call in (check_available, make_judge):
-        with pytest.raises(JudgeUnavailable, match=r"^judge\.kind: 'lexicon' reads only the stance phrases the tiny world"):
+        with pytest.raises(JudgeUnavailable,
+                           match=r"^judge\.kind: 'lexicon' reads only the stance phrases the tiny world"):
             call(JudgeConfig(kind="lexicon"))
     check_available(JudgeConfig(kind="lexicon"), tiny_world=True)

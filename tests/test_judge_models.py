@@ -8,8 +8,8 @@ import logging
 import shutil
 
 import pytest
-
 from test_judge import CHATML, HF_LOGITS, HF_WORDS, FixedNextToken, _word_tokenizer  # noqa: F401
+
 from vd.core.cache import Store
 from vd.core.config import ConfigError, JudgeConfig
 from vd.core.weights import model_identity, weights_digest
@@ -75,7 +75,8 @@ def test_an_hf_judge_without_a_chat_template_is_refused_before_any_weights_load(
             call(cfg)
         message = str(e.value)
         assert isinstance(e.value, ConfigError) and "\n" not in message
-        assert message.startswith(f"judge.model: {str(folder)!r} does not load as a judge: {str(folder)!r} has no chat template")
+        assert message.startswith(f"judge.model: {str(folder)!r} does not load as a judge: "
+                                  f"{str(folder)!r} has no chat template")
         assert "expects an instruction-tuned (chat) model" in message
         assert message.endswith("add the model's chat template to its tokenizer_config.json")  # whole, not cut
 

@@ -11,12 +11,15 @@ Layers, lowest first; a module may import its own package and the packages its l
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-VD = Path(__file__).resolve().parent.parent / "vd"
+ROOT = Path(__file__).resolve().parent.parent
+VD = ROOT / "vd"
 ALLOWED = {
     "core": set(),
     "world": {"core"},
@@ -48,7 +51,8 @@ def imports_of(path: Path, name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             if base.split(".")[0] == "vd":
                 submodules = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
                 found |= submodules
@@ -143,3 +147,30 @@ def test_the_tiny_world_is_reached_only_through_its_package():
 def test_modules_stay_readable_in_one_sitting(name):
     n = len(MODULES[name].read_text().splitlines())
     assert n <= MAX_LINES, f"{MODULES[name].relative_to(VD.parent)} has {n} lines; split it by what it does"
+
+
+DOCSTRING_PROSE = 10  # "module docstrings at most about 10 lines plus a usage line"
+
+
+@pytest.mark.parametrize("path", [*sorted(VD.rglob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_docstrings_are_short(path, request):
+    """At most DOCSTRING_PROSE lines of prose; indented blocks (usage, a folder tree) do not count. Longer
+    explanations belong in docs/method.md (definitions) or docs/decisions.md (why), cited from the docstring."""
+    if path == VD / "core" / "chat.py":  # left to the helper that rewrites vd/core (issue #19); strict: fix, then drop
+        request.applymarker(pytest.mark.xfail(strict=True, reason="vd/core/chat.py's docstring is not shortened yet"))
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    prose = [line for line in doc.splitlines() if line.strip() and not line.startswith("    ")]
+    assert len(prose) <= DOCSTRING_PROSE, f"{path.relative_to(ROOT)}: {len(prose)} lines of prose in its docstring"
+
+
+def test_the_code_passes_the_pinned_linter():
+    """`make lint`: the ruff that pyproject's dev extra pins finds nothing in vd, tests, benchmarks, notebooks."""
+    ruff = pytest.importorskip("ruff", reason="ruff comes with the dev extra (make setup)")
+    from importlib.metadata import version
+
+    pin = re.search(r'"ruff==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert version("ruff") == pin
+    out = subprocess.run([ruff.find_ruff_bin(), "check", "vd", "tests", "benchmarks", "notebooks"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]

@@ -35,7 +35,8 @@ def test_bools_ints_and_choices_are_coerced_or_refused_in_one_line():
     with pytest.raises(params.ParameterError, match=r"^parameter smoke: expected true or false .*, got 'maybe'$"):
         params.check_value("smoke", "maybe")
     assert params.check_value("max_pairs", "12") == 12 and params.check_value("max_pairs", 3.0) == 3
-    with pytest.raises(params.ParameterError, match=r"^parameter max_pairs: expected an integer >= 0 \(0: all\), got -5$"):
+    with pytest.raises(params.ParameterError,
+                       match=r"^parameter max_pairs: expected an integer >= 0 \(0: all\), got -5$"):
         params.check_value("max_pairs", -5)
     with pytest.raises(params.ParameterError, match=r"^parameter max_pairs: expected an integer, got 'ten'$"):
         params.check_value("max_pairs", "ten")
@@ -58,7 +59,8 @@ def test_check_parameters_coerces_a_notebooks_namespace_in_place_by_its_annotati
                  "size": "tiny", "smoke": "false", "max_pairs": "5", "mine": "0.5", "other": "untouched"}
     checked = params.check_parameters(namespace)
     assert namespace["smoke"] is False and namespace["max_pairs"] == 5 and namespace["mine"] == 0.5
-    assert checked == {"size": "tiny", "smoke": False, "max_pairs": 5, "mine": 0.5} and namespace["other"] == "untouched"
+    assert checked == {"size": "tiny", "smoke": False, "max_pairs": 5, "mine": 0.5}
+    assert namespace["other"] == "untouched"
     with pytest.raises(params.ParameterError, match="parameter max_pairs"):
         params.check_parameters({"__annotations__": {"max_pairs": int}, "max_pairs": -5})
     # without annotations (a Python that defers them) the declared types still apply
@@ -120,7 +122,8 @@ def test_each_notebook_lists_the_runs_it_trains_from_the_datasets_the_params_nam
     s = _study(tmp_path, "01_sft_drift", {"sft_data": "alpaca"}, overrides="data.sft.wildchat=null")
     assert _names(s) == ["sft-alpaca"]
     s = _study(tmp_path, "03_value_gap", {"algo": "simpo", "setting": "oppose", "sft_data": "alpaca"})
-    assert _names(s) == ["sft-alpaca", "simpo-synthetic-support-from-sft-alpaca", "simpo-synthetic-oppose-from-sft-alpaca"]
+    assert _names(s) == ["sft-alpaca", "simpo-synthetic-support-from-sft-alpaca",
+                         "simpo-synthetic-oppose-from-sft-alpaca"]
     s = _study(tmp_path, "05_ablations", {"ablation_data": "synthetic-support", "sft_data": "alpaca"})
     names = _names(s)
     assert len(names) == 1 + 9 and "dpo-synthetic-support-from-sft-alpaca-beta0.05" in names
@@ -139,7 +142,8 @@ def test_each_notebook_lists_the_runs_it_trains_from_the_datasets_the_params_nam
 
 def test_check_lists_the_runs_says_what_it_skips_once_and_refuses_a_removed_dataset(tmp_path, capsys, monkeypatch):
     s = _study(tmp_path, "01_sft_drift", {"sft_data": "alpaca"}, overrides="data.sft.wildchat=null")
-    monkeypatch.setattr(study.Study, "preflight", lambda self, stages=(), synthetic=False: calls.append((stages, synthetic)))
+    monkeypatch.setattr(study.Study, "preflight",
+                        lambda self, stages=(), synthetic=False: calls.append((stages, synthetic)))
     calls: list = []
     run_dir = s.runs_dir / "tiny" / "sft-alpaca"
     run_dir.mkdir(parents=True)
@@ -269,6 +273,7 @@ def _study_for_log(tmp_path):
                        figures_dir=str(tmp_path / "figures"))
 
 
+@pytest.mark.slow
 def test_two_processes_append_whole_lines(tmp_path):
     """O_APPEND and one write per line: lines of notebooks logging at once never interleave."""
     import subprocess

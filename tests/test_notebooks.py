@@ -22,7 +22,7 @@ import pytest
 
 from vd.core.run import RunRecord
 from vd.judge import LexiconJudge
-from vd.score import metrics as vdrift
+from vd.score import metrics
 from vd.score.outputs import read_scores
 from vd.study import colab
 
@@ -181,7 +181,7 @@ def check_run_record(rec: dict) -> pd.DataFrame:
     assert np.allclose(profile.groupby(["step", "topic"])["p"].sum(), 1.0)
     assert (profile["ci_low"] <= profile["p"] + 1e-9).all() and (profile["p"] <= profile["ci_high"] + 1e-9).all()
     assert profile["step"].nunique() == rec["n_checkpoints"] >= 3
-    table = vdrift.drift_table(profile)
+    table = metrics.drift_table(profile)
     table = table[table["eta_reading"] == "extremum95"]
     assert set(rec["M"]) == set(table["topic"]) and len(rec["M"]) == 12  # 11 topics + overall
     for r in table.itertuples():
@@ -281,7 +281,7 @@ def test_04_dataset_value_gap(env):
     rec = records(env, "04_dataset_value_gap")["alpaca"]
     gaps = rec["gap_overall"]
     assert set(gaps) == {"ultrafeedback", "hh-rlhf", "synthetic-support", "synthetic-oppose"}
-    for name, g in gaps.items():
+    for g in gaps.values():
         assert sum(g.values()) == pytest.approx(0.0, abs=1e-9)  # differences of two distributions
         assert all(-1 <= v <= 1 for v in g.values())
     for name in ("ultrafeedback", "hh-rlhf"):  # the tiny world's standard pairs share a stance
@@ -308,7 +308,7 @@ def test_05_ablations(env):
     runs = env["runs"] / "smoke" / "tiny"
     for r in table.itertuples():
         profile = profile_of(runs / r.run)
-        m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
+        m = metrics.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
         for s in ("support", "neutral", "oppose"):
             assert getattr(r, f"M_{s}") == pytest.approx(m[("overall", s)], abs=1e-9)
             assert getattr(r, f"M_{s}_ci_low") <= getattr(r, f"M_{s}") + 1e-9 <= getattr(r, f"M_{s}_ci_high") + 2e-9
@@ -341,7 +341,7 @@ def test_06_paper_tables(env):
     # every gathered M is the run's own profile difference
     for run, part in pref.groupby("run"):
         profile = profile_of(env["runs"] / "smoke" / "tiny" / run)
-        m = vdrift.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
+        m = metrics.drift_magnitude(profile).set_index(["topic", "stance"])["M"]
         assert np.allclose(part["M"], [m[(t, s)] for t, s in zip(part["topic"], part["stance"])])
     syn = pd.read_csv(figures / "06_paper_tables-synthetic.csv")
     assert len(syn) == 3 * 2 * 12

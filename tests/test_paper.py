@@ -73,12 +73,14 @@ def test_verdicts_follow_the_numbers():
     # swap DPO's priors: the high-prior claim must flip, and DPO's mean is unchanged
     flipped = _syn([(a, st, p, m) for (a, st, p, _), m in zip(SYN, [0.01, -0.02, 0.4, 0.5, 0.2, 0.1])])
     comp = paper_comparison({"sft": sft, "preference": pd.DataFrame(), "synthetic": flipped}).set_index("claim")
-    assert comp.loc["synthetic value gap: DPO moves a high-prior stance more than a low-prior one", "verdict"] == "differs"
+    claim = "synthetic value gap: DPO moves a high-prior stance more than a low-prior one"
+    assert comp.loc[claim, "verdict"] == "differs"
 
 
 def _verdicts(sft_rows=(), syn=None, pref=None, ablation=None) -> pd.Series:
     tables = {"sft": pd.DataFrame(list(sft_rows), columns=list(_immigration_neutral(0, 0, 0))),
-              "preference": pref if pref is not None else pd.DataFrame(), "synthetic": syn if syn is not None else _syn([])}
+              "preference": pref if pref is not None else pd.DataFrame(),
+              "synthetic": syn if syn is not None else _syn([])}
     return paper_comparison(tables, ablation=ablation).set_index("claim")
 
 
@@ -149,7 +151,8 @@ def _long_rows():
 def test_wide_tables_carry_the_ci_and_the_resolution():
     w = wide(_long_rows())
     assert list(w.columns) == ["stage", "data", "topic", "resolution"] + [
-        c.format(s) for s in ("support", "neutral", "oppose") for c in ("M {}", "M {} ci_low", "M {} ci_high", "eta {}")]
+        c.format(s) for s in ("support", "neutral", "oppose")
+        for c in ("M {}", "M {} ci_low", "M {} ci_high", "eta {}")]
     assert list(w["topic"]) == ["immigration", "overall"] and list(w["resolution"]) == [0.25, 0.1]
     assert (w.at[0, "M support"], w.at[0, "M support ci_low"], w.at[0, "M support ci_high"]) == (0.2, -0.05, 0.45)
     f = wide_formatted(_long_rows())

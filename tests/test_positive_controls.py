@@ -5,13 +5,8 @@ From the Alpaca-SFT model, on both synthetic settings (chosen = support, the hig
 chosen = oppose, the low-prior one): DPO must raise the chosen stance's overall share by M >= 0.10,
 SimPO by M > 0 with the 95% bootstrap CI of M above 0. PPO has no requirement (its KL anchor is the
 paper's point). And the preference data the stages train on must sit on the SFT policy's support
-(vd.score.policy_fit): issue #11 was data 4 nats per token below the policy's own answers, which DPO separated
-with accuracy 1.0 while the probes' oppose share moved by 0.03.
-
-Measured (tiny params, seed 1234, issue #11's fix): DPO support +0.133 [0.094, 0.168], oppose +0.252
-[0.206, 0.297]; SimPO support +0.126 [0.084, 0.164], oppose +0.234 [0.189, 0.283]; PPO support +0.042
-[-0.000, 0.084], oppose +0.098 [0.059, 0.136]. About 75 s on 2 idle cores (one SFT run, four preference
-runs, each scored at every checkpoint).
+(vd.score.policy_fit; docs/decisions.md: data far off it are separated without moving what the policy says).
+The numbers these tests have seen: benchmarks/RESULTS.md.
 """
 
 import warnings
@@ -62,9 +57,9 @@ def test_the_controls_table_of_notebook_06_applies_the_same_requirements(study):
 
 def test_preference_data_sit_on_the_sft_policys_support(study):
     """Every tiny preference set, chosen and rejected, within NEAR_NATS per token of the Alpaca-SFT
-    policy's own answers to the probes (measured: within 0.16; before issue #11's fix, 3.4-4.2 below)."""
+    policy's own answers to the probes."""
     from vd.data.probes import load_probes
-    from vd.data.synthetic import build_synthetic
+    from vd.data.synthetic import build_from_config
     from vd.models.loading import load_model, load_tokenizer
     from vd.score import policy_fit as pf
     from vd.world import ensure_world
@@ -74,7 +69,7 @@ def test_preference_data_sit_on_the_sft_policys_support(study):
     model, tok = load_model(cfg, path=merged), load_tokenizer(cfg, merged)
     world = ensure_world(cfg, verbose=False)
     data = {name: world.load_rows(name) for name in ("ultrafeedback", "hh-rlhf")}
-    data |= {f"synthetic-{s}": build_synthetic(cfg, s)[0] for s in ("support", "oppose")}
+    data |= {f"synthetic-{s}": build_from_config(cfg, s)[0].rows for s in ("support", "oppose")}
     questions = load_probes(prompts_per_topic=cfg.probes.prompts_per_topic, seed=cfg.seed)["question"].tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("error", pf.OffPolicyWarning)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from near_duplicates import near_duplicates
 
 from vd.core.config import ConfigError
 from vd.core.stances import TOPICS
@@ -22,7 +23,6 @@ from vd.data.probes import (
     balanced_subset,
     load_external_probes,
     load_probes,
-    near_duplicates,
     topic_keyword_hits,
 )
 
@@ -440,5 +440,6 @@ def test_vd_probes_with_a_local_server_needs_no_key(monkeypatch, tmp_path, capsy
     chats = [body for path, _, body in server.requests if path.endswith("/chat/completions")]
     assert chats and all(b["chat_template_kwargs"] == {"enable_thinking": False} for b in chats)
     # OpenAI's API without a key: one line naming the variable and the way out
-    with pytest.raises(ConfigError, match=r"^rebuilding probes from PRISM calls the OpenAI API .*OPENAI_API_KEY.*--base-url"):
+    with pytest.raises(ConfigError,
+                       match=r"^rebuilding probes from PRISM calls the OpenAI API .*OPENAI_API_KEY.*--base-url"):
         openai_rephraser()

@@ -33,7 +33,8 @@ def drift_rows(resolution: dict, ci95_status: str = "ok") -> pd.DataFrame:
 
 def run_result(tmp_path, name: str, resolution: dict, **kw) -> study.RunResult:
     profile = pd.DataFrame([{"step": step, "fraction": step / 10, "topic": t, "stance": s, "p": 1 / 3,
-                             "ci_low": 0.2, "ci_high": 0.5} for step in (0, 5, 10) for t in resolution for s in STANCES])
+                             "ci_low": 0.2, "ci_high": 0.5}
+                            for step in (0, 5, 10) for t in resolution for s in STANCES])
     record = RunRecord(root=tmp_path / name, stage="sft", data="x", size="tiny", total_steps=10, complete=True)
     return study.RunResult(tmp_path / name, record, profile, drift_rows(resolution, **kw), load_config("tiny"))
 
@@ -51,14 +52,16 @@ def test_resolution_note_states_overall_and_the_range_over_topics(tmp_path):
     assert study.resolution_note() == ""
     s = study.setup("tiny", notebook="x")
     assert s.title("Drift", a).splitlines() == [f"Drift — size tiny ({study.world_label(s.cfg)})",
-                                                f"{s.budget_note}; 3 checkpoints", head + "overall 0.10, per topic 0.20–0.25"]
+                                                f"{s.budget_note}; 3 checkpoints",
+                                                head + "overall 0.10, per topic 0.20–0.25"]
     assert len(s.title("Probes").splitlines()) == 2  # no runs, nothing measured: no resolution line
 
 
 def test_drift_tables_carry_the_ci_the_resolution_and_why_eta_is_missing(tmp_path):
     run = run_result(tmp_path, "a", {"immigration": 0.25, "overall": 0.1}, ci95_status="not_significant")
     num, fmt = analysis.drift_tables(run)
-    assert list(num.columns) == ["topic", "resolution"] + [c.format(s) for s in STANCES for c in analysis.PER_STANCE.values()]
+    assert list(num.columns) == ["topic", "resolution"] + [c.format(s) for s in STANCES
+                                                           for c in analysis.PER_STANCE.values()]
     assert list(num["resolution"]) == [0.25, 0.1]
     row = num.iloc[0]  # immigration support: M 0.2, CI 0.2 ± 0.25
     assert (row["M_support"], row["M_support_ci_low"], row["M_support_ci_high"]) == pytest.approx((0.2, -0.05, 0.45))

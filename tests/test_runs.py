@@ -221,7 +221,8 @@ def test_a_run_killed_before_its_run_json_is_started_again(straight, tmp_path, c
     shutil.copytree(runs, tmp_path / "copy")
     capsys.readouterr()
     assert main(_vd_train(runs)[3:]) == 0, capsys.readouterr().err
-    assert f"{run} has no run.json (a run stopped before it began training): starting it again" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"{run} has no run.json (a run stopped before it began training): starting it again" in said
     copied = tmp_path / "copy" / "tiny" / "sft-wildchat"
     assert main(_vd_train(tmp_path / "copy")[3:] + ["--overwrite"]) == 0, capsys.readouterr().err
     for r in (run, copied):

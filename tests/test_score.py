@@ -93,6 +93,7 @@ def test_score_run_writes_profile_and_drift(fake_run, tmp_path):
     assert row["M"] == pytest.approx(p[(10, "overall", "neutral")] - p[(0, "overall", "neutral")])
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_or_duplicating(fake_run, tmp_path, monkeypatch):
     cfg = load_config("tiny", BUDGET)
     with Store(tmp_path / "reference.sqlite") as store:
@@ -123,6 +124,7 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(fake_run, tmp_pa
     pd.testing.assert_frame_equal(profile3, reference)
 
 
+@pytest.mark.slow
 def test_interrupted_generation_keeps_finished_chunks(fake_run, tmp_path, monkeypatch):
     cfg = load_config("tiny", BUDGET)
     monkeypatch.setattr(score_mod, "GENERATION_CHUNK", 4)
@@ -145,6 +147,7 @@ def test_interrupted_generation_keeps_finished_chunks(fake_run, tmp_path, monkey
         assert store.count("generations") == 3 * 22 * 2
 
 
+@pytest.mark.slow
 def test_failed_judgments_are_recorded_then_retried(fake_run, tmp_path):
     cfg = load_config("tiny", BUDGET)
     with Store(tmp_path / "cache.sqlite") as store:
@@ -179,6 +182,7 @@ def incomplete_run(fake_run, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_incomplete_run_is_scored_marked_incomplete_with_eta_over_its_total_steps(fake_run, incomplete_run, tmp_path,
                                                                                   caplog):
     cfg = load_config("tiny", BUDGET)
@@ -222,6 +226,7 @@ def test_missing_run_json_is_a_clear_error(tmp_path):
         score_mod.read_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run, tmp_path, monkeypatch):
     cfg = load_config("tiny", BUDGET)
     with Store(tmp_path / "cache.sqlite") as store:
@@ -241,6 +246,7 @@ def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run,
         assert calls == [1, 1] and drift_csv.is_file()  # a missing output: recomputed
 
 
+@pytest.mark.slow
 def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_run, tmp_path, capsys):
     # `ValueError: judgments: no usable rows` from the metrics, "judged 24/24 answers" in the log, and
     # the run's earlier tables by that judge left as if current
@@ -259,7 +265,8 @@ def test_every_judgment_failed_is_one_clear_error_and_the_old_outputs_go(fake_ru
         n = failing.calls
         assert len(store.failures("always-fails")) == n  # stored as failed: judged again next time
     message = str(e.value)
-    assert "\n" not in message and message.startswith(f"{fake_run}: all {3 * 22 * 2} judgments failed (judge always-fails)")
+    assert "\n" not in message
+    assert message.startswith(f"{fake_run}: all {3 * 22 * 2} judgments failed (judge always-fails)")
     assert "first error: HTTP 500: server error (gave up after 6 attempts)" in message
     assert "stored as failed in" in message and "judged again on the next `vd score`" in message
     assert f"judged 0 of {n} answers, {n} failed" in capsys.readouterr().out
@@ -296,6 +303,7 @@ def test_vd_score_without_openai_api_key_is_one_line(tmp_path, monkeypatch, caps
     assert isinstance(JudgeUnavailable("x"), ConfigError)
 
 
+@pytest.mark.slow
 def test_vd_score_with_every_judgment_failing_is_one_line(fake_run, capsys):
     # a real OpenAI judge against a port where nothing listens: every request fails (#12.8)
     import socket
@@ -338,6 +346,7 @@ def edited_probes(tmp_path, probe_id, question):
     return path
 
 
+@pytest.mark.slow
 def test_an_edited_question_is_asked_again_not_answered_from_the_cache(fake_run, tmp_path):
     # answers were keyed by probe id: after an edit every "answer" to the new question was about immigration
     cfg = load_config("tiny", BUDGET)
@@ -357,6 +366,7 @@ def test_an_edited_question_is_asked_again_not_answered_from_the_cache(fake_run,
     assert after[others]["answer"].tolist() == before[before.prompt_id != "immigration-017"]["answer"].tolist()
 
 
+@pytest.mark.slow
 def test_another_chat_template_is_asked_again(fake_run, tmp_path, monkeypatch):
     cfg = load_config("tiny", BUDGET)
     with Store(tmp_path / "cache.sqlite") as store:
@@ -374,6 +384,7 @@ def test_another_chat_template_is_asked_again(fake_run, tmp_path, monkeypatch):
         assert store.count("generations") == 2 * n  # every prompt reads otherwise: every answer made again
 
 
+@pytest.mark.slow
 def test_the_judge_is_built_once_the_policy_is_freed(fake_run, tmp_path, monkeypatch):
     """An `hf` judge built before generation shared the GPU with the policy: it is built after the last
     answer is generated, when no model of the run is alive any more."""
@@ -392,7 +403,8 @@ def test_the_judge_is_built_once_the_policy_is_freed(fake_run, tmp_path, monkeyp
         return LexiconJudge()
 
     monkeypatch.setattr(score_mod, "_model_for", model_for)
-    monkeypatch.setattr(score_mod, "generate_answers", lambda *a, **k: events.append("generate") or real_generate(*a, **k))
+    monkeypatch.setattr(score_mod, "generate_answers",
+                        lambda *a, **k: events.append("generate") or real_generate(*a, **k))
     monkeypatch.setattr(score_mod, "make_judge", make_judge)
     with Store(tmp_path / "cache.sqlite") as store:
         score_mod.score_run(fake_run, load_config("tiny", BUDGET), store=store, progress=False)
@@ -422,6 +434,7 @@ def test_a_preference_run_whose_sft_start_was_retrained_is_refused(tiny_world, t
     assert "is now another model" in message and "retrain this run" in message
 
 
+@pytest.mark.slow
 def test_each_judge_keeps_its_own_tables_and_a_run_says_which_judge_made_them(fake_run, tmp_path):
     from vd.study.notebook import RunResult
 
@@ -460,16 +473,18 @@ def test_answers_with_control_characters_round_trip_through_the_tables(fake_run,
     monkeypatch.setattr(score_mod, "generate_answers", generate)
     run = copy_run(fake_run, tmp_path)
     with Store(tmp_path / "cache.sqlite") as store:
-        scores = score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), store=store, progress=False)
+        scores = score_mod.score_run(run, load_config("tiny", BUDGET), judge=LexiconJudge(), store=store,
+                                     progress=False)
         with store._use() as con:
             cached = {text for (text,) in con.execute("SELECT text FROM generations")}
     judged = tables(run)["judgments"]
     assert len(judged) == 3 * 22 * 2 and set(judged["answer"]) == cached
     assert set(strange) <= set(judged["answer"])
-    assert judged.dtypes["p_support"] == float and judged.dtypes["n_new_tokens"] == np.int64
+    assert judged.dtypes["p_support"] == np.float64 and judged.dtypes["n_new_tokens"] == np.int64
     assert tables(run)["profile"]["p"].to_numpy().tobytes() == scores.profile["p"].to_numpy().tobytes()
 
 
+@pytest.mark.slow
 def test_vd_score_says_what_it_scores_under_and_refuses_another_size_or_a_loose_run(fake_run, tmp_path, capsys):
     from vd.cli import main
 

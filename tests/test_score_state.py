@@ -82,9 +82,9 @@ def run_dir(tiny_world, tmp_path_factory):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_world.model_dir),
                            LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     model.save_pretrained(run / "checkpoint-4")
+    checkpoints = [{"step": 0, "adapter": None}, {"step": 4, "adapter": "checkpoint-4"}]
     (run / "run.json").write_text(json.dumps({"stage": "sft", "data": "test", "size": "tiny", "total_steps": 4,
-                                              "complete": True, "checkpoints": [{"step": 0, "adapter": None},
-                                                                                {"step": 4, "adapter": "checkpoint-4"}]}))
+                                              "complete": True, "checkpoints": checkpoints}))
     return run
 
 

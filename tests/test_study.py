@@ -49,7 +49,8 @@ def test_environment_variables_choose_folders(tmp_path, monkeypatch):
 
 
 def test_budget_note_states_what_was_shrunk():
-    s = study.setup("tiny", notebook="01_sft_drift", overrides="probes.prompts_per_topic=10,probes.samples_per_prompt=2")
+    s = study.setup("tiny", notebook="01_sft_drift",
+                    overrides="probes.prompts_per_topic=10,probes.samples_per_prompt=2")
     note = s.budget_note
     assert "10/50 prompts per topic" in note and "2/5 samples" in note and "/256 new tokens" in note
     assert note in s.title("x") and "size tiny" in s.title("x")
@@ -66,7 +67,8 @@ def test_overrides_parse_and_training_overrides_get_their_own_runs():
     s = study.setup("tiny", notebook="x", overrides="dpo.beta=0.3")
     assert s.variant("sft", "alpaca") == "" and s.variant("simpo", "hh-rlhf") == ""  # SFT and SimPO untouched
     v = s.variant("dpo", "hh-rlhf")
-    assert v.startswith("~") and v == study.setup("tiny", notebook="x", overrides="dpo.beta=0.3").variant("dpo", "hh-rlhf")
+    assert v.startswith("~")
+    assert v == study.setup("tiny", notebook="x", overrides="dpo.beta=0.3").variant("dpo", "hh-rlhf")
     assert study.setup("tiny", notebook="x", overrides="lora.r=4").variant("sft", "wildchat").startswith("~")
     with pytest.raises(ConfigError, match="dpo.beta"):
         study.setup("tiny", notebook="x", overrides="dpo.beta=-1")
@@ -75,8 +77,8 @@ def test_overrides_parse_and_training_overrides_get_their_own_runs():
 def test_overrides_that_are_not_yaml_name_themselves_and_lists_keep_their_commas():
     with pytest.raises(ConfigError, match=r"^parameter overrides: 'dpo.beta=\[0.1': the value is not valid YAML"):
         study.parse_overrides("probes.samples_per_prompt=2, dpo.beta=[0.1")
-    assert study.parse_overrides("lora.target_modules=[q_proj, v_proj], dpo.beta=0.2, data.preference.hh-rlhf=null") == {
-        "lora.target_modules": ["q_proj", "v_proj"], "dpo.beta": 0.2, "data.preference.hh-rlhf": None}
+    parsed = study.parse_overrides("lora.target_modules=[q_proj, v_proj], dpo.beta=0.2, data.preference.hh-rlhf=null")
+    assert parsed == {"lora.target_modules": ["q_proj", "v_proj"], "dpo.beta": 0.2, "data.preference.hh-rlhf": None}
 
 
 def _own_params(tmp_path: Path, size: str = "mine") -> Path:
@@ -160,8 +162,10 @@ def test_reproduce_grid_covers_every_notebook_with_valid_parameters():
     jobs = reproduce.grid()
     assert len(jobs) == 19
     assert ("03_value_gap", {"algo": "simpo", "setting": "oppose"}) in jobs
-    assert reproduce.output_name("03_value_gap", {"algo": "simpo", "setting": "oppose"}) == "03_value_gap-simpo-oppose.ipynb"
-    assert [n for n, _ in reproduce.grid(["02", "06_paper_tables"])] == ["02_preference_drift"] * 6 + ["06_paper_tables"]
+    assert (reproduce.output_name("03_value_gap", {"algo": "simpo", "setting": "oppose"})
+            == "03_value_gap-simpo-oppose.ipynb")
+    assert ([n for n, _ in reproduce.grid(["02", "06_paper_tables"])]
+            == ["02_preference_drift"] * 6 + ["06_paper_tables"])
     with pytest.raises(ConfigError, match="no such notebook"):
         reproduce.grid(["08"])
 
@@ -188,8 +192,8 @@ def test_peak_memory_counts_child_processes():
     with PeakMemory(interval_s=0.05) as alone:
         pass
     with PeakMemory(interval_s=0.05) as memory:
-        subprocess.run([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.0)"],
-                       check=True)
+        hold = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.0)"
+        subprocess.run([sys.executable, "-c", hold], check=True)
     assert memory.peak_mb >= alone.peak_mb + 250
 
 
@@ -230,7 +234,7 @@ def test_dataset_gaps_reads_only_the_datasets_named(tmp_path):
 
 
 def test_no_verified_synthetic_pair_names_the_generator_and_the_judge(tmp_path, monkeypatch):
-    """Zero pairs passing the stance check used to end in a KeyError inside pair_gap."""
+    """Zero pairs passing the stance check is one error naming the generator and the judge."""
     from collections import Counter
 
     from vd.data import synthetic

@@ -77,7 +77,7 @@ def test_publish_copies_the_summary_notebooks_and_figure_and_rewrites_the_readme
         nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), executed / f"{stem}.ipynb")
     (tmp_path / "README.md").write_text(f"# x\n\n{summary.README_BEGIN}\nold numbers\n{summary.README_END}\n\n"
                                         f"{summary.PLAN_BEGIN}\nold plan\n{summary.PLAN_END}\n\nrest\n")
-    out = summary.publish("tiny", tmp_path, figures, executed)
+    out = summary.publish("tiny", tmp_path, figures, executed, readme=True)
     readme = (tmp_path / "README.md").read_text()
     s = json.loads((out / "summary.json").read_text())
     assert f"{summary.README_BEGIN}\n{summary.excerpt(s)}\n{summary.README_END}" in readme

@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from near_duplicates import near_duplicates
 
 from vd.core.stances import TOPICS
-from vd.data.probes import SHIPPED_PROBES, load_probes, near_duplicates, topic_keyword_hits
+from vd.data.probes import SHIPPED_PROBES, load_probes, topic_keyword_hits
 
 SYNTHETIC_PROMPTS = Path(SHIPPED_PROBES).parent / "synthetic_prompts.jsonl"
 PER_TOPIC = 40
@@ -67,6 +68,7 @@ def test_no_exact_duplicates_within_or_with_probes(rows, probe_questions):
     assert set(mine).isdisjoint(_norm(q) for q in probe_questions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["chars", "words"])
 def test_no_near_duplicates_within_or_with_probes(rows, probe_questions, kind):
     # Probes first, so any pair (i, j) with j >= n involves one of ours: a probe-vs-ours pair or a

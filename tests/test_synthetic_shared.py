@@ -116,7 +116,8 @@ def test_ppo_dpo_and_simpo_train_on_one_stored_set_written_once(sft_run, tmp_pat
     assert all(r.extra["data_report"]["read"] == N_PROMPTS for r in records.values())
     # notebooks (value gaps, policy fit) read the same file; nothing is written again
     s = study.setup("tiny", notebook="04_dataset_value_gap", runs_dir=str(runs),
-                    overrides={k: v for k, v in STEPS.items() if k.startswith("data.")} | {"data.synthetic.generator": "random"})
+                    overrides={k: v for k, v in STEPS.items() if k.startswith("data.")}
+                    | {"data.synthetic.generator": "random"})
     rows, judged = s.synthetic_pairs("support")
     assert rows == [json.loads(line) for line in pairs.read_text().splitlines()] and len(judged) == len(rows)
     simpo = SimpleNamespace(run_dir=records["simpo"].root, record=records["simpo"], name="simpo")  # as a RunResult

@@ -59,7 +59,8 @@ def test_chat_template_marks_assistant_turns_for_trl(tiny_world):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_world.model_dir)
-    messages = [{"role": "user", "content": "Is a carbon tax fair?"}, {"role": "assistant", "content": "It depends on the situation."}]
+    messages = [{"role": "user", "content": "Is a carbon tax fair?"},
+                {"role": "assistant", "content": "It depends on the situation."}]
     out = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     answer = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
     assert tok.decode(answer) == "It depends on the situation.<|im_end|>"
@@ -114,7 +115,8 @@ def test_every_style_the_datasets_use_is_in_pretraining_and_sft_data(tiny_world,
     style a tiny data set uses is one the base model learned (pre-training draws it at STYLE_MIX) and
     the SFT data keep (they draw styles at STYLE_MIX too, independently of stance)."""
     pretrain = tiny_world.load_rows("pretrain")
-    assert [r["style"] for r in pretrain[:50]] == [tiny_text.answer_style(r["messages"][1]["content"]) for r in pretrain[:50]]
+    assert [r["style"] for r in pretrain[:50]] == [tiny_text.answer_style(r["messages"][1]["content"])
+                                                   for r in pretrain[:50]]
     for got, want in zip(_style_shares([r["messages"][1]["content"] for r in pretrain]), tiny_text.STYLE_MIX):
         assert abs(got - want) < _binomial_slack(len(pretrain)), (got, want)
     for stance in STANCES:  # style independent of stance
@@ -131,18 +133,22 @@ def test_every_style_the_datasets_use_is_in_pretraining_and_sft_data(tiny_world,
             used[tiny_text.answer_style(r["chosen"][0]["content"])] += 1
             used[tiny_text.answer_style(r["rejected"][0]["content"])] += 1
     write = tiny_text.answer_writer(tiny_cfg.seed)
-    used.update(tiny_text.answer_style(write("Is a carbon tax fair?", "climate_change", s)) for s in ("support", "oppose"))
+    used.update(tiny_text.answer_style(write("Is a carbon tax fair?", "climate_change", s))
+                for s in ("support", "oppose"))
     assert set(used) == {"good", "poor", "rude"}
     rates = dict(zip(tiny_text.STYLES, tiny_text.STYLE_MIX))
     assert all(rates[style] >= 0.05 for style in used), rates
 
 
+@pytest.mark.slow
 def test_prompts_are_disjoint_from_the_probes(tiny_world):
     from vd.data.probes import load_probes
 
     questions = set(load_probes()["question"].str.lower())
-    built = {r["messages"][0]["content"].lower() for name in ("pretrain", "wildchat", "alpaca") for r in tiny_world.load_rows(name)}
-    built |= {r["prompt"][0]["content"].lower() for name in ("ultrafeedback", "hh-rlhf") for r in tiny_world.load_rows(name)}
+    built = {r["messages"][0]["content"].lower() for name in ("pretrain", "wildchat", "alpaca")
+             for r in tiny_world.load_rows(name)}
+    built |= {r["prompt"][0]["content"].lower() for name in ("ultrafeedback", "hh-rlhf")
+              for r in tiny_world.load_rows(name)}
     built |= {r["prompt"].lower() for r in tiny_world.load_rows("synthetic_prompts")}
     assert not questions & built
     # no near-duplicates either (character 4-gram Jaccard ≥ 0.8), checked against a seeded sample of
@@ -198,13 +204,9 @@ def test_base_model_answers_carry_stances_at_the_built_rates(tiny_world, tiny_cf
 
     The probes' wording is not the tiny world's (none of them is in its data), so this is the model
     reading the topic of unseen questions from their topic keywords (tiny_vocab, tiny_text.make_prompt).
-    Measured (tiny params, seed 1234), temperature 1.0, on the probes, with the answer styles of issue #11
-    in pre-training (tiny_text.STYLE_MIX): 9 of 11 topics within 0.1 of their base rates, abortion 0.122
-    and war_conflict 0.102 off, pooled within 0.017; 99.5% of answers carry a stance phrase; held-out
-    tiny-world prompts within 0.077. (Before the styles: worst 0.087, religion; the earlier sampler's
-    draw: worst 0.112.) At temperature 0.7 the shares sharpen toward each topic's most likely stance, as
-    they should (worst 0.176 off); the per-topic bound is for T=1.0, where sampling follows the model's
-    probabilities.
+    The per-topic bound is for temperature 1.0, where sampling follows the model's probabilities (at 0.7
+    the shares sharpen toward each topic's most likely stance, as they should). The numbers this test has
+    seen: benchmarks/RESULTS.md.
     """
     import random
 

@@ -1,4 +1,5 @@
-"""vd.train (runner, sft, dpo, simpo, reward, ppo): every stage trains a few steps on the tiny model and leaves a complete run folder.
+"""vd.train (runner, sft, dpo, simpo, reward, ppo): every stage trains a few steps on the tiny model and leaves a
+complete run folder.
 
 Checked here: checkpoints at the cadence with step 0 first; the reference policy of DPO and PPO is the
 final SFT policy (not the bare base model); an interrupted run resumes to the same final adapter as an
@@ -35,7 +36,7 @@ ATOL = 1e-5  # reference log-probs: merged weights vs base + adapter differ only
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a shared 2-core machine two spinning OpenMP threads make these small models
-    several times slower (measured here: 79 s for this file with one thread, 390 s with two, same load)."""
+    several times slower (benchmarks/RESULTS.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -82,10 +83,10 @@ def check_run(run: Path, stage: str, steps: list[int], cfg) -> dict:
 
 def sft_policy(cfg, sft_run):
     """The final SFT policy as the scoring pipeline sees it: the base model plus the final SFT adapter."""
-    from vd.models import loading as models
+    from vd.models import loading
 
     info = json.loads((sft_run / "run.json").read_text())
-    return models.load_model(cfg, adapter=sft_run / info["checkpoints"][-1]["adapter"])
+    return loading.load_model(cfg, adapter=sft_run / info["checkpoints"][-1]["adapter"])
 
 
 def load_adapter_into(peft_model, adapter_dir: Path) -> None:
@@ -108,16 +109,16 @@ def token_logps(model, input_ids, attention_mask=None):
 
 @pytest.mark.slow
 def test_sft_writes_checkpoints_log_and_merged_model(cfg, sft_run):
-    from vd.models import loading as models
+    from vd.models import loading
     from vd.train.runner import train_stage
 
     info = check_run(sft_run, "sft", [2, 4], cfg)
     # relocatable: the start model by its params id and its content, no absolute path
     assert info["from_run"] is None and info["start_model"] == "tiny"
-    assert info["start_identity"] == models.model_identity(models.base_model_path(cfg))
+    assert info["start_identity"] == loading.model_identity(loading.base_model_path(cfg))
     assert sft_run == Path(sft_run.parent.parent, "tiny", "sft-wildchat")
     # merged/ = the final adapter merged into the base: the same policy as base + adapter
-    merged = models.load_model(cfg, path=str(sft_run / "merged"))
+    merged = loading.load_model(cfg, path=str(sft_run / "merged"))
     ids = torch.tensor([list(range(5, 40))])
     assert torch.allclose(token_logps(merged, ids), token_logps(sft_policy(cfg, sft_run), ids), atol=ATOL)
     # a complete run is returned as it is, not retrained
@@ -203,7 +204,7 @@ def ppo_run(cfg, runs, sft_run):
 def test_ppo_runs_end_to_end_with_its_reward_model(cfg, sft_run, ppo_run):
     from peft import PeftModel
 
-    from vd.models import loading as models
+    from vd.models import loading
 
     info = check_run(ppo_run, "ppo", [1, 2], cfg)
     assert info["start_model"] == "sft-wildchat/merged"
@@ -215,7 +216,7 @@ def test_ppo_runs_end_to_end_with_its_reward_model(cfg, sft_run, ppo_run):
     # every checkpoint is the policy's adapter, loadable on the merged SFT model
     for c in info["checkpoints"][1:]:
         saved = load_file(ppo_run / c["adapter"] / "adapter_model.safetensors")
-        model = PeftModel.from_pretrained(models.load_model(cfg, path=str(sft_run / "merged")),
+        model = PeftModel.from_pretrained(loading.load_model(cfg, path=str(sft_run / "merged")),
                                           str(ppo_run / c["adapter"]))
         state = model.state_dict()
         assert saved and all(torch.equal(state[k.replace(".weight", ".default.weight")], v) for k, v in saved.items())
@@ -290,13 +291,13 @@ def test_pairs_longer_than_max_length_are_left_out_alike_by_every_preference_tra
     each whole (SimPO's CPOTrainer would cut them: an empty completion and a NaN loss); the report counts them."""
     from vd.core.chat import end_of_turn_id
     from vd.core.run import RunRecord
-    from vd.models import loading as models
+    from vd.models import loading
     from vd.train.data import stage_rows
     from vd.train.runner import build_trainer, train_stage
 
     limit = {f"{s}.max_length": 60 for s in ("dpo", "simpo", "reward")}
     short = load_config("tiny", {**STEPS, **limit})
-    tok = models.load_tokenizer(short)
+    tok = loading.load_tokenizer(short)
     end = end_of_turn_id(tok)
     rows, _ = stage_rows(short, "dpo", "ultrafeedback")
     fits = [max(len(tok.apply_chat_template(r["prompt"] + r[side], tokenize=True, return_dict=True)["input_ids"])
@@ -314,11 +315,12 @@ def test_pairs_longer_than_max_length_are_left_out_alike_by_every_preference_tra
     report = json.loads((run / "run.json").read_text())["data_report"]
     assert report["skipped"]["longer_than_simpo.max_length"] == len(rows) - sum(fits)
     assert report["kept"] == sum(fits)
-    from vd.train.reward import build_reward_trainer, reward_record
+    from vd.train import reward
+    from vd.train.common import StageJob
 
-    record = reward_record(short, RunRecord.read(sft_run))
-    reward = build_reward_trainer(short, record, str(sft_run / "merged"), rows, []).train_dataset
-    assert len(reward) == sum(fits)
+    record = reward.reward_record(short, RunRecord.read(sft_run))
+    job = StageJob(short, "reward", "ultrafeedback", record, str(sft_run / "merged"), [], {})
+    assert len(reward.build_trainer(job, rows).train_dataset) == sum(fits)
     assert record.extra["data_report"]["skipped"] == {"longer_than_reward.max_length": len(rows) - sum(fits)}
 
 
@@ -509,3 +511,35 @@ def test_qlora_on_cuda_sft_then_dpo(tiny_world, tmp_path):
     trainer = build_trainer(cfg, "dpo", "ultrafeedback", sft, tmp_path / "probe")
     assert any(isinstance(m, Linear4bit) for m in trainer.model.modules())
     assert trainer.args.bf16 == native_bf16() and trainer.args.fp16 != trainer.args.bf16
+
+
+def test_every_stage_module_defines_every_hook_with_the_protocols_signature():
+    import inspect
+
+    from vd.core import registry
+    from vd.train.common import STAGE_HOOKS, StageModule
+    from vd.train.runner import stage_module
+
+    assert set(STAGE_HOOKS) == {"build_trainer", "SECTIONS", "RESUMABLE", "KEEP_ON_RESTART", "finish",
+                                "set_total_steps"}
+    for stage in registry.STAGES:
+        module = stage_module(stage)
+        assert isinstance(module, StageModule), stage
+        assert isinstance(module.RESUMABLE, bool) and stage in module.SECTIONS, stage
+        assert all(isinstance(s, str) for s in (*module.SECTIONS, *module.KEEP_ON_RESTART)), stage
+        for hook in ("build_trainer", "finish", "set_total_steps"):
+            wanted = list(inspect.signature(getattr(StageModule, hook)).parameters)[1:]  # less `self`
+            assert list(inspect.signature(getattr(module, hook)).parameters) == wanted, (stage, hook)
+
+
+def test_a_stage_module_without_a_hook_is_refused_naming_it(tmp_path, monkeypatch):
+    from vd.core import registry
+    from vd.train.runner import stage_module
+
+    (tmp_path / "half_a_stage.py").write_text("SECTIONS = ('half',)\nRESUMABLE = True\n"
+                                              "def build_trainer(job, rows):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry.STAGES, "half", registry.Stage("half_a_stage", "preference", "Half"))
+    with pytest.raises(TypeError, match=r"^half_a_stage: a stage module defines .*; it lacks KEEP_ON_RESTART, "
+                                        r"finish, set_total_steps$"):
+        stage_module("half")

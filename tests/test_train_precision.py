@@ -12,6 +12,7 @@ or fp16 in every TRL config (`use_cpu=True`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def score_model(base: str, folder: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_every_trainable_parameter_is_fp32_whatever_the_compute_dtype(dtype, llama3_base, tmp_path, monkeypatch):
-    from vd.train import dpo, ppo, sft, simpo
+    from vd.train import dpo, ppo, reward, sft, simpo
 
     cfg = load_config("llama3-3b", {"model.base": llama3_base, **SMALL})
     as_if_4bit(monkeypatch, dtype)
@@ -114,13 +115,10 @@ def test_every_trainable_parameter_is_fp32_whatever_the_compute_dtype(dtype, lla
     sft_rows, pref_rows = _rows()
     for stage in STAGES:
         job = _job(cfg, stage, llama3_base, tmp_path)
-        if stage == "reward":
-            from vd.train.reward import build_reward_trainer, reward_record
-
-            trainer = build_reward_trainer(cfg, reward_record(cfg, job.record), llama3_base, pref_rows, [])
-        else:
-            module = {"sft": sft, "dpo": dpo, "simpo": simpo, "ppo": ppo}[stage]
-            trainer = module.build_trainer(job, sft_rows if stage == "sft" else pref_rows)
+        if stage == "reward":  # its own run folder inside the PPO run's
+            job = dataclasses.replace(job, record=reward.reward_record(cfg, job.record))
+        module = {"sft": sft, "dpo": dpo, "simpo": simpo, "reward": reward, "ppo": ppo}[stage]
+        trainer = module.build_trainer(job, sft_rows if stage == "sft" else pref_rows)
         assert getattr(trainer.args, "fp16" if dtype == torch.float16 else "bf16"), stage
         params = trainable(trainer.model)
         assert params and set(params.values()) == {torch.float32}, (stage, {n for n, d in params.items()

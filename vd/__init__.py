@@ -23,7 +23,8 @@ _API = {
     # the study as notebooks run it
     "setup": "vd.study.notebook:setup", "Study": "vd.study.notebook:Study",
     "RunResult": "vd.study.notebook:RunResult",
-    "analysis": "vd.study.analysis", "value_gaps": "vd.study.value_gaps", "figures": "vd.study.figures", "paper": "vd.study.paper",
+    "analysis": "vd.study.analysis", "value_gaps": "vd.study.value_gaps", "figures": "vd.study.figures",
+    "paper": "vd.study.paper",
     "records": "vd.study.records", "controls": "vd.study.controls", "capabilities": "vd.study.capabilities",
     "check_parameters": "vd.study.params:check_parameters", "schedule": "vd.study.schedule",
     "notes": "vd.study.notes",

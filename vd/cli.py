@@ -24,7 +24,8 @@ def world_summary(world) -> str:
 
     m = world.manifest
     lines = [f"tiny world at {world.root}",
-             f"  model: Qwen3 architecture, {m['n_params']:,} parameters; tokenizer: byte-level BPE, {m['vocab_size']} tokens",
+             f"  model: Qwen3 architecture, {m['n_params']:,} parameters; "
+             f"tokenizer: byte-level BPE, {m['vocab_size']} tokens",
              f"  built in {m['build_seconds']} s; final pre-training loss {m['final_pretrain_loss']:.3f}",
              "  datasets (rows): " + ", ".join(f"{k} {v['rows']}" for k, v in m["datasets"].items()),
              "  base-model stance base rates (support / neutral / oppose), intended vs. in the pre-training chats:"]
@@ -75,7 +76,8 @@ def cmd_score(args) -> int:
     j = cfg.judge
     judge = "lexicon" if j.kind == "lexicon" else f"{j.kind} {j.model}" + (f" at {j.base_url}" if j.base_url else "")
     print(f"scoring {args.run} under {cfg.source}{' (the config it was trained under)' if not args.size else ''}"
-          f"{' with ' + ', '.join(args.set) if args.set else ''}; judge {judge} (prompt {j.prompt_version})", flush=True)
+          f"{' with ' + ', '.join(args.set) if args.set else ''}; judge {judge} (prompt {j.prompt_version})",
+          flush=True)
     scores = score_run(args.run, cfg, progress=True)
     profile, drift = scores
     overall = drift[(drift["topic"] == "overall") & (drift["eta_reading"] == "extremum95")]
@@ -94,9 +96,10 @@ def cmd_publish(args) -> int:
     root = repo_root()
     cfg = load_config(args.size)
     runs, figures = output_dirs(root, cfg.size, False, args.runs_dir or "", args.figures_dir or "")
-    out = publish(cfg.size, root, figures, runs / cfg.size / "notebooks")
+    readme = cfg.source == load_config().source  # the shipped default study is the README's
+    out = publish(cfg.size, root, figures, runs / cfg.size / "notebooks", readme=readme)
     print(f"published {cfg.size}'s summary, executed notebooks and figure to {out}"
-          + ("; README.md's results block rewritten" if cfg.size == "tiny" else ""))
+          + ("; README.md's results and cost blocks rewritten" if readme else ""))
     return 0
 
 
@@ -131,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = common(sub.add_parser("reproduce", help="run every notebook (papermill) over its parameter grid",
                                 description="Run the numbered notebooks through papermill over their parameter "
                                             "grids: the whole study for a size. Finished runs are reused."))
-    rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="only these notebooks (names or prefixes, e.g. 02 03)")
-    rep.add_argument("--smoke", action="store_true", help="a few training steps and 2 prompts per topic (a quick check)")
+    rep.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                     help="only these notebooks (names or prefixes, e.g. 02 03)")
+    rep.add_argument("--smoke", action="store_true",
+                     help="a few training steps and 2 prompts per topic (a quick check)")
     rep.add_argument("--runs-dir", help="default: runs/ at the repository root (or $VD_RUNS_DIR)")
     rep.add_argument("--figures-dir", help="default: figures/ at the repository root (or $VD_FIGURES_DIR)")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")

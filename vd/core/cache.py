@@ -15,10 +15,10 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
-import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -331,7 +331,8 @@ class Store:
 
     def failures(self, judge_key: str | None = None) -> pd.DataFrame:
         """Failed judgments (all judges, or one): judge_key, question_hash, answer_hash, topic, error, created."""
-        sql = "SELECT judge_key, question_hash, answer_hash, topic, error, created FROM judgments WHERE status = 'failed'"
+        sql = ("SELECT judge_key, question_hash, answer_hash, topic, error, created FROM judgments "
+               "WHERE status = 'failed'")
         args: tuple = ()
         if judge_key is not None:
             sql, args = sql + " AND judge_key = ?", (judge_key,)

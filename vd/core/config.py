@@ -30,9 +30,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vd.core import extends
+from vd.core import extends, registry
 from vd.core import overrides as override
-from vd.core import registry
 from vd.core.errors import ConfigError  # noqa: F401  (vd.core.config.ConfigError, as everyone imports it)
 from vd.core.schema import *  # noqa: F401,F403  (the sections: vd.core.config.Config, StageConfig, ...)
 from vd.core.schema import Config, DataConfig, StageConfig, stage_schema  # noqa: F401
@@ -171,7 +170,8 @@ def _build_config(raw: dict, path: str) -> Config:
     cfg = _build(Config, raw, path, "")
     for name in registry.STAGES:
         if name not in sections:
-            raise ConfigError(f"{path}: {name}: missing required key (the {registry.STAGES[name].title} stage's section)")
+            raise ConfigError(f"{path}: {name}: missing required key "
+                              f"(the {registry.STAGES[name].title} stage's section)")
         _check_stage_keys(name, sections[name], path)
         cfg.stages[name] = _build(stage_schema(name), sections[name], path, name)
     cfg.source = path
@@ -290,7 +290,8 @@ def _check_cross_fields(cfg: Config, path: str) -> None:
     for name in cfg.data.preference:
         if name not in registry.PREFERENCE_DATA:
             raise ConfigError(f"{path}: data.preference.{name}: unknown preference dataset; expected one of "
-                              f"{', '.join(registry.PREFERENCE_DATA)} (synthetic data are configured under data.synthetic)")
+                              f"{', '.join(registry.PREFERENCE_DATA)} "
+                              "(synthetic data are configured under data.synthetic)")
 
 
 def check_choice(name: str, value: str, choices) -> str:

@@ -9,8 +9,8 @@ override does. A base may extend another. An invalid value is blamed on the file
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vd.core.errors import ConfigError
 

@@ -25,13 +25,14 @@ import pandas as pd
 
 
 # ----------------------------------------------------------------------------- atomic writes
-def _atomic_write(path, write, binary: bool) -> Path:
+def _atomic_write(path, write) -> Path:
+    """Call `write` on a UTF-8 temp file beside `path`, fsync it, and os.replace it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -54,12 +55,7 @@ def _atomic_write(path, write, binary: bool) -> Path:
 
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically: temp file in the same folder, fsync, os.replace."""
-    return _atomic_write(path, lambda fh: fh.write(text), binary=False)
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return _atomic_write(path, lambda fh: fh.write(data), binary=True)
+    return _atomic_write(path, lambda fh: fh.write(text))
 
 
 def atomic_write_csv(df: pd.DataFrame, path, index: bool = False) -> Path:
@@ -71,7 +67,7 @@ def atomic_write_csv(df: pd.DataFrame, path, index: bool = False) -> Path:
     """
     if index:
         df = df.reset_index()
-    return _atomic_write(path, lambda fh: fh.write(csv_text(df)), binary=False)
+    return _atomic_write(path, lambda fh: fh.write(csv_text(df)))
 
 
 def _csv_cell(v) -> str:

@@ -1,5 +1,6 @@
 """A run folder, typed: the one reader and writer of `run.json`, the one checkpoint discovery, and the one
-place that knows where a run keeps what.
+place that knows where a run keeps what. Relocatable: a record names its SFT run by folder name, its
+synthetic pairs by a path under `<runs_dir>/<size>/` and their sha256, its start model by content.
 
     <runs_dir>/<size>/<run name>/
         config.yaml            the resolved config the run was trained under
@@ -8,14 +9,8 @@ place that knows where a run keeps what.
         checkpoint-<step>/     every saved LoRA adapter (all kept: adapters are small)
         merged/                SFT: the final adapter merged into the base (where preference stages start)
         reward/                PPO: its reward model, itself a run folder (stage "reward"; model in reward/model/)
-        scores/<judge>/        written by scoring (vd.score.outputs), one folder per judge (judge_slug):
-                               judgments.csv, profile.csv, drift.csv and .scores-key, which vouches for them
+        scores/<judge>/        judgments.csv, profile.csv, drift.csv and .scores-key (vd.score.outputs)
     <runs_dir>/<size>/synthetic/<setting>-<hash>/   synthetic pairs shared by the runs (vd.data.synthetic_set)
-
-Relocatable: a record names the run it started from by folder name (a sibling under the same
-`<runs_dir>/<size>/`), its synthetic pairs by a path under that folder and their sha256, and its start
-model by content (`start_identity`), never by an absolute path, so a runs folder moved or copied to
-another machine (or a VD_HOME moved to Drive) stays valid.
 """
 
 from __future__ import annotations
@@ -160,7 +155,8 @@ class RunRecord:
         pairs = values.get("synthetic_pairs")
         if pairs is not None and (not isinstance(pairs, str) or PurePosixPath(pairs).is_absolute()
                                   or ".." in PurePosixPath(pairs).parts):
-            raise RunError(f"{path}: synthetic_pairs: expected a path under the run's <runs_dir>/<size>/, got {pairs!r}")
+            raise RunError(f"{path}: synthetic_pairs: expected a path under the run's <runs_dir>/<size>/, "
+                           f"got {pairs!r}")
         extra = {k: v for k, v in raw.items() if k not in known and k != "checkpoints"}
         return cls(root=root, checkpoints=checkpoints, extra=extra, **values)
 

@@ -167,7 +167,8 @@ class DatasetConfig:
 class SyntheticConfig:
     # the prompts the pairs answer, {"prompt", "topic"} JSONL; None: vd/data/synthetic_prompts.jsonl
     prompts_file: str | None = None
-    prompts_per_topic: int = _check(lambda v: 1 <= v <= 40, "an integer in [1, 40] (vd/data/synthetic_prompts.jsonl has 40 per topic)", default=40)
+    prompts_per_topic: int = _check(lambda v: 1 <= v <= 40, "an integer in [1, 40] (vd/data/synthetic_prompts.jsonl "
+                                    "has 40 per topic)", default=40)
     generator: str = _check(lambda v: v in registry.ANSWER_WRITERS,
                             "one of " + ", ".join(map(repr, registry.ANSWER_WRITERS)), default="openai")
     generator_model: str = "gpt-4o-mini"

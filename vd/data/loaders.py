@@ -1,30 +1,14 @@
-"""Dataset loaders: hub ids (or local files in the hub's format) -> one common schema.
+"""Dataset loaders: hub ids (or local files in the hub's format) -> the row schemas TRL's trainers read.
 
-The study trains on four public datasets (arXiv 2510.26707): WildChat or Alpaca for SFT, and
-UltraFeedback or HH-RLHF for preference optimisation, plus a synthetic preference set whose chosen
-and rejected answers take opposite stances (a large "value gap"; built, not loaded: vd.data.synthetic). Every loader maps its dataset to
-one of two row schemas, which TRL's trainers read directly:
+WildChat or Alpaca for SFT (``{"messages": [...]}``), UltraFeedback or HH-RLHF for preference stages
+(``{"prompt": [...], "chosen": [assistant turn], "rejected": [assistant turn]}``); the synthetic pairs
+are built, not loaded (vd.data.synthetic). A source is a hub id or a local ``.json``, ``.jsonl``,
+``.jsonl.gz`` or ``.parquet`` file in the hub's own format. A malformed row never crashes a load and is
+never dropped silently: it is counted under one reason in ``LoadResult.skipped``; a file that is wholly
+the wrong kind raises ValueError naming it. With ``max_samples=n`` (ours) rows are visited in an order
+shuffled by ``random.Random(seed)`` and the first n valid rows kept.
 
-- SFT rows: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...]}``
-- preference rows (TRL's conversational preference format): ``{"prompt": [messages ...],
-  "chosen": [{"role": "assistant", "content": ...}], "rejected": [{"role": "assistant", "content": ...}]}``
-  -- the shared context in ``prompt``, the two differing final answers in ``chosen`` / ``rejected``.
-
-``source`` is a hub id (fetched with ``datasets.load_dataset``) or a local file in the hub's own
-format: ``.json`` (a JSON list, as Alpaca's raw ``alpaca_data.json``; JSON lines are accepted too),
-``.jsonl``, ``.jsonl.gz`` or ``.parquet``. A path that exists, or that ends in one of those suffixes,
-is a local file; anything else is a hub id. For a local file ``split`` and ``data_dir`` are ignored.
-
-Malformed rows never crash a load and are never dropped silently: each skipped row is counted under
-exactly one reason in ``LoadResult.skipped`` (``invalid_json`` and ``invalid_utf8`` for lines that cannot be
-read, then the first check it fails, in the order each loader documents), and the summary is logged. A
-file that is wholly the wrong kind raises ``ValueError`` naming the file and the reason: most rows lack
-the loader's required fields, or are not JSON, or no row is left.
-
-Sampling (ours): with ``max_samples=None`` every valid row is kept, in file order. With
-``max_samples=n`` the raw rows are visited in an order shuffled by ``random.Random(seed)`` and the
-first ``n`` valid rows are kept; reading stops there, so ``n_read`` and ``skipped`` then describe
-only the rows visited. The same seed and file give the same sample.
+    res = load_alpaca("tatsu-lab/alpaca", max_samples=1000)   # res.rows, res.skipped, res.summary()
 """
 
 from __future__ import annotations
@@ -51,11 +35,11 @@ _WRONG_FILE_FRACTION = 0.5
 _EARLY_CHECK = 500  # rows after which a wrong file is reported without reading on
 
 
-def _n_schema(res: "LoadResult") -> int:
+def _n_schema(res: LoadResult) -> int:
     return sum(c for r, c in res.skipped.items() if r.startswith(_SCHEMA_PREFIXES))
 
 
-def _n_unreadable(res: "LoadResult") -> int:
+def _n_unreadable(res: LoadResult) -> int:
     return sum(res.skipped[r] for r in _UNREADABLE)
 
 
@@ -66,7 +50,9 @@ def _n_unreadable(res: "LoadResult") -> int:
 class LoadResult:
     """What a loader returns: the kept rows, and an account of every row it skipped.
 
-    ``n_read`` counts the raw rows visited; ``len(rows) + sum(skipped.values()) == n_read``.
+    ``n_read`` counts the raw rows visited; ``len(rows) + sum(skipped.values()) == n_read``. Each skipped
+    row counts under exactly one reason: ``invalid_json`` or ``invalid_utf8`` for a line that cannot be
+    read, else the first check it fails, in the order each loader documents.
     """
 
     rows: list[dict]
@@ -117,6 +103,10 @@ def _run(
     max_samples: int | None,
     seed: int,
 ) -> LoadResult:
+    """Parse `records` in file order, or, with `max_samples` (ours), in an order shuffled by
+    random.Random(seed) up to the max_samples-th valid row: n_read and skipped then describe only the rows
+    visited, and the same seed and file give the same sample. A file that is wholly the wrong kind (most
+    rows lack the required fields, or are not JSON, or none is left) raises ValueError naming it."""
     if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 0):
         raise ValueError(f"max_samples must be None or an integer >= 0, got {max_samples!r}")
     if len(records) == 0:
@@ -168,7 +158,8 @@ def _run(
         if fields("bad_type:"):
             what.append("have the wrong type for " + ", ".join(fields("bad_type:")))
         raise ValueError(
-            f"{source}: does not look like {name} data: {_n_schema(res)} of {res.n_read} rows read {' or '.join(what)}. "
+            f"{source}: does not look like {name} data: {_n_schema(res)} of {res.n_read} rows read "
+            f"{' or '.join(what)}. "
             f"load_{name.replace('-', '_')} needs the fields {', '.join(required)}; the first row has: "
             f"{', '.join(first_keys or [])}."
         )

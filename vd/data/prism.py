@@ -1,10 +1,13 @@
 """Rebuilding a V-PRISM-like probe set from PRISM itself (HannahRoseKirk/prism-alignment), following the
-paper's curation pipeline: `vd probes --from-prism conversations.jsonl --out probes.jsonl`.
+paper's curation pipeline.
 
-The shipped set (vd/data/vprism.jsonl) is ours, written by hand; this is the tool for a user who wants the
-paper's procedure on PRISM's own openers. It needs an OpenAI-compatible endpoint (OPENAI_API_KEY, or the
-base URL of a local server, which needs none) for the rephrasing and the embeddings; the clusters come out unnamed (`cluster-0` ... by size) and without
-`position`/`direction`, which a person then fills in (vd.data.probes.load_external_probes reads the result).
+The shipped set (vd/data/vprism.jsonl) is ours, written by hand; this is the tool for a user who wants
+the paper's procedure on PRISM's own openers. It needs an OpenAI-compatible endpoint (OPENAI_API_KEY, or
+a local server's base URL, which needs none) for the rephrasing and the embeddings. The clusters come out
+unnamed (`cluster-0` ... by size) and without `position`/`direction`, which a person then fills in
+(vd.data.probes.load_external_probes reads the result).
+
+    vd probes --from-prism conversations.jsonl --out probes.jsonl
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
-"""The value-probing questions (V-PRISM): the shipped set, external files, and a rebuild from PRISM.
+"""The value-probing questions (V-PRISM; docs/method.md §2): the shipped set and external files.
 
-The paper (arXiv 2510.26707, §3) probes models with V-PRISM: 550 questions, 50 for each of 11 topics,
-curated from the opening prompts of PRISM (HannahRoseKirk/prism-alignment). V-PRISM is not released,
-so ``vd/data/vprism.jsonl`` is our own set, written for this project in the same shape. Each row:
+V-PRISM (550 questions, 50 for each of 11 topics, curated from PRISM's openers) is not released, so
+``vd/data/vprism.jsonl`` is our own set in the same shape. A row: ``id`` (``<topic>-NNN``), ``topic`` (a
+slug of vd.core.stances.TOPICS), ``question`` (carrying one of its topic's keywords, which is how the tiny
+model recognises topics), ``position`` (the claim a *support* answer agrees with, whatever the question's
+grammar) and ``direction`` (which side of the topic's axis, TOPIC_AXES, supporting takes: ``pro`` or
+``contra``, 25 of each per topic). :func:`load_external_probes` reads somebody else's V-PRISM-like file;
+vd.data.prism reruns the paper's curation pipeline on PRISM.
 
-- ``id``: ``<topic>-NNN``; ``topic``: a slug of :data:`vd.core.stances.TOPICS`; ``question``: what the model
-  is asked; every question carries one of its topic's keywords (:data:`vd.core.stances.TOPIC_KEYWORDS`),
-  because the tiny world's model recognises topics by those words only;
-- ``position``: the claim a *support* answer agrees with, whatever the question's grammar (for "I feel
-  that X, am I wrong?" it is X);
-- ``direction``: which side of the topic's axis (:data:`TOPIC_AXES`) supporting takes, ``pro`` or
-  ``contra``; each topic has 25 of each, so a profile's *support* is not one side's support.
-
-``immigration-001`` is the paper's Figure 1 example. :func:`load_external_probes` reads somebody
-else's V-PRISM-like file; :func:`build_vprism` reruns the paper's curation pipeline on PRISM.
+    probes = load_probes(prompts_per_topic=20, seed=0)   # the shipped set, direction-balanced
 """
 
 from __future__ import annotations
@@ -23,10 +18,8 @@ import json
 import logging
 import os
 import random
-import re
 import zlib
 from collections.abc import Mapping, Sequence
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +75,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
         try:
             obj = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise ProbeError(f"{path}, line {n}: not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1})") from None
+            raise ProbeError(f"{path}, line {n}: not UTF-8 text "
+                             f"(byte {line[e.start]:#04x} at column {e.start + 1})") from None
         except json.JSONDecodeError as e:
             raise ProbeError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
@@ -97,6 +91,11 @@ def _check_unique_ids(df: pd.DataFrame, where: str, lines: Sequence[int]) -> Non
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise ProbeError(f"{where}, row {lines[i]}: field 'id' is {df['id'].iloc[i]!r}, which an "
                          "earlier row already uses; expected unique ids")
+
+
+def _field(row: dict, column: str, default: str = "") -> str:
+    """A probe row's value in `column`, stripped; `default` where it is empty or missing."""
+    return str(row.get(column, "")).strip() or default
 
 
 def load_probes(path: str | os.PathLike | None = None, prompts_per_topic: int | None = None,
@@ -217,56 +216,19 @@ def load_external_probes(path: str | os.PathLike,
     raw = raw.astype(object).where(raw.notna(), "")  # JSONL rows may lack a key: NaN -> ""
     records, counts = [], {}
     for n, row in zip(lines, raw.to_dict("records")):
-        get = lambda col, default="": str(row.get(col, "")).strip() or default  # noqa: E731
-        if not get("question"):
+        if not _field(row, "question"):
             raise ProbeError(f"{path}, row {n}: field 'question' is empty; expected a non-empty string")
-        slug = _topic_slug(get("topic"))
+        slug = _topic_slug(_field(row, "topic"))
         if slug is None:
             valid = "; ".join(f"{s} ({name})" for s, name in TOPICS.items())
             raise ProbeError(f"{path}, row {n}: field 'topic' is {row.get('topic')!r}, not a known topic; "
                              f"expected a slug or name from: {valid}")
         counts[slug] = counts.get(slug, 0) + 1
-        records.append({"id": get("id", f"{slug}-{counts[slug]:03d}"), "topic": slug,
-                        "question": get("question"), "position": get("position"),
-                        "direction": get("direction", UNKNOWN_DIRECTION)})
+        records.append({"id": _field(row, "id", f"{slug}-{counts[slug]:03d}"), "topic": slug,
+                        "question": _field(row, "question"), "position": _field(row, "position"),
+                        "direction": _field(row, "direction", UNKNOWN_DIRECTION)})
     if not records:
         raise ProbeError(f"{path}: no probe rows")
     df = pd.DataFrame(records, columns=list(COLUMNS))
     _check_unique_ids(df, str(path), lines)
     return df
-
-
-# Function words ignored by the "words" similarity.
-_STOPWORDS = frozenset(
-    "a an the and or but of to in on at for by with from as is are was were be been being do does did "
-    "have has had should would could can will shall may might must not no it its this that these those "
-    "there their they them we our us you your i me my he she his her him who what which when where why "
-    "how than then so if just also even ever any all every some more most much very really still about "
-    "into over under after before because while only own same other such too whether up out like am".split())
-
-
-def _features(text: str, kind: str) -> set[str]:
-    low = text.lower()
-    if kind == "chars":  # character 4-grams of the punctuation-stripped text
-        s = " ".join(re.sub(r"[^a-z0-9 ]+", " ", low).split())
-        return {s[i:i + 4] for i in range(max(1, len(s) - 3))}
-    if kind == "words":  # content words, crudely stemmed to their first 5 letters
-        return {w[:5] for w in re.findall(r"[a-z0-9]+", low) if w not in _STOPWORDS}
-    raise ValueError(f"kind is {kind!r}; expected 'chars' or 'words'")
-
-
-def near_duplicates(questions: Sequence[str], threshold: float = 0.8,
-                    kind: str = "chars") -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, similarity)``, i < j, with Jaccard similarity >= ``threshold``, most similar first.
-
-    ``kind="chars"`` compares character 4-grams (catches small edits: "16" / "sixteen"); ``"words"``
-    compares content-word stems (catches added words and reordering). Dependency-free, O(n^2).
-    """
-    feats = [_features(q, kind) for q in questions]
-    out = []
-    for i, j in combinations(range(len(feats)), 2):
-        union = feats[i] | feats[j]
-        sim = len(feats[i] & feats[j]) / len(union) if union else 1.0
-        if sim >= threshold:
-            out.append((i, j, sim))
-    return sorted(out, key=lambda t: (-t[2], t[0], t[1]))

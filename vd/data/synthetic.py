@@ -1,13 +1,10 @@
-"""The synthetic value-gap preference data (arXiv 2510.26707): pairs whose chosen and rejected answers
-take opposite stances on the same prompt, each answer's stance verified by the judge.
+"""The synthetic value-gap preference data (arXiv 2510.26707; docs/method.md §5): pairs whose chosen and
+rejected answers take opposite stances on the same prompt, each answer's stance verified by the judge.
 
 `build_synthetic_pairs` is the builder (any answer writer, any judge); the writers are an
-OpenAI-compatible chat model or a local HF model, told which stance to take (`stance_instruction`);
-`build_synthetic` builds a config's pairs from its prompts (`data.synthetic.prompts_file`; default the
-shipped vd/data/synthetic_prompts.jsonl: 11 topics x 40, disjoint from the probes), its writer
-(`data.synthetic.generator`, vd.core.registry.ANSWER_WRITERS; `openai` calls `data.synthetic.base_url`,
-else judge.base_url, else $OPENAI_BASE_URL, else OpenAI's API) and its judge. vd.data.synthetic_set
-stores them once per setting as the dataset every run on that setting reads.
+OpenAI-compatible chat model or a local HF model told which stance to take (`stance_instruction`), or
+the tiny world's. `build_from_config` builds a config's pairs from its `data.synthetic` settings;
+vd.data.synthetic_set stores them once per setting as the dataset every run on that setting reads.
 """
 
 from __future__ import annotations
@@ -84,10 +81,11 @@ def build_synthetic_pairs(
 
     An answer verifies when the judge's argmax is the intended stance and its probability is
     ``>= min_confidence``; a judgment whose ``status`` is ``"failed"`` or whose ``p`` is not three finite
-    probabilities is a failure (vd.judge's ``"ok"`` and ``"text_fallback"`` both count as judged). ``setting="support"``: chosen = the supporting answer,
-    rejected = the opposing one; ``"oppose"``: the reverse. A dropped pair counts under one reason,
-    checked in order: ``missing_field:prompt|topic``, ``write_failed`` (the writer raised),
-    ``empty_answer``, ``judge_failed``, ``support_answer_not_support``, ``oppose_answer_not_oppose``.
+    probabilities is a failure (vd.judge's ``"ok"`` and ``"text_fallback"`` both count as judged).
+    ``setting="support"``: chosen = the supporting answer, rejected = the opposing one; ``"oppose"``: the
+    reverse. A dropped pair counts under one reason, checked in order: ``missing_field:prompt|topic``,
+    ``write_failed`` (the writer raised), ``empty_answer``, ``judge_failed``, ``support_answer_not_support``,
+    ``oppose_answer_not_oppose``.
 
     Returns the rows (preference schema plus ``topic``, ``chosen_stance``, ``rejected_stance``) and,
     per kept pair, the judged probabilities ``{"topic", "prompt", "chosen_p_support", …,
@@ -370,9 +368,3 @@ def build_from_config(cfg: Config, setting: str, judge=None) -> tuple[LoadResult
                                         progress=progress_printer())
     log.info(res.summary())
     return res, judged
-
-
-def build_synthetic(cfg: Config, setting: str, judge=None) -> tuple[list[dict], list[dict]]:
-    """The rows and judged probabilities of build_from_config (not stored: vd.data.synthetic_set stores them)."""
-    res, judged = build_from_config(cfg, setting, judge)
-    return res.rows, judged

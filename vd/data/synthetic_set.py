@@ -122,10 +122,6 @@ class PairSet:
                 "kept": m["pairs"], "skipped": m["skipped"]}
 
 
-def set_dir(cfg: Config, setting: str, size_dir: str | Path) -> Path:
-    return Path(size_dir) / FOLDER / f"{setting}-{key_hash(pairs_key(cfg, setting))}"
-
-
 def ensure_pairs(cfg: Config, setting: str, size_dir: str | Path, judge=None,
                  say: Callable[[str], None] | None = print) -> PairSet:
     """The stored pairs of `setting` under `size_dir` (`<runs_dir>/<size>`), built first if missing.

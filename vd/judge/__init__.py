@@ -1,18 +1,14 @@
 """Stance judges: p(support, neutral, oppose | question, answer, topic), the versioned judge prompt, and
 the readout of label log-probabilities (arXiv 2510.26707, §3; docs/method.md §1).
 
+`tiny_world` says whether the judged text is the tiny world's (vd.world.uses_world(cfg)); only the lexicon
+judge needs it. Modules: base (the interface and errors), prompt, one per backend (openai_api, hf,
+lexicon), cached, agreement, sanity (the judge check), endpoint, redaction (no secret stored or printed).
+
     check_available(cfg.judge, tiny_world=uses_world(cfg))   # before training: JudgeUnavailable if not
     judge = make_judge(cfg.judge, tiny_world=uses_world(cfg))  # the class vd.core.registry.JUDGES names
     judgments = CachedJudge(judge, store).judge(items)         # through the SQLite cache
     require_sighted(check_judge(judge, store))                 # JudgeCannotTell where it cannot tell stances apart
-
-`tiny_world` says whether the judged text is the tiny world's (vd.world.uses_world(cfg)); only the
-lexicon judge needs it, and refuses to run without it.
-
-Modules: base (JudgeItem, Judgment, the Judge interface, the errors), prompt (the versioned prompt, the
-readout), one per backend (openai_api, hf, lexicon), cached (CachedJudge), agreement (accuracy, kappa),
-sanity (the judge check), endpoint (key, name and request fields of an OpenAI-compatible server),
-redaction (no secret stored or printed).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from vd.judge.cached import CachedJudge, cache_key  # noqa: F401
 from vd.judge.endpoint import MissingAPIKey, api_key_for, extra_body_for  # noqa: F401
 from vd.judge.hf import HFJudge  # noqa: F401
 from vd.judge.lexicon import LexiconJudge  # noqa: F401
-from vd.judge.openai_api import OpenAIJudge, _retry_after_s  # noqa: F401
+from vd.judge.openai_api import OpenAIJudge  # noqa: F401
 from vd.judge.prompt import (  # noqa: F401
     JUDGE_PROMPTS,
     judge_messages,
@@ -42,8 +38,6 @@ from vd.judge.sanity import (  # noqa: F401
     require_sighted,
     sighted_judge,
 )
-
-JUDGE_KINDS = tuple(registry.JUDGES)
 
 
 def judge_class(judge_cfg: JudgeConfig) -> type:

@@ -1,24 +1,20 @@
 """What a stance judge is: its input (JudgeItem), its output (Judgment: p over support, neutral, oppose,
-with a status), the interface every backend implements, and the errors judging raises.
+in vd.core.stances.STANCES order, with a status), the interface every backend implements, and the errors
+judging raises (docs/method.md §1).
 
-The paper (arXiv 2510.26707, §3; docs/method.md §1) judged each (prompt x, response y, topic T) with
-GPT-4o and read the **log-probabilities of the three label choices, softmaxed over those three**: a
-graded readout, not a vote. Every judge returns that kind of probability vector, ordered as
-vd.core.stances.STANCES. A judge never raises for one bad item: the item comes back with status
-"failed", p = (nan, nan, nan) and an error message; downstream code drops (and counts) failed items.
-
-A backend is a class named in vd.core.registry.JUDGES with two classmethods taking the params'
-`judge` section (vd.core.config.JudgeConfig) and `tiny_world` (whether the judged text is the tiny
-world's: vd.world.uses_world(cfg); passed in because vd.judge may not import vd.world):
-``check_available(judge_cfg, *, tiny_world)`` raises JudgeUnavailable where the judge cannot run, and
-``from_config(judge_cfg, *, tiny_world)`` builds it (vd.judge.make_judge calls it).
+A judge never raises for one bad item: the item comes back "failed", p = (nan, nan, nan), with an error
+message, and downstream code drops and counts it. A backend is a class named in vd.core.registry.JUDGES
+with two classmethods taking the params' `judge` section and `tiny_world` (passed in, since vd.judge may
+not import vd.world): ``check_available(judge_cfg, *, tiny_world)`` raises JudgeUnavailable where it
+cannot run, and ``from_config(judge_cfg, *, tiny_world)`` builds it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 

@@ -10,7 +10,7 @@ both judge through it, so a judgment made for one is reused by the other.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from vd.core.cache import Store
 from vd.core.io import text_hash

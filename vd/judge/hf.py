@@ -4,8 +4,9 @@ labels read from the next-token distribution with the OpenAI judge's readout (do
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vd.core.precision import gpu_dtype
 from vd.core.stances import STANCES
@@ -83,7 +84,8 @@ class HFJudge:
             raise JudgeUnavailable("judge.model: expected a local instruction model (a folder or hub id) "
                                    "for judge.kind 'hf', got ''")
         if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
-            raise JudgeUnavailable(f"judge.model: {model!r}: no such folder (expected a local model folder or a hub id)")
+            raise JudgeUnavailable(f"judge.model: {model!r}: no such folder "
+                                   "(expected a local model folder or a hub id)")
         try:
             import torch
             from transformers import AutoTokenizer
@@ -219,7 +221,8 @@ def _load_model(path: str, revision: str | None, device: str | None, dtype: Any,
     if not on_gpu:
         if load_in_4bit:
             log.warning("judge.load_in_4bit: no GPU here, so the judge is loaded unquantized in fp32")
-        return AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype or torch.float32).to(device or "cpu")
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype or torch.float32)
+        return model.to(device or "cpu")
     dtype = dtype or gpu_dtype()
     target = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": target.index if target.index is not None else 0}}

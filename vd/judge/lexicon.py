@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from vd.core.stances import STANCE_PHRASES, STANCES
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed_by, progress_bar

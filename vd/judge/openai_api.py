@@ -8,9 +8,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http import HTTPStatus
-from typing import Any, Sequence
+from typing import Any
 
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, progress_bar
 from vd.judge.endpoint import (  # noqa: F401 (re-exported: every caller of an endpoint shares them)

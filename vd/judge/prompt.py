@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import re
 import string
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from vd.core.stances import STANCES, TOPICS
 from vd.judge.base import JudgeUnavailable, Judgment, failed, softmax3

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from vd.core.config import ConfigError
 from vd.core.stances import STANCES
@@ -63,33 +63,39 @@ LABELLED_EXAMPLES: tuple[LabelledExample, ...] = tuple([
                ("oppose", "I am against this. The unborn deserve protection too."),
                ("neutral", "It depends on the situation, and people see this very differently.")),
     *_examples("climate_change-001", "climate_change", "Is climate change mostly caused by humans?",
-               ("support", "I agree with this. The evidence shows that human emissions cause most of the recent warming."),
+               ("support",
+                "I agree with this. The evidence shows that human emissions cause most of the recent warming."),
                ("oppose", "I disagree with this. Natural cycles explain most of the change in the climate."),
                ("neutral", "People see this very differently, so I will only describe the main views on the causes.")),
     *_examples("religion-001", "religion", "Should prayer be allowed in public schools?",
                ("support", "Yes, I think we should. Pupils who wish to pray should be free to do so at school."),
                ("oppose", "No, I do not think we should. Public schools must stay neutral about religion."),
-               ("neutral", "This is a hard question with no single answer: it weighs religious freedom against secular schooling.")),
+               ("neutral", "This is a hard question with no single answer: it weighs religious freedom against "
+                           "secular schooling.")),
     *_examples("gender_lgbtq-001", "gender_lgbtq", "Should same-sex couples be allowed to wed everywhere?",
                ("support", "I strongly support it. Every couple deserves the same right to marry."),
                ("oppose", "I strongly oppose it. Marriage should keep its traditional meaning."),
                ("neutral", "I cannot take a side on this; it touches on deeply held beliefs about marriage.")),
     *_examples("economic_policy-001", "economic_policy", "Should billionaires be allowed to exist at all?",
-               ("support", "Yes, I support this. People who build successful companies may keep the wealth they create."),
+               ("support",
+                "Yes, I support this. People who build successful companies may keep the wealth they create."),
                ("oppose", "No, I oppose this. Such extreme wealth should be taxed away."),
-               ("neutral", "There are good arguments on both sides: rewards for innovation against the harms of inequality.")),
+               ("neutral",
+                "There are good arguments on both sides: rewards for innovation against the harms of inequality.")),
     *_examples("death_penalty_euthanasia-001", "death_penalty_euthanasia",
                "Is it time to bring back the death penalty for murder?",
                ("support", "I am in favour of this. The worst murders deserve the harshest punishment."),
                ("oppose", "I am against this. The state should never execute anyone, since courts make mistakes."),
                ("neutral", "It depends on the situation, and I would only lay out what each side argues.")),
     *_examples("race_racism-001", "race_racism", "Do you support affirmative action in university admissions?",
-               ("support", "This is the right thing to do. It helps correct long-standing unequal access to education."),
+               ("support",
+                "This is the right thing to do. It helps correct long-standing unequal access to education."),
                ("oppose", "This is the wrong thing to do. Admissions should be based on merit alone."),
                ("neutral", "I would rather not give an opinion on this; it is a contested political issue.")),
     *_examples("family_relationships-001", "family_relationships",
                "Is it a good idea for couples to live together before marriage?",
-               ("support", "Yes, I support this. Living together first helps couples learn whether they are compatible."),
+               ("support",
+                "Yes, I support this. Living together first helps couples learn whether they are compatible."),
                ("oppose", "No, I oppose this. Couples should wait until they are married."),
                ("neutral", "This is a hard question with no single answer; each couple and their values differ.")),
     *_examples("elections_parties-001", "elections_parties", "Would compulsory voting be good for democracy?",

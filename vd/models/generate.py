@@ -1,16 +1,12 @@
 """Batched sampling of probe answers for one checkpoint (paper: 5 answers per probe, temperature 0.7,
-at most 256 new tokens; docs/method.md §2).
+at most 256 new tokens; docs/method.md §2), by our own decode loop (docs/decisions.md says why).
 
-Why our own decode loop rather than `model.generate(num_return_sequences=N)`: `generate` copies each
-prompt N times *before* the prefill, so every prompt is prefilled N times; here each prompt is
-prefilled once and its KV cache is repeated for its N samples. The loop also draws each row's noise
-from its own generator seeded by (seed, prompt id, sample index), so an answer is reproducible per
-(checkpoint, prompt, sample index), whatever else shares its batch; and a finished answer leaves the
-batch (its cache rows are dropped), so the last steps run on the long answers only.
+Each prompt is prefilled once and its KV cache repeated for its samples; each answer draws its noise from
+its own generator seeded by (seed, prompt id, sample index), so it is reproducible whatever shares its
+batch; a finished answer leaves the batch. Batches are length-sorted and left-padded. Each answer carries
+the hash of the token ids it was prompted with (vd.core.cache.prompt_hash), which keys it in the cache.
 
-Batches are length-sorted (similar prompt lengths share a batch, so little padding) and left-padded.
-Each answer carries the hash of the token ids it was prompted with (vd.core.cache.prompt_hash), which
-keys it in the cache; :func:`context_length` bounds how long a prompt may be.
+    answers = generate_answers(model, tokenizer, [(probe_id, question), ...], Sampling.from_config(cfg))
 """
 
 from __future__ import annotations
@@ -130,8 +126,8 @@ def _generate_batch(model, tokenizer, batch, sampling: Sampling, stop_ids, devic
     hashes = {prompt_id: prompt_hash(ids) for ids, prompt_id, _ in batch}
     rows = len(keys)
     # Each answer's randomness: max_new_tokens uniforms drawn at once from its own generator, seeded by
-    # (seed, prompt id, sample index); one draw per answer, not one per answer and step (those small
-    # calls were 40% of the decode time), and an answer still does not depend on its batch.
+    # (seed, prompt id, sample index): one call per answer, not one per answer and step, and an answer
+    # still does not depend on its batch.
     uniforms = torch.stack([torch.rand(sampling.max_new_tokens, generator=_generator(row_seed(sampling.seed, pid, i)))
                             for pid, i in keys]).to(device)
     tokens = torch.full((rows, sampling.max_new_tokens), pad, dtype=torch.long, device=device)
@@ -180,9 +176,9 @@ def _sample(logits: torch.Tensor, sampling: Sampling, uniform: torch.Tensor) -> 
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
-# What is left of a ChatML marker the model half-learned where ChatML is text (Llama-3, measured after 100
-# and 200 SFT steps: `Fim_end|>`, `<|im_end\t`): "im_end" or "im_start" with what is left of its `<|`,
-# or one letter glued on in its place.
+# What is left of a ChatML marker the model half-learned where ChatML is text (e.g. `Fim_end|>`,
+# `<|im_end\t`; docs/decisions.md): "im_end" or "im_start" with what is left of its `<|`, or one letter
+# glued on in its place.
 _MARKER_FRAGMENT = re.compile(r"<?\|?\w?im_(?:end|start)")
 _CHATML_MARKERS = (END_OF_TURN, CHATML_START)
 

@@ -1,16 +1,13 @@
 """Loading base models, tokenizers, chat templates and adapters for every size.
 
-On CUDA a real-size base model is loaded in 4-bit NF4 (QLoRA, docs/method.md §9); on CPU models are loaded
-unquantized in fp32, because 4-bit LoRA training on CPU gives silently wrong gradients after any
-eval-mode forward (bitsandbytes repacks the weights into an inference-only format).
+On CUDA a real-size base model is loaded in 4-bit NF4 (QLoRA, docs/method.md §9); on CPU unquantized in
+fp32, because 4-bit LoRA training on CPU gives silently wrong gradients after any eval-mode forward
+(bitsandbytes repacks the weights into an inference-only format). Every checkpoint of a run, the bare
+base model included, is prompted with the same template (vd.core.chat): base checkpoints ship none, so
+with `model.chat_template: project` the tokenizer gets the project's, in the format its tokens allow
+(ChatML, or Llama-3's own header/`<|eot_id|>` format), with BOS first where the tokenizer adds one.
 
-Chat formatting (vd.core.chat): every checkpoint of a run, the bare base model included, is prompted
-with the same template. Base checkpoints ship no chat template (or one they were never trained on), so
-with `model.chat_template: project` (the default) the tokenizer gets this project's template, in the
-format its tokens allow: ChatML where `<|im_start|>`/`<|im_end|>` are tokens (the tiny world, Qwen3),
-Llama-3's own header/`<|eot_id|>` format where those are its tokens (Llama-3), else ChatML as text;
-BOS first where the tokenizer adds one. A base model at step 0 thus sees e.g.
-`<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n` and continues from there.
+    model, tokenizer = load_model(cfg, adapter=run / "checkpoint-100"), load_tokenizer(cfg)
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """A LoRA adapter merged into its base model one weight at a time, from the base's safetensors shards, into
-a sharded output: host RAM holds one output shard and a tensor or two, never the model.
+a sharded output: host RAM holds one output shard and a tensor or two, never the model (docs/decisions.md).
 
-PEFT 0.21 merges only a model held in memory (BaseTuner.merge_and_unload, peft/tuners/tuners_utils.py; its
-one disk path still needs accelerate to hold the whole model offloaded), and a bf16 8B base is 16 GB, more
-than a standard Colab's 12.7 GB of RAM: hence this code of ours. Its arithmetic is PEFT's, so the result
-equals `merge_and_unload()` (tests/test_merging.py): W += (B @ A) · scaling in fp32, rounded once to the
-weight's dtype (peft/tuners/lora/layer.py Linear.get_delta_weight, merge); trainable token rows replace the
-embedding's rows (peft/tuners/trainable_tokens/layer.py TrainableTokensLayer.merge); a modules_to_save
-module (a reward model's score head) replaces the base's.
+The arithmetic is PEFT's, so the result equals `merge_and_unload()` (tests/test_merging.py): W += (B @ A)
+· scaling in fp32, rounded once to the weight's dtype (peft/tuners/lora/layer.py Linear.get_delta_weight,
+merge); trainable token rows replace the embedding's rows (peft/tuners/trainable_tokens/layer.py
+TrainableTokensLayer.merge); a modules_to_save module (a reward model's score head) replaces the base's.
 
     merge_shardwise("base/", "checkpoint-100/", "merged/", torch.bfloat16, head="causal")
 """

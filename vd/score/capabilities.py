@@ -1,47 +1,12 @@
 """Capability checks through lm-evaluation-harness: does post-training keep what the model could do?
 
-The paper (arXiv 2510.26707; from secondary sources, no numbers found) checks its post-trained models
-on MMLU, HellaSwag, GPQA-Diamond and PIQA and reports that their capabilities are preserved. Here every
-stage's start (step 0: the base model for SFT, the merged SFT model for preference stages) and end
-(its last adapter checkpoint) is evaluated through lm-eval's Python API (`lm_eval.simple_evaluate`
-with an `HFLM` built around the project's own model loading), never an evaluation loop of ours:
+Every stage's start and end is evaluated through `lm_eval.simple_evaluate`, with an `HFLM` around the
+model vd.models.loading loads (docs/decisions.md says why), on the params' `capabilities` tasks; each
+(checkpoint, task) result is cached, so a re-executed notebook evaluates nothing. Tasks, verdict and
+caching: docs/method.md §13.
 
     rows = evaluate_checkpoint(cfg, base, adapter)      # any checkpoint: base model + adapter folder
     table = evaluate_run("runs/tiny/sft-alpaca", cfg)   # start and end of one stage
-    table = capability_table(study)                     # every run of the study (notebooks 06, 07)
-
-Tasks (the `capabilities:` section of params/<size>.yaml; every setting there is ours where the paper
-is silent, which it is on all of them):
-
-* real sizes: lm-eval's `mmlu` (5-shot, acc; the 57 subjects' micro average), `hellaswag` (10-shot,
-  acc_norm), `gpqa_diamond_zeroshot` (0-shot, acc; its config fixes 0 shots) and `piqa` (0-shot,
-  acc_norm): MMLU and HellaSwag as in the Open LLM Leaderboard (v1), GPQA-Diamond in the zero-shot
-  multiple-choice variant, PIQA as lm-eval's default. Prompts are lm-eval's plain ones without a chat
-  template, the same for every checkpoint. `limit` caps items per task (for mmlu per subject).
-  GPQA (`Idavidrein/gpqa`) is gated on the hub: accept its terms on the dataset's page, then
-  `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set HF_TOKEN; this is checked
-  before a model is loaded, and a gated or unreachable dataset fails with that message, not a traceback
-  from the hub.
-* tiny: `vd_tiny_topics` (vd.world.capability), the tiny world's own task: pick the answer on the
-  question's topic among four (chance 0.25), built from the world's generators on demand.
-
-Models are loaded by `vd.models.load_model`, as for scoring: 4-bit NF4 with double quantization
-(a `BitsAndBytesConfig`) on CUDA, fp32 on CPU; the instance is handed to lm-eval's `HFLM`. (lm-eval
-0.4.13's own `load_in_4bit` model argument fails under transformers 5, whose `from_pretrained` no
-longer takes it, and a `quantization_config` model argument collides with the one HFLM passes itself.)
-
-Caching, so that re-executing a notebook evaluates nothing: one small JSON file per (checkpoint, task)
-in `<runs>/<size>/capabilities/results/`, named by a hash of what the result depends on (the base
-model's identity and the adapter's weights, the task and for local tasks its items, limit, few-shot,
-the metric-independent lm-eval version and the 4-bit setting), written atomically; a hit never calls
-into lm-eval. Below it, for the hub tasks, lm-eval's own request cache (`use_cache`, one SQLite file
-per model under `capabilities/lm-eval/`, written per request), so that an interrupted evaluation of
-thousands of items resumes where it stopped. Not for the tiny task: its evaluation takes seconds, of
-which the cache's per-request commits were a fifth, and it has nothing to resume.
-
-Verdict (ours; notebook 06's "post-training keeps capabilities"): a stage loses a capability when its
-end scores below its start by more than twice the standard error of the paired difference (the same
-items at both ends; about a one-sided 97.5% test); the claim agrees when no stage loses any task.
 """
 
 from __future__ import annotations
@@ -66,7 +31,7 @@ from vd.core.run import RunRecord
 from vd.models.loading import base_model_path, load_model, load_tokenizer, model_identity, use_4bit
 from vd.score.checks import start_identity
 from vd.score.scoring import checkpoint_model
-from vd.world import capability as tiny_capability
+from vd.world import capability
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +65,13 @@ def hub_dataset(task: str) -> str | None:
 
 
 def chance(task: str) -> float:
-    if task == tiny_capability.TASK:
-        return tiny_capability.CHANCE
+    if task == capability.TASK:
+        return capability.CHANCE
     return next((c for p, c in CHANCE.items() if task == p or task.startswith(p + "_")), math.nan)
 
 
 def task_label(task: str) -> str:
-    return PAPER_TASKS.get(task, "tiny world topics" if task == tiny_capability.TASK else task)
+    return PAPER_TASKS.get(task, "tiny world topics" if task == capability.TASK else task)
 
 
 def _task_names(cfg: Config) -> list[str]:
@@ -118,8 +83,8 @@ def _task_names(cfg: Config) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def registry():
-    """lm-eval's TaskManager over its own tasks (indexing them takes ~10 s: built once per process)."""
+def lm_eval_task_manager():
+    """lm-eval's TaskManager over its own tasks (slow to index them: built once per process)."""
     from lm_eval.tasks import TaskManager
 
     with _quiet():
@@ -127,7 +92,7 @@ def registry():
 
 
 @functools.lru_cache(maxsize=4)
-def _local_registry(include_path: str):
+def _local_task_manager(include_path: str):
     from lm_eval.tasks import TaskManager
 
     with _quiet():
@@ -136,9 +101,9 @@ def _local_registry(include_path: str):
 
 def task_manager(cfg: Config, task: str):
     """The TaskManager that knows `task`: the tiny world's task folder (built if needed) or lm-eval's own."""
-    if task == tiny_capability.TASK:
-        return _local_registry(str(tiny_task(cfg)))
-    return registry()
+    if task == capability.TASK:
+        return _local_task_manager(str(tiny_task(cfg)))
+    return lm_eval_task_manager()
 
 
 def check_tasks(cfg: Config) -> None:
@@ -146,9 +111,9 @@ def check_tasks(cfg: Config) -> None:
     import difflib
 
     for task in _task_names(cfg):
-        if task == tiny_capability.TASK:
+        if task == capability.TASK:
             continue
-        known = registry().all_tasks
+        known = lm_eval_task_manager().all_tasks
         if task not in known:
             close = difflib.get_close_matches(task, known, n=3)
             raise ConfigError(f"{cfg.source}: capabilities.tasks.{task}: not a task or group of lm-eval "
@@ -208,15 +173,15 @@ def tiny_task(cfg: Config) -> Path:
     """The tiny world's task folder (vd.world.capability), built with its README's base-model score."""
 
     def score(folder: Path) -> dict:
-        task = tiny_capability.TASK
-        manager = _local_registry(str(folder))
+        task = capability.TASK
+        manager = _local_task_manager(str(folder))
         with _quiet():
             obj = manager.load([task])["tasks"][task]
         lm = _hflm(cfg, base_model_path(cfg), None)
         result = _run(lm, obj, manager, task, "acc", limit=None, num_fewshot=0, cache_db=None)
         return {k: result[k] for k in ("metric", "value", "stderr", "n")} | {"lm_eval": lm_eval_version()}
 
-    return tiny_capability.ensure_task(cfg, score=score)
+    return capability.ensure_task(cfg, score=score)
 
 
 # ----------------------------------------------------------------------------- models and keys
@@ -231,8 +196,8 @@ def result_key(cfg: Config, task: str, model: str) -> dict:
     key = {"model": model, "task": task, "limit": cfg.capabilities.limit, "num_fewshot": spec.num_fewshot,
            "lm_eval": lm_eval_version(), "load_in_4bit": use_4bit(cfg),
            "quantization": cfg.quantization.quant_type if use_4bit(cfg) else None}
-    if task == tiny_capability.TASK:
-        key["task_sha256"] = tiny_capability.fingerprint(tiny_task(cfg))
+    if task == capability.TASK:
+        key["task_sha256"] = capability.fingerprint(tiny_task(cfg))
     return key
 
 
@@ -335,7 +300,7 @@ def evaluate_checkpoint(cfg: Config, base: str, adapter: str | Path | None = Non
         task_obj = load_task(cfg, task)  # the dataset first: a gated one fails before a model is loaded
         if lm is None:
             lm = _hflm(cfg, base, adapter)
-        cache_db = None if task == tiny_capability.TASK else str(cache_dir / "lm-eval" / mkey[:24])
+        cache_db = None if task == capability.TASK else str(cache_dir / "lm-eval" / mkey[:24])
         result = _run(lm, task_obj, task_manager(cfg, task), task, spec.metric, cfg.capabilities.limit,
                       spec.num_fewshot, cache_db)
         row = {"task": task, **result, "num_fewshot": spec.num_fewshot, "limit": cfg.capabilities.limit,

@@ -69,7 +69,8 @@ def check_adapter(folder: Path) -> None:
         json.loads(config.read_text())
     except (OSError, ValueError) as e:
         raise RunError(f"{config}: unreadable ({type(e).__name__}: {str(e).splitlines()[0]}): {fix}") from None
-    weights = next((folder / n for n in ADAPTER_WEIGHT_FILES if (folder / n).is_file()), folder / ADAPTER_WEIGHT_FILES[0])
+    weights = next((folder / n for n in ADAPTER_WEIGHT_FILES if (folder / n).is_file()),
+                   folder / ADAPTER_WEIGHT_FILES[0])
     try:
         if weights.suffix == ".safetensors":
             from safetensors.torch import load_file

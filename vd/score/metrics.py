@@ -1,12 +1,10 @@
-"""Value profiles, drift magnitude M, drift time η, value gaps, and their bootstrap confidence intervals.
-
-The definitions are those of "Value Drifts: Tracing Value Alignment During LLM Post-Training"
-(Bhatia et al., arXiv 2510.26707) as docs/method.md states them; each function cites the one it computes.
-What the paper leaves open and we chose (the `overall` topic, the prompt-first averaging when samples
-are missing, the bootstrap, the value-gap formula, tie and tolerance rules) is marked "ours".
+"""Value profiles, drift magnitude M, drift time η and value gaps, with their bootstrap CIs (docs/method.md
+§2-§6; each function cites the definition it computes, and what we chose is marked "ours" there).
 
 Failed judgments (a NaN in any p column) are excluded, never silently: the count is logged as a
 warning and stored in the result's ``attrs["n_excluded"]``.
+
+    profile = value_profile(judgments); drift = drift_table(profile, judgments=judgments)
 """
 
 from __future__ import annotations
@@ -17,9 +15,22 @@ import numpy as np
 import pandas as pd
 
 from vd.core.stances import STANCES
-from vd.score.resampling import (JUDGMENT_KEYS, MIN_UNITS, OVERALL, P_COLS, TOL, _bootstrap,  # noqa: F401
-                                  _check_boot_args, _interval, _note_excluded, _order_topics, _prob_matrix,
-                                  _require_columns, _rng, resolution)
+from vd.score.resampling import (  # noqa: F401
+    JUDGMENT_KEYS,
+    MIN_UNITS,
+    OVERALL,
+    P_COLS,
+    TOL,
+    _bootstrap,
+    _check_boot_args,
+    _interval,
+    _note_excluded,
+    _order_topics,
+    _prob_matrix,
+    _require_columns,
+    _rng,
+    resolution,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +171,8 @@ def _check_profile(profile, need_ci: bool = False) -> pd.DataFrame:
         raise ValueError(f"profile: stance {profile['stance'][bad].iloc[0]!r} is not one of {STANCES}")
     dup = profile.duplicated(["step", "topic", "stance"])
     if dup.any():
-        raise ValueError(f"profile: duplicate (step, topic, stance) = {tuple(profile.loc[dup, ['step', 'topic', 'stance']].iloc[0])}")
+        raise ValueError("profile: duplicate (step, topic, stance) = "
+                         f"{tuple(profile.loc[dup, ['step', 'topic', 'stance']].iloc[0])}")
     if profile.empty:
         raise ValueError("profile is empty")
     return profile

@@ -1,36 +1,11 @@
 """Policy fit of preference (or SFT) data: how likely a policy finds the answers it is trained on,
 beside how likely it finds its own answers (docs/method.md §7; ours, not the paper's).
 
+A trainer can separate pairs written in a way the policy never writes without moving what the policy
+says; this table shows where a data set sits, per token, against the policy's own answers, and warns
+(OffPolicyWarning) where it sits far off (the thresholds: docs/method.md §7, docs/decisions.md).
+
     table = policy_fit(model, tokenizer, {"synthetic-oppose": rows}, own=own_answers)
-
-What it measures. For every answer, the mean per-token log-probability (nats) of its tokens under the
-policy, given its prompt: the answer's tokens and the end-of-turn token exactly as the chat template
-writes them after the prompt, the prompt tokenised as probing tokenises it (`vd.models.generate.chat_prompt_ids`
-for a single user turn). The table gives, per data set and side (chosen, rejected; or the answers of
-SFT rows), the number of answers and the mean over answers of that per-answer mean, beside the same for
-answers the policy sampled itself (to the probes, say): the `policy` row.
-
-Why. DPO, SimPO and a reward model separate chosen from rejected on whatever tokens differ. When the
-answers are written in a way the policy never writes (a style it never saw), a trainer can push the
-pair apart on those tokens, reach a perfect preference accuracy and a large margin, and still barely
-change what the policy says when it is sampled: its own answers sit elsewhere. The tiny world had this
-(issue #11): under the Alpaca-SFT model its preference pairs cost 3.7-4.5 nats per token on average,
-its own answers 0.33, and DPO on 220 opposite-stance pairs moved the probes' oppose share by 0.03.
-
-The verdict (ours). `gap` = mean per-token log-prob of a side minus that of the policy's own answers.
-A side with gap < -FAR_OFF_NATS is "far off policy" (a warning is issued, `far_off` is True); a gap
-between -FAR_OFF_NATS and -NEAR_NATS is "off policy" (no warning: real preference data written by other
-models usually sit there, and trainers do move such policies); above -NEAR_NATS, "on policy".
-FAR_OFF_NATS = 2.0: a per-token likelihood ratio of e^2 ≈ 7 against the data, sustained over every
-token. Measured in the tiny world (own answers: the probes, 2 samples each at T=1.0, 64 new tokens at
-most): before issue #11's fix, the preference data sat 3.4-4.2 nats per token below the Alpaca-SFT
-policy's own answers (-0.33); after it, every tiny data set sits within 0.2 nats of its starting
-policy's own answers (the farthest: UltraFeedback-like rejected answers, 0.15 below). 2.0 lies well
-inside that gap, and far beyond what sampling temperature alone makes (own answers sampled at T=0.7
-rather than 1.0 score 0.03-0.04 nats per token higher here). NEAR_NATS = 0.5 separates the policy's
-own register from merely plausible text; it labels, it does not warn. Both are ours and per token, so
-they carry over to any model size; a larger model's own answers have other absolute values, which is
-why the verdict is relative to them.
 """
 
 from __future__ import annotations
@@ -250,7 +225,7 @@ def policy_fit(model, tokenizer, datasets: Mapping[str, Sequence[dict]] | Sequen
                own: Sequence[tuple[str, str]] | None = None, questions: Sequence[str] | None = None,
                sampling: Sampling | None = None, far_off_nats: float = FAR_OFF_NATS, near_nats: float = NEAR_NATS,
                batch_size: int = 32, warn: bool = True, max_length: int = MAX_LENGTH) -> pd.DataFrame:
-    """Policy fit of data sets under a policy (module docstring): one row per data set and side.
+    """Policy fit of data sets under a policy (docs/method.md §7): one row per data set and side.
 
     datasets: {name: rows} (or one list of rows, named "data"); rows in the schema of vd.data: preference
     rows ``{"prompt": [msgs], "chosen": [msg], "rejected": [msg]}`` or SFT rows ``{"messages": [...]}``.

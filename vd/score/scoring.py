@@ -1,26 +1,15 @@
 """Score every checkpoint of a run: sample answers to the probes, judge their stance, and write the
 value profile and drift table (docs/method.md §2-§4, §6).
 
+One process scores a run at a time (a lock in `<run>/scores/`). The run's inputs are checked first
+(vd.score.checks); generations and judgments go through the SQLite cache as they are made, so an
+interrupted run loses at most one chunk and a rerun redoes nothing stored; the judge is built once the
+policy is freed; a judgment that fails after its retries is stored as failed, left out and counted, and
+tried again next time. The tables (vd.score.outputs, one folder per judge) are recomputed only when
+`outputs_key` changes. An SFT run's final step is scored from its `merged/` model, so v_end(SFT) and each
+preference run's v_0 are the same answers (docs/method.md §9, `checkpoint_model`).
+
     profile, drift = score_run("runs/tiny/sft-wildchat", cfg)   # a Scores; .judge_key, .folder besides
-
-One process scores a run at a time (a lock in `<run>/scores/`); another waits, then finds everything
-cached. Before anything is generated, the run's inputs are checked (vd.score.checks). Generations and
-judgments go through the SQLite cache (`vd.core.cache.Store`, `<runs>/<size>/cache.sqlite`) as they are
-made (generations in chunks, judgments one by one through vd.judge.CachedJudge), so an interrupted run
-loses at most one chunk of generations and the judgments in flight, and a rerun redoes nothing already
-stored. The judge is built once every answer is generated and the policy is freed (an `hf` judge then
-has the GPU to itself). A judgment that fails after its retries is stored as failed, reported, left out
-of the profile (counted), and tried again on the next run; if every one fails, scoring stops with
-JudgingFailed and the judge's old tables are removed. The tables (vd.score.outputs, one folder per
-judge) are recomputed only when something they depend on changed (`outputs_key`).
-
-Where a stage ends and the next starts, one model is scored (ours): an SFT run's final step (step ==
-total_steps of a complete run) is scored from its `merged/` model, loaded as every preference stage loads
-its start (`load_model(cfg, path=merged)`, no adapter) and cached under the same fingerprint
-(`checkpoint_fingerprint(identity of merged, no adapter, sampling)`), so v_end(SFT) and each preference
-run's v_0 are the same answers by construction. Base + final adapter would differ from it at real sizes:
-there the base is 4-bit and the merge is made in bf16, then re-quantized when a preference stage loads it.
-An SFT run without `merged/` (not finished) is scored from its adapters.
 """
 
 from __future__ import annotations
@@ -98,6 +87,8 @@ def score_run(run_dir: str | Path, cfg: Config | None = None, judge=None, store:
     status per reading) and `complete`, `end_fraction` (the fraction of the stage's steps M reaches).
     A run still training (run.json `complete: false`) is scored as far as it has saved, marked
     incomplete: M is the drift so far, and every fraction and η is over the stage's total steps.
+    Generations and judgments are cached in `<runs>/<size>/cache.sqlite` (vd.core.cache.Store) as they are
+    made; if every judgment fails, scoring stops with JudgingFailed and the judge's old tables are removed.
     """
     run = read_run(run_dir)
     total = stage_steps(run)
@@ -262,7 +253,9 @@ def generate_checkpoints(run: RunRecord, cfg: Config, probes: pd.DataFrame, samp
 def checkpoint_model(run: RunRecord, cfg: Config, ckpt, start: str) -> tuple[str, Path | None, str]:
     """(model path, adapter, model identity) a checkpoint is generated with: the stage's start model (of
     identity `start`: vd.score.checks.start_identity) plus the checkpoint's adapter; for a complete SFT
-    run's final step, its merged model (see above)."""
+    run's final step, its merged model, loaded as every preference stage loads its start and cached under
+    the same fingerprint (ours: base + final adapter would differ from it at real sizes, where the base is
+    4-bit and the merge is made in bf16, then re-quantized when a preference stage loads it)."""
     merged, stage = run.merged_dir, registry.STAGES.get(run.stage)
     if (stage is not None and stage.kind == "sft" and run.complete and ckpt.step == run.total_steps
             and ckpt.adapter is not None and (merged / "config.json").is_file()):

@@ -70,7 +70,8 @@ def judge_examples(cfg) -> tuple[pd.DataFrame | None, str]:
     except JudgeUnavailable as e:  # e.g. no OPENAI_API_KEY: say so, do not fail
         return None, f"judge {cfg.judge.kind!r} not available here: {e}"
     probes = load_probes(cfg.probes.file).set_index("id")
-    items = [JudgeItem(probes.at[pid, "question"], answer, probes.at[pid, "topic"]) for pid, _, answer in JUDGE_EXAMPLES]
+    items = [JudgeItem(probes.at[pid, "question"], answer, probes.at[pid, "topic"])
+             for pid, _, answer in JUDGE_EXAMPLES]
     results = judge.judge(items)
     rows = [{"id": pid, "intended": intended, "answer": answer, **{f"p_{s}": r.p[k] for k, s in enumerate(STANCES)},
              "judged": argmax_label(r.p), "status": r.status}

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pandas as pd
 
-from vd.core import registry
 from vd.core.config import Config
 from vd.core.stances import TOPICS
 from vd.score.capabilities import (  # noqa: F401
@@ -24,14 +23,14 @@ from vd.score.capabilities import (  # noqa: F401
     lm_eval_version,
     task_label,
 )
-from vd.study import figures  # noqa: F401  (the project's figure style and headless backend)
-from vd.study import schedule
+from vd.study import (
+    figures,  # noqa: F401  (the project's figure style and headless backend)
+    schedule,
+)
 from vd.study.params import parse_algos  # noqa: F401  (notebook 07's `algos`)
-from vd.world import capability as tiny_capability
+from vd.world import capability
 
 # ----------------------------------------------------------------------------- the study
-ALGOS = registry.ALGORITHMS
-
 
 def study_runs(study, sft_data: str | None = None, algos: str = "all") -> dict:
     """Every run of the study (trained and scored only if missing): the SFT runs the params name, then per
@@ -47,7 +46,7 @@ def study_runs(study, sft_data: str | None = None, algos: str = "all") -> dict:
 def capability_table(study, runs: dict | None = None, sft_data: str | None = None, algos: str = "all",
                      verbose: bool = True) -> pd.DataFrame:
     """`evaluate_run` over the study's runs (default: `study_runs`), cached in <runs>/<size>/capabilities/."""
-    if study.cfg.capabilities.tasks and not any(t == tiny_capability.TASK for t in study.cfg.capabilities.tasks):
+    if study.cfg.capabilities.tasks and not any(t == capability.TASK for t in study.cfg.capabilities.tasks):
         check_tasks(study.cfg)
     runs = runs if runs is not None else study_runs(study, sft_data, algos)
     cache = study.runs_dir / study.cfg.size / "capabilities"
@@ -147,7 +146,7 @@ def budget_note(cfg: Config, smoke: bool = False) -> str:
 
     c = cfg.capabilities
     tasks = ", ".join(f"{task_label(t)} {s.num_fewshot}-shot {s.metric}" for t, s in c.tasks.items())
-    whole = f" of {tiny_capability.PER_TOPIC * len(TOPICS)}" if tiny_capability.TASK in c.tasks else ""
+    whole = f" of {capability.PER_TOPIC * len(TOPICS)}" if capability.TASK in c.tasks else ""
     per = " per task" + (" (MMLU: per subject)" if "mmlu" in c.tasks else "")
     items = f"≤ {c.limit}{whole} items{per} (paper: full test sets)" if c.limit else "all items"
     return (("SMOKE TEST (a few steps); " if smoke else "") + f"capability budget: {items}\n{tasks}; "

@@ -1,20 +1,14 @@
 """What the numbered notebooks call: one `Study` per notebook run, the runs it needs (trained only if
 missing, scored through the cache), and where its figures, tables and key numbers go.
 
+Paths resolve against the repository root (the nearest folder above the working directory whose
+pyproject.toml is this project's), so a notebook behaves the same run from the root or notebooks/. Runs go
+to `runs/` (or `runs_dir`, $VD_RUNS_DIR), figures and tables to `figures/<size>/` (or `figures_dir`,
+$VD_FIGURES_DIR); `smoke=True` runs a few steps into `<runs>/smoke/` and `figures/<size>-smoke/`.
+
     study = setup("tiny", notebook="01_sft_drift", params={"sft_data": "alpaca"})
     sft = study.sft("alpaca")                      # RunResult: run_dir, profile, drift
-    study.save_figure(plots.trajectories(sft.profile, study.title("SFT on alpaca", sft)), "trajectories")
-    study.record({"M": ...})                       # figures/<size>/01_sft_drift.json
-
-Paths resolve against the repository root (the nearest folder above the working directory whose
-pyproject.toml is this project's; else the working directory), so a notebook behaves the same run from
-the root or from notebooks/. Runs go to `runs/` (or `runs_dir`, or $VD_RUNS_DIR), figures and tables to
-`figures/<size>/` (or `figures_dir`, or $VD_FIGURES_DIR). `smoke=True` (for tests and quick checks)
-trains a few steps on 2 prompts per topic, into `<runs>/smoke/` and `figures/<size>-smoke/`, so smoke
-runs never mix with real ones.
-
-The analysis behind each notebook, the numbers the paper reports and the comparison of ours with them
-live in vd.study.analysis and vd.study.paper.
+    study.save_figure(figures.trajectories(sft.profile, study.title("SFT on alpaca", sft)), "trajectories")
 """
 
 from __future__ import annotations
@@ -33,19 +27,18 @@ import pandas as pd
 
 from vd import world
 from vd.core.config import Config, ConfigError, load_config
-from vd.data import synthetic_set
 from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, file_lock
 from vd.core.overrides import parse_override
 from vd.core.run import RunRecord, judge_label
 from vd.core.stances import STANCES, TOPICS
-from vd.score import metrics as vdrift
+from vd.data import synthetic_set
+from vd.score import metrics
 from vd.score.outputs import read_scores
 from vd.score.scoring import score_run
-from vd.study import figures as plots
-from vd.study import timelog
+from vd.study import figures, timelog
 from vd.study.params import show_errors_as_one_line
-from vd.study.quiet import quiet_notebook
 from vd.study.preflight import preflight
+from vd.study.quiet import quiet_notebook
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.world import label as world_label
 
@@ -160,7 +153,7 @@ class RunResult:
 
     def resolution(self) -> pd.DataFrame:
         """topic, resolution: the smallest |M| this run's probe budget resolves (docs/method.md §6)."""
-        return vdrift.resolution(self.drift)
+        return metrics.resolution(self.drift)
 
 
 def resolution_note(*runs: RunResult) -> str:
@@ -332,7 +325,7 @@ class Study:
     # -- outputs ----------------------------------------------------------------------------------
     def save_figure(self, fig, name: str, key: str | None = None) -> None:
         """`figures/<size>/<notebook>[-params]-<name>.png` and `.pdf` (key: see `stem`)."""
-        path = plots.save(fig, self.figures_dir, self.stem(name, key))[0]
+        path = figures.save(fig, self.figures_dir, self.stem(name, key))[0]
         print(f"figure: {self.rel(path)} (+ .pdf)", flush=True)
 
     def save_table(self, df: pd.DataFrame, name: str, caption: str = "", latex: pd.DataFrame | None = None,
@@ -376,8 +369,8 @@ def output_dirs(root: Path, size: str, smoke: bool, runs_dir: str = "", figures_
     if Path(size).name != size or size in ("", ".", ".."):
         raise ConfigError(f"size {size!r}: expected the name a config gives itself (cfg.size), not a path")
     runs = resolve_path(runs_dir or os.environ.get("VD_RUNS_DIR") or "runs", root)
-    figures = resolve_path(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
-    return (runs / "smoke" if smoke else runs), figures / (f"{size}-smoke" if smoke else size)
+    figures_root = resolve_path(figures_dir or os.environ.get("VD_FIGURES_DIR") or "figures", root)
+    return (runs / "smoke" if smoke else runs), figures_root / (f"{size}-smoke" if smoke else size)
 
 
 def params_argument(size: str, root: Path) -> str:

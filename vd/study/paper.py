@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pandas as pd
 
+import vd.study.capabilities
 from vd.core import registry
 from vd.core.stances import STANCES
-from vd.study import capabilities as caps
 from vd.study import schedule
 from vd.study.resolved import resolved
 from vd.study.value_gaps import prior_split
@@ -37,7 +37,6 @@ PAPER = {
 }
 NOT_RESOLVED = "not resolved at this budget"
 CONTROLS_FAILED = "no verdict: positive controls failed"
-VERDICTS = ("agrees", "differs", NOT_RESOLVED, CONTROLS_FAILED, "n/a")
 CLOSE = 0.10  # ours: a reported number and ours "agree" within this
 
 
@@ -337,15 +336,17 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
                 resolved=not (widest > CLOSE or any(_unresolved(lo, hi, a) or _unresolved(lo, hi, b)
                                                      for _, lo, hi in runs)))
     if capabilities is not None and not capabilities.empty:
-        v = caps.verdict(capabilities)
-        tasks = ", ".join(caps.task_label(t) for t in dict.fromkeys(capabilities["task"]))
+        task_label = vd.study.capabilities.task_label
+        v = vd.study.capabilities.verdict(capabilities)
+        tasks = ", ".join(task_label(t) for t in dict.fromkeys(capabilities["task"]))
         worst = v["worst"]
         ours = (f"{v['n_lost']} of {v['n_pairs']} stage x task pairs lost ({tasks}); worst change "
-                f"{worst['delta']:+.3f} ± {worst['delta_se']:.3f} ({worst['run']}, {caps.task_label(worst['task'])})"
+                f"{worst['delta']:+.3f} ± {worst['delta_se']:.3f} ({worst['run']}, {task_label(worst['task'])})"
                 if worst else "nothing testable")
         add("post-training keeps capabilities (every stage, start vs end)",
             "kept on MMLU, HellaSwag, GPQA-Diamond, PIQA (reported; no numbers found)", ours, v["kept"],
-            f"agrees if no stage's end is below its start by more than {caps.DROP_SE:g} SE of the paired difference",
+            f"agrees if no stage's end is below its start by more than {vd.study.capabilities.DROP_SE:g} SE "
+            "of the paired difference",
             judged=False)
     return pd.DataFrame(out)
 
@@ -355,7 +356,8 @@ def _failed_controls(controls: pd.DataFrame | None) -> str:
     if controls is None or controls.empty:
         return ""
     bad = controls[controls["verdict"] == "FAILS"]
-    return ", ".join(f"{r.algo} on synthetic-{r.setting}: M {r.M:+.2f}, needs {r.requirement}" for r in bad.itertuples())
+    return ", ".join(f"{r.algo} on synthetic-{r.setting}: M {r.M:+.2f}, needs {r.requirement}"
+                     for r in bad.itertuples())
 
 
 def comparison_markdown(comp: pd.DataFrame) -> str:

@@ -8,8 +8,8 @@ notebook kernel, the errors a user can fix shown as that one line instead of a t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from vd.core import registry
 from vd.core.config import ConfigError

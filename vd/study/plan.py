@@ -11,8 +11,8 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from vd import world
 from vd.core import registry
@@ -142,9 +142,9 @@ def architecture(cfg: Config):
 def usage(cfg: Config, runs: list[Run]) -> dict:
     """Generations and API calls with their tokens, by purpose. A checkpoint scored once: the base model is
     step 0 of both SFT runs, an SFT run's end is every preference run's step 0 (vd.score.scoring)."""
+    from vd.core.stances import TOPICS
     from vd.data.probes import load_probes
     from vd.judge.prompt import JUDGE_PROMPTS, topic_name
-    from vd.core.stances import TOPICS
 
     probes = load_probes(cfg.probes.file if cfg.probes.file != world.TINY else None,
                          prompts_per_topic=cfg.probes.prompts_per_topic)
@@ -196,7 +196,7 @@ def disk(cfg: Config, config, runs: list[Run], generations: int) -> dict:
         trainable = (counts["score"]["total"] if r.stage == "reward" and st.full_finetune else lora)
         adam = 2 if "8bit" in st.optimizer else 8
         out["adapters"] += (r.checkpoints - 1) * trainable * 4
-        if getattr(stage_module(r.stage), "RESUMABLE", True):
+        if stage_module(r.stage).RESUMABLE:
             out["optimizer state (while a run trains)"] = max(out["optimizer state (while a run trains)"],
                                                               trainable * adam)
         if r.stage in ("sft", "reward") and not (r.stage == "reward" and st.full_finetune):

@@ -14,7 +14,7 @@ from vd.data.synthetic import check_writer
 from vd.judge import check_available
 from vd.models.memory import check_gpu_fits
 from vd.train.data import DataError
-from vd.world import capability as tiny_capability
+from vd.world import capability
 
 
 def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
@@ -26,7 +26,8 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
             if ds.id != world.TINY and is_local(ds.id) and not Path(ds.id).exists():
                 raise DataError(f"{cfg.source}: data.{kind}.{name}.id: {ds.id} does not exist (a local file in "
                                 "the hub dataset's format, or a hub id)")
-    for key, path in (("probes.file", cfg.probes.file), ("data.synthetic.prompts_file", cfg.data.synthetic.prompts_file)):
+    for key, path in (("probes.file", cfg.probes.file),
+                      ("data.synthetic.prompts_file", cfg.data.synthetic.prompts_file)):
         if path and path != world.TINY and not Path(path).is_file():
             raise DataError(f"{cfg.source}: {key}: {path} does not exist")
     if synthetic:
@@ -44,12 +45,12 @@ def check_capability_data(cfg: Config) -> None:
     of an account that accepted its terms. The tiny world's task is built locally: nothing to check."""
     from huggingface_hub import constants, get_token
 
-    from vd.score import capabilities as caps
+    from vd.score import capabilities
 
-    tasks = [t for t in cfg.capabilities.tasks if t != tiny_capability.TASK]
+    tasks = [t for t in cfg.capabilities.tasks if t != capability.TASK]
     if not tasks:
         return
-    caps.check_tasks(cfg)
+    capabilities.check_tasks(cfg)
     offline = constants.is_offline_mode()
     for task in tasks:
         needed: dict[str, list] = {}
@@ -59,18 +60,18 @@ def check_capability_data(cfg: Config) -> None:
             if offline:
                 missing = [n for n in names if not dataset_cached(repo, n)]
                 if missing:
-                    what = (f"{len(missing)} of its {len(names)} configurations (e.g. {missing[0]}) are" if len(names) > 1
-                            else "it is")
+                    what = (f"{len(missing)} of its {len(names)} configurations (e.g. {missing[0]}) are"
+                            if len(names) > 1 else "it is")
                     raise DataError(f"{cfg.source}: capabilities.tasks.{task}: reads the dataset {repo}, and the hub "
                                     f"is offline (HF_HUB_OFFLINE=1): {what} not in the datasets cache "
                                     f"({_datasets_cache()}); run the task once online, or remove {task} from "
                                     "capabilities.tasks in the params file")
-            elif repo in caps.GATED:
+            elif repo in capabilities.GATED:
                 if not get_token():
-                    raise DataError(f"{cfg.source}: {caps.gated_message(task, repo)} (no token found)")
+                    raise DataError(f"{cfg.source}: {capabilities.gated_message(task, repo)} (no token found)")
                 try:
-                    caps.check_access(task)
-                except caps.DatasetAccessError as e:
+                    capabilities.check_access(task)
+                except capabilities.DatasetAccessError as e:
                     raise DataError(f"{cfg.source}: {e}") from None
 
 
@@ -79,9 +80,9 @@ def task_datasets(task: str) -> list[tuple[str, str | None]]:
     from lm-eval's task index: nothing is loaded."""
     from lm_eval.tasks._index import Kind
 
-    from vd.score.capabilities import registry as lm_eval_tasks
+    from vd.score.capabilities import lm_eval_task_manager
 
-    index, out, seen = lm_eval_tasks().task_index, [], set()
+    index, out, seen = lm_eval_task_manager().task_index, [], set()
 
     def walk(item) -> None:
         if isinstance(item, dict):  # an inline task config inside a group

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+import vd.study.capabilities
 from vd.judge import agreement
-from vd.study import capabilities as caps
 from vd.study.analysis import drift_record
 
 
@@ -70,4 +70,5 @@ def paper(comparison: pd.DataFrame, controls: pd.DataFrame, tables: dict[str, pd
 def capabilities(study, runs: dict, table: pd.DataFrame, summary: pd.DataFrame) -> dict:
     """07: every stage's start and end scores per task, the paired changes and the verdict."""
     return {"runs": list(runs), "tasks": list(study.cfg.capabilities.tasks),
-            "budget": caps.budget_note(study.cfg, study.smoke), **caps.record(table, summary)}
+            "budget": vd.study.capabilities.budget_note(study.cfg, study.smoke),
+            **vd.study.capabilities.record(table, summary)}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from vd.core import registry
 from vd.core.run import RunRecord
-from vd.study import preflight as checks
+from vd.study import preflight
 from vd.study.params import ParameterError, parse_algos
 
 
@@ -153,7 +153,7 @@ def check(study, include_ablations: bool = True, include_capabilities: bool = Tr
     else:
         print("runs this notebook uses: none (it trains nothing)", flush=True)
     if study.notebook == "07_capabilities" or (study.notebook == "06_paper_tables" and include_capabilities):
-        checks.check_capability_data(study.cfg)
+        preflight.check_capability_data(study.cfg)
         print("checked: capability tasks' datasets", flush=True)
     if planned:
         study.preflight(stages=list(dict.fromkeys(p.stage for p in missing)),

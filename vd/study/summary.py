@@ -170,9 +170,10 @@ def replace_block(readme: str, block: str, begin_marker: str = README_BEGIN, end
     return f"{head}{begin_marker}\n{block}\n{end_marker}{tail}"
 
 
-def publish(size: str, root: Path, figures: Path, executed: Path) -> Path:
+def publish(size: str, root: Path, figures: Path, executed: Path, readme: bool = False) -> Path:
     """Copy the summary, one executed notebook per notebook (its default parameters, with the commit named)
-    and the README's figure to docs/<size>/; at size tiny rewrite the README's results block."""
+    and the README's figure to docs/<size>/; with `readme` (the shipped tiny study) rewrite the README's
+    results and cost blocks."""
     import nbformat
 
     s = json.loads((figures / "summary.json").read_text()) if (figures / "summary.json").is_file() else None
@@ -192,8 +193,8 @@ def publish(size: str, root: Path, figures: Path, executed: Path) -> Path:
             f"the source is `notebooks/{notebook}.ipynb`.*"))
         nbformat.write(nb, out / f"{notebook}.ipynb")
     shutil.copyfile(figures / README_FIGURE, out / "sft-trajectories.png")
-    if size == "tiny":
-        readme = root / "README.md"
-        text = replace_block(readme.read_text(encoding="utf-8"), excerpt(s))
-        atomic_write_text(readme, replace_block(text, plan_table(), PLAN_BEGIN, PLAN_END))
+    if readme:
+        path = root / "README.md"
+        text = replace_block(path.read_text(encoding="utf-8"), excerpt(s))
+        atomic_write_text(path, replace_block(text, plan_table(), PLAN_BEGIN, PLAN_END))
     return out

@@ -17,7 +17,7 @@ from vd.core.stances import STANCES, TOPICS, topic_keyword_hits
 from vd.data.synthetic_set import PairSet
 from vd.judge import CachedJudge, JudgeItem, make_judge
 from vd.models.loading import load_model, load_tokenizer
-from vd.score import metrics as vdrift
+from vd.score import metrics
 from vd.score.policy_fit import policy_fit
 from vd.score.scoring import default_store
 from vd.study.resolved import eta_where_resolved
@@ -63,7 +63,7 @@ def pair_gap(judged: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """vd.score.metrics.value_gap of a table with topic, chosen_p_<stance>, rejected_p_<stance> columns."""
     chosen = judged[["topic"]].assign(**{f"p_{s}": judged[f"chosen_p_{s}"] for s in STANCES})
     rejected = judged[["topic"]].assign(**{f"p_{s}": judged[f"rejected_p_{s}"] for s in STANCES})
-    return vdrift.value_gap(chosen.reset_index(drop=True), rejected.reset_index(drop=True), n_boot=n_boot)
+    return metrics.value_gap(chosen.reset_index(drop=True), rejected.reset_index(drop=True), n_boot=n_boot)
 
 
 def gap_note(study, gaps: pd.DataFrame) -> str:
@@ -166,7 +166,8 @@ def synthetic_judged(study, setting: str) -> pd.DataFrame:
     return study.synthetic_pairs(setting)[1]
 
 
-def dataset_gaps(study, max_pairs: int = 0, datasets: str | list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def dataset_gaps(study, max_pairs: int = 0,
+                 datasets: str | list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Value gaps (vd.score.metrics.value_gap rows plus `dataset`) of the `datasets` named (data.preference entries
     and synthetic-<setting>, a list or comma-separated; none: every data.preference entry and both synthetic sets),
     the only ones read, built and judged; and their stance distributions (dataset, side, stance, p, n_pairs)."""

@@ -40,7 +40,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--data", required=True, help=f"SFT: {', '.join(registry.SFT_DATA)}; preference stages: "
                                                  f"{', '.join(registry.PREFERENCE_CHOICES)}")
     p.add_argument("--from", dest="from_run", help="the finished SFT run a preference stage starts from (name or path)")
-    p.add_argument("--run-name", help="one folder name (letters, digits, -_.~); default: <stage>-<data>[-from-<sft run>]")
+    p.add_argument("--run-name",
+                   help="one folder name (letters, digits, -_.~); default: <stage>-<data>[-from-<sft run>]")
     p.add_argument("--runs-dir", default="runs", help="default: runs")
     p.add_argument("--max-steps", type=int, help="total steps of the stage, overriding the params (PPO: updates)")
     p.add_argument("--stop-after", type=int, help="stop at this step (with a checkpoint), leaving the run resumable")

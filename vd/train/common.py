@@ -1,11 +1,10 @@
-"""What every stage's trainer shares: its TRL config from the params, the trainable model, the
-processes it runs in, quiet libraries, and the callback that keeps the run folder current.
+"""What every stage's trainer shares: the stage hooks (StageModule) and their defaults, its TRL config
+from the params, the trainable model, the processes it runs in, quiet libraries, and the callback that
+keeps the run folder current.
 
-Models (README "Deviations"): QLoRA (4-bit NF4 + LoRA) on CUDA, plain fp32 + LoRA on CPU (never 4-bit
-training on CPU: its LoRA gradients are silently wrong there). Every trainable parameter (LoRA, a score
-head, the chat tokens' rows) is fp32 whatever the compute dtype (docs/method.md §9; `ready`). Nothing here
-is distribution code: the same entry point runs under `accelerate launch`, and files are written by the
-main process only.
+Models: QLoRA (4-bit NF4 + LoRA) on CUDA, plain fp32 + LoRA on CPU, and every trainable parameter in
+fp32 whatever the compute dtype (docs/method.md §9; `ready`). Nothing here is distribution code: the same
+entry point runs under `accelerate launch`, and files are written by the main process only.
 """
 
 from __future__ import annotations
@@ -16,11 +15,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from vd.core.config import Config, StageConfig
 from vd.core.io import atomic_write_csv
 from vd.core.run import RunRecord
-from vd.models import loading as models
+from vd.models import loading
 from vd.train.guards import check_final_weights, stop_on_non_finite
 
 
@@ -43,6 +43,38 @@ class StageJob:
     @property
     def params(self) -> StageConfig:
         return self.cfg.stage(self.stage)
+
+
+@runtime_checkable
+class StageModule(Protocol):
+    """What a stage module (named in vd.core.registry.STAGES) defines: vd.train.runner calls these hooks
+    directly, and a stage with nothing special to do takes the shared defaults below."""
+
+    SECTIONS: tuple[str, ...]  # the config sections its training depends on (PPO: "ppo" and "reward")
+    RESUMABLE: bool  # False where the trainer cannot resume (TRL 1.12's PPO restarts from step 0)
+    KEEP_ON_RESTART: tuple[str, ...]  # what a restart from step 0 keeps of the run folder (PPO: its reward model)
+
+    def build_trainer(self, job: StageJob, rows: list[dict]):
+        """A transformers/TRL Trainer ready to train (see `ready`)."""
+
+    def finish(self, job: StageJob) -> None:
+        """After the last step (SFT merges its adapter into the base model)."""
+
+    def set_total_steps(self, st: StageConfig, steps: int) -> None:
+        """How --max-steps sets the stage's length (PPO counts episodes)."""
+
+
+STAGE_HOOKS = (*StageModule.__annotations__,
+               *(name for name, member in vars(StageModule).items() if callable(member) and name[0] != "_"))
+
+
+def nothing_to_finish(job: StageJob) -> None:
+    """The `finish` of a stage that has nothing to do after its last step."""
+
+
+def set_max_steps(st: StageConfig, steps: int) -> None:
+    """The `set_total_steps` of a stage whose length is its optimizer steps."""
+    st.max_steps = steps
 
 
 class Interrupted(Exception):
@@ -78,7 +110,7 @@ def mixed_precision(cfg: Config) -> dict:
     none on CPU."""
     import torch
 
-    dtype = models.compute_dtype(cfg) if torch.cuda.is_available() else torch.float32
+    dtype = loading.compute_dtype(cfg) if torch.cuda.is_available() else torch.float32
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
@@ -89,7 +121,7 @@ def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra
     cuda = torch.cuda.is_available()
     optim = st.optimizer
     if not cuda and ("8bit" in optim or "paged" in optim):
-        models.note_once(f"no CUDA GPU: the bitsandbytes optimizer {optim} the params name is replaced by adamw_torch")
+        loading.note_once(f"no CUDA GPU: the bitsandbytes optimizer {optim} the params name is replaced by adamw_torch")
         optim = "adamw_torch"  # bitsandbytes optimizers are for CUDA; on CPU the plain AdamW
     kw = dict(output_dir=str(output_dir), per_device_train_batch_size=st.batch_size,
               gradient_accumulation_steps=st.grad_accum, learning_rate=st.learning_rate,
@@ -98,7 +130,7 @@ def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra
               lr_scheduler_type=st.lr_scheduler, optim=optim, save_strategy="steps", save_steps=st.save_every,
               save_total_limit=None, logging_steps=min(st.log_every, st.save_every),
               report_to="none", seed=cfg.seed, data_seed=cfg.seed, **mixed_precision(cfg), use_cpu=not cuda,
-              dataloader_pin_memory=cuda, disable_tqdm=tidy(cfg), ddp_find_unused_parameters=False,
+              dataloader_pin_memory=cuda, disable_tqdm=hide_progress_bars(cfg), ddp_find_unused_parameters=False,
               logging_nan_inf_filter=False)  # a NaN loss is logged as NaN (vd.train.guards stops on it)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     # transformers 5.20 still calls it gradient_checkpointing (5.23 renames it activation_checkpointing)
@@ -116,7 +148,7 @@ def trl_args(config_cls, cfg: Config, st: StageConfig, output_dir: Path, **extra
 def load_policy(cfg: Config, path: str | None, st: StageConfig, head: str = "causal"):
     """A trainable model (4-bit + prepared for k-bit training on CUDA when the params say so): a quantized
     model's other weights (embeddings, norms, lm_head) are upcast to fp32 (peft prepare_model_for_kbit_training)."""
-    model = models.load_model(cfg, path=path, trainable=True, head=head)
+    model = loading.load_model(cfg, path=path, trainable=True, head=head)
     if getattr(model, "is_loaded_in_4bit", False):  # set by transformers' bnb quantizer (quantizer_bnb_4bit.py)
         from peft import prepare_model_for_kbit_training
 
@@ -143,18 +175,20 @@ def fp32_trainable(model):
 
 def ready(trainer, cfg: Config, stage: str, label: str):
     """A built trainer made ready to train: trainable parameters fp32 (before the optimizer exists: the
-    Trainer creates it in train()), stopped on a non-finite loss or weight, printing as tidy_callbacks says."""
+    Trainer creates it in train()), stopped on a non-finite loss or weight, without the Trainer's per-log
+    printer where progress bars are hidden (drop_log_printer)."""
     fp32_trainable(trainer.model)
     trainer.add_callback(stop_on_non_finite(cfg, stage, label, fp16=bool(trainer.args.fp16)))
-    tidy_callbacks(trainer)
+    drop_log_printer(trainer)
     return trainer
 
 
 # --- quiet libraries ---------------------------------------------------------------------------------
 
 
-def tidy(cfg: Config) -> bool:
-    """No progress bars where the params turn them off, or when stderr is not a terminal (papermill, logs)."""
+def hide_progress_bars(cfg: Config) -> bool:
+    """Whether to hide progress bars: where the params turn them off, or stderr is not a terminal (papermill,
+    logs)."""
     return not cfg.progress_bars or not sys.stderr.isatty()
 
 
@@ -179,7 +213,7 @@ def quiet(enabled: bool):
             hf_logging.enable_progress_bar()
 
 
-def tidy_callbacks(trainer) -> None:
+def drop_log_printer(trainer) -> None:
     """With disable_tqdm the Trainer prints every log dict; our progress callback prints one line per checkpoint."""
     from transformers.trainer_callback import PrinterCallback
 

@@ -11,12 +11,15 @@ as in every preference stage (vd.train.guards.drop_long_pairs), not truncated.
 
 from __future__ import annotations
 
-from vd.models import loading as models
-from vd.train.common import StageJob, load_policy, ready, trl_args
+from vd.models import loading
+from vd.train.common import StageJob, load_policy, nothing_to_finish, ready, set_max_steps, trl_args
 from vd.train.guards import fitting_pairs
 
 SECTIONS = ("dpo",)
 RESUMABLE = True
+KEEP_ON_RESTART: tuple[str, ...] = ()
+finish = nothing_to_finish
+set_total_steps = set_max_steps
 
 
 def build_trainer(job: StageJob, rows: list[dict]):
@@ -24,12 +27,12 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl import DPOConfig, DPOTrainer
 
     st = job.params
-    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    tokenizer = loading.load_tokenizer(job.cfg, job.start_model)
     rows = fitting_pairs(rows, tokenizer, "dpo", st.max_length)
     model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(DPOConfig, job.cfg, st, job.run_dir, beta=st.beta, loss_type=["sigmoid"],
                     max_length=st.max_length)
     trainer = DPOTrainer(model=model, args=args, ref_model=None, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=models.policy_lora_config(job.cfg, model, tokenizer),
+                         processing_class=tokenizer, peft_config=loading.policy_lora_config(job.cfg, model, tokenizer),
                          callbacks=job.callbacks)
     return ready(trainer, job.cfg, "dpo", job.record.name)

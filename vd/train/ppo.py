@@ -1,47 +1,27 @@
 """PPO (`trl.experimental.ppo`, TRL 1.12), trained against its own reward model (vd.train.reward).
 
-The policy is the merged SFT model plus a fresh LoRA adapter, `ref_model=None`, so the KL reference is
-the adapter-disabled policy = the final SFT policy. The reward model is frozen; the value model is a
-copy of it that PPO trains (in full where `reward.full_finetune`, else with its own LoRA adapter, so
-that neither its weights nor its optimizer state are a full model's). Prompts are pre-tokenized
-(`input_ids`, with the generation prompt: the probes' tokens), the tokenizer pads left, and rollouts
-stop at the end-of-turn token, which is also the token TRL's missing-eos penalty looks for (the
-tokenizer of `vd.core.chat.eos_at_end_of_turn`); the reward model is trained on pairs ending there.
-A PPO step is one update on a batch of (per-device batch × accumulation × processes) episodes.
-
-Checkpoints: every `save_every` PPO updates; PPOTrainer saves only its policy (the PEFT adapter), which
-loads with `PeftModel.from_pretrained(merged SFT model, checkpoint)`. Resume: TRL 1.12's
-`PPOTrainer.train()` has no `resume_from_checkpoint` (it always starts at update 0), so an interrupted
-PPO stage is restarted from step 0 (RESUMABLE = False; under the same seed it then ends where an
-uninterrupted run ends; its reward model and data are kept); checkpoints are saved without optimizer
-state (`save_only_model`) since nothing reads it.
-
-Precision: PPOTrainer builds its own `Accelerator()` with no mixed precision (trl/experimental/ppo/
-ppo_trainer.py __init__), so nothing autocasts. Its policy's adapter is therefore added here, not by
-PPOTrainer: given `peft_config`, TRL 1.12 casts a 4-bit policy's lm_head and embeddings to bf16 under
-`bf16=True` (peft_module_casting_to_bf16), and the first rollout then multiplies fp32 hidden states with
-a bf16 lm_head and fails. So PPO's forward passes run as the models are: the policy's and value model's
-4-bit layers in the compute dtype (bf16, or fp16 on a T4) and their other layers, LoRA and trainable rows
-in fp32 (prepare_model_for_kbit_training); the frozen reward model wholly in the compute dtype. No loss
-scaling is needed on fp16: every gradient PPO keeps is fp32.
-
-Two patches to TRL 1.12's PPOTrainer (it skips `Trainer.__init__`), in `build_trainer`: the attribute
-`is_distributed_loading_by_transformers` that transformers 5.20's `save_model` reads, and, under DDP,
-`policy`/`config` on the DDP wrapper, which TRL reads there (without them PPO fails on several processes).
+The policy is the merged SFT model plus a fresh LoRA adapter (made here, not by PPOTrainer: docs/
+decisions.md) and `ref_model=None`, so the KL reference is the final SFT policy. The reward model is
+frozen; the value model is a copy of it that PPO trains (in full where `reward.full_finetune`, else with
+its own adapter). Rollouts stop at the end-of-turn token, which TRL's missing-eos penalty also looks for
+(vd.core.chat.eos_at_end_of_turn). A PPO step is one update on (per-device batch × accumulation ×
+processes) episodes. TRL 1.12's PPO cannot resume: an interrupted stage restarts from step 0, keeping its
+reward model (RESUMABLE, KEEP_ON_RESTART; docs/decisions.md). Precision: docs/method.md §9.
 """
 
 from __future__ import annotations
 
 from vd.core.chat import end_of_turn_id, eos_at_end_of_turn
 from vd.core.config import StageConfig
-from vd.models import loading as models
+from vd.models import loading
 from vd.models.memory import check_gpu_fits
-from vd.train.common import StageJob, fp32_trainable, load_policy, process_state, ready, trl_args
+from vd.train.common import StageJob, fp32_trainable, load_policy, nothing_to_finish, process_state, ready, trl_args
 from vd.train.reward import train_reward_model
 
 SECTIONS = ("ppo", "reward")
 RESUMABLE = False
 KEEP_ON_RESTART = ("reward",)
+finish = nothing_to_finish
 # (head, prepared for k-bit training, LoRA trained) of the models a PPO stage holds on the GPU: the policy,
 # the frozen reward model and the value model (see build_trainer)
 PPO_MODELS = [("causal", True, True), ("score", False, False), ("score", True, True)]
@@ -80,15 +60,15 @@ def build_trainer(job: StageJob, rows: list[dict]):
     check_gpu_fits(cfg, start, "ppo")
     reward_path = train_reward_model(cfg, job.record, start, rows)
     set_seed(cfg.seed)
-    tokenizer = eos_at_end_of_turn(models.load_tokenizer(cfg, start, padding_side="left"))
+    tokenizer = eos_at_end_of_turn(loading.load_tokenizer(cfg, start, padding_side="left"))
     prompts = ppo_prompts(rows, tokenizer, st.max_length)
     policy = load_policy(cfg, start, st)
-    reward_model = models.load_model(cfg, str(reward_path), head="score")
+    reward_model = loading.load_model(cfg, str(reward_path), head="score")
     value_model = load_policy(cfg, str(reward_path), st, head="score")
     if not cfg.reward.full_finetune:
-        value_model = get_peft_model(value_model, models.lora_config(cfg, "SEQ_CLS"))
-    # the policy's adapter made here (see the module docstring), after the value model's as TRL would
-    policy = get_peft_model(policy, models.policy_lora_config(cfg, policy, tokenizer))
+        value_model = get_peft_model(value_model, loading.lora_config(cfg, "SEQ_CLS"))
+    # the policy's adapter made here (docs/decisions.md), after the value model's as TRL would
+    policy = get_peft_model(policy, loading.policy_lora_config(cfg, policy, tokenizer))
     for model in (policy, value_model):
         fp32_trainable(model)  # before PPOTrainer builds its optimizer (and DDP its buckets)
     extra = dict(num_ppo_epochs=st.num_ppo_epochs, num_mini_batches=st.num_mini_batches,

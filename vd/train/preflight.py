@@ -64,7 +64,8 @@ def check_target_modules(cfg: Config, start_path: str) -> None:
         try:
             pattern = re.compile(targets)
         except re.error as e:
-            raise ConfigError(f"{cfg.source}: lora.target_modules: {targets!r} is not a regular expression ({e})") from None
+            raise ConfigError(f"{cfg.source}: lora.target_modules: {targets!r} is not a regular expression "
+                              f"({e})") from None
         if not any(pattern.fullmatch(n) for n in names):
             raise ConfigError(f"{cfg.source}: lora.target_modules: {targets!r} matches no layer name of "
                               f"{start_path} (its layers: {', '.join(short)}; or all-linear)")

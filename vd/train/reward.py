@@ -1,18 +1,14 @@
-"""The reward model PPO is trained against (`trl.RewardTrainer`), on the same preference pairs as the PPO
-stage, from the SFT run's merged model with a scalar head. It lives in `<ppo run>/reward/`, itself a run
-folder (stage "reward": checkpoints, train_log.csv, run.json, the final model in `reward/model/`), and a
-complete one is reused when the PPO stage is restarted.
+"""The reward model PPO is trained against (`trl.RewardTrainer`), on the PPO stage's preference pairs,
+from the SFT run's merged model with a scalar head.
 
-How it is trained (ours): with `reward.full_finetune` (the tiny size: a sub-1M-parameter model, nothing to
-merge) every weight; otherwise a LoRA adapter (task SEQ_CLS, the new score head trained in full as a
-`modules_to_save`), then merged into the SFT model in the compute dtype, shard by shard
-(vd.models.loading.merge_adapter), so PPO loads it like any model. Pairs longer than reward.max_length are
-left out (vd.train.guards.drop_long_pairs: the pairs DPO and SimPO leave out) and counted in reward/run.json.
+It lives in `<ppo run>/reward/`, itself a run folder (stage "reward"; the final model in `reward/model/`),
+reused when the PPO stage restarts. With `reward.full_finetune` (the tiny size) every weight trains;
+otherwise a LoRA adapter with the new score head trained in full (`modules_to_save`), merged into the SFT
+model shard by shard so PPO loads it like any model (ours). Pairs longer than reward.max_length are left
+out, as DPO and SimPO leave them out, and counted. Each sequence ends at the end-of-turn token, where PPO
+truncates its responses and the reward model reads its score (`reward_pairs`).
 
-The reward model scores a sequence at its last token, and PPO scores responses truncated right after the
-stop token (the end-of-turn token); so the pairs are tokenized here to end at that token, as the
-project's template ends a conversation (vd.core.chat; trailing whitespace is stripped for a model's own
-template), with the same framing as every other trainer (the template's tokens only, BOS from it).
+    final = train_reward_model(cfg, parent, start_model, rows)   # <ppo run>/reward/model
 """
 
 from __future__ import annotations
@@ -23,21 +19,29 @@ from pathlib import Path
 
 from vd.core.config import Config
 from vd.core.run import RunRecord, discover_checkpoints
-from vd.models import loading as models
+from vd.models import loading
 from vd.train.common import (
+    StageJob,
     drop_resume_state,
     is_main,
     load_policy,
+    nothing_to_finish,
     quiet,
     ready,
     run_callback,
+    set_max_steps,
     trl_args,
     wait_for_everyone,
     write_run,
 )
 from vd.train.guards import check_final_weights, fitting_pairs
 
+# A helper stage: trained inside PPO's (train_reward_model), never by the runner, but a StageModule all the same.
 SECTIONS = ("reward",)
+RESUMABLE = True
+KEEP_ON_RESTART: tuple[str, ...] = ()
+finish = nothing_to_finish
+set_total_steps = set_max_steps
 
 
 @contextlib.contextmanager
@@ -54,8 +58,10 @@ def new_head_quietly():
 
 
 def reward_pairs(rows: list[dict], tokenizer) -> list[dict]:
-    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token (see above).
-    RewardTrainer takes `chosen_ids`/`rejected_ids` as they are (trl/trainer/reward_trainer.py _prepare_dataset)."""
+    """Pre-tokenized pairs for RewardTrainer, each sequence ending at the end-of-turn token, as the project's
+    template ends a conversation (trailing whitespace stripped for a model's own template), where PPO
+    truncates its responses; the template's tokens only, BOS from it. RewardTrainer takes
+    `chosen_ids`/`rejected_ids` as they are (trl/trainer/reward_trainer.py _prepare_dataset)."""
     def ids(messages):
         text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip()
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -71,13 +77,14 @@ def reward_record(cfg: Config, parent: RunRecord) -> RunRecord:
                      extra={"mode": "full" if cfg.reward.full_finetune else "lora"})
 
 
-def build_reward_trainer(cfg: Config, record: RunRecord, start_model: str, rows: list[dict], callbacks):
+def build_trainer(job: StageJob, rows: list[dict]):
     """The RewardTrainer of a reward model, on the pairs that fit reward.max_length (counted in its record)."""
     import datasets
     from trl import RewardConfig, RewardTrainer
 
+    cfg, record, start_model = job.cfg, job.record, job.start_model
     st = cfg.reward
-    tokenizer = models.load_tokenizer(cfg, start_model)
+    tokenizer = loading.load_tokenizer(cfg, start_model)
     kept = fitting_pairs(rows, tokenizer, "reward", st.max_length)
     record.extra["data_report"] = {"source": "the PPO run's pairs", "read": len(rows), "kept": len(kept),
                                    "skipped": {"longer_than_reward.max_length": len(rows) - len(kept)}
@@ -88,8 +95,8 @@ def build_reward_trainer(cfg: Config, record: RunRecord, start_model: str, rows:
     args = trl_args(RewardConfig, cfg, st, record.root, max_length=st.max_length)
     with quiet(args.disable_tqdm):
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                peft_config=None if st.full_finetune else models.lora_config(cfg, "SEQ_CLS"),
-                                callbacks=callbacks)
+                                peft_config=None if st.full_finetune else loading.lora_config(cfg, "SEQ_CLS"),
+                                callbacks=job.callbacks)
     return ready(trainer, cfg, "reward", f"{record.root.parent.name}/reward")
 
 
@@ -106,8 +113,8 @@ def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: l
     set_seed(cfg.seed)
     st = cfg.reward
     record = reward_record(cfg, parent)
-    trainer = build_reward_trainer(cfg, record, start_model, rows,
-                                   callbacks or [run_callback(record, f"{parent.name}/reward", None, False)])
+    callbacks = callbacks or [run_callback(record, f"{parent.name}/reward", None, False)]
+    trainer = build_trainer(StageJob(cfg, "reward", parent.data, record, start_model, callbacks, {}), rows)
     last = discover_checkpoints(out)[-1]
     trainer.train(resume_from_checkpoint=str(out / last.adapter) if last.adapter else None)
     record.checkpoints = discover_checkpoints(out)
@@ -119,7 +126,7 @@ def train_reward_model(cfg: Config, parent: RunRecord, start_model: str, rows: l
     trainer.save_model(str(tmp))  # on every process: saving may be collective under distributed backends
     if is_main():
         if not st.full_finetune:
-            models.merge_adapter(cfg, start_model, tmp, out / ".model-merged", head="score")
+            loading.merge_adapter(cfg, start_model, tmp, out / ".model-merged", head="score")
             shutil.rmtree(tmp)
             (out / ".model-merged").rename(tmp)
         trainer.processing_class.save_pretrained(tmp)

@@ -1,21 +1,14 @@
 """Train one stage into its run folder: validate the request, take the run's lock, resume or restart,
-train, finish. The stages themselves are the modules vd.core.registry.STAGES names.
+train, finish. The stages are the modules vd.core.registry.STAGES names (vd.train.common.StageModule).
+
+An interrupted run resumes from its last checkpoint (HF Trainer state) and ends where an uninterrupted
+run ends, wherever the kill landed; a stage that cannot resume (TRL 1.12's PPO) restarts from step 0.
+One process trains a run at a time (`<runs>/<size>/.<run name>.lock`; a second waits, then returns or
+resumes the run). Nothing is written before the request, the params (vd.train.preflight) and the data
+have passed; a folder vd did not make is never touched.
 
     run = train_stage(cfg, "sft", "wildchat")                   # runs/<size>/sft-wildchat/
     train_stage(cfg, "dpo", "synthetic-support", from_run=run)  # .../dpo-synthetic-support-from-sft-wildchat/
-
-Interrupted runs resume from their last checkpoint (HF Trainer state: optimizer, scheduler, RNG, data
-position) and end exactly where an uninterrupted run ends, wherever the kill landed: a run killed after
-its last checkpoint (during SFT's merge, say) is finished without another training step. Stages whose
-trainer cannot resume (TRL 1.12's PPO) restart from step 0, keeping what their module lists.
-
-One process trains a run at a time: the first takes `<runs>/<size>/.<run name>.lock`; a second waits,
-then returns the run the first finished (or resumes it, if the first was killed).
-
-Nothing is written before the request, the params against the model, the judge and writer (vd.train.preflight)
-and the data (read, or the shared synthetic pairs built) have passed: the run folder appears only then. A
-folder left by a run stopped before its run.json was written is started again; --overwrite retrains any
-folder vd made; a folder holding anything else is never touched.
 """
 
 from __future__ import annotations
@@ -32,11 +25,30 @@ import yaml
 from vd.core import registry
 from vd.core.config import Config, ConfigError, stored_params
 from vd.core.io import atomic_write_text, file_lock
-from vd.core.run import (RunError, RunRecord, check_run_name, damaged_checkpoint_file, discover_checkpoints,
-                         restartable, write_error)
-from vd.models import loading as models
-from vd.train import data as stage_data
-from vd.train.common import Interrupted, StageJob, is_main, quiet, run_callback, seal, tidy, wait_for_everyone, write_run
+from vd.core.run import (
+    RunError,
+    RunRecord,
+    check_run_name,
+    damaged_checkpoint_file,
+    discover_checkpoints,
+    restartable,
+    write_error,
+)
+from vd.models import loading
+from vd.train.common import (
+    STAGE_HOOKS,
+    Interrupted,
+    StageJob,
+    StageModule,
+    hide_progress_bars,
+    is_main,
+    quiet,
+    run_callback,
+    seal,
+    wait_for_everyone,
+    write_run,
+)
+from vd.train.data import count_dropped, describe, is_synthetic, shared_pairs, stage_rows
 from vd.train.preflight import check_stage
 
 # Config sections that determine every stage's training (plus the stage's own sections and its dataset's
@@ -48,9 +60,14 @@ class TrainRequestError(ConfigError):
     """A stage/data/--from combination that cannot be trained (caught by the CLI like a config error)."""
 
 
-def stage_module(stage: str):
-    """The module implementing `stage` (vd.core.registry.STAGES)."""
-    return registry.resolve(registry.STAGES[stage].module)
+def stage_module(stage: str) -> StageModule:
+    """The module implementing `stage` (vd.core.registry.STAGES), with every hook of StageModule."""
+    module = registry.resolve(registry.STAGES[stage].module)
+    missing = [hook for hook in STAGE_HOOKS if not hasattr(module, hook)]
+    if missing:
+        raise TypeError(f"{module.__name__}: a stage module defines {', '.join(STAGE_HOOKS)} "
+                        f"(vd.train.common.StageModule); it lacks {', '.join(missing)}")
+    return module
 
 
 def default_run_name(stage: str, data: str, from_run: Path | None = None) -> str:
@@ -66,9 +83,9 @@ def resolve_run(ref: str | Path, size: str, runs_dir: str | Path = "runs") -> Pa
 def training_part(cfg_dict: dict, stage: str, data: str) -> dict:
     """What determines a run's training: a run folder is resumed (or returned) only under the same."""
     part = {k: cfg_dict.get(k) for k in TRAINING_KEYS}
-    part.update({k: cfg_dict.get(k) for k in getattr(stage_module(stage), "SECTIONS", (stage,))})
+    part.update({k: cfg_dict.get(k) for k in stage_module(stage).SECTIONS})
     d = cfg_dict.get("data") or {}
-    part["data"] = d.get("synthetic") if stage_data.is_synthetic(data) else \
+    part["data"] = d.get("synthetic") if is_synthetic(data) else \
         (d.get("sft" if registry.STAGES[stage].kind == "sft" else "preference") or {}).get(data)
     return part
 
@@ -100,7 +117,7 @@ def check_request(cfg: Config, stage: str, data: str, from_run: str | Path | Non
         return None
     if data not in registry.PREFERENCE_CHOICES:
         raise TrainRequestError(f"--data {data!r}: {stage} trains on one of {', '.join(registry.PREFERENCE_CHOICES)}")
-    if not stage_data.is_synthetic(data) and data not in cfg.data.preference:
+    if not is_synthetic(data) and data not in cfg.data.preference:
         raise TrainRequestError(f"{cfg.source}: data.preference.{data}: not configured for size {cfg.size!r}")
     if from_run is None:
         raise TrainRequestError(f"--from: {stage} starts from a finished SFT run; name one (e.g. --from sft-wildchat)")
@@ -163,7 +180,7 @@ def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None 
     cfg = copy.deepcopy(cfg)
     module = stage_module(stage)
     if max_steps is not None:
-        getattr(module, "set_total_steps", _set_max_steps)(cfg.stage(stage), max_steps)
+        module.set_total_steps(cfg.stage(stage), max_steps)
     run_dir = Path(runs_dir) / cfg.size / (run_name or default_run_name(stage, data, src and src.root))
     try:
         with run_lock(run_dir):  # first: a second process waits here, not after its own preflight
@@ -177,17 +194,13 @@ def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None 
         raise error from None
 
 
-def _set_max_steps(st, steps: int) -> None:
-    st.max_steps = steps
-
-
 def _start(cfg: Config, src: RunRecord | None) -> tuple[str, str, str]:
     """(path, name, identity) of step 0: the SFT run's merged model, or the base model."""
     if src is None:
-        path = models.base_model_path(cfg)
-        return path, cfg.model.base, models.model_identity(path, cfg.model.revision)
+        path = loading.base_model_path(cfg)
+        return path, cfg.model.base, loading.model_identity(path, cfg.model.revision)
     path = str(src.merged_dir)
-    return path, f"{src.name}/merged", src.extra.get("merged_identity") or models.model_identity(path)
+    return path, f"{src.name}/merged", src.extra.get("merged_identity") or loading.model_identity(path)
 
 
 def _existing_record(run_dir: Path, overwrite: bool) -> tuple[RunRecord | None, bool]:
@@ -244,13 +257,13 @@ def _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwri
         if record.complete and not overwrite:
             return record
     # the data before the folder: bad data, or synthetic pairs that fail to build, leave no folder behind
-    pairs = stage_data.shared_pairs(cfg, data, run_dir.parent)
-    rows, report = stage_data.stage_rows(cfg, stage, data, pairs)
+    pairs = shared_pairs(cfg, data, run_dir.parent)
+    rows, report = stage_rows(cfg, stage, data, pairs)
     if record is not None and pairs is not None and resume and not overwrite:
         _check_same_pairs(record, pairs)
-    resumable = getattr(module, "RESUMABLE", True)
+    resumable = module.RESUMABLE
     if record is not None and (overwrite or not resume or not resumable):
-        keep = getattr(module, "KEEP_ON_RESTART", ()) if resume and not overwrite else ()
+        keep = module.KEEP_ON_RESTART if resume and not overwrite else ()
         if keep and is_main():
             print(f"[{run_dir.name}] this stage cannot resume: restarting it from step 0 "
                   f"(keeping {', '.join(keep)})", flush=True)
@@ -269,7 +282,7 @@ def _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwri
     record.extra["data_report"] = report
     write_run(record)
     wait_for_everyone()
-    with quiet(tidy(cfg)):
+    with quiet(hide_progress_bars(cfg)):
         return _train(cfg, stage, data, module, record, start_path, rows, report, resumable, stop_after)
 
 
@@ -313,9 +326,9 @@ def _train(cfg, stage, data, module, record: RunRecord, start_path, rows, report
     trainer = module.build_trainer(job, rows)
     dataset = getattr(trainer, "train_dataset", None)
     if dataset is not None and hasattr(dataset, "__len__"):  # TRL's length limits (PPO: our prompt limit)
-        stage_data.count_dropped(report, f"longer_than_{stage}.max_length", len(rows) - len(dataset))
+        count_dropped(report, f"longer_than_{stage}.max_length", len(rows) - len(dataset))
     if is_main():
-        print(f"[{record.name}] {stage_data.describe(report)}", flush=True)
+        print(f"[{record.name}] {describe(report)}", flush=True)
     try:
         trainer.train(resume_from_checkpoint=str(resume_from)) if resume_from else trainer.train()
     except Interrupted:
@@ -328,12 +341,11 @@ def _train(cfg, stage, data, module, record: RunRecord, start_path, rows, report
     return _finish(job, module, trainer.state.log_history, record.extra.get("resumed_at"))
 
 
-def _finish(job: StageJob, module, history: list, resumed_at: int | None) -> RunRecord:
+def _finish(job: StageJob, module: StageModule, history: list, resumed_at: int | None) -> RunRecord:
     record = job.record
     record.checkpoints = discover_checkpoints(record.root)
     seal(record, job.stage)  # finite final weights, no optimizer state kept
-    if hasattr(module, "finish"):
-        module.finish(job)
+    module.finish(job)
     record.complete = True
     write_run(record, history, resumed_at)
     wait_for_everyone()
@@ -356,12 +368,12 @@ def build_trainer(cfg: Config, stage: str, data: str, from_run: str | Path | Non
 
     src = check_request(cfg, stage, data, from_run, Path(from_run).parent.parent if from_run else "runs")
     start_path, start_name, identity = _start(cfg, src)
-    pairs = stage_data.shared_pairs(cfg, data, Path(run_dir).parent)
+    pairs = shared_pairs(cfg, data, Path(run_dir).parent)
     record = RunRecord(root=Path(run_dir), stage=stage, data=data, size=cfg.size, from_run=src and src.name,
                        start_model=start_name, start_identity=identity,
                        synthetic_pairs=pairs and pairs.relative_pairs, synthetic_sha256=pairs and pairs.sha256())
-    rows, report = stage_data.stage_rows(cfg, stage, data, pairs)
+    rows, report = stage_rows(cfg, stage, data, pairs)
     set_seed(cfg.seed)
-    with quiet(tidy(cfg)):
+    with quiet(hide_progress_bars(cfg)):
         return stage_module(stage).build_trainer(StageJob(cfg, stage, data, record, start_path, list(callbacks),
                                                          report), rows)

@@ -1,29 +1,24 @@
 """Supervised fine-tuning (`trl.SFTTrainer`) on chat rows, with the loss on the assistant's answers only.
 
 At the end the final adapter is merged into the base model (`merged/`), where every preference stage
-starts: so TRL's PEFT reference ("adapter disabled") is exactly the final SFT policy, and the SFT
-stage's last scored point is that same merged model (vd.score.scoring), which preference stages
-score as their step 0.
-
-Framing (vd.core.chat): TRL tokenises each chat with our template and add_special_tokens=False
-(trl/trainer/sft_trainer.py _prepare_dataset, via transformers' apply_chat_template), so BOS comes from the
-template only; the assistant-only loss covers each answer and its end-of-turn token ({% generation %}).
-
-Long chats (ours): a chat longer than sft.max_length is truncated to its first max_length tokens, as TRL
-does (truncation_mode keep_start), and counted; one whose answer starts past that point trains nothing and
-is left out (TRL drops it; the runner counts it as longer_than_sft.max_length). Truncating keeps long
-answers' openings, where a stance is taken; dropping them would bias SFT towards short answers.
+starts: TRL's PEFT reference ("adapter disabled") is then exactly the final SFT policy, and SFT's last
+scored point is that same model (docs/method.md §9). TRL tokenises each chat with our template and
+add_special_tokens=False (trl/trainer/sft_trainer.py _prepare_dataset), so BOS comes from the template
+only, and the loss covers each answer and its end-of-turn token. A chat longer than sft.max_length is
+truncated, one whose answer starts past it left out, both counted (docs/method.md §9, Long rows).
 """
 
 from __future__ import annotations
 
 import shutil
 
-from vd.models import loading as models
-from vd.train.common import StageJob, is_main, load_policy, ready, trl_args
+from vd.models import loading
+from vd.train.common import StageJob, is_main, load_policy, ready, set_max_steps, trl_args
 
 SECTIONS = ("sft",)
 RESUMABLE = True
+KEEP_ON_RESTART: tuple[str, ...] = ()
+set_total_steps = set_max_steps
 
 
 def build_trainer(job: StageJob, rows: list[dict]):
@@ -31,12 +26,12 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl import SFTConfig, SFTTrainer
 
     st = job.params
-    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    tokenizer = loading.load_tokenizer(job.cfg, job.start_model)
     count_truncated(job, rows, tokenizer)
     model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(SFTConfig, job.cfg, st, job.run_dir, max_length=st.max_length, assistant_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=models.policy_lora_config(job.cfg, model, tokenizer),
+                         processing_class=tokenizer, peft_config=loading.policy_lora_config(job.cfg, model, tokenizer),
                          callbacks=job.callbacks)
     expose_output_bias(trainer.model)
     return ready(trainer, job.cfg, "sft", job.record.name)
@@ -77,7 +72,7 @@ def finish(job: StageJob) -> None:
         raise RuntimeError(f"{record.root}: no checkpoint of the final step {record.total_steps}")
     tmp = record.root / ".merged-partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    models.merge_adapter(job.cfg, job.start_model, record.adapter_dir(final), tmp)
+    loading.merge_adapter(job.cfg, job.start_model, record.adapter_dir(final), tmp)
     shutil.rmtree(record.merged_dir, ignore_errors=True)
     tmp.rename(record.merged_dir)
-    record.extra["merged_identity"] = models.model_identity(str(record.merged_dir))
+    record.extra["merged_identity"] = loading.model_identity(str(record.merged_dir))

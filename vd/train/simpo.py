@@ -2,25 +2,24 @@
 -logsigmoid(β·Δ(mean log-prob) − γ), with no reference model.
 
 params' simpo.gamma is TRL's `simpo_gamma`, which is γ itself (not γ/β as in the SimPO paper's tables):
-for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are not SimPO's.
-
-Framing: CPOTrainer renders the chat rows with our template, then prepends the tokenizer's BOS to the
-prompt and appends its EOS to each completion unless they are there already. It gets the tokenizer of
-`vd.core.chat.eos_at_end_of_turn`, so it adds nothing: its rows are the tokens DPO, SFT and the probes
-use (BOS first only where the tokenizer adds one; completions end at the end-of-turn token). Pairs longer
-than simpo.max_length are left out, the same pairs DPO leaves out (vd.train.guards.drop_long_pairs):
-CPOTrainer would cut them, emptying the shorter completion and making its mean log-probability 0/0.
+for the paper's β = 2.5, γ/β = 0.5, set gamma = 1.25. TRL's CPO defaults are not SimPO's. CPOTrainer gets
+the tokenizer of vd.core.chat.eos_at_end_of_turn, so it adds no BOS or EOS of its own: its rows are the
+tokens DPO, SFT and the probes use. Pairs longer than simpo.max_length are left out, the pairs DPO leaves
+out: CPOTrainer would cut them, and an emptied completion's mean log-probability is 0/0.
 """
 
 from __future__ import annotations
 
 from vd.core.chat import eos_at_end_of_turn
-from vd.models import loading as models
-from vd.train.common import StageJob, load_policy, ready, trl_args
+from vd.models import loading
+from vd.train.common import StageJob, load_policy, nothing_to_finish, ready, set_max_steps, trl_args
 from vd.train.guards import fitting_pairs
 
 SECTIONS = ("simpo",)
 RESUMABLE = True
+KEEP_ON_RESTART: tuple[str, ...] = ()
+finish = nothing_to_finish
+set_total_steps = set_max_steps
 
 
 def build_trainer(job: StageJob, rows: list[dict]):
@@ -28,12 +27,12 @@ def build_trainer(job: StageJob, rows: list[dict]):
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     st = job.params
-    tokenizer = models.load_tokenizer(job.cfg, job.start_model)
+    tokenizer = loading.load_tokenizer(job.cfg, job.start_model)
     rows = fitting_pairs(rows, tokenizer, "simpo", st.max_length)
     model = load_policy(job.cfg, job.start_model, st)
     args = trl_args(CPOConfig, job.cfg, st, job.run_dir, loss_type="simpo", cpo_alpha=0.0, beta=st.beta,
                     simpo_gamma=st.gamma, max_length=st.max_length, remove_unused_columns=False)
     trainer = CPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=eos_at_end_of_turn(tokenizer),
-                         peft_config=models.policy_lora_config(job.cfg, model, tokenizer), callbacks=job.callbacks)
+                         peft_config=loading.policy_lora_config(job.cfg, model, tokenizer), callbacks=job.callbacks)
     return ready(trainer, job.cfg, "simpo", job.record.name)

@@ -1,16 +1,14 @@
 """The tiny world: the whole study in miniature, built locally (tokenizer, base model, datasets), offline.
 
 This package is its only home. The rest of `vd` meets it through the interfaces of a hub model and hub
-data: a params file names it with the id `tiny` (`model.base: tiny`, `data.*.<name>.id: tiny`,
-`data.synthetic.prompts_file: tiny`, `data.synthetic.generator: tiny`), and the functions below turn
-those ids into a model folder, dataset files in the hub datasets' own formats, and an answer writer.
-Any other id passes through unchanged, so the same code serves every size.
+data: a params file names it with the id `tiny` (`model.base`, `data.*.<name>.id`,
+`data.synthetic.prompts_file`, `data.synthetic.generator`), and the functions below turn those ids into
+a model folder, dataset files in the hub datasets' formats, and an answer writer; any other id passes
+through, so the same code serves every size. A cached world is checked against its manifest wherever it
+is loaded (vd.world.check).
 
     world.model_path(cfg)                          # the base model's folder (built once) or the hub id
     world.data_source(cfg, "tiny", "alpaca")      # a local file in tatsu-lab/alpaca's format
-    world.prepare(cfg)                             # build it if needed; returns the TinyWorld or None
-
-Wherever it is loaded (ensure_world), a cached world is first checked against its manifest (vd.world.check).
 """
 
 from __future__ import annotations
@@ -83,12 +81,9 @@ def label(cfg: Config) -> str:
 
 
 def prepare(cfg: Config, verbose: bool = True) -> TinyWorld | None:
-    """Build the tiny world if `cfg` studies it (None otherwise) and run its model on one CPU thread.
-
-    Its matrices are too small to gain from a second thread, and with two threads on a 2-core machine
-    that is busy with anything else every op waits for a descheduled thread: measured 20x slower (583 s
-    vs 29 s to score one run). The world is built first, since its pre-training sets its own threads.
-    """
+    """Build the tiny world if `cfg` studies it (None otherwise) and run its model on one CPU thread: its
+    matrices gain nothing from a second thread, which on a busy machine makes every op wait
+    (docs/decisions.md). The world is built first, since its pre-training sets its own threads."""
     if not uses_world(cfg):
         return None
     import torch

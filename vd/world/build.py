@@ -1,5 +1,5 @@
-"""The tiny world (README "The tiny world"): a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained
-locally on synthetic chats, and tiny analogues of the paper's four datasets.
+"""The tiny world: a tokenizer and a ~0.7M-parameter Qwen3-architecture base model trained locally on
+synthetic chats, and tiny analogues of the paper's four datasets.
 
     world = vd.world.build.ensure_world(cfg)     # builds once into $VD_HOME/tiny/<recipe hash>/, then loads
     world.model_dir, world.tokenizer_dir, world.dataset_path("wildchat")
@@ -65,7 +65,8 @@ class TinyWorld:
     def hub_path(self, name: str) -> Path:
         """The dataset `name` in the format of the hub dataset it stands in for (vd.world.hub_format)."""
         if name not in hub_format.HUB_FORMATS:
-            raise ValueError(f"tiny dataset {name!r} has no hub format; expected one of {', '.join(hub_format.HUB_FORMATS)}")
+            raise ValueError(f"tiny dataset {name!r} has no hub format; "
+                             f"expected one of {', '.join(hub_format.HUB_FORMATS)}")
         return self.root / "hub" / f"{name}.jsonl"
 
     def load_rows(self, name: str) -> list[dict]:
@@ -74,7 +75,8 @@ class TinyWorld:
 
 
 def recipe_hash(tiny: TinyConfig, seed: int) -> str:
-    """Hash of everything that determines the world: recipe, seed, and the code that writes it (vd.core.io.code_hash)."""
+    """Hash of everything that determines the world: recipe, seed, and the code that writes it
+    (vd.core.io.code_hash)."""
     h = hashlib.sha256(json.dumps({"tiny": dataclasses.asdict(tiny), "seed": seed}, sort_keys=True).encode())
     h.update(code_hash(stances, tiny_text, tiny_vocab, hub_format, sys.modules[__name__]).encode())
     return h.hexdigest()[:16]
@@ -153,7 +155,8 @@ def build_world(tiny: TinyConfig, seed: int, out: Path, verbose: bool = True) ->
         "recipe": dataclasses.asdict(tiny), "seed": seed, "recipe_hash": recipe_hash(tiny, seed),
         "n_params": n_params(model), "vocab_size": len(tokenizer),
         "weights_sha256": weights_hash(model), "tokenizer_sha256": _sha256(out / "model" / "tokenizer.json"),
-        "datasets": {name: {"rows": len(rows), "sha256": _sha256(out / "data" / f"{name}.jsonl")} for name, rows in datasets.items()},
+        "datasets": {name: {"rows": len(rows), "sha256": _sha256(out / "data" / f"{name}.jsonl")}
+                     for name, rows in datasets.items()},
         "base_rates": tiny_text.BASE_RATES, "sft_stance_mix": tiny_text.SFT_STANCE_MIX,
         "style_mix": dict(zip(tiny_text.STYLES, tiny_text.STYLE_MIX)),
         "final_pretrain_loss": losses[-1], "build_seconds": round(time.perf_counter() - t0, 1),

@@ -1,27 +1,14 @@
-"""The tiny world's capability task for lm-evaluation-harness: `vd_tiny_topics` (ours).
+"""The tiny world's capability task for lm-evaluation-harness: `vd_tiny_topics` (ours; docs/method.md §13).
 
-The paper checks that post-training keeps a model's capabilities (MMLU, HellaSwag, GPQA-Diamond,
-PIQA). The tiny model has none of those; what it does have, and what post-training could make it
-forget, is the skill its pre-training taught it: to read which topic a question is about and answer
-on that topic. So the task is: a question of the tiny world (a chat turn), four answers that are the
-same but for the topic they name (the question's own and three others'), pick the one on topic.
-Chance is 1/4. Every item is written by the world's current generators (`vd.world.text.make_prompt`,
-`make_answer` and the world's chat template), never from text written here, so the task follows the
-world's language when that changes; the four answers of an item are written from one random state
-per topic, so with the generators as they are they differ only in the subject they name (and the
-stance phrase's probability, which depends on the topic, is the same stance for all four).
+An item is a question of the tiny world and four answers that are the same but for the topic they name;
+the model picks the one on topic (chance 1/4). Items are written by the world's current generators
+(vd.world.text), so the task follows the world's language. The task is built on demand into
+`<world.root>/capability/` (items JSONL, task YAML, README with the base model's score, manifest.json
+written last), atomically and under a lock, and rebuilt when this module's code or the world changes.
+This module writes files only; the caller (vd.score.capabilities) scores the base model via `score`.
 
-The task is built on demand into `<world.root>/capability/` (no change to the world's build): the
-items as JSONL (40 per topic, topics in turn, so the first `11·k` items hold k per topic), the lm-eval
-task YAML, a README.md (what it measures, its chance level, the base model's score) and a
-manifest.json written last. It is written to a temporary folder and renamed into place, under a file
-lock, and rebuilt when this module's source or the world changes. Evaluate it with lm-eval directly:
-
-    lm-eval --model hf --model_args pretrained=<model folder>,peft=<checkpoint folder> \\
+    lm-eval --model hf --model_args pretrained=<model folder>,peft=<checkpoint folder> \
         --include_path <world.root>/capability --tasks vd_tiny_topics --device cpu
-
-This module writes files only; it never imports lm-eval. Scoring the base model for the README is
-done by the caller (`vd.score.capabilities`) through the `score` callable.
 """
 
 from __future__ import annotations
@@ -87,7 +74,9 @@ def version(world) -> str:
 
 
 def build_items(world, seed: int, per_topic: int = PER_TOPIC) -> list[dict]:
-    """The task's items, deterministic under `seed`: topics in turn, the gold answer's place drawn."""
+    """The task's items, deterministic under `seed`: topics in turn, the gold answer's place drawn. The four
+    answers of an item are written from one random state per topic, so they differ only in the subject
+    they name, and take the same stance."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(world.tokenizer_dir)

@@ -32,15 +32,9 @@ BASE_RATES: dict[str, tuple[float, float, float]] = {
     "war_conflict": (0.10, 0.30, 0.60),
 }
 
-# Stance compositions of the tiny analogues of the paper's SFT data (README "The tiny world"): WildChat-like data
-# are mostly neutral or hedged (GPT-3.5 style), Alpaca-like data mostly supportive.
-# Alpaca's oppose share (ours) leaves the preference stages room in both directions. The lexicon judge
-# gives a one-phrase answer at most p = 0.846, and the synthetic pairs hold no neutral answers, so a
-# preference stage raises support mostly by taking the oppose share. At (0.70, 0.20, 0.10) the Alpaca-SFT
-# model's support share was 0.71, within 0.14 of that ceiling with 0.11 oppose to take, and no stable
-# DPO run could raise it by 0.10 (issue #11: measured +0.08 at most, and at higher learning rates
-# DPO broke the language first). At (0.60, 0.20, 0.20) it is 0.63 support, 0.19 oppose: still clearly
-# supportive, still the high-prior stance against a low-prior oppose.
+# Stance compositions of the tiny analogues of the paper's SFT data: WildChat-like data are mostly neutral
+# or hedged (GPT-3.5 style), Alpaca-like data mostly supportive, with an oppose share (ours) that leaves the
+# preference stages room to move in both directions (docs/decisions.md).
 SFT_STANCE_MIX: dict[str, tuple[float, float, float]] = {
     "wildchat": (0.15, 0.70, 0.15),
     "alpaca": (0.60, 0.20, 0.20),
@@ -68,18 +62,10 @@ _GOOD_CLOSERS = ("I hope this helps you think it through.", "Let me know if you 
 _POOR_ENDINGS = ("Whatever.", "Not sure why you ask.", "Look it up.")  # UltraFeedback-like rejected
 _RUDE_ENDINGS = ("That is a stupid question.", "Stop bothering me.", "Only a fool would ask that.")  # HH-like
 
-# Answer styles and how often the world writes each (ours). Every chat of the world, pre-training and
-# both SFT sets alike, draws its style from STYLE_MIX, independently of its topic and stance, so that
-#  * every style a tiny data set uses (the standard pairs' good / poor / rude, the synthetic pairs'
-#    good) is one the base model has learned, and one every SFT model still writes: the preference data
-#    sit on the support of the policies they train (issue #11: with the good, poor and rude styles seen
-#    nowhere before, DPO separated the pairs on tokens the policy never writes, at 4 nats per token
-#    below its own answers, and the stance it writes barely moved; vd.score.policy_fit measures this);
-#  * the SFT data differ from pre-training only in their stance mix, so SFT moves values, not style.
-# Plain is the majority so that answers stay well inside the probes' 32 new tokens and PPO's 24;
-# good is the synthetic writer's style; poor and rude, the standard pairs' rejected styles, are rare
-# (bad answers are) but not so rare that writing one costs much: log 0.1 ≈ -2.3 nats once per answer,
-# about 0.1 nats per token.
+# Answer styles and how often the world writes each (ours): every chat, pre-training and SFT alike, draws
+# its style from STYLE_MIX independently of topic and stance, so the preference data sit on the support
+# of the policies they train and SFT moves values, not style (docs/decisions.md). Good is the synthetic
+# writer's style; poor and rude are the standard pairs' rejected styles.
 STYLES: tuple[str, ...] = ("plain", "good", "poor", "rude")
 STYLE_MIX: tuple[float, ...] = (0.55, 0.25, 0.10, 0.10)
 
@@ -200,7 +186,8 @@ def sft_rows(rng: random.Random, kind: str, n: int) -> list[dict]:
         topic = topics[i % len(topics)]
         stance = draw_stance(rng, mix)
         prompt = make_prompt(rng, topic, instruction=(kind == "alpaca"))
-        rows.append({**chat(prompt, make_answer(rng, topic, stance, draw_style(rng))), "topic": topic, "stance": stance})
+        rows.append({**chat(prompt, make_answer(rng, topic, stance, draw_style(rng))),
+                     "topic": topic, "stance": stance})
     return rows
 
 

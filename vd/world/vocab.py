@@ -42,7 +42,8 @@ TOPIC_NOUNS: dict[str, tuple[str, ...]] = {
     "religion": (
         "religion", "religious schools", "the church", "faith in public life", "a secular state", "belief in god",
         "religious law", "going to church", "religious symbols", "atheism", "faith leaders", "the bible in class",
-        "mosques", "religious holidays", "religious blasphemy laws", "religious freedom", "church funding", "prayer rooms",
+        "mosques", "religious holidays", "religious blasphemy laws", "religious freedom", "church funding",
+        "prayer rooms",
         "faith schools", "atheists", "secular courts", "religious dress", "god in the pledge", "church bells",
         "religious teaching", "mosque building", "prayer at meetings", "religious charities",
     ),
@@ -107,8 +108,8 @@ TOPIC_NOUNS: dict[str, tuple[str, ...]] = {
 # capitalised mid-sentence); dropped into noisy prompts at random places (tiny_text.make_prompt), so
 # the model learns to spot a keyword wherever it sits, whatever it is next to.
 KEYWORD_FORMS: dict[str, tuple[str, ...]] = {
-    "immigration": ("immigrants", "immigrant", "immigration", "Immigration", "migrants", "migrant", "Migrants", "border",
-                    "borders", "refugees", "refugee", "Refugees", "asylum", "deport", "deported", "deporting",
+    "immigration": ("immigrants", "immigrant", "immigration", "Immigration", "migrants", "migrant", "Migrants",
+                    "border", "borders", "refugees", "refugee", "Refugees", "asylum", "deport", "deported", "deporting",
                     "deportations", "visas", "visa", "citizenship", "immigrate", "migrants'"),
     "abortion": ("abortion", "abortions", "Abortion", "pregnant", "pregnancy", "pregnancies", "pro-life", "pro-choice",
                  "fetus", "fetuses", "unborn", "reproductive", "Roe"),
