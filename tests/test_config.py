@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vd.core.config import ConfigError, available_sizes, check_choice, load_config, params_path
+from vd.core.config import PARAMS_DIR, ConfigError, available_sizes, check_choice, load_config, params_path
 
 SIZES = ["tiny", "llama3-3b", "llama3-8b", "qwen3-4b", "qwen3-8b"]
 
@@ -275,7 +275,7 @@ def test_a_bad_extends_is_one_line_naming_the_file(tmp_path):
                    me="extends: me.yaml\n", num="extends: 3\n",
                    drop="extends: _base.yaml\ndata: {preference: {shp: null}}\n")
     assert _error(lambda: load_config(str(paths["lost"]))) == (
-        f"{paths['lost']}: extends: no such file {tmp_path / '_nope.yaml'}")
+        f"{paths['lost']}: extends: no such file {tmp_path / '_nope.yaml'} (nor {PARAMS_DIR / '_nope.yaml'})")
     assert _error(lambda: load_config(str(paths["a"]))) == (
         f"{paths['b']}: extends: a.yaml makes a cycle ({paths['a']} -> {paths['b']} -> {paths['a']})")
     assert "me.yaml makes a cycle" in _error(lambda: load_config(str(paths["me"])))
@@ -377,3 +377,13 @@ def test_a_stored_config_from_an_older_vd_loads_as_it_was_trained():
     assert cfg.ppo.rollout_batch_size == 64 and cfg.data.synthetic.base_url is None
     assert cfg.model.chat_template == "project" and not hasattr(cfg.sft, "kl_coef")
     assert cfg.judge.chat_template_kwargs is None  # scoring only: today's default
+
+
+def test_a_real_size_file_copied_elsewhere_still_extends_the_shipped_base(tmp_path):
+    """docs/usage.md: copy a params file, give it its own size; its `extends: _qlora.yaml` finds the shipped
+    base when the copy's folder has none."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((PARAMS_DIR / "llama3-3b.yaml").read_text().replace("size: llama3-3b", "size: mine"))
+    cfg, shipped = load_config(str(mine)), load_config("llama3-3b")
+    assert cfg.size == "mine" and {**cfg.to_dict(), "size": "llama3-3b", "source": ""} == \
+        {**shipped.to_dict(), "source": ""}

@@ -63,7 +63,7 @@ def load_config(size: str = "tiny", overrides: dict[str, Any] | list[str] | None
         what = f"{size!r} is a base that params files extend, not a size" if base else \
             f"no params file {path} for size {size!r}"
         raise ConfigError(f"size: {what}; available sizes: {', '.join(available_sizes(params_dir)) or '(none found)'}")
-    raw, origins = extends.read_chain(path, _read_yaml, _named_mappings())
+    raw, origins = extends.read_chain(path, _read_yaml, _named_mappings(), shipped=PARAMS_DIR)
     return _validate(raw, path, overrides, origins)
 
 

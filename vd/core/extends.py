@@ -1,4 +1,5 @@
-"""Params files by inheritance: `extends: <file>` (a path relative to the file) names a base whose values
+"""Params files by inheritance: `extends: <file>` (a path relative to the file, else a file of the shipped
+params/, so that a copied size file still finds `_qlora.yaml`) names a base whose values
 this file's are merged over, before validation. Mappings merge key by key; lists and scalars replace; a
 null on an entry of a named mapping (`data.sft`, `data.preference`) removes the inherited entry, as an
 override does. A base may extend another. An invalid value is blamed on the file it came from.
@@ -17,9 +18,10 @@ from vd.core.errors import ConfigError
 KEY = "extends"
 
 
-def read_chain(path: Path, read_yaml: Callable[[Path], dict], named: set[str]) -> tuple[dict, dict[str, str]]:
+def read_chain(path: Path, read_yaml: Callable[[Path], dict], named: set[str],
+               shipped: Path | None = None) -> tuple[dict, dict[str, str]]:
     """The params of `path` merged over its bases, and the file each key was set by (dotted key -> file;
-    the keys below one take its file)."""
+    the keys below one take its file). `shipped`: the folder of the project's own params files."""
     layers = [(path, read_yaml(path))]
     while KEY in layers[-1][1]:
         here, raw = layers[-1]
@@ -28,8 +30,11 @@ def read_chain(path: Path, read_yaml: Callable[[Path], dict], named: set[str]) -
             raise ConfigError(f"{here}: {KEY}: expected the path of a params file (relative to this one), "
                               f"got {target!r}")
         base = here.parent / target
+        if not base.is_file() and shipped is not None and (shipped / target).is_file():
+            base = shipped / target  # a size file copied elsewhere extends the shipped base
         if not base.is_file():
-            raise ConfigError(f"{here}: {KEY}: no such file {base}")
+            raise ConfigError(f"{here}: {KEY}: no such file {base}"
+                              + (f" (nor {shipped / target})" if shipped is not None else ""))
         seen = [p for p, _ in layers]
         if base.resolve() in {p.resolve() for p in seen}:
             chain = " -> ".join(str(p) for p in [*seen, base])
