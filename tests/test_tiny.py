@@ -155,7 +155,7 @@ def test_prompts_are_disjoint_from_the_probes(tiny_world):
     # the distinct built prompts (all of them, pairwise, would take minutes)
     import random
 
-    from vd.data.probes import _features
+    from near_duplicates import _features
 
     sample = random.Random(0).sample(sorted(built), min(1500, len(built)))
     probe_feats = [_features(q, "chars") for q in questions]
