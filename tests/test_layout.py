@@ -154,11 +154,9 @@ DOCSTRING_PROSE = 10  # "module docstrings at most about 10 lines plus a usage l
 
 @pytest.mark.parametrize("path", [*sorted(VD.rglob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py"))],
                          ids=lambda p: str(p.relative_to(ROOT)))
-def test_module_docstrings_are_short(path, request):
+def test_module_docstrings_are_short(path):
     """At most DOCSTRING_PROSE lines of prose; indented blocks (usage, a folder tree) do not count. Longer
     explanations belong in docs/method.md (definitions) or docs/decisions.md (why), cited from the docstring."""
-    if path == VD / "core" / "chat.py":  # left to the helper that rewrites vd/core (issue #19); strict: fix, then drop
-        request.applymarker(pytest.mark.xfail(strict=True, reason="vd/core/chat.py's docstring is not shortened yet"))
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     prose = [line for line in doc.splitlines() if line.strip() and not line.startswith("    ")]
     assert len(prose) <= DOCSTRING_PROSE, f"{path.relative_to(ROOT)}: {len(prose)} lines of prose in its docstring"

@@ -1,28 +1,10 @@
-"""The chat format every checkpoint is prompted and trained with, and the tokens that frame it.
+"""The chat format every checkpoint is prompted and trained with, and the tokens that frame it
+(docs/method.md §9, "Chat template" and "Framing"): the project's template in the format the tokenizer's
+own chat tokens allow (ChatML, Llama-3's header format, or ChatML spelled as text), BOS first wherever
+the tokenizer adds one, each conversation ending at its end-of-turn token, the same for every trainer
+and for probing.
 
-Every checkpoint of a run, the bare base model included, sees the same template. Base checkpoints ship
-no chat template (or one they were never trained on), so with `model.chat_template: project` (the
-default) the tokenizer gets this project's template, in the format its own tokens allow (ours):
-
-- ChatML, `<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n…<|im_end|>`, where `<|im_start|>`
-  and `<|im_end|>` are tokens of their own (the tiny world, Qwen3);
-- Llama-3's own format, `<|start_header_id|>user<|end_header_id|>\\n\\n…<|eot_id|>`, where the tokenizer
-  has those reserved tokens and no ChatML ones (Llama-3 base). A marker that is one token is learned
-  whole; ChatML spelled in sub-word pieces is learned piece by piece, and half-learned pieces (`Fim_end|>`)
-  end up in the answers;
-- otherwise ChatML as plain text, each assistant turn ending `<|im_end|>` and then the tokenizer's own
-  end-of-sequence token, which the base model already knows and generation stops on
-  (vd.models.generate._clean removes what is left of a half-learned marker).
-
-The framing is the same for every trainer and for probing, so that a model is trained on the tokens it
-is probed with:
-
-- BOS first wherever the tokenizer itself adds one (a Llama-3 base is pre-trained with it first): the
-  template starts with `bos_token`, and every path tokenises the rendered chat with
-  add_special_tokens=False (TRL's SFT/DPO/reward trainers, transformers' apply_chat_template, and ours);
-- a conversation ends at the end-of-turn token of its last message, nothing after it, so a trained
-  completion ends where generation stops and where the reward model and PPO read a score. TRL's
-  CPOTrainer (SimPO) prepends BOS and appends EOS itself; `eos_at_end_of_turn` makes both no-ops.
+    tokenizer.chat_template = chat_template(tokenizer); stop = end_of_turn_ids(tokenizer)
 """
 
 from __future__ import annotations
