@@ -27,7 +27,7 @@ reproduce: $(STAMP)
 
 # The whole test suite, notebooks included.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # The contributors' loop: the unit tests without notebook executions and without the `slow` marks.
 test-fast: $(STAMP)
