@@ -66,6 +66,39 @@ def main() -> None:
               "machine": machine_info()}
     print(json.dumps(result, indent=1))
     merge_results("reproduce", result)
+    write_section(result)
+
+
+BEGIN = "<!-- reproduce:begin (written by benchmarks/bench_reproduce.py from its run; do not edit) -->"
+END = "<!-- reproduce:end -->"
+
+
+def section(r: dict) -> str:
+    """The RESULTS.md section of one run (what main() measured): the totals, then by stage and by notebook."""
+    m = r["machine"]
+    world = "the tiny world built" if r["world_built"] else "the tiny world cached"
+    executions = sum(n["executions"] for n in r["by_notebook"].values())
+    failed = "nothing failed" if not r["failed"] else "failed: " + ", ".join(r["failed"])
+    lines = [f"Measured {m['date']} at commit {m['commit']} ({m['cpu_count']} cores, {m['processor']}; torch "
+             f"{m['torch']}): `vd reproduce --size tiny` from nothing ({world}), fresh runs and figures folders. "
+             f"**{r['total_seconds']:.0f} s ({r['total_seconds'] / 60:.1f} minutes), peak memory "
+             f"{r['peak_rss_mb']:,} MB**, {executions} notebook executions, {r['figures_png']} figures, "
+             f"{r['tables_csv']} tables, {failed}.",
+             "", "| stage | wall time |", "|---|---|"]
+    lines += [f"| {k} | {v['seconds']:.0f} s |" for k, v in r["by_stage"].items()]
+    lines += ["", "| notebook | executions | wall time | peak memory (kernel + vd reproduce) |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {v['executions']} | {v['seconds']:.0f} s | {v['peak_rss_mb']:,} MB |"
+              for k, v in r["by_notebook"].items()]
+    return "\n".join(lines)
+
+
+def write_section(result: dict, path: Path = ROOT / "benchmarks" / "RESULTS.md") -> None:
+    from vd.core.io import atomic_write_text
+
+    head, begin, rest = path.read_text(encoding="utf-8").partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if begin and end:
+        atomic_write_text(path, f"{head}{BEGIN}\n{section(result)}\n{END}{tail}")
 
 
 if __name__ == "__main__":
