@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 
 from vd.core.errors import ConfigError
+from vd.core.io import atomic_write_json
 from vd.world.build import DATASETS, TinyWorld, weights_hash
 
+VERIFIED = ".verified.json"  # the weight file's bytes whose tensors matched the manifest once
 _checked: set[tuple] = set()  # (world folder, its files' sizes and mtimes) found whole in this process
 
 
@@ -45,8 +47,14 @@ def check_world(world: TinyWorld) -> TinyWorld:
         if _sha256(path) != sha:
             raise WorldDamaged(f"{path}: its sha256 differs from the manifest's; {remedy}")
     weights = next((p for p in files if p.suffix == ".safetensors"), world.model_dir / "model.safetensors")
-    if _model_hash(world.model_dir) != manifest.get("weights_sha256"):
-        raise WorldDamaged(f"{weights}: the model's weights differ from the manifest's weights_sha256; {remedy}")
+    stamp = world.root / VERIFIED
+    file_sha = _sha256(weights) if weights.is_file() else None
+    verified = file_sha is not None and stamp.is_file() and json.loads(stamp.read_text()).get(weights.name) == file_sha
+    if not verified:  # loading the model to hash its tensors costs seconds: once per state of the file
+        if _model_hash(world.model_dir) != manifest.get("weights_sha256"):
+            raise WorldDamaged(f"{weights}: the model's weights differ from the manifest's weights_sha256; {remedy}")
+        with contextlib.suppress(OSError):  # a read-only cache is checked in full each time
+            atomic_write_json({weights.name: file_sha}, stamp)
     _checked.add(state)
     return world
 
