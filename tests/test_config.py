@@ -387,3 +387,11 @@ def test_a_real_size_file_copied_elsewhere_still_extends_the_shipped_base(tmp_pa
     cfg, shipped = load_config(str(mine)), load_config("llama3-3b")
     assert cfg.size == "mine" and {**cfg.to_dict(), "size": "llama3-3b", "source": ""} == \
         {**shipped.to_dict(), "source": ""}
+
+
+def test_the_names_accepted_without_transformers_are_transformers_own():
+    """Loading params never imports transformers for the names the shipped files use; those are its own."""
+    from vd.core import schema
+
+    optimizers, schedulers = schema._transformers_names()
+    assert schema.COMMON_OPTIMIZERS <= optimizers and schema.COMMON_SCHEDULERS <= schedulers

@@ -52,19 +52,25 @@ def _transformers_names() -> tuple[frozenset, frozenset]:
     return frozenset(o.value for o in OptimizerNames), frozenset(s.value for s in SchedulerType)
 
 
-def _one_of(names, what: str):
-    """(predicate, expected) for a name from a set computed on use; `expected` names the closest choices."""
+# Names the shipped params use, accepted without importing transformers (seconds per process); a test holds
+# them to transformers' own lists. Any other name is checked against those.
+COMMON_OPTIMIZERS = frozenset({"adamw_torch", "paged_adamw_8bit", "adamw_8bit", "adafactor", "sgd"})
+COMMON_SCHEDULERS = frozenset({"linear", "cosine", "constant", "constant_with_warmup"})
+
+
+def _one_of(common: frozenset, names, what: str):
+    """(predicate, expected) for a name from `common` or a set computed on use; `expected` names the closest."""
     def expected(value) -> str:
         close = difflib.get_close_matches(str(value), sorted(names()), n=3, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else f"; e.g. {', '.join(sorted(names())[:4])}"
         return f"{what}{hint}"
-    return (lambda v: v in names(), expected)
+    return (lambda v: v in common or v in names(), expected)
 
 
-_optimizer = _one_of(lambda: _transformers_names()[0], "a transformers optimizer name (transformers.training_args."
-                                                       "OptimizerNames)")
-_scheduler = _one_of(lambda: _transformers_names()[1], "a transformers LR scheduler name (transformers.trainer_utils."
-                                                       "SchedulerType)")
+_optimizer = _one_of(COMMON_OPTIMIZERS, lambda: _transformers_names()[0],
+                     "a transformers optimizer name (transformers.training_args.OptimizerNames)")
+_scheduler = _one_of(COMMON_SCHEDULERS, lambda: _transformers_names()[1],
+                     "a transformers LR scheduler name (transformers.trainer_utils.SchedulerType)")
 # A sequence must hold the chat framing of a user and an assistant turn (ChatML's is 10 tokens, Llama 3's
 # headers about 15) plus a prompt and an answer of a few tokens each (ours).
 MIN_MAX_LENGTH = 32
