@@ -3,11 +3,14 @@ never typed; the README's results block is the summary's excerpt."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
 import nbformat
 import pytest
+from PIL import Image
 
 from vd.study import summary
 
@@ -53,7 +56,7 @@ def test_the_summary_reads_every_number_from_the_records(tmp_path):
     assert "**Positive controls pass**" in text
     assert "DPO +0.18 [0.15, 0.21] (support) and +0.31 [0.28, 0.34] (oppose)" in text
     assert "wildchat-like → neutral +0.41 [0.38, 0.44]" in text and "at most 0.01 overall (3 runs)" in text
-    assert "18 claims**: 8 agrees, 7 differs, 2 not resolved, 1 n/a" in text
+    assert "18 claims**: 8 agree, 7 differ, 2 not resolved, 1 n/a" in text
     assert "lost in 2 of 14 stage × task pairs" in text and "13 min on this machine, peak 1.5 GB" in text
     assert json.loads((tmp_path / "figures" / "summary.json").read_text()) == s
     assert text in (tmp_path / "figures" / "summary.md").read_text()
@@ -71,10 +74,16 @@ def test_publish_copies_the_summary_notebooks_and_figure_and_rewrites_the_readme
     figures, executed = tmp_path / "figures", tmp_path / "executed"
     write_records(figures)
     summary.write_summary(figures, tmp_path)
-    (figures / summary.README_FIGURE).write_bytes(b"\x89PNG figure")
+    small = io.BytesIO()
+    Image.new("RGB", (300, 200), (20, 30, 200)).save(small, format="PNG")
+    (figures / summary.README_FIGURE).write_bytes(small.getvalue())
     executed.mkdir()
+    big = io.BytesIO()
+    Image.new("RGB", (2000, 1000), (200, 30, 30)).save(big, format="PNG")
+    figure = nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(big.getvalue()).decode()})
     for stem in summary.PUBLISHED.values():
-        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), executed / f"{stem}.ipynb")
+        cell = nbformat.v4.new_code_cell("1 + 1", outputs=[figure])
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell]), executed / f"{stem}.ipynb")
     (tmp_path / "README.md").write_text(f"# x\n\n{summary.README_BEGIN}\nold numbers\n{summary.README_END}\n\n"
                                         f"{summary.PLAN_BEGIN}\nold plan\n{summary.PLAN_END}\n\nrest\n")
     out = summary.publish("tiny", tmp_path, figures, executed, readme=True)
@@ -85,7 +94,9 @@ def test_publish_copies_the_summary_notebooks_and_figure_and_rewrites_the_readme
     assert f"{summary.PLAN_BEGIN}\n{summary.plan_table()}\n{summary.PLAN_END}" in readme
     nb = nbformat.read(out / "03_value_gap.ipynb", as_version=4)
     assert "at commit `unknown`" in nb.cells[0].source and nb.cells[1].source == "1 + 1"
-    assert (out / "sft-trajectories.png").read_bytes() == b"\x89PNG figure"
+    shown = Image.open(io.BytesIO(base64.b64decode(nb.cells[1].outputs[0]["data"]["image/png"])))
+    assert shown.size == (summary.PUBLISHED_WIDTH, summary.PUBLISHED_WIDTH // 2)  # read on a page: smaller
+    assert Image.open(out / "sft-trajectories.png").size == (300, 200)
     with pytest.raises(summary.SummaryError, match="no block"):
         summary.replace_block("# no markers\n", "x")
 

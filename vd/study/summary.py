@@ -9,6 +9,8 @@ come from here, never from a hand.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 import subprocess
@@ -96,7 +98,8 @@ def excerpt(s: dict) -> str:
         return " and ".join(f"{_ci({'M': c['M'], 'low': c['ci_low'], 'high': c['ci_high']})} ({setting})"
                             for setting in ("support", "oppose") if (c := controls.get((algo, setting))))
 
-    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(s["verdicts"].items(), key=lambda kv: -kv[1]))
+    plural = {"agrees": "agree", "differs": "differ"}  # "7 agree, 7 differ, 3 not resolved at this budget"
+    verdicts = ", ".join(f"{n} {plural.get(v, v)}" for v, n in sorted(s["verdicts"].items(), key=lambda kv: -kv[1]))
     cap = s["capabilities"]
     kept = ("kept by every stage" if cap["kept"] else
             f"lost in {cap['n_lost']} of {cap['n_pairs']} stage × task pairs" if cap["kept"] is False else "not tested")
@@ -104,7 +107,7 @@ def excerpt(s: dict) -> str:
     cost = (f"; {s['seconds'] / 60:.0f} min on this machine, peak {s['peak_mb'] / 1024:.1f} GB"
             if s.get("seconds") and s.get("peak_mb") else "")
     lines = [
-        f"From `make reproduce` ({when}{cost}); {s['budget']}.",
+        f"From `vd reproduce --size {s['size']}` ({when}{cost}); {s['budget']}.",
         "",
         f"- **Positive controls {'pass' if not failed else 'FAIL'}**: on synthetic pairs of opposite stances the "
         "chosen stance moves under " + "; ".join(f"{a.upper() if a != 'simpo' else 'SimPO'} {moves(a)}"
@@ -113,7 +116,8 @@ def excerpt(s: dict) -> str:
             f"{d}-like → {v['stance']} {_ci(v)}" for d, v in s["sft"].items()) + ".",
         f"- **Standard preference data** (pairs sharing a stance) move values by at most "
         f"{s['standard_max_abs_M']:.2f} overall ({s['n_standard_runs']} runs).",
-        f"- **The paper's {s['n_claims']} claims**: {verdicts} (`figures/tiny/06_paper_tables-comparison.csv`).",
+        f"- **The paper's {s['n_claims']} claims**: {verdicts} (notebook 06, [docs/{s['size']}/06_paper_tables.ipynb]"
+        f"(docs/{s['size']}/06_paper_tables.ipynb)).",
         f"- **Capabilities** (the tiny world's topic task): {kept}.",
     ]
     return "\n".join(lines)
@@ -156,7 +160,7 @@ def plan_table() -> str:
                      f"| {p['gpu_hours'][card]['hours']:,.0f} h on the {card} ({p['gpu_hours'][card]['basis']}) |")
         if not cuts:
             cuts = f"Cut it (at `{size}`, each alone): " + "; ".join(
-                f"{label.split(' (')[0].split(':')[0]} → ${c['usd']:,.0f}, {c['hours'][card]:,.0f} h"
+                f"{label.split(' (')[0]} → ${c['usd']:,.0f}, {c['hours'][card]:,.0f} h"
                 for label, c in p["cuts"].items()) + "."
     return "\n".join(lines) + "\n\n" + cuts
 
@@ -168,6 +172,21 @@ def replace_block(readme: str, block: str, begin_marker: str = README_BEGIN, end
     if not begin or not end:
         raise SummaryError(f"README.md: no block ({begin_marker} ... {end_marker}) to write into")
     return f"{head}{begin_marker}\n{block}\n{end_marker}{tail}"
+
+
+PUBLISHED_WIDTH = 900  # pixels: a figure in a published notebook is read on a page, not printed
+
+
+def small_png(data: str, width: int = PUBLISHED_WIDTH) -> str:
+    """A base64 PNG at most `width` pixels wide, in 256 colours (the published notebooks stay small)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+    if image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    out = io.BytesIO()
+    image.quantize(colors=256).save(out, format="PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode()
 
 
 def publish(size: str, root: Path, figures: Path, executed: Path, readme: bool = False) -> Path:
@@ -188,11 +207,16 @@ def publish(size: str, root: Path, figures: Path, executed: Path, readme: bool =
         if not source.is_file():
             raise SummaryError(f"{source}: no executed notebook; run `vd reproduce --size {size}` first")
         nb = nbformat.read(source, as_version=4)
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                if "image/png" in output.get("data", {}):
+                    output["data"]["image/png"] = small_png(output["data"]["image/png"])
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             f"*Executed by `vd reproduce --size {size}` at commit `{s['commit']}` on {s['date']}; "
             f"the source is `notebooks/{notebook}.ipynb`.*"))
         nbformat.write(nb, out / f"{notebook}.ipynb")
-    shutil.copyfile(figures / README_FIGURE, out / "sft-trajectories.png")
+    figure = base64.b64encode((figures / README_FIGURE).read_bytes()).decode()
+    (out / "sft-trajectories.png").write_bytes(base64.b64decode(small_png(figure, width=1200)))
     if readme:
         path = root / "README.md"
         text = replace_block(path.read_text(encoding="utf-8"), excerpt(s))
