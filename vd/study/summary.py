@@ -200,8 +200,8 @@ def publish(size: str, root: Path, figures: Path, executed: Path, readme: bool =
         raise SummaryError(f"{figures / 'summary.json'}: not written; run `vd reproduce --size {size}` first")
     out = root / "docs" / size
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "summary.md"):
-        shutil.copyfile(figures / name, out / name)
+    shutil.copyfile(figures / "summary.json", out / "summary.json")
+    atomic_write_text(out / "summary.md", summary_markdown(s))  # in this vd's words, from the same numbers
     for notebook, stem in PUBLISHED.items():
         source = executed / f"{stem}.ipynb"
         if not source.is_file():
