@@ -75,7 +75,7 @@ def build_model(size: str, out: Path, cpu: bool, layers: int | None) -> dict:
            (("bos_token_id", tokenizer.bos_token), ("eos_token_id", tokenizer.eos_token))}
     changes = dict(CPU_MODEL, vocab_size=len(tokenizer)) if cpu else {}
     config = model_config(size, **changes, **({"num_hidden_layers": layers} if layers else {}),
-                          **({k: v for k, v in ids.items() if v is not None} if cpu else {}))
+                          **(ids if cpu else {}))  # the small vocabulary's ids; None where the family has none
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     with torch.device(device):  # initialised where it runs: an 8B model inits in seconds on a GPU
