@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -57,7 +58,9 @@ def test_the_summary_reads_every_number_from_the_records(tmp_path):
     assert "DPO +0.18 [0.15, 0.21] (support) and +0.31 [0.28, 0.34] (oppose)" in text
     assert "wildchat-like → neutral +0.41 [0.38, 0.44]" in text and "at most 0.01 overall (3 runs)" in text
     assert "18 claims**: 8 agree, 7 differ, 2 not resolved, 1 n/a" in text
-    assert "lost in 2 of 14 stage × task pairs" in text and "13 min on this machine, peak 1.5 GB" in text
+    assert "lost in 2 of 14 stage × task pairs" in text and "13 min on " in text and "peak 1.5 GB" in text
+    assert s["machine"] in text and f"{os.cpu_count()} cores" in s["machine"]  # numbers say where they came from
+    assert "13 min on this machine" in summary.excerpt({**s, "machine": None})  # a summary from before the field
     assert json.loads((tmp_path / "figures" / "summary.json").read_text()) == s
     assert text in (tmp_path / "figures" / "summary.md").read_text()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import platform
 import shutil
 import subprocess
 import time
@@ -47,6 +49,23 @@ def commit(root: Path) -> str:
     return head + ("+changes" if dirty else "")
 
 
+def machine() -> str:
+    """The CPU, its cores and torch's version: the tiny numbers are bitwise stable on one machine, not across
+    CPUs with other vector kernels, so a summary names where it was computed."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        from importlib.metadata import version
+        torch = f", torch {version('torch')}"
+    except Exception:
+        torch = ""
+    return f"{cpu}, {os.cpu_count()} cores{torch}"
+
+
 def _record(figures: Path, notebook: str) -> dict:
     path = figures / f"{notebook}.json"
     if not path.is_file():
@@ -72,6 +91,7 @@ def summarize(figures: Path, root: Path, times: dict | None = None) -> dict:
     standard = [abs(e["run"]["M"]["overall"][s]) for e in preference.values() for s in STANCES]
     return {
         "size": paper["params"]["size"], "commit": commit(root), "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
         "budget": paper["budget_note"],
         "seconds": times and times.get("total_s"), "peak_mb": times and max(
             (n["peak_rss_mb"] for n in times.get("notebooks", [])), default=None),
@@ -104,7 +124,8 @@ def excerpt(s: dict) -> str:
     kept = ("kept by every stage" if cap["kept"] else
             f"lost in {cap['n_lost']} of {cap['n_pairs']} stage × task pairs" if cap["kept"] is False else "not tested")
     when = f"commit `{s['commit']}`, {s['date']}"
-    cost = (f"; {s['seconds'] / 60:.0f} min on this machine, peak {s['peak_mb'] / 1024:.1f} GB"
+    where = s.get("machine") or "this machine"  # summaries before the field was recorded
+    cost = (f"; {s['seconds'] / 60:.0f} min on {where}, peak {s['peak_mb'] / 1024:.1f} GB"
             if s.get("seconds") and s.get("peak_mb") else "")
     lines = [
         f"From `vd reproduce --size {s['size']}` ({when}{cost}); {s['budget']}.",
