@@ -163,8 +163,12 @@ def test_check_lists_the_runs_says_what_it_skips_once_and_refuses_a_removed_data
     with pytest.raises(params.ParameterError, match=r"^parameter pref_data: 'hh-rlhf' is not among"):
         schedule.check(s)
     s = _study(tmp_path, "03_value_gap", {"algo": "dpo", "setting": "support", "sft_data": "alpaca"})
+    built: list = []
+    monkeypatch.setattr(study.Study, "synthetic_pairs", lambda self, setting: built.append((setting, calls[-1])))
     schedule.check(s)
     assert calls[-1] == (["dpo"], True) and "dpo-synthetic-oppose-from-sft-alpaca (to train)" in capsys.readouterr().out
+    # the shared pairs are built after the preflight and before any run trains, once per setting
+    assert built == [("support", (["dpo"], True)), ("oppose", (["dpo"], True))]
 
 
 # --- what the notebooks say ------------------------------------------------------------------------

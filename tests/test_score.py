@@ -232,8 +232,8 @@ def test_unchanged_run_reuses_its_outputs_and_a_change_recomputes_them(fake_run,
     with Store(tmp_path / "cache.sqlite") as store:
         first = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
         calls = []
-        real = score_mod.drift.value_profile
-        monkeypatch.setattr(score_mod.drift, "value_profile", lambda *a, **k: calls.append(1) or real(*a, **k))
+        real = score_mod.metrics.value_profile
+        monkeypatch.setattr(score_mod.metrics, "value_profile", lambda *a, **k: calls.append(1) or real(*a, **k))
         again = score_mod.score_run(fake_run, cfg, judge=LexiconJudge(), store=store, progress=False)
         assert calls == []  # nothing changed: read back, the bootstrap not redone
         pd.testing.assert_frame_equal(again[0], first[0])

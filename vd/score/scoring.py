@@ -35,7 +35,7 @@ from vd.judge.base import JudgingFailed
 from vd.models.generate import Sampling, chat_prompt_ids, context_length, generate_answers
 from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
 from vd.score import checks, outputs
-from vd.score import metrics as drift
+from vd.score import metrics
 from vd.score import resampling
 from vd.world import uses_world
 
@@ -152,9 +152,9 @@ def write_tables(run: RunRecord, judgments: pd.DataFrame, judge, total: int, n_b
     if outputs.scores_key(folder) == key:  # nothing they depend on changed: the bootstrap is not redone
         tables = outputs.read_scores(run, judge.key, ("profile", "drift"))
         return Scores(tables["profile"], tables["drift"], judge.key, folder)
-    profile = drift.value_profile(judgments, n_boot=n_boot, seed=seed)
+    profile = metrics.value_profile(judgments, n_boot=n_boot, seed=seed)
     profile.insert(1, "fraction", profile["step"] / total)
-    drift_rows = drift.drift_table(profile, judgments=judgments, n_boot=n_boot, seed=seed, total_steps=total)
+    drift_rows = metrics.drift_table(profile, judgments=judgments, n_boot=n_boot, seed=seed, total_steps=total)
     drift_rows["complete"] = run.complete
     drift_rows["end_fraction"] = profile["step"].max() / total
     outputs.write_scores(folder, key, {"judgments": judgments, "profile": profile, "drift": drift_rows})
@@ -198,7 +198,7 @@ def outputs_key(judgments: pd.DataFrame, total_steps: int, n_boot: int, seed: in
     (vd.score.metrics, vd.score.resampling, this module)."""
     h = hashlib.sha256(pd.util.hash_pandas_object(judgments, index=False).values.tobytes())
     h.update(json.dumps([total_steps, n_boot, seed, bool(complete)]).encode())
-    h.update(code_hash(drift, resampling, sys.modules[__name__]).encode())
+    h.update(code_hash(metrics, resampling, sys.modules[__name__]).encode())
     return h.hexdigest()
 
 

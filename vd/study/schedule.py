@@ -137,7 +137,8 @@ def check(study, include_ablations: bool = True, include_capabilities: bool = Tr
           ) -> list[Planned]:
     """Before anything trains: the parameters against the params' datasets; the runs this notebook uses,
     printed with which exist; then the preflight (judge, data files, GPU fit of the stages still to
-    train, the synthetic writer, and the capability tasks' datasets where the notebook evaluates them)."""
+    train, the synthetic writer, and the capability tasks' datasets where the notebook evaluates them);
+    then the synthetic pairs the runs still to train read."""
     check_parameters_against_config(study)
     planned = notebook_runs(study, include_ablations, include_capabilities, algos)
     states = {p: run_state(study, p) for p in planned}
@@ -158,6 +159,10 @@ def check(study, include_ablations: bool = True, include_capabilities: bool = Tr
     if planned:
         study.preflight(stages=list(dict.fromkeys(p.stage for p in missing)),
                         synthetic=study.notebook in BUILDS_SYNTHETIC)
+    # the pairs are shared by every run on a setting: built now (minutes of API calls), a writer or judge
+    # that cannot make them fails here rather than after hours of training the runs listed before them
+    for setting in dict.fromkeys(p.data.split("-", 1)[1] for p in missing if p.data in registry.SYNTHETIC_DATA):
+        study.synthetic_pairs(setting)
     return planned
 
 
