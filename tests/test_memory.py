@@ -82,6 +82,26 @@ def test_shipped_params_fit_the_card_they_name_and_the_old_defaults_did_not(conf
     assert [s for s in STAGES if not fits(stage_peak(cfg, configs["llama3-3b"], s).total, t4)] == ["sft", "dpo", "ppo"]
 
 
+OLD_DEFAULTS = ["sft.batch_size=8", "sft.grad_accum=2", "ppo.batch_size=4", "ppo.grad_accum=4",
+                "ppo.rollout_batch_size=64", *[f"{s}.{k}" for s in ("dpo", "simpo")
+                                               for k in ("batch_size=4", "grad_accum=4", "max_length=1024")]]
+
+
+@pytest.mark.parametrize("size,ppo,dpo", [("llama3-3b", (18, 23), (17, 21)), ("qwen3-4b", (22, 27), (19, 24)),
+                                          ("llama3-8b", (32, 40), (23, 32)), ("qwen3-8b", (32, 40), (23, 32))])
+def test_the_old_defaults_read_as_the_issue_estimated(configs, size, ppo, dpo):
+    """The peaks read from TRL's source for the old defaults (GB): PPO about 21 at 3B, 24 at 4B, 33-37 at 8B;
+    DPO and SimPO 17-20 at 3B/4B, 23-27 at 8B. Ours come out within about 15% of those (the Qwen vocabulary,
+    151,936 rows, weighs more than that reading allowed); none fits the card the 8B comment named (an L4)."""
+    cfg = load_config(size, OLD_DEFAULTS)
+    peaks = {s: stage_peak(cfg, configs[size], s).total / 1e9 for s in ("ppo", "dpo", "simpo")}
+    assert ppo[0] < peaks["ppo"] < ppo[1] and dpo[0] < peaks["dpo"] < dpo[1], peaks
+    assert peaks["simpo"] == pytest.approx(peaks["dpo"], rel=0.01)
+    assert not fits(peaks["ppo"] * 1e9, CARDS["T4"].memory_gib * GIB)
+    if size.endswith("8b"):
+        assert not fits(peaks["ppo"] * 1e9, CARDS["L4"].memory_gib * GIB)
+
+
 @pytest.mark.parametrize("stage,key,values", [
     ("sft", "sft.batch_size", (1, 2, 4, 8)), ("sft", "sft.max_length", (256, 512, 1024, 2048)),
     ("dpo", "dpo.batch_size", (1, 2, 4)), ("dpo", "dpo.max_length", (256, 1024)),

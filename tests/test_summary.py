@@ -114,3 +114,17 @@ def test_the_readme_shows_what_the_last_reproduction_and_the_params_give():
     for name in summary.PUBLISHED:
         nb = nbformat.read(ROOT / "docs" / "tiny" / f"{name}.ipynb", as_version=4)
         assert f"at commit `{s['commit']}`" in nb.cells[0].source
+
+
+def test_the_readme_stays_short_and_the_licence_and_citation_match_the_package():
+    """A README a newcomer reads to the end (details live in docs/usage.md and CONTRIBUTING.md), and the
+    licence and citation files saying what pyproject.toml says."""
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (ROOT / "LICENSE").read_text().startswith(f"{project['license']} License")
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert f"license: {project['license']}" in citation and f"version: {project['version']}" in citation
+    assert "2510.26707" in citation
