@@ -92,6 +92,21 @@ def test_cuts_cut(small):
         assert c["generations"] <= full["scoring"]["generations"] and c["usd"] < full["usd"]
     assert 100 < full["usd"] < 5000  # hundreds of dollars of GPT-4o judgments, as the issue reads it
     assert cuts["save_every x2 (half the checkpoints)"]["checkpoints"] < full["totals"]["checkpoints"]
+    # a local judge is not free: its prompts' prefill (2N FLOPs a token, N its parameters) is GPU time
+    local = next(c for label, c in cuts.items() if label.startswith("a local judge"))
+    judge_tokens = sum(c["input_tokens"] for k, c in full["calls"].items() if k.startswith("judge"))
+    t4 = memory.CARDS["T4"]
+    extra = 2 * vp.LOCAL_JUDGE[1] * judge_tokens / (t4.tflops * 1e12 * vp.TRAIN_MFU) / 3600
+    assert local["hours"]["T4"] == pytest.approx(full["gpu_hours"]["T4"]["hours"] + extra, abs=0.1)
+    assert extra > 50  # about 330 million prompt tokens through a 7.6 B judge
+
+
+def test_an_hf_judge_is_sized_from_its_config():
+    assert vp.judge_params(load_config("llama3-3b")) == 0  # an API judge: no GPU time here
+    known = load_config("llama3-3b", {"judge.kind": "hf", "judge.model": "Qwen/Qwen3-8B-Base"})
+    assert vp.judge_params(known) == memory.counts_of(published_config("Qwen/Qwen3-8B-Base"), "causal")["total"]
+    unknown = load_config("llama3-3b", {"judge.kind": "hf", "judge.model": "someone/judge"})
+    assert vp.judge_params(unknown) == vp.LOCAL_JUDGE[1]  # offline and unknown: the documented preset's size
 
 
 def test_runs_are_what_vd_reproduce_trains():

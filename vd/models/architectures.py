@@ -3,9 +3,15 @@ what the GPU benchmarks build random-weight models from, and what `vd plan` and 
 where the hub cannot be reached (tests/test_benchmarks.py checks them against the published parameter counts).
 
     config = published_config("meta-llama/Llama-3.2-3B")   # a transformers config, or None
+    config, source = model_architecture(cfg)                 # a params file's model, offline where vd has it
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from vd import world
+from vd.core.config import ConfigError
 
 ARCHITECTURES: dict[str, dict] = {
     "llama3-3b": {
@@ -136,3 +142,18 @@ def published_config(model_id: str, **changes):
         return None
     fields = dict(entry["config"]) | changes
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
+def model_architecture(cfg):
+    """The model's transformers config: vd's copy of a published model's (vd.models.architectures: offline),
+    else its config.json (a local folder, the tiny world's model, the hub or its cache)."""
+    from transformers import AutoConfig
+
+    copy = None if Path(cfg.model.base).exists() else published_config(cfg.model.base)
+    if copy is not None:  # a published model: its architecture without a call to the hub
+        return copy, "vd.models.architectures (copy of the published config.json)"
+    try:
+        return AutoConfig.from_pretrained(world.model_path(cfg), revision=cfg.model.revision), "config.json"
+    except (OSError, ValueError):
+        raise ConfigError(f"{cfg.source}: model.base: the config.json of {cfg.model.base} cannot be read "
+                          "here (offline?), and vd has no copy of it") from None

@@ -18,6 +18,7 @@ from vd import world
 from vd.core import registry
 from vd.core.config import Config, ConfigError
 from vd.models import memory
+from vd.models.architectures import model_architecture, published_config
 
 # Rows of the hub datasets the params name (their dataset cards; ours): only read where a params file sets no
 # max_samples. WildChat-1M: conversations before vd's filters (an upper bound).
@@ -32,6 +33,8 @@ WRITER_MAX_TOKENS = 200  # vd.data.synthetic.openai_answer_writer's answer limit
 TRAIN_MFU = 0.25  # ours: share of a card's dense tensor FLOP/s QLoRA training reaches (4-bit dequantization)
 DECODE_BANDWIDTH_SHARE = 0.5  # ours: share of the memory bandwidth a decoding step reaches
 DECODE_S_PER_LAYER = 1e-3  # ours: kernel launches and 4-bit dequantization per layer and decoding step
+# docs/method.md §1's local judge and its parameters (P + E there): the size assumed for an hf judge unknown offline
+LOCAL_JUDGE = ("Qwen/Qwen2.5-7B-Instruct", 7.62e9)
 
 
 @dataclass
@@ -119,23 +122,6 @@ def study_runs(cfg: Config) -> list[Run]:
         for value in values:
             add(algo, ablation_data, DEFAULT_SFT, {key: value} if value != cfg.get(key) else None)
     return list(runs.values())
-
-
-def architecture(cfg: Config):
-    """The model's transformers config: vd's copy of a published model's (vd.models.architectures: offline),
-    else its config.json (a local folder, the tiny world's model, the hub or its cache)."""
-    from transformers import AutoConfig
-
-    from vd.models.architectures import published_config
-
-    copy = None if Path(cfg.model.base).exists() else published_config(cfg.model.base)
-    if copy is not None:  # a published model: its architecture without a call to the hub
-        return copy, "vd.models.architectures (copy of the published config.json)"
-    try:
-        return AutoConfig.from_pretrained(world.model_path(cfg), revision=cfg.model.revision), "config.json"
-    except (OSError, ValueError):
-        raise ConfigError(f"{cfg.source}: model.base: the config.json of {cfg.model.base} cannot be read "
-                          "here (offline?), and vd has no copy of it") from None
 
 
 # ----------------------------------------------------------------------------- probes and the judge
@@ -226,18 +212,34 @@ def _decode_seconds(card: memory.Card, weights: float, d: memory.Dims, rows: int
     return tokens / rows * per_step
 
 
-def gpu_hours(cfg: Config, config, runs: list[Run], generations: int, measured: dict | None) -> dict:
+def judge_params(cfg: Config) -> float:
+    """Parameters of the study's `hf` judge, whose prompts are GPU time on this card (0 for an API or server
+    judge): vd's copy of a published config, a local folder's config.json, else the documented preset's."""
+    if cfg.judge.kind != "hf":
+        return 0.0
+    config = published_config(cfg.judge.model)
+    if config is None and (Path(cfg.judge.model) / "config.json").is_file():
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.judge.model)
+    return memory.counts_of(config, "causal")["total"] if config is not None else LOCAL_JUDGE[1]
+
+
+def gpu_hours(cfg: Config, config, runs: list[Run], use: dict, measured: dict | None) -> dict:
     """Hours per card: estimated for each card of vd.models.memory.CARDS, and `measured` at the measured
     speeds of benchmarks/results.json's `gpu` section (bench_gpu.py) where it has this size."""
     d = memory.Dims.of(config)
     params = memory.counts_of(config, "causal")["total"]
     weights = memory.models_bytes(cfg, config, "generate")
     p, ppo = cfg.probes, cfg.ppo
-    gen_tokens = generations * p.max_new_tokens
+    gen_tokens = use["generations"] * p.max_new_tokens
+    # a local judge reads each prompt once (one label token out): prefill, 2N FLOPs a token
+    judge_flops = 2 * judge_params(cfg) * sum(c["input_tokens"] for k, c in use["calls"].items()
+                                              if k.startswith("judge"))
     out = {}
     for name, card in memory.CARDS.items():
-        seconds = sum(r.tokens * _flops_per_token(r.stage, cfg.stage(r.stage), params) for r in runs) \
-            / (card.tflops * 1e12 * TRAIN_MFU)
+        seconds = (sum(r.tokens * _flops_per_token(r.stage, cfg.stage(r.stage), params) for r in runs)
+                   + judge_flops) / (card.tflops * 1e12 * TRAIN_MFU)
         chunk = min(ppo.rollout_batch_size, ppo.batch_size * ppo.grad_accum)
         rollouts = sum(r.steps * ppo.batch_size * ppo.grad_accum for r in runs if r.stage == "ppo")
         seconds += _decode_seconds(card, weights, d, chunk, ppo.max_length + ppo.response_length,
@@ -248,7 +250,8 @@ def gpu_hours(cfg: Config, config, runs: list[Run], generations: int, measured: 
     if measured:
         speed = {s: r.get("tokens_per_s") for s, r in measured["stages"].items() if isinstance(r, dict)}
         if all(speed.get(s) for s in {r.stage for r in runs} | {"generate"}):
-            seconds = sum(r.tokens / speed[r.stage] for r in runs) + gen_tokens / speed["generate"]
+            seconds = sum(r.tokens / speed[r.stage] for r in runs) + gen_tokens / speed["generate"] \
+                + judge_flops / (memory.CARDS["H200"].tflops * 1e12 * TRAIN_MFU)  # no judge measured yet
             out[f"measured: {measured['device']}"] = {"hours": round(seconds / 3600, 1), "basis": "measured",
                                                       "device": measured["device"], "date": measured.get("date")}
     return out
@@ -282,7 +285,7 @@ def measured_speeds(size: str) -> dict | None:
 def plan(cfg: Config, cuts: bool = True, _architecture=None) -> dict:
     """Everything `render` prints, as a dict (JSON-safe): runs, scoring and API use, cost, disk, GPU peaks
     and hours, and (cuts) the same totals under the cheaper settings `CUTS` names."""
-    config, source = _architecture or architecture(cfg)
+    config, source = _architecture or model_architecture(cfg)
     runs = study_runs(cfg)
     use = usage(cfg, runs)
     costs = [c["usd"] for c in use["calls"].values()]
@@ -306,7 +309,7 @@ def plan(cfg: Config, cuts: bool = True, _architecture=None) -> dict:
     if world.uses_world(cfg):
         out["cpu_measured"] = measured_reproduction()
     else:
-        out["gpu_hours"] = gpu_hours(cfg, config, runs, use["generations"], measured_speeds(cfg.size))
+        out["gpu_hours"] = gpu_hours(cfg, config, runs, use, measured_speeds(cfg.size))
     if cuts:
         out["cuts"] = {label: _totals(plan(_cut(cfg, change), False, (config, source)))
                        for label, change in CUTS.items() if _applies(cfg, change)}
@@ -318,7 +321,7 @@ CUTS = {"save_every x2 (half the checkpoints)": "save_every",
         "probes: 25 per topic, 2 samples (the paper: 50 x 5)": {"probes.prompts_per_topic": 25,
                                                                  "probes.samples_per_prompt": 2},
         "a local judge (judge.kind: hf, or openai with a base_url): no API cost, GPU time instead":
-            {"judge.kind": "hf"}}
+            {"judge.kind": "hf", "judge.model": LOCAL_JUDGE[0]}}
 
 
 def _applies(cfg: Config, change) -> bool:

@@ -169,21 +169,23 @@ def plan_table() -> str:
 
     lines = ["| size | sized for | runs | checkpoints | generations | API (GPT-4o judge) | disk | GPU hours |",
              "|---|---|---|---|---|---|---|---|"]
-    cuts = ""
+    cuts: list[str] = []
     for size in available_sizes():
         cfg = load_config(size)
         if world.uses_world(cfg):
             continue
-        p = plan(cfg, cuts=not cuts)
+        p = plan(cfg, cuts=True)
         t, card = p["totals"], p["target_gpu"]
         lines.append(f"| `{size}` | {card} | {t['runs']} + {t['reward models']} reward models | {t['checkpoints']:,} "
                      f"| {p['scoring']['generations']:,} | ${p['usd']:,.0f} | {p['disk_gb']['total']:,.0f} GB "
                      f"| {p['gpu_hours'][card]['hours']:,.0f} h on the {card} ({p['gpu_hours'][card]['basis']}) |")
         if not cuts:
-            cuts = f"Cut it (at `{size}`, each alone): " + "; ".join(
-                f"{label.split(' (')[0]} → ${c['usd']:,.0f}, {c['hours'][card]:,.0f} h"
-                for label, c in p["cuts"].items()) + "."
-    return "\n".join(lines) + "\n\n" + cuts
+            cuts = ["| size | " + " | ".join(label.split(" (")[0] for label in p["cuts"]) + " |",
+                    "|---|" + "---|" * len(p["cuts"])]
+        cuts.append(f"| `{size}` | " + " | ".join(f"${c['usd']:,.0f}, {c['hours'][card]:,.0f} h"
+                                                   for c in p["cuts"].values()) + " |")
+    intro = "How to cut it (each alone; API cost and GPU hours on the card it is sized for):"
+    return "\n".join(lines) + f"\n\n{intro}\n\n" + "\n".join(cuts)
 
 
 def replace_block(readme: str, block: str, begin_marker: str = README_BEGIN, end_marker: str = README_END) -> str:
