@@ -4,7 +4,8 @@ params' batch sizes and worst-case lengths. Each stage of STAGES runs in a proce
 peak; a failure is recorded and the next runs); --deadline-s starts no stage after it. One JSON line per
 stage (status, seconds, peak GiB, tokens/s, trainable dtypes): printed, appended to
 $OUT/bench_gpu-<size>.jsonl where OUT is set, and merged into results.json (`gpu`; --cpu: `gpu_smoke`).
-benchmarks/README.md says what each stage runs and which wheels a bare GPU machine needs.
+benchmarks/README.md says what each stage runs; a bare GPU machine needs the wheels of trl 1.12.0,
+bitsandbytes 0.50.2, datasets 5.2.0 (+ dill, multiprocess), transformers 5.20.2, peft 0.21.2 (gpu_wheels.sh).
 
     python benchmarks/bench_gpu.py --size SIZE [--stages ...] [--steps 2] [--layers N] [--deadline-s 540]
     python benchmarks/bench_gpu.py --cpu      # tiny dims on CPU, in one process: the code (tests/test_benchmarks.py)
@@ -30,8 +31,9 @@ from smoke_model import build_model, write_data
 from vd.models.memory import CARDS, CUDA_CONTEXT_GIB, FIT_MARGIN, GIB
 
 # in this order (a stage's inputs first; what the plan and a T4 need most, early, since --deadline-s may cut the end)
-STAGES = ("build", "sft", "generate", "dpo", "simpo", "reward", "ppo", "sft_fp16", "dpo_fp16", "policy_fit",
-          "reward_fp16")
+# the fp16 stages (a T4's compute dtype) last but one: past --deadline-s, the bf16 path has been measured
+STAGES = ("build", "sft", "generate", "dpo", "simpo", "reward", "ppo", "sft_fp16", "dpo_fp16", "simpo_fp16",
+          "policy_fit", "reward_fp16", "ppo_fp16")
 # --cpu: the same code with every model and length shrunk
 CPU_PARAMS = {f"{s}.{k}": v for s in ("sft", "dpo", "simpo", "reward", "ppo")
               for k, v in (("batch_size", 2), ("grad_accum", 1), ("max_length", 64))} | {
@@ -39,7 +41,7 @@ CPU_PARAMS = {f"{s}.{k}": v for s in ("sft", "dpo", "simpo", "reward", "ppo")
     "probes.max_new_tokens": 8, "probes.batch_size": 10}
 # merged models no later stage reads, removed once their stage is done (runs/<size>/...): 64 GiB of disk hold an
 # 8B model, SFT's merge and a reward model
-DONE_WITH = {"ppo": ("ppo-alpaca/reward/model",), "reward_fp16": ("ppo-fp16",)}
+DONE_WITH = {"ppo": ("ppo-alpaca/reward/model",), "ppo_fp16": ("ppo-fp16",)}
 
 
 # --- one stage --------------------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
         rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
         reward.train_reward_model(cfg, parent, start, rows, callbacks=[probe.callback])
     else:
-        run_dir = runs / cfg.size / ("ppo-alpaca" if algo == "ppo" else stage)
+        run_dir = runs / cfg.size / ({"ppo": "ppo-alpaca", "ppo_fp16": "ppo-fp16"}.get(stage, stage))
         if sft_done:
             trainer = runner.build_trainer(cfg, algo, "ultrafeedback", sft_run, run_dir, [probe.callback])
         else:  # from the base model: SFT trains from it; a failed SFT leaves no merged model to start from

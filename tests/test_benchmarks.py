@@ -116,18 +116,20 @@ def test_bench_gpu_cpu_mode_runs_every_stage(tmp_path):
     lines = [json.loads(x) for x in (out / "bench_gpu-llama3-3b.jsonl").read_text().splitlines()]
     stages = {line["stage"]: line for line in lines}
     assert list(stages) == ["build", "sft", "sft_merge", "generate", "generate_4x", "dpo", "simpo", "reward",
-                            "reward_merge", "ppo", "sft_fp16", "dpo_fp16", "policy_fit", "reward_fp16"]
+                            "reward_merge", "ppo", "sft_fp16", "dpo_fp16", "simpo_fp16", "policy_fit",
+                            "reward_fp16", "ppo_fp16"]
     assert [s for s, line in stages.items() if line["status"] != "ok"] == []
     assert stages["build"]["family"] == "llama" and stages["build"]["tokenizer"] == smoke_model.CPU_REGULAR + 256
     lengths = stages["build"]["row_tokens"]
     # rows fill the (shrunken) lengths: 64 tokens a sequence, a pair 2 x 64, PPO 32-token prompts + 8
     assert lengths["sft"] in (63, 64) and lengths["pair"] in range(124, 129) and lengths["ppo"] in range(38, 41)
-    for stage in ("sft", "dpo", "simpo", "reward", "ppo", "sft_fp16", "dpo_fp16", "reward_fp16"):
+    for stage in ("sft", "dpo", "simpo", "reward", "ppo", "sft_fp16", "dpo_fp16", "simpo_fp16", "reward_fp16",
+                  "ppo_fp16"):
         assert stages[stage]["tokens_per_s"] > 0 and stages[stage]["trainable_dtypes"] == ["float32"], stage
     assert stages["sft"]["tokens_per_step"] == 2 * lengths["sft"]
     assert stages["ppo"]["tokens_per_step"] == 2 * lengths["ppo"]
     assert stages["dpo"]["settings"]["started_from"] == "sft merged"
-    assert stages["sft_fp16"]["settings"]["compute_dtype"] == "float16"
+    assert {stages[s]["settings"]["compute_dtype"] for s in stages if s.endswith("_fp16")} == {"float16"}
     assert (stages["generate"]["settings"]["batch_size"], stages["generate_4x"]["settings"]["batch_size"]) == (10, 40)
     assert stages["generate_4x"]["generations"] == 40 and stages["generate_4x"]["settings"]["adapter"]
     assert stages["policy_fit"]["answers"] > 0
