@@ -121,6 +121,32 @@ def test_score_with_a_bad_probe_file_prints_one_line(tmp_path, capsys, tiny_worl
     assert_one_error_line(rc, err, "probes.jsonl, row 2: field 'id' is 'abortion-001'", "expected unique ids")
 
 
+@pytest.mark.parametrize("code, fragment", [
+    ("ENOSPC", "no space left on the device: free some space, then run the same command again"),
+    ("EROFS", "cannot write here (Read-only file system): make the folder writable, or copy the run's"),
+])
+def test_score_on_a_full_disk_or_read_only_folder_prints_one_line(tmp_path, capsys, tiny_world, monkeypatch,
+                                                                   code, fragment):
+    """As root, chmod does not stop a write: the refusal is injected where vd opens files under the runs."""
+    import builtins
+    import errno
+
+    import vd.core.io as io
+
+    runs = tmp_path / "runs"
+    run = fake_run(runs)
+
+    def refused(file, mode="r", *args, **kwargs):
+        if str(file).startswith(str(runs)) and any(c in mode for c in "wax+"):
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", refused, raising=False)
+    rc, out, err = vd(capsys, "score", "--run", str(run))
+    line = assert_one_error_line(rc, err, str(run), fragment)
+    assert "Traceback" not in out + line and "--runs-dir" not in line  # vd score has no --runs-dir
+
+
 @pytest.mark.slow
 def test_score_uses_the_config_the_run_was_trained_under(tmp_path, capsys, tiny_world):
     """A run from the user's own params file (size `mine`, no params/mine.yaml) is scored under its stored

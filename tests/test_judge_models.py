@@ -1,6 +1,6 @@
-"""The hf judge as a user's model folder meets it: known by its weights, not its path; refused at once
-without a chat template; loaded straight onto the GPU (optionally in 4-bit NF4). And the one function
-every caller of an OpenAI-compatible endpoint asks for its key."""
+"""The hf judge as a user's model folder meets it: known by its weights, tokenizer and precision, not its
+path; refused at once without a chat template; loaded straight onto the GPU (optionally in 4-bit NF4).
+And the one function every caller of an OpenAI-compatible endpoint asks for its key."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from test_judge import CHATML, HF_LOGITS, HF_WORDS, FixedNextToken, _word_tokeni
 
 from vd.core.cache import Store
 from vd.core.config import ConfigError, JudgeConfig
-from vd.core.weights import model_identity, weights_digest
+from vd.core.weights import model_identity, tokenizer_digest, weights_digest
 from vd.judge import CachedJudge, HFJudge, JudgeItem, JudgeUnavailable, check_available, make_judge
 from vd.judge import hf as hf_mod
 from vd.judge.endpoint import PLACEHOLDER_KEY, MissingAPIKey, api_key_for
@@ -40,7 +40,8 @@ def test_the_hf_judge_is_known_by_its_weights_not_its_folder(tmp_path):
     # the key was "hf:<folder>:v1:...": a model replaced in its folder reused the old one's judgments
     folder = _save_model(tmp_path / "judge", seed=0)
     first = HFJudge(str(folder))
-    assert first.key == f"hf:sha256:{weights_digest(folder)}:v1:labels-2" and str(folder) not in first.key
+    assert first.key == f"hf:sha256:{weights_digest(folder)}+tok:{tokenizer_digest(folder)}:v1:labels-2"
+    assert str(folder) not in first.key
     assert HFJudge(str(shutil.copytree(folder, tmp_path / "copy"))).key == first.key  # a copy is the same judge
     with Store(tmp_path / "cache.sqlite") as store:
         CachedJudge(first, store).judge(ITEMS)
@@ -87,6 +88,41 @@ def _fake_weights(tmp_path):
     _word_tokenizer(HF_WORDS).save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(b"stand-in weights")
     return folder
+
+
+def test_the_hf_judge_is_known_by_its_tokenizer_and_precision_too(tmp_path, monkeypatch):
+    # the key named the weights only: a replaced chat template, or NF4 instead of 16-bit, reused old judgments
+    from transformers import AutoModelForCausalLM
+
+    from vd.core import weights
+
+    folder = _save_model(tmp_path / "judge", seed=0)
+    first = HFJudge(str(folder)).key
+    hashed = weights._digest.cache_info().misses
+    assert HFJudge(str(folder)).key == first  # nothing changed: the same judge, its files not hashed again
+    assert weights._digest.cache_info().misses == hashed
+    digest = weights_digest(folder)
+    tok = _word_tokenizer(HF_WORDS)
+    tok.chat_template = CHATML.replace("<|im_start|>assistant", "<|im_start|>judge")
+    tok.save_pretrained(folder)  # another chat template beside the same weights
+    assert weights_digest(folder) == digest and HFJudge(str(folder)).key not in (first, None)
+    # NF4 on a GPU (faked: the loader marks the model as bitsandbytes does), and on CPU, where it is ignored
+    tok = _word_tokenizer(HF_WORDS)
+
+    def from_pretrained(path, **kwargs):
+        model = FixedNextToken(tok, HF_LOGITS)
+        model.is_loaded_in_4bit = "quantization_config" in kwargs
+        model.to = lambda *a, **k: model
+        return model
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(hf_mod, "gpu_dtype", lambda choice="auto": torch.float16)
+    full, nf4 = HFJudge(str(folder)).key, HFJudge(str(folder), load_in_4bit=True).key
+    assert nf4 == full + ":nf4"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert HFJudge(str(folder), load_in_4bit=True).key == HFJudge(str(folder)).key == full  # fp32 either way
 
 
 def test_the_hf_judge_loads_straight_onto_the_gpu_in_its_dtype_or_in_nf4(tmp_path, monkeypatch, caplog):

@@ -371,9 +371,10 @@ def test_vd_probes_rebuilds_a_probe_file_from_prism(monkeypatch, tmp_path, capsy
 
 class LocalServer:
     """An OpenAI-compatible server on 127.0.0.1 without auth: chat completions answer with `rephrase`
-    of the user's message, embeddings with `embed`; it records each request's Authorization and body."""
+    of the user's message, embeddings with `embed`; it records each request's Authorization and body.
+    `echo`: chat replies end with the Authorization header (status `echo`: 200, or an error's body)."""
 
-    def __init__(self):
+    def __init__(self, echo: int | None = None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -391,6 +392,10 @@ class LocalServer:
                 outer.requests.append((self.path, self.headers.get("Authorization"), body))
                 if self.path.endswith("/chat/completions"):
                     text = rephrase([body["messages"][-1]["content"]])[0]
+                    if echo:
+                        text += f" ({self.headers.get('Authorization')})"
+                    if echo and echo != 200:
+                        return self.answer(echo, {"error": {"message": text, "type": "invalid_request_error"}})
                     reply = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
                              "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                                           "message": {"role": "assistant", "content": text}}]}
@@ -399,8 +404,11 @@ class LocalServer:
                     reply = {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 0, "total_tokens": 0},
                              "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
                                       for i, v in enumerate(vectors)]}
+                self.answer(200, reply)
+
+            def answer(self, status, reply):
                 data = json.dumps(reply).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -443,3 +451,30 @@ def test_vd_probes_with_a_local_server_needs_no_key(monkeypatch, tmp_path, capsy
     with pytest.raises(ConfigError,
                        match=r"^rebuilding probes from PRISM calls the OpenAI API .*OPENAI_API_KEY.*--base-url"):
         openai_rephraser()
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_vd_probes_stores_and_prints_no_key_a_server_echoes(monkeypatch, tmp_path, capsys, status):
+    # the rephrased questions went to the probe file as the server sent them, the key in the Authorization
+    # header included; a failed request's error, with the key in its body, was a traceback
+    from vd import cli
+
+    key = "sk-test-" + "k3y" * 12
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "probes.jsonl"
+    with LocalServer(echo=status) as server:
+        argv = ["probes", "--from-prism", str(PRISM), "--out", str(out), "--per-topic", "4", "--topics", "3",
+                "--base-url", server.base_url]
+        assert cli.main(argv) == (0 if status == 200 else 2)
+    assert {auth for _, auth, _ in server.requests} == {f"Bearer {key}"}  # the server was sent the key
+    printed = capsys.readouterr()
+    written = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    if status == 200:
+        assert "(Bearer ***)" in out.read_text()
+    else:
+        assert len(printed.err.splitlines()) == 1 and "rephrasing failed" in printed.err and "***" in printed.err
+    assert not any(key[i:i + 8] in printed.out + printed.err + written for i in range(len(key) - 7))

@@ -225,9 +225,10 @@ def _complete_sft_stub(root: Path, world) -> None:
 
 
 class FakeWriterServer:
-    """An OpenAI-compatible chat server on 127.0.0.1 that answers with the stance it was told to take."""
+    """An OpenAI-compatible chat server on 127.0.0.1 that answers with the stance it was told to take
+    (`echo`: followed by the request's Authorization header, as a careless server might)."""
 
-    def __init__(self):
+    def __init__(self, echo: bool = False):
         from vd.world.text import make_answer
 
         self.requests: list[tuple[str | None, str]] = []  # (Authorization header, model)
@@ -247,6 +248,7 @@ class FakeWriterServer:
                 key = next(k for k, v in TOPICS.items() if v == topic)
                 stance = "support" if "supportive" in told else "oppose"
                 text = make_answer(random.Random(len(outer.requests)), key, stance, "good")
+                text += f" ({self.headers.get('Authorization')})" if echo else ""
                 data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                                    "choices": [{"index": 0, "finish_reason": "stop",
                                                 "message": {"role": "assistant", "content": text}}]}).encode()
@@ -287,6 +289,27 @@ def test_the_openai_writer_calls_a_local_server_without_a_key(tiny_world, tmp_pa
         assert len(pairs.rows()) == 11 and pairs.manifest()["key"]["writer_endpoint"] == server.base_url
     finally:
         server.close()
+
+
+def test_the_openai_writer_stores_and_prints_no_key_a_server_echoes(tiny_world, tmp_path, monkeypatch, capsys):
+    # the answers went to pairs.jsonl as the server sent them, the key in the Authorization header included
+    from vd.data.synthetic_set import ensure_pairs
+
+    key = "sk-test-" + "k3y" * 12
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = FakeWriterServer(echo=True)
+    try:
+        cfg = load_config("tiny", {"data.synthetic.generator": "openai", "data.synthetic.generator_model": "w",
+                                   "data.synthetic.prompts_per_topic": 1, "data.synthetic.base_url": server.base_url})
+        pairs = ensure_pairs(cfg, "support", tmp_path / "tiny", say=print)
+    finally:
+        server.close()
+    assert {auth for auth, _ in server.requests} == {f"Bearer {key}"}  # the server was sent the key
+    assert len(pairs.rows()) == 11 and "(Bearer ***)" in json.dumps(pairs.rows())
+    printed = "".join(capsys.readouterr())
+    written = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert not any(key[i:i + 8] in printed + written for i in range(len(key) - 7))
 
 
 def counted_writer_from_config(cfg):

@@ -5,7 +5,7 @@ The commands' modules are imported when a command runs, not here: `vd --help` st
 
 Every command takes `--size` (a params file) and `--set key=value` overrides (dotted keys). A bad input
 (params, override, data or probe file, run folder) ends in one line, `error: <file or key>: <what is
-expected>`, and exit status 2.
+expected>`, and exit status 2; so does a full disk or a folder that cannot be written (the file, and what to do).
 """
 
 from __future__ import annotations
@@ -13,8 +13,23 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
+from pathlib import Path
 
 from vd.core.config import load_config, load_stored_config
+
+VD_HOME_ELSEWHERE = "set $VD_HOME to a writable folder"
+# Per command: the argument naming where it writes, what a rerun keeps, and how to write elsewhere
+# (a command not here, `vd train`: its runs folder and vd.core.run.write_error's own words).
+WRITES = {
+    "score": ("run", "what was generated and judged is cached: scoring goes on where it stopped",
+              "copy the run's <runs>/<size>/ folder somewhere writable and pass --run there"),
+    "reproduce": ("runs_dir", "finished runs are reused",
+                  "pass another --runs-dir and --figures-dir (or set $VD_RUNS_DIR and $VD_FIGURES_DIR)"),
+    "publish": ("figures_dir", None, "publish from a writable clone of the repository"),
+    "probes": ("out", None, "pass another --out"),
+    "world": (None, None, VD_HOME_ELSEWHERE),
+    "plan": (None, None, VD_HOME_ELSEWHERE),
+}
 
 
 def world_summary(world) -> str:
@@ -190,6 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder not writable: one line naming the file, whatever the command
+        error = disk_error(e, args)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def disk_error(e: OSError, args):
+    """write_error's line for `e` met by the command of `args`; a file in the tiny world's home
+    ($VD_HOME) is moved elsewhere by $VD_HOME, whatever the command."""
+    from vd.core.run import RERUN_RESUMES, WRITE_ELSEWHERE, write_error
+    from vd.world.build import vd_home
+
+    arg, rerun, elsewhere = WRITES.get(args.command, ("runs_dir", RERUN_RESUMES, WRITE_ELSEWHERE))
+    where = Path(getattr(args, arg, None) or Path.cwd()) if arg else Path.cwd()
+    if e.filename and Path(str(e.filename)).resolve().is_relative_to(vd_home().resolve()):
+        elsewhere = VD_HOME_ELSEWHERE
+    return write_error(e, where, rerun, elsewhere)
 
 
 if __name__ == "__main__":

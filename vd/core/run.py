@@ -247,14 +247,20 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def write_error(e: OSError, where: Path) -> RunError | None:
-    """One line for an OSError that writing a run meets and the user can act on (a full disk, a folder that
-    is not writable), naming the file (`where` if the error names none); None for any other error."""
+RERUN_RESUMES = "what was saved is kept: the run resumes from its last checkpoint"
+WRITE_ELSEWHERE = "pass another --runs-dir"
+
+
+def write_error(e: OSError, where: Path, rerun: str | None = RERUN_RESUMES,
+                elsewhere: str = WRITE_ELSEWHERE) -> RunError | None:
+    """One line for an OSError that writing meets and the user can act on (a full disk, a folder that is
+    not writable), naming the file (`where` if the error names none), what a rerun keeps (`rerun`) and
+    how to write elsewhere (`elsewhere`); None for any other error."""
     file = e.filename or where
     if e.errno in _NO_SPACE:
-        return RunError(f"{file}: no space left on the device: free some space, then run the same command again "
-                        "(what was saved is kept: the run resumes from its last checkpoint)")
+        return RunError(f"{file}: no space left on the device: free some space, then run the same command again"
+                        + (f" ({rerun})" if rerun else ""))
     if e.errno in _NOT_WRITABLE:
         return RunError(f"{file}: cannot write here ({e.strerror or 'permission denied'}): make the folder writable, "
-                        "or pass another --runs-dir")
+                        f"or {elsewhere}")
     return None

@@ -5,6 +5,7 @@ identified here, so a model replaced in place gets a new identity and a copy els
 
     model_identity("runs/tiny/sft-x/merged")   # "sha256:<16 hex>"
     model_identity("Qwen/Qwen2.5-7B-Instruct")  # "hub:Qwen/Qwen2.5-7B-Instruct@main"
+    tokenizer_digest("judges/qwen")             # "<16 hex>": what turns text into the model's input
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 
 _BLOCK = 1 << 20  # bytes per read
+# What a folder's tokenizer reads: its vocabulary, merges, special tokens and chat template (where present).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                   "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt")
 
 
 def weight_files(folder: str | Path) -> list[Path]:
@@ -23,10 +27,12 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 
 @lru_cache(maxsize=64)
-def _digest(folder: str, stamp: tuple) -> str:
+def _digest(folder: str, stamp: tuple, named: bool = False) -> str:
     # `stamp` (name, size, mtime of every file) is only the memo's key: a file rewritten in place re-hashes.
     h = hashlib.sha256()
     for name, _, _ in stamp:
+        if named:  # files that may be absent: a file's bytes moved to another name is another tokenizer
+            h.update(f"{name}\0".encode())
         with open(Path(folder) / name, "rb") as f:
             for block in iter(lambda: f.read(_BLOCK), b""):
                 h.update(block)
@@ -39,8 +45,18 @@ def weights_digest(folder: str | Path) -> str:
     files = weight_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no model weights (*.safetensors or *.bin)")
-    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _digest(str(Path(folder).resolve()), stamp)
+    return _digest(str(Path(folder).resolve()), _stamp(files))
+
+
+def _stamp(files: list[Path]) -> tuple:
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+def tokenizer_digest(folder: str | Path) -> str:
+    """sha256 (16 hex digits) of a folder's tokenizer files (TOKENIZER_FILES present, their names and
+    bytes): a replaced chat template or vocabulary is another digest; memoised as weights_digest is."""
+    files = [Path(folder) / name for name in TOKENIZER_FILES if (Path(folder) / name).is_file()]
+    return _digest(str(Path(folder).resolve()), _stamp(files), named=True)
 
 
 def model_identity(model: str, revision: str | None = None) -> str:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ import pandas as pd
 
 from vd.core.io import atomic_write_text
 from vd.data.probes import COLUMNS, UNKNOWN_DIRECTION, ProbeError, _read_jsonl
-from vd.judge.endpoint import api_key_for, extra_body_for
+from vd.judge.endpoint import OPENAI_ENDPOINT, api_key_for, extra_body_for, reply_text
+from vd.judge.redaction import redact_known
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,26 @@ def openai_rephraser(model: str = "gpt-4o", base_url: str | None = None) -> Call
     def rephrase(texts: list[str]) -> list[str]:
         out = []
         for t in texts:
-            r = client.chat.completions.create(
-                model=model, temperature=0.0, extra_body=extra_body,
-                messages=[{"role": "system", "content": REPHRASE_PROMPT}, {"role": "user", "content": t}])
-            out.append((r.choices[0].message.content or "").strip())
+            with request_errors(base_url, "rephrasing"):
+                r = client.chat.completions.create(
+                    model=model, temperature=0.0, extra_body=extra_body,
+                    messages=[{"role": "system", "content": REPHRASE_PROMPT}, {"role": "user", "content": t}])
+            out.append(reply_text(r))  # redacted: the questions are written to the probe file
         return out
 
     return rephrase
+
+
+@contextmanager
+def request_errors(base_url: str | None, what: str):
+    """A failed request to the endpoint as one line (ProbeError), every secret redacted: its text may echo the key."""
+    import openai
+
+    try:
+        yield
+    except openai.OpenAIError as e:
+        raise ProbeError(redact_known(f"{base_url or OPENAI_ENDPOINT}: {what} failed: {type(e).__name__}: {e}")) \
+            from None
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 4, max_iter: int = 100) -> np.ndarray:
@@ -191,7 +206,8 @@ def openai_embedder(model: str = "text-embedding-3-small", base_url: str | None 
     def embed(texts: list[str]) -> np.ndarray:
         rows = []
         for start in range(0, len(texts), batch):
-            r = client.embeddings.create(model=model, input=texts[start:start + batch])
+            with request_errors(base_url, "embedding"):
+                r = client.embeddings.create(model=model, input=texts[start:start + batch])
             rows += [d.embedding for d in r.data]
         return np.asarray(rows, dtype=np.float64)
 

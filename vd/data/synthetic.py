@@ -28,8 +28,8 @@ from vd.core.stances import STANCES, TOPICS
 from vd.data.files import is_local
 from vd.data.loaders import LoadResult
 from vd.judge import JudgeItem, JudgeUnavailable, make_judge
-from vd.judge.endpoint import OPENAI_ENDPOINT, api_key_for, endpoint_name, extra_body_for
-from vd.judge.redaction import redact
+from vd.judge.endpoint import OPENAI_ENDPOINT, api_key_for, endpoint_name, extra_body_for, reply_text
+from vd.judge.redaction import redact, redact_known
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +109,18 @@ def build_synthetic_pairs(
         try:
             sup, opp = write_answer(q, topic, "support"), write_answer(q, topic, "oppose")
         except Exception as e:  # one failed API call must not end the run; counted and logged
-            log.warning("write_answer failed for %r: %s", q[:60], e)
+            log.warning("write_answer failed for %r: %s", q[:60], redact_known(str(e)))
             first_error = first_error or e
             res.skipped["write_failed"] += 1
             continue
         if not isinstance(sup, str) or not isinstance(opp, str) or not sup.strip() or not opp.strip():
             res.skipped["empty_answer"] += 1
             continue
-        written.append((q, topic, sup.strip(), opp.strip()))
+        # any writer's text is stored: no secret in it, whatever the writer (a server may echo its key)
+        written.append((q, topic, redact_known(sup.strip()), redact_known(opp.strip())))
     if prompts and res.skipped.get("write_failed", 0) == len(prompts):
         raise SyntheticDataError(f"synthetic-{setting}: the answer writer failed on all {len(prompts)} prompts; the "
-                                 f"first error: {type(first_error).__name__}: {str(first_error)[:200]}")
+                                 f"first error: {type(first_error).__name__}: {redact_known(str(first_error))[:200]}")
 
     items = [JudgeItem(question=q, answer=a, topic=t) for q, t, s, o in written for a in (s, o)]
     judgments: list = []
@@ -221,7 +222,7 @@ def openai_answer_writer(model: str = "gpt-4o-mini", base_url: str | None = None
             )
         except openai.OpenAIError as e:  # counted as write_failed by the builder; its text may echo the key
             raise RuntimeError(redact(f"{type(e).__name__}: {e}", secret)) from None
-        return (resp.choices[0].message.content or "").strip()
+        return reply_text(resp)
 
     return write_answer
 

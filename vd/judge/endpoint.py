@@ -3,7 +3,8 @@ the synthetic writer vd.data.synthetic): the API key for a base URL, the endpoin
 request fields a local server needs.
 
     client = OpenAI(api_key=api_key_for(base_url), base_url=base_url)
-    client.chat.completions.create(..., extra_body=extra_body_for(base_url))  # Qwen3: no <think>
+    resp = client.chat.completions.create(..., extra_body=extra_body_for(base_url))  # Qwen3: no <think>
+    text = reply_text(resp)  # a reply's text, every secret redacted: it is stored and printed
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from urllib.parse import urlsplit, urlunsplit
 
 from vd.judge.base import JudgeUnavailable
+from vd.judge.redaction import redact_known
 
 OPENAI_ENDPOINT = "https://api.openai.com/v1"  # the client's default
 PLACEHOLDER_KEY = "EMPTY"  # sent to a local server without auth (the client refuses no key at all)
@@ -71,3 +73,9 @@ def extra_body_for(base_url: str | None, configured: dict | None = None) -> dict
     {"chat_template_kwargs": ...} where chat_template_kwargs_for gives any, else None."""
     kwargs = chat_template_kwargs_for(base_url, configured)
     return {"chat_template_kwargs": kwargs} if kwargs else None
+
+
+def reply_text(resp) -> str:
+    """A chat completion's text, stripped, with every secret of the environment redacted
+    (vd.judge.redaction): a server may echo the Authorization header, and the text is stored and printed."""
+    return redact_known((resp.choices[0].message.content or "").strip())

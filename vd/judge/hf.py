@@ -10,7 +10,7 @@ from typing import Any
 
 from vd.core.precision import gpu_dtype
 from vd.core.stances import STANCES
-from vd.core.weights import model_identity
+from vd.core.weights import model_identity, tokenizer_digest
 from vd.judge.base import JudgeItem, JudgeUnavailable, Judgment, OnResult, failed, failed_by, progress_bar
 from vd.judge.prompt import check_prompt_version, judge_messages, label_of_token, probs_from_top_logprobs
 from vd.judge.redaction import judge_logger, redact_known
@@ -36,9 +36,10 @@ class HFJudge:
 
     On a GPU the model is loaded straight onto it (device_map), in the GPU's compute dtype
     (vd.core.precision.gpu_dtype), or in 4-bit NF4 with load_in_4bit (bitsandbytes; ignored on CPU,
-    where the model is fp32). `key` names the model by its content (vd.core.weights.model_identity:
-    a folder by the digest of its weight files, a hub id by id@revision), so a model replaced in its
-    folder is a new judge; `name`, where given, stands in for it.
+    where the model is fp32). `key` names the model by its content (judge_identity: a folder by the
+    digests of its weight and tokenizer files, a hub id by id@revision) and says where it was loaded in
+    NF4, so a model, tokenizer or chat template replaced in its folder is a new judge; `name`, where
+    given, stands in for the model's identity.
     """
 
     kind = "hf"
@@ -53,14 +54,14 @@ class HFJudge:
             if device is not None:
                 model = model.to(device)
             path = getattr(model, "name_or_path", "") or ""
-            identity = model_identity(path) if path and Path(path).is_dir() else path or type(model).__name__
+            identity = judge_identity(path) if path and Path(path).is_dir() else path or type(model).__name__
         else:
             from transformers import AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision)
             require_chat_template(tok, model_name_or_path)  # before the weights: a base model fails in seconds
             model = _load_model(model_name_or_path, revision, device, dtype, load_in_4bit)
-            identity = model_identity(model_name_or_path, revision)
+            identity = judge_identity(model_name_or_path, revision)
         model.eval()
         tok.padding_side = "left"
         if tok.pad_token is None:
@@ -69,7 +70,9 @@ class HFJudge:
         self.prompt_version, self.batch_size = prompt_version, batch_size
         self.name = name or (model_name_or_path if isinstance(model_name_or_path, str)
                              else getattr(model, "name_or_path", "") or type(model).__name__)
-        self.key = f"hf:{name or identity}:{prompt_version}:{READOUT}"
+        # NF4 weights judge differently from the same weights unquantized: another judge
+        nf4 = ":nf4" if getattr(model, "is_loaded_in_4bit", False) else ""
+        self.key = f"hf:{name or identity}:{prompt_version}:{READOUT}{nf4}"
         self.label_token_ids = self._label_token_ids()
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
@@ -191,6 +194,13 @@ class HFJudge:
                         on_result(i, j)
                 bar.update(len(idx))
         return results  # type: ignore[return-value]
+
+
+def judge_identity(model: str, revision: str | None = None) -> str:
+    """vd.core.weights.model_identity, and for a folder its tokenizer's digest too: the judge reads the
+    model through its chat template, so a replaced template or vocabulary judges differently."""
+    identity = model_identity(model, revision)
+    return f"{identity}+tok:{tokenizer_digest(model)}" if Path(model).is_dir() else identity
 
 
 def require_chat_template(tokenizer: Any, model: str) -> None:
