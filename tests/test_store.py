@@ -256,6 +256,35 @@ def test_a_damaged_cache_is_one_line_naming_it(tmp_path):
         Store(malformed).get_generations("fp", [(f"p{i}", "h" * 64, 0) for i in range(300)])
 
 
+def test_a_full_disk_under_the_cache_is_the_oserror_the_cli_names(tmp_path, capsys, monkeypatch):
+    """SQLite's own "database or disk is full" (here: its page limit reached) becomes OSError(ENOSPC) naming
+    the file, which every vd command prints as one line (vd.cli.disk_error)."""
+    import errno
+
+    from vd import cli
+
+    path = tmp_path / "cache.sqlite"
+    with Store(path) as st:
+        st.put_generations("fp", [("p0", "h" * 64, 0, "answer", 1)])
+        con = st._connect()
+        con.execute(f"PRAGMA max_page_count = {con.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(OSError) as e:
+            st.put_generations("fp", [(f"p{i}", "h" * 64, 0, "answer " * 400, 9) for i in range(200)])
+        assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+        assert st.count("generations") == 1  # the transaction rolled back whole
+
+    def score(args):
+        with Store(path) as st:
+            con = st._connect()
+            con.execute(f"PRAGMA max_page_count = {con.execute('PRAGMA page_count').fetchone()[0]}")
+            st.put_generations("fp", [(f"p{i}", "h" * 64, 0, "answer " * 400, 9) for i in range(200)])
+
+    monkeypatch.setattr(cli, "cmd_score", score)
+    assert cli.main(["score", "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err and "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------- the cache: judgments
 KEY = ("qhash", "ahash", "immigration")
 

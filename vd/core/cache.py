@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import logging
@@ -209,6 +210,11 @@ class Store:
         with self._lock:
             try:
                 yield self._connect()
+            except sqlite3.OperationalError as e:  # a full disk or a read-only file: the OSError the CLI names
+                for words, code in (("disk is full", errno.ENOSPC), ("readonly database", errno.EROFS)):
+                    if words in str(e):
+                        raise OSError(code, str(e), str(self.path)) from None
+                raise
             except sqlite3.DatabaseError as e:
                 if type(e) is not sqlite3.DatabaseError:  # locked, I/O, constraint: not damage to the file
                     raise
