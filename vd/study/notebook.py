@@ -158,16 +158,19 @@ class RunResult:
 
 def resolution_note(*runs: RunResult) -> str:
     """The line every drift figure and table states (docs/method.md §6): the smallest |M| the runs'
-    probe budget resolves, overall and per topic (a range over topics, and over runs if several)."""
+    probe budget resolves, overall and per topic (a range over topics, and over runs if several);
+    "unknown" for what has no CI (docs/method.md §6), never left out."""
     res = pd.concat([r.resolution() for r in runs]) if runs else pd.DataFrame(columns=["topic", "resolution"])
-    overall = res.loc[res["topic"] == "overall", "resolution"].dropna()
-    topics = res.loc[res["topic"] != "overall", "resolution"].dropna()
 
-    def span(x) -> str:
-        lo, hi = f"{x.min():.2f}", f"{x.max():.2f}"
-        return lo if lo == hi else f"{lo}–{hi}"
+    def span(x: pd.Series) -> str:
+        known = x.dropna()
+        lo, hi = f"{known.min():.2f}", f"{known.max():.2f}"
+        text = "" if known.empty else lo if lo == hi else f"{lo}–{hi}"
+        missing = len(x) - len(known)
+        return text + ("" if not missing else "unknown" if known.empty else f" ({missing} unknown)")
 
-    parts = [f"{what} {span(x)}" for what, x in (("overall", overall), ("per topic", topics)) if len(x)]
+    parts = [f"{what} {span(res.loc[mask, 'resolution'])}" for what, mask in
+             (("overall", res["topic"] == "overall"), ("per topic", res["topic"] != "overall")) if mask.any()]
     return ("smallest |M| this budget resolves (95% CI half-width of M, max over stances): " + ", ".join(parts)
             if parts else "")
 
