@@ -181,3 +181,13 @@ def test_a_prior_difference_without_a_resolution_is_unknown_not_high_or_low():
 
     assert prior_rank(0.3, math.nan) == "unknown" and prior_rank(-0.3, math.nan) == "unknown"
     assert prior_rank(0.0, math.nan) == "tied" and prior_rank(0.3, 0.1) == "high" and prior_rank(0.05, 0.1) == "tied"
+
+
+def test_a_figure_title_names_the_judge_that_scored_its_runs(tmp_path):
+    a = run_result(tmp_path, "a", {"overall": 0.1})
+    s = study.setup("tiny", notebook="x")
+    a.judge = "lexicon:phrases-1a2b:smoothing=1"
+    assert s.title("Drift", a).splitlines()[1] == f"{s.budget_note}; 3 checkpoints; judge: lexicon phrases-1a2b"
+    b = run_result(tmp_path, "b", {"overall": 0.1})
+    b.judge = "openai:gpt-4o:v3"
+    assert s.title("Drift", a, b, note="pairs").splitlines()[1] == "pairs; judge: lexicon phrases-1a2b, openai gpt-4o"

@@ -219,8 +219,8 @@ class Study:
 
     def title(self, what: str, *runs: RunResult, note: str | None = None) -> str:
         """A figure title: what and size (short: legends sit at the top right); then the probe budget and
-        the checkpoints per run, or `note` where probes play no part (dataset value gaps); then, for
-        runs, the smallest |M| their budget resolves (resolution_note)."""
+        the checkpoints per run, or `note` where probes play no part (dataset value gaps), and the judge
+        that scored the runs; then, for runs, the smallest |M| their budget resolves (resolution_note)."""
         world = f" ({world_label(self.cfg)})" if world_label(self.cfg) else ""
         counts = sorted({r.n_checkpoints for r in runs})
         ck = ""
@@ -229,6 +229,9 @@ class Study:
         elif counts:
             ck = "; checkpoints " + ", ".join(f"{r.name} {r.n_checkpoints}" for r in runs)
         second = note if note is not None else f"{self.budget_note}{ck}"
+        # scores are kept per judge: a figure says whose they are
+        judges = list(dict.fromkeys(r.judge_label for r in runs if r.judge_label))
+        second += f"; judge: {', '.join(judges)}" if judges else ""
         resolved = resolution_note(*runs)
         return f"{what} — size {self.cfg.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
 
