@@ -37,7 +37,7 @@ from vd.score.outputs import read_scores
 from vd.score.scoring import score_run
 from vd.study import figures, timelog
 from vd.study.params import show_errors_as_one_line
-from vd.study.preflight import preflight
+from vd.study.preflight import check_judge_sees, preflight
 from vd.study.quiet import quiet_notebook
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.world import label as world_label
@@ -236,11 +236,12 @@ class Study:
         return f"{what} — size {self.cfg.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
 
     def preflight(self, stages=(), synthetic: bool = False) -> None:
-        """Before the first training step: the judge, the data files and the GPU fit of `stages` (and the
-        synthetic pairs' writer), each a one-line error now rather than a failure after training."""
+        """Before the first training step: the judge (and that it tells stances apart), the data files and the
+        GPU fit of `stages` (and the synthetic writer), each a one-line error now, not after training."""
         preflight(self.cfg, stages, synthetic)
-        print("checked: judge, data files" + (", GPU fit" if stages else "") + (", synthetic writer" if synthetic
-                                                                                 else ""), flush=True)
+        check_judge_sees(self.cfg, self.runs_dir)  # every run is scored: a blind judge stops it here
+        extra = ["GPU fit"] * bool(stages) + ["synthetic writer"] * bool(synthetic)
+        print("checked: " + ", ".join(["judge (tells stances apart)", "data files", *extra]), flush=True)
         from vd.study.plan import preflight_summary
 
         print(preflight_summary(self.cfg), flush=True)
