@@ -171,6 +171,43 @@ def test_check_lists_the_runs_says_what_it_skips_once_and_refuses_a_removed_data
     assert built == [("support", (["dpo"], True)), ("oppose", (["dpo"], True))]
 
 
+def test_a_judge_that_cannot_tell_stances_apart_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    """p = 1/3 everywhere: the judge check refuses it in the notebook's preflight (one line), not after a run
+    trained and its answers were generated; a sighted judge's check is cached, so scoring's is free."""
+    from vd.judge import JudgeCannotTell, Judgment, LexiconJudge
+    from vd.judge.sanity import LABELLED_EXAMPLES
+    from vd.score import scoring
+
+    class Flat:
+        key, calls = "flat", 0
+
+        def judge(self, items, progress=False, on_result=None):
+            Flat.calls += len(items)
+            return [Judgment((1 / 3,) * 3, "ok") for _ in items]
+
+    trained: list = []
+    monkeypatch.setattr(study, "train_stage", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(scoring, "make_judge", lambda *a, **k: Flat())
+    s = _study(tmp_path, "01_sft_drift", {"sft_data": "alpaca"})
+    with pytest.raises(JudgeCannotTell) as e:
+        schedule.check(s)
+    assert "\n" not in str(e.value) and str(e.value).startswith("judge flat: accuracy")
+    assert trained == [] and Flat.calls == len(LABELLED_EXAMPLES)
+
+    class Counted(LexiconJudge):
+        calls = 0
+
+        def judge(self, items, progress=False, on_result=None):
+            Counted.calls += len(items)
+            return super().judge(items, progress, on_result)
+
+    monkeypatch.setattr(scoring, "make_judge", lambda *a, **k: Counted())
+    s.preflight(stages=["sft"])
+    with scoring.default_store(s.cfg, s.runs_dir) as store:
+        scoring.build_judge(s.cfg, store)  # what score_run does: every example read back from the cache
+    assert Counted.calls == len(LABELLED_EXAMPLES) and trained == []
+
+
 # --- what the notebooks say ------------------------------------------------------------------------
 
 

@@ -241,3 +241,24 @@ def test_tied_priors_give_no_high_versus_low_verdict():
     assert comp.at[claim, "verdict"] == "n/a" and "tied after SFT" in comp.at[claim, "ours"]
     strong = comp.loc["synthetic value gap: DPO moves the chosen stance strongly"]
     assert strong["verdict"] == "agrees" and strong["ours"].startswith("support-aligned +0.50")
+
+
+def test_a_drift_without_a_ci_is_neither_resolved_nor_a_verdict():
+    """n_boot 0 or one prompt: no CI, so no η and no agree/differ; the point value is not read as certain."""
+    from vd.study.paper import _small
+    from vd.study.resolved import eta_where_resolved, resolved
+
+    nan = math.nan
+    assert not resolved(0.3, nan, nan) and not resolved(0.3, 0.1, nan) and resolved(0.3, 0.1, 0.5)
+    assert math.isnan(float(eta_where_resolved(0.4, 0.3, nan, nan)))
+    assert _small([(0.01, nan, nan), (0.0, -0.01, 0.01)], 0.05) is None
+    assert _small([(0.3, nan, nan), (0.0, -0.01, 0.01)], 0.05) is None  # not "differs" on a point value
+    assert _small([(0.0, -0.01, 0.01)], 0.05) is True
+    sft = pd.DataFrame(_sft({"support": -0.2, "neutral": 0.35, "oppose": -0.15}, share=0.8, half=nan)
+                       + [_immigration_neutral(0.45, nan, nan)])
+    syn = _syn(SYN, half=nan)
+    comp = paper_comparison({"sft": sft, "preference": pd.DataFrame(), "synthetic": syn}).set_index("claim")
+    assert set(comp["verdict"]) <= {NOT_RESOLVED, "n/a"}, comp["verdict"].to_dict()
+    assert comp.at["WildChat SFT, immigration, neutral: M and eta", "ours"] == "M +0.45 (no CI), eta 0.10"
+    f = wide_formatted(_long_rows().assign(M_ci_low=nan, M_ci_high=nan, resolution=nan))
+    assert set(f["resolvable |M|"]) == {"unknown"}

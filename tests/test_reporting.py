@@ -157,3 +157,37 @@ def test_labels_of_coincident_points_are_merged_not_drawn_over_each_other():
     notes = figures.annotate_points(ax, [(0.5, 0.5, "a"), (0.51, 0.49, "b"), (0.9, 0.1, "c")])
     assert [n.get_text() for n in notes] == ["a\nb", "c"]
     plt.close("all")
+
+
+def test_a_missing_resolution_reads_unknown_and_hides_eta(tmp_path):
+    """No CI (n_boot 0, or a topic with one prompt): η is hidden and the resolution says "unknown", in the
+    note, the tables and the figures, never dropped or shown as certain (docs/method.md §6)."""
+    a = run_result(tmp_path, "a", {"immigration": math.nan, "abortion": 0.15, "overall": math.nan})
+    head = "smallest |M| this budget resolves (95% CI half-width of M, max over stances): "
+    assert study.resolution_note(a) == head + "overall unknown, per topic 0.15 (1 unknown)"
+    num, fmt = analysis.drift_tables(a)
+    assert list(fmt["resolvable |M|"]) == ["unknown", "±0.15", "unknown"]
+    assert math.isnan(num.iloc[0]["eta_support"]) and fmt.iloc[0]["eta support"] == "--"  # M +0.2, no CI
+    assert fmt.iloc[0]["M support [95% CI]"] == "+0.20 (no CI)"
+    assert num.iloc[1]["eta_support"] == 0.5  # abortion's CI excludes 0: resolved
+    fig = figures.drift_heatmap(a.drift, "t")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][0].endswith("(resolution unknown)")
+    fig = figures.trajectories(a.profile, "t", drift=a.drift)
+    assert fig.axes[0].get_title().endswith("(resolution unknown)")
+
+
+def test_a_prior_difference_without_a_resolution_is_unknown_not_high_or_low():
+    from vd.study.value_gaps import prior_rank
+
+    assert prior_rank(0.3, math.nan) == "unknown" and prior_rank(-0.3, math.nan) == "unknown"
+    assert prior_rank(0.0, math.nan) == "tied" and prior_rank(0.3, 0.1) == "high" and prior_rank(0.05, 0.1) == "tied"
+
+
+def test_a_figure_title_names_the_judge_that_scored_its_runs(tmp_path):
+    a = run_result(tmp_path, "a", {"overall": 0.1})
+    s = study.setup("tiny", notebook="x")
+    a.judge = "lexicon:phrases-1a2b:smoothing=1"
+    assert s.title("Drift", a).splitlines()[1] == f"{s.budget_note}; 3 checkpoints; judge: lexicon phrases-1a2b"
+    b = run_result(tmp_path, "b", {"overall": 0.1})
+    b.judge = "openai:gpt-4o:v3"
+    assert s.title("Drift", a, b, note="pairs").splitlines()[1] == "pairs; judge: lexicon phrases-1a2b, openai gpt-4o"

@@ -17,7 +17,7 @@ from vd.core.stances import STANCES, TOPICS
 from vd.data.probes import load_probes
 from vd.judge import JudgeItem, JudgeUnavailable, argmax_label, make_judge
 from vd.study import schedule
-from vd.study.resolved import eta_where_resolved, resolved  # noqa: F401
+from vd.study.resolved import eta_where_resolved, resolution_text, resolved  # noqa: F401
 from vd.study.schedule import ABLATIONS, ablation_values  # noqa: F401  (notebook 05's knobs)
 from vd.world import uses_world
 
@@ -94,11 +94,12 @@ def drift_tables(run, reading: str = "extremum95") -> tuple[pd.DataFrame, pd.Dat
     order = [t for t in [*TOPICS, "overall"] if t in wide.index]
     num = pd.DataFrame({"topic": order, "resolution": d.groupby("topic")["resolution"].max().loc[order].to_numpy()})
     fmt = pd.DataFrame({"topic": [_topic_name(t) for t in order],
-                        "resolvable |M|": ["--" if math.isnan(r) else f"±{r:.2f}" for r in num["resolution"]]})
+                        "resolvable |M|": [resolution_text(r) for r in num["resolution"]]})
     for s in STANCES:
         for col, name in PER_STANCE.items():
             num[name.format(s)] = wide[(col, s)].loc[order].to_numpy()
-        fmt[f"M {s} [95% CI]"] = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in
+        fmt[f"M {s} [95% CI]"] = [f"{m:+.2f} (no CI)" if math.isnan(lo) or math.isnan(hi)
+                                 else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in
                                  zip(num[f"M_{s}"], num[f"M_{s}_ci_low"], num[f"M_{s}_ci_high"])]
         fmt[f"eta {s}"] = ["n.s." if st == "not_significant" else "--" if math.isnan(e) else f"{e:.2f}"
                            for e, st in zip(num[f"eta_{s}"].astype(float), num[f"eta_{s}_status"])]

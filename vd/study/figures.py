@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.container import BarContainer  # noqa: E402
 
 from vd.core.stances import STANCES, TOPICS  # noqa: E402
-from vd.study.resolved import eta_where_resolved  # noqa: E402
+from vd.study.resolved import eta_where_resolved, resolution_text  # noqa: E402
 
 STANCE_COLORS = {"support": "#1b9e77", "neutral": "#7570b3", "oppose": "#d95f02"}
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
@@ -40,10 +40,19 @@ def save(fig, out_dir: str | Path, name: str) -> list[Path]:
 
 
 def _resolution(drift: pd.DataFrame | None) -> dict:
-    """{topic: smallest resolvable |M|} from a drift table's `resolution` column (empty without one)."""
+    """{topic: smallest resolvable |M|, NaN where unknown} from a drift table's `resolution` column (empty
+    without one)."""
     if drift is None or "resolution" not in drift:
         return {}
-    return {t: r for t, r in drift.groupby("topic")["resolution"].max().items() if not pd.isna(r)}
+    return dict(drift.groupby("topic")["resolution"].max().items())
+
+
+def _with_resolution(topic: str, res: dict) -> str:
+    """A topic's label with its resolution: "immigration ±0.12", "immigration (resolution unknown)"."""
+    if topic not in res:
+        return topic_label(topic)
+    r = res[topic]
+    return topic_label(topic).split(" (")[0] + (" (resolution unknown)" if pd.isna(r) else f" {resolution_text(r)}")
 
 
 def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4, drift: pd.DataFrame | None = None):
@@ -64,8 +73,7 @@ def trajectories(profile: pd.DataFrame, title: str, topics=None, ncols: int = 4,
             color = STANCE_COLORS[stance]
             ax.plot(line["fraction"], line["p"], marker="o", markersize=2.5, color=color, label=stance)
             ax.fill_between(line["fraction"], line["ci_low"], line["ci_high"], color=color, alpha=0.2, linewidth=0)
-        label = topic_label(topic).split(" (")[0] if topic in res else topic_label(topic)
-        ax.set_title(label + (f" ±{res[topic]:.2f}" if topic in res else ""), fontsize=9)
+        ax.set_title(_with_resolution(topic, res), fontsize=9)
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(topics):]:
         ax.set_visible(False)
@@ -101,7 +109,7 @@ def drift_heatmap(drift: pd.DataFrame, title: str, reading: str = "extremum95", 
         annot = annot.where(~((lo <= 0) & (hi >= 0)), "(" + annot + ")")
         eta = pd.DataFrame(eta_where_resolved(eta, m, lo, hi), index=eta.index, columns=eta.columns)
     res = _resolution(part)
-    labels = [topic_label(t).split(" (")[0] + (f" ±{res[t]:.2f}" if t in res else "") for t in order]
+    labels = [_with_resolution(t, res) for t in order]
     bound = bound or max(0.05, float(m.abs().max().max()))
     sns.heatmap(m, ax=ax_m, annot=annot.to_numpy(), fmt="", cmap="RdBu_r", vmin=-bound, vmax=bound,
                 yticklabels=labels, cbar_kws={"label": "M (end − start)"})
@@ -203,10 +211,10 @@ def gap_figure(gaps: pd.DataFrame, title: str):
 
 def prior_split_figure(split: pd.DataFrame, title: str):
     """M of the chosen stance against its prior after SFT, one point per topic and setting; the prior is
-    high, low or tied (within the SFT run's resolution: vd.study.value_gaps.prior_split)."""
+    high, low, tied (within the SFT run's resolution) or unknown (no resolution): vd.study.value_gaps.prior_split."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     markers = {"support": "^", "oppose": "v"}
-    colors = {"high": "#d62728", "low": "#1f77b4", "tied": "#7f7f7f"}
+    colors = {"high": "#d62728", "low": "#1f77b4", "tied": "#7f7f7f", "unknown": "#bcbd22"}
     rng = np.random.default_rng(0)  # a little horizontal jitter: the tiny world's values coincide often
     for (setting, prior), part in split[split["topic"] != "overall"].groupby(["setting", "prior"]):
         x = part["prior_chosen"] + rng.uniform(-0.012, 0.012, len(part))

@@ -37,7 +37,7 @@ from vd.score.outputs import read_scores
 from vd.score.scoring import score_run
 from vd.study import figures, timelog
 from vd.study.params import show_errors_as_one_line
-from vd.study.preflight import preflight
+from vd.study.preflight import check_judge_sees, preflight
 from vd.study.quiet import quiet_notebook
 from vd.train.runner import TrainRequestError, train_stage, variant_suffix
 from vd.world import label as world_label
@@ -158,16 +158,19 @@ class RunResult:
 
 def resolution_note(*runs: RunResult) -> str:
     """The line every drift figure and table states (docs/method.md §6): the smallest |M| the runs'
-    probe budget resolves, overall and per topic (a range over topics, and over runs if several)."""
+    probe budget resolves, overall and per topic (a range over topics, and over runs if several);
+    "unknown" for what has no CI (docs/method.md §6), never left out."""
     res = pd.concat([r.resolution() for r in runs]) if runs else pd.DataFrame(columns=["topic", "resolution"])
-    overall = res.loc[res["topic"] == "overall", "resolution"].dropna()
-    topics = res.loc[res["topic"] != "overall", "resolution"].dropna()
 
-    def span(x) -> str:
-        lo, hi = f"{x.min():.2f}", f"{x.max():.2f}"
-        return lo if lo == hi else f"{lo}–{hi}"
+    def span(x: pd.Series) -> str:
+        known = x.dropna()
+        lo, hi = f"{known.min():.2f}", f"{known.max():.2f}"
+        text = "" if known.empty else lo if lo == hi else f"{lo}–{hi}"
+        missing = len(x) - len(known)
+        return text + ("" if not missing else "unknown" if known.empty else f" ({missing} unknown)")
 
-    parts = [f"{what} {span(x)}" for what, x in (("overall", overall), ("per topic", topics)) if len(x)]
+    parts = [f"{what} {span(res.loc[mask, 'resolution'])}" for what, mask in
+             (("overall", res["topic"] == "overall"), ("per topic", res["topic"] != "overall")) if mask.any()]
     return ("smallest |M| this budget resolves (95% CI half-width of M, max over stances): " + ", ".join(parts)
             if parts else "")
 
@@ -216,8 +219,8 @@ class Study:
 
     def title(self, what: str, *runs: RunResult, note: str | None = None) -> str:
         """A figure title: what and size (short: legends sit at the top right); then the probe budget and
-        the checkpoints per run, or `note` where probes play no part (dataset value gaps); then, for
-        runs, the smallest |M| their budget resolves (resolution_note)."""
+        the checkpoints per run, or `note` where probes play no part (dataset value gaps), and the judge
+        that scored the runs; then, for runs, the smallest |M| their budget resolves (resolution_note)."""
         world = f" ({world_label(self.cfg)})" if world_label(self.cfg) else ""
         counts = sorted({r.n_checkpoints for r in runs})
         ck = ""
@@ -226,15 +229,19 @@ class Study:
         elif counts:
             ck = "; checkpoints " + ", ".join(f"{r.name} {r.n_checkpoints}" for r in runs)
         second = note if note is not None else f"{self.budget_note}{ck}"
+        # scores are kept per judge: a figure says whose they are
+        judges = list(dict.fromkeys(r.judge_label for r in runs if r.judge_label))
+        second += f"; judge: {', '.join(judges)}" if judges else ""
         resolved = resolution_note(*runs)
         return f"{what} — size {self.cfg.size}{world}\n{second}" + (f"\n{resolved}" if resolved else "")
 
     def preflight(self, stages=(), synthetic: bool = False) -> None:
-        """Before the first training step: the judge, the data files and the GPU fit of `stages` (and the
-        synthetic pairs' writer), each a one-line error now rather than a failure after training."""
+        """Before the first training step: the judge (and that it tells stances apart), the data files and the
+        GPU fit of `stages` (and the synthetic writer), each a one-line error now, not after training."""
         preflight(self.cfg, stages, synthetic)
-        print("checked: judge, data files" + (", GPU fit" if stages else "") + (", synthetic writer" if synthetic
-                                                                                 else ""), flush=True)
+        check_judge_sees(self.cfg, self.runs_dir)  # every run is scored: a blind judge stops it here
+        extra = ["GPU fit"] * bool(stages) + ["synthetic writer"] * bool(synthetic)
+        print("checked: " + ", ".join(["judge (tells stances apart)", "data files", *extra]), flush=True)
         from vd.study.plan import preflight_summary
 
         print(preflight_summary(self.cfg), flush=True)

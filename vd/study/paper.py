@@ -21,7 +21,7 @@ import vd.study.capabilities
 from vd.core import registry
 from vd.core.stances import STANCES
 from vd.study import schedule
-from vd.study.resolved import resolved
+from vd.study.resolved import resolution_text, resolved
 from vd.study.value_gaps import prior_split
 
 # The paper's numbers (from secondary sources; docs/method.md, preamble).
@@ -96,10 +96,10 @@ def wide(long: pd.DataFrame, topics=("immigration", "abortion", "climate_change"
 
 def wide_formatted(long: pd.DataFrame, topics=("immigration", "abortion", "climate_change", "overall")) -> pd.DataFrame:
     """wide() as text for LaTeX: ``M <stance> [95% CI]`` as "+0.21 [-0.05, +0.43]", ``eta <stance>`` ("--"
-    where undefined), and ``resolvable |M|`` as "±0.12"."""
+    where undefined), and ``resolvable |M|`` as "±0.12" ("unknown" without a CI)."""
     w = wide(long, topics, decimals=None)  # rounded once, here: -0.3846 must read -0.38, not -0.385 -> -0.39
     out = w[["stage", "data", "topic"]].astype(str)
-    out["resolvable |M|"] = ["--" if math.isnan(r) else f"±{r:.2f}" for r in w["resolution"]]
+    out["resolvable |M|"] = [resolution_text(r) for r in w["resolution"]]
     for s in STANCES:
         out[f"M {s} [95% CI]"] = [_fmt(*v) for v in zip(w[f"M {s}"], w[f"M {s} ci_low"], w[f"M {s} ci_high"])]
         out[f"eta {s}"] = ["--" if math.isnan(e) else f"{e:.2f}" for e in w[f"eta {s}"]]
@@ -152,22 +152,29 @@ def _covers(lo: float, hi: float, x: float) -> bool:
     return bool(lo - 1e-12 <= x <= hi + 1e-12)  # False for a missing CI
 
 
+def _no_ci(lo: float, hi: float) -> bool:
+    return math.isnan(lo) or math.isnan(hi)
+
+
 def _unresolved(lo: float, hi: float, paper: float = 0.0) -> bool:
-    """M's CI covers both the paper's value and 0: this budget cannot tell the paper's drift from none."""
-    return _covers(lo, hi, 0.0) and _covers(lo, hi, paper)
+    """M's CI covers both the paper's value and 0, or is missing: this budget cannot tell the paper's
+    drift from none (no CI: resampling could not estimate one)."""
+    return _no_ci(lo, hi) or (_covers(lo, hi, 0.0) and _covers(lo, hi, paper))
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
-    """Two (lo, hi) CIs overlap: their order is not resolved (ours; conservative for two estimates)."""
-    return bool(a[0] <= b[1] + 1e-12 and b[0] <= a[1] + 1e-12)
+    """Two (lo, hi) CIs overlap, or one is missing: their order is not resolved (ours; conservative)."""
+    return _no_ci(*a) or _no_ci(*b) or bool(a[0] <= b[1] + 1e-12 and b[0] <= a[1] + 1e-12)
 
 
 def _small(triples, bound: float) -> bool | None:
     """A claim that every |M| ≤ bound, against the CIs (m, lo, hi): True where every CI lies inside
-    ±bound, False where one lies wholly outside, None (not resolved) otherwise. A missing CI counts
-    as its point value. (Ours: for a claim of ~no drift, "covers 0" is what agreeing means, so the
-    interval is held against the claim's bound instead.)"""
-    cis = [(m, m) if math.isnan(lo) or math.isnan(hi) else (lo, hi) for m, lo, hi in triples]
+    ±bound, False where one lies wholly outside, None (not resolved) otherwise, and wherever a CI is
+    missing. (Ours: for a claim of ~no drift, "covers 0" is what agreeing means, so the interval is
+    held against the claim's bound instead.)"""
+    cis = [(lo, hi) for _, lo, hi in triples]
+    if any(_no_ci(lo, hi) for lo, hi in cis):
+        return None
     if any(lo > bound + 1e-12 or hi < -bound - 1e-12 for lo, hi in cis):
         return False
     return True if all(-bound - 1e-12 <= lo and hi <= bound + 1e-12 for lo, hi in cis) else None
@@ -194,7 +201,8 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
     ordering, where the two CIs overlap; for a claim of ~no drift (|M| within a bound), where a CI
     straddles the bound; for SimPO's gamma (a spread within 0.10), also where a run's resolution
     exceeds 0.10. A mean over two runs gets the mean of their bounds as its CI (conservative: wider
-    than that of two independent estimates). A missing CI (n_boot=0) leaves the point rule.
+    than that of two independent estimates). A missing CI (n_boot=0, one prompt) gives no verdict but
+    "not resolved at this budget": resampling could not estimate one.
     Where a positive control fails (`controls`, vd.study.controls), every claim the stance judge
     measures gets CONTROLS_FAILED instead of a verdict, and its note says which control failed: an
     instrument that cannot see a drift its data build in cannot confirm or refute one (ours).
@@ -219,7 +227,7 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
             continue
         m = {r.stance: ci(part, stance=r.stance) for r in part.itertuples()}
         top = max(m, key=lambda s: m[s][0])
-        sign_known = not _covers(m[stance][1], m[stance][2], 0.0)
+        sign_known = not (_no_ci(*m[stance][1:]) or _covers(m[stance][1], m[stance][2], 0.0))
         add(f"SFT on {data} raises {stance} the most", "WildChat → neutral, Alpaca → support",
             ", ".join(f"M {s} {_fmt(*v)}" for s, v in m.items()), top == stance and m[stance][0] > 0,
             resolved=sign_known)
@@ -307,7 +315,8 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
                 _unresolved(*first[1:], pp[("dpo", "high")]) or _unresolved(*second[1:], pp[("dpo", "low")])))
         add("synthetic value gap: DPO moves a high-prior stance more than a low-prior one",
             f"{pp[('dpo', 'high')]:.2f} > {pp[('dpo', 'low')]:.2f}", f"{_fmt(*high)} vs {_fmt(*low)}"
-            if split else "no high and low prior: support and oppose are tied after SFT (within the resolution)",
+            if split else "no high and low prior: support and oppose are tied after SFT (within the resolution, "
+            "or it is unknown)",
             high[0] > low[0] if split else None, "resolved where the two CIs do not overlap",
             resolved=not _overlap(high[1:], low[1:]))
         means = {a: mean(a) for a in ("ppo", "simpo", "dpo") if a in ov.index}
@@ -329,10 +338,10 @@ def paper_comparison(tables: dict[str, pd.DataFrame], gaps: pd.DataFrame | None 
             a, b = PAPER["simpo_gamma_ablation_M"]
             runs = list(zip(part[col], part[f"{col}_ci_low"], part[f"{col}_ci_high"]))
             spread = float(part[col].max() - part[col].min())
-            widest = max((hi - lo) / 2 for _, lo, hi in runs)
+            widest = float(np.max([(hi - lo) / 2 for _, lo, hi in runs]))  # NaN (unknown) if a CI is missing
             add("SimPO's gamma changes little", f"M {a:.2f} vs {b:.2f}",
                 ", ".join(f"gamma {v:g}: {_fmt(*r)}" for v, r in zip(part["value"], runs)), spread <= CLOSE,
-                f"spread {spread:.2f}; agrees if <= 0.10; resolution ±{widest:.2f}",
+                f"spread {spread:.2f}; agrees if <= 0.10; resolution {resolution_text(widest)}",
                 resolved=not (widest > CLOSE or any(_unresolved(lo, hi, a) or _unresolved(lo, hi, b)
                                                      for _, lo, hi in runs)))
     if capabilities is not None and not capabilities.empty:

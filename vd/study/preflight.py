@@ -1,5 +1,6 @@
 """What a notebook checks before its first training step, so that a run that cannot finish stops at once
-and not after a training run on a GPU: the judge can run here (its key, its endpoint or model), every
+and not after a training run on a GPU: the judge can run here (its key, its endpoint or model) and tells
+stances apart (check_judge_sees), every
 local data and probe file the params name exists, and the stages it will train (with PPO's reward model)
 and the scoring of their checkpoints fit this GPU by vd.models.memory's estimate."""
 
@@ -35,6 +36,18 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
     trained = [part for stage in stages for part in (("reward", stage) if stage == "ppo" else (stage,))]
     for stage in dict.fromkeys(trained + (["generate"] if trained else [])):  # every trained run is scored
         check_gpu_fits(cfg, world.model_path(cfg), stage)  # on CPU or without 4-bit: returns at once
+
+
+def check_judge_sees(cfg: Config, runs_dir: str | Path) -> None:
+    """The judge check scoring runs (vd.judge.sanity: JudgeCannotTell, one line, where the judge cannot tell
+    stances apart), run before anything trains; its judgments go to the runs' cache, so scoring's own check
+    reads them back without judging again."""
+    from vd.score.scoring import build_judge, default_store, release_memory
+
+    with default_store(cfg, runs_dir) as store:
+        judge = build_judge(cfg, store)
+    del judge  # a local (hf) judge leaves the GPU to training; scoring loads it again
+    release_memory()
 
 
 # ----------------------------------------------------------------------------- capability tasks' data

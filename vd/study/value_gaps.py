@@ -8,6 +8,8 @@ Real preference data carry no topic: a pair is given the topic whose keywords it
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from vd.core import registry
@@ -81,7 +83,8 @@ def prior_split(sft, runs: dict) -> pd.DataFrame:
     it is "high" if it is the larger of support and oppose there, "low" if the smaller, and "tied" where
     the two differ by no more than the SFT run's resolution there (`prior_resolution`, the smallest |M|
     its budget resolves, docs/method.md §6): a budget that cannot resolve the difference cannot rank
-    them (ours). eta_chosen is shown only where the chosen stance's drift is resolved.
+    them (ours), and "unknown" where that resolution is (no CI). eta_chosen is shown only where the chosen
+    stance's drift is resolved.
     `runs`: {"support": RunResult of the support-aligned run, "oppose": ...}.
     """
     end = sft.profile[sft.profile["step"] == sft.profile["step"].max()].set_index(["topic", "stance"])["p"]
@@ -105,9 +108,12 @@ def prior_split(sft, runs: dict) -> pd.DataFrame:
 
 
 def prior_rank(difference: float, resolution: float) -> str:
-    """"high" / "low" by the sign of prior_chosen − prior_rejected; "tied" within the resolution (or at 0)."""
+    """"high" / "low" by the sign of prior_chosen − prior_rejected; "tied" within the resolution (or at 0);
+    "unknown" where the resolution is (no CI): a budget that cannot estimate it cannot rank them either."""
     if difference == 0 or abs(difference) <= resolution:
         return "tied"
+    if math.isnan(resolution):
+        return "unknown"
     return "high" if difference > 0 else "low"
 
 
