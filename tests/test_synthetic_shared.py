@@ -356,3 +356,22 @@ def test_two_processes_build_one_set_once(tiny_world, tmp_path):
     assert len(calls.read_text().splitlines()) == 2 * 11  # every answer written once, by one process
     shas = [line.split()[1] for o in out for line in o.splitlines() if line.startswith("set ")]
     assert len(shas) == 2 and shas[0] == shas[1]
+
+
+def test_a_local_writer_or_judge_keys_the_set_by_its_content_not_its_folder(tmp_path):
+    from vd.data.synthetic_set import key_hash, pairs_key
+
+    model = tmp_path / "writer"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights one")
+    (model / "tokenizer_config.json").write_text('{"chat_template": "a"}')
+    api = pairs_key(load_config("tiny"), "support")
+    assert "generator_identity" not in api and "judge_identity" not in api  # API-made sets keep their keys
+    cfg = load_config("tiny", {"data.synthetic.generator": "hf", "data.synthetic.generator_model": str(model),
+                               "judge.kind": "hf", "judge.model": str(model)})
+    first = key_hash(pairs_key(cfg, "support"))
+    (model / "model.safetensors").write_bytes(b"weights two!")  # another model saved into the same folder
+    assert key_hash(pairs_key(cfg, "support")) != first
+    second = key_hash(pairs_key(cfg, "support"))
+    (model / "tokenizer_config.json").write_text('{"chat_template": "bb"}')
+    assert key_hash(pairs_key(cfg, "support")) != second

@@ -29,6 +29,7 @@ from vd.core.io import atomic_write_csv, atomic_write_json, atomic_write_text, f
 from vd.data import synthetic
 from vd.data.synthetic import SyntheticDataError
 from vd.judge.endpoint import endpoint_name
+from vd.judge.hf import judge_identity
 
 FOLDER = "synthetic"  # under <runs_dir>/<size>/
 # judge settings that change how fast it answers, not what: left out of a set's key
@@ -49,7 +50,7 @@ def pairs_key(cfg: Config, setting: str) -> dict:
     reused, never drawn again)."""
     syn, judge = cfg.data.synthetic, cfg.judge
     endpoint = judge.base_url or (os.environ.get("OPENAI_BASE_URL") if judge.kind == "openai" else None)
-    return {"size": cfg.size, "setting": setting, "seed": cfg.seed,
+    key = {"size": cfg.size, "setting": setting, "seed": cfg.seed,
             "generator": syn.generator, "generator_model": syn.generator_model,
             "writer_endpoint": synthetic.writer_endpoint(cfg) if syn.generator == "openai" else None,
             "writer_version": world.writer_version(cfg), "instructions_sha256": synthetic.instructions_hash(),
@@ -57,6 +58,13 @@ def pairs_key(cfg: Config, setting: str) -> dict:
                       "base_url": endpoint_name(endpoint) if endpoint else None},
             "prompts_sha256": file_sha256(synthetic.prompts_path(cfg)), "prompts_per_topic": syn.prompts_per_topic,
             "min_confidence": syn.min_confidence}
+    # a local model writes or judges by its content (weights, tokenizer), not by the folder's name; only
+    # there, so that the keys of sets made by an API model stay what they were
+    if syn.generator == "hf":
+        key["generator_identity"] = judge_identity(syn.generator_model)
+    if judge.kind == "hf":
+        key["judge_identity"] = judge_identity(judge.model)
+    return key
 
 
 def key_hash(key: dict) -> str:
