@@ -1,8 +1,8 @@
 """What a notebook checks before its first training step, so that a run that cannot finish stops at once
 and not after a training run on a GPU: the judge can run here (its key, its endpoint or model) and tells
-stances apart (check_judge_sees), every
-local data and probe file the params name exists, and the stages it will train (with PPO's reward model)
-and the scoring of their checkpoints fit this GPU by vd.models.memory's estimate."""
+stances apart (check_judge_sees), every local data and probe file the params name exists, and the stages
+it will train (with PPO's reward model) and the scoring of their checkpoints fit this GPU by
+vd.models.memory's estimate."""
 
 from __future__ import annotations
 
