@@ -24,6 +24,18 @@ def tiny_world(tiny_cfg):
     return ensure_world(tiny_cfg)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its small
+    models gain nothing from a second, which the other test process of `make test` is using."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

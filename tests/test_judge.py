@@ -10,10 +10,11 @@ import re
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
+from local_server import LocalHTTPServer
 
 import vd.judge as J
 from vd.core import registry
@@ -167,7 +168,7 @@ def test_prompt_v1_is_ours_and_complete():
 
 # ------------------------------------------------------------------------------ local API server
 
-class FakeAPI:
+class FakeAPI(LocalHTTPServer):
     """A chat-completions server on 127.0.0.1 with scripted behaviour per question.
 
     script: question -> list of behaviours, one per request for that question (the last repeats):
@@ -259,18 +260,7 @@ class FakeAPI:
                     return self._send(400, {"error": {"message": message}})
                 raise AssertionError(step)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from local_server import LocalHTTPServer, send_json
 from near_duplicates import near_duplicates
 
 from vd.core.config import ConfigError
@@ -369,14 +370,13 @@ def test_vd_probes_rebuilds_a_probe_file_from_prism(monkeypatch, tmp_path, capsy
     assert "12 questions in 3 clusters" in capsys.readouterr().out
 
 
-class LocalServer:
+class LocalServer(LocalHTTPServer):
     """An OpenAI-compatible server on 127.0.0.1 without auth: chat completions answer with `rephrase`
     of the user's message, embeddings with `embed`; it records each request's Authorization and body.
     `echo`: chat replies end with the Authorization header (status `echo`: 200, or an error's body)."""
 
     def __init__(self, echo: int | None = None):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.requests: list[tuple[str, str | None, dict]] = []
         outer = self
@@ -407,25 +407,9 @@ class LocalServer:
                 self.answer(200, reply)
 
             def answer(self, status, reply):
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, reply)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_vd_probes_with_a_local_server_needs_no_key(monkeypatch, tmp_path, capsys):

@@ -18,15 +18,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
+from local_server import LocalHTTPServer, send_json
 
 from vd.core import registry
 from vd.core.config import load_config
@@ -72,12 +71,7 @@ def writers(monkeypatch):
     CALLS.clear()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +218,7 @@ def _complete_sft_stub(root: Path, world) -> None:
               checkpoints=[Checkpoint(0, None)], total_steps=1, complete=True).write()
 
 
-class FakeWriterServer:
+class FakeWriterServer(LocalHTTPServer):
     """An OpenAI-compatible chat server on 127.0.0.1 that answers with the stance it was told to take
     (`echo`: followed by the request's Authorization header, as a careless server might)."""
 
@@ -249,22 +243,15 @@ class FakeWriterServer:
                 stance = "support" if "supportive" in told else "oppose"
                 text = make_answer(random.Random(len(outer.requests)), key, stance, "good")
                 text += f" ({self.headers.get('Authorization')})" if echo else ""
-                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                      "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": text}}]})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
+        self.__enter__()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.__exit__()
 
 
 def test_the_openai_writer_calls_a_local_server_without_a_key(tiny_world, tmp_path, monkeypatch):

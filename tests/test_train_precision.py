@@ -27,12 +27,7 @@ SMALL = {"reward.max_steps": 1, "ppo.total_episodes": 2, "ppo.response_length": 
 STAGES = ("sft", "dpo", "simpo", "reward", "ppo")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
