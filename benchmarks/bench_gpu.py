@@ -15,6 +15,7 @@ bitsandbytes 0.50.2, datasets 5.2.0 (+ dill, multiprocess), transformers 5.20.2,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +29,8 @@ import torch
 from common import RESULTS, machine_info, merge_results, real_sizes
 from smoke_model import build_model, write_data
 
-from vd.models.memory import CARDS, CUDA_CONTEXT_GIB, FIT_MARGIN, GIB
+from vd.models.memory import CARDS, CUDA_CONTEXT_GIB, GIB
+from vd.models.memory import fits as memory_fits
 
 # in this order (a stage's inputs first; what the plan and a T4 need most, early, since --deadline-s may cut the end)
 # the fp16 stages (a T4's compute dtype) last but one: past --deadline-s, the bf16 path has been measured
@@ -91,19 +93,33 @@ def peaks(reset: bool = True) -> dict:
     return out
 
 
-def timed_merge(module, name: str, lines: list, stage: str):
-    """Wrap module.name (a merge) so that its seconds and peaks make a line of their own."""
+@contextlib.contextmanager
+def patched(module, name: str, wrap):
+    """module.name replaced by wrap(original) inside the block, and put back after (--cpu runs every stage
+    in one process: a stage's wrappers must not pile up on the next's)."""
     original = getattr(module, name)
+    setattr(module, name, wrap(original))
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
-    def merge(*args, **kw):
-        before = peaks()  # the training's peak, then reset for the merge's
-        lines[-1].update(before)
-        t0 = time.perf_counter()
-        out = original(*args, **kw)
-        lines.append({"stage": stage, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), **peaks()})
-        return out
 
-    setattr(module, name, merge)
+def timed_merge(module, name: str, lines: list, stage: str):
+    """Inside the block, module.name (a merge) is wrapped so that its seconds and peaks make a line of their own."""
+
+    def wrap(original):
+        def merge(*args, **kw):
+            before = peaks()  # the training's peak, then reset for the merge's
+            lines[-1].update(before)
+            t0 = time.perf_counter()
+            out = original(*args, **kw)
+            lines.append({"stage": stage, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), **peaks()})
+            return out
+
+        return merge
+
+    return patched(module, name, wrap)
 
 
 def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_steps: int = 1) -> list[dict]:
@@ -142,19 +158,20 @@ def run_stage(size: str, stage: str, work: Path, steps: int, cpu: bool, ppo_step
     if stage == "sft":
         from vd.train import sft
 
-        build = sft.build_trainer
-        sft.build_trainer = lambda job, rows: _with_callback(build(job, rows), probe.callback)
-        timed_merge(loading, "merge_adapter", lines, "sft_merge")
-        runner.train_stage(cfg, "sft", "alpaca", runs_dir=runs)
+        def with_probe(build):
+            return lambda job, rows: _with_callback(build(job, rows), probe.callback)
+
+        with patched(sft, "build_trainer", with_probe), timed_merge(loading, "merge_adapter", lines, "sft_merge"):
+            runner.train_stage(cfg, "sft", "alpaca", runs_dir=runs)
     elif algo == "reward":
         from vd.train import reward
 
-        if not fp16:  # the reward model's merge
-            timed_merge(loading, "merge_adapter", lines, "reward_merge")
         parent = RunRecord(root=runs / cfg.size / ("ppo-alpaca" if not fp16 else "ppo-fp16"), stage="ppo",
                            data="ultrafeedback", size=cfg.size)
         rows, _ = stage_rows(cfg, "ppo", "ultrafeedback")
-        reward.train_reward_model(cfg, parent, start, rows, callbacks=[probe.callback])
+        # the reward model's merge timed on its own line (once: not again on the fp16 path)
+        with timed_merge(loading, "merge_adapter", lines, "reward_merge") if not fp16 else contextlib.nullcontext():
+            reward.train_reward_model(cfg, parent, start, rows, callbacks=[probe.callback])
     else:
         run_dir = runs / cfg.size / ({"ppo": "ppo-alpaca", "ppo_fp16": "ppo-fp16"}.get(stage, stage))
         if sft_done:
@@ -238,8 +255,9 @@ def fits(result: dict) -> dict:
     rule of vd.models.memory.fits, with the context measured where it was)."""
     if "peak_allocated_gib" not in result:
         return {}
-    need = result["peak_allocated_gib"] + result.get("cuda_context_gib", CUDA_CONTEXT_GIB)
-    return {card: need <= FIT_MARGIN * c.memory_gib for card, c in CARDS.items()}
+    context = result.get("cuda_context_gib", CUDA_CONTEXT_GIB)
+    return {card: memory_fits(result["peak_allocated_gib"] * GIB, c.memory_gib * GIB, context)
+            for card, c in CARDS.items()}
 
 
 def fit_table(section: dict) -> str:

@@ -17,20 +17,15 @@ import json
 from common import machine_info, merge_results, model_config, real_sizes
 
 from vd.models.memory import CARDS as ALL_CARDS
-from vd.models.memory import weight_bytes, weight_counts
-from vd.train.ppo import PPO_MODELS
+from vd.models.memory import GIB, RESIDENT, weight_bytes, weight_counts
 
-GIB = 2 ** 30
 # the cards our users have (Colab: T4, L4, A100), nvidia-smi's total memory in GiB
 CARDS = {name: ALL_CARDS[name].memory_gib for name in ("T4", "L4", "A100-40GB")}
-_POLICY = ("policy", "causal", True, True)  # (role, head, prepared for k-bit training, LoRA trained)
-# what vd puts on the GPU in each stage (PPO: vd.train.ppo.PPO_MODELS, which its pre-flight check uses)
-STAGES = {
-    "sft": [_POLICY], "dpo": [_POLICY], "simpo": [_POLICY],
-    "reward": [("reward model", "score", True, True)],
-    "ppo": [(role, *model) for role, model in zip(("policy", "reward model", "value model"), PPO_MODELS)],
-    "generate": [("policy + adapter", "causal", False, False)],
-}
+# what vd puts on the GPU in each stage (vd.models.memory.RESIDENT, which the preflight uses), named by role
+ROLES = {"reward": ("reward model",), "ppo": ("policy", "reward model", "value model"),
+         "generate": ("policy + adapter",)}
+STAGES = {stage: [(role, *model) for role, model in zip(ROLES.get(stage, ("policy",)), RESIDENT[stage])]
+          for stage in ("sft", "dpo", "simpo", "reward", "ppo", "generate")}
 
 
 def floor_table(rank: int = 16) -> dict:

@@ -161,12 +161,6 @@ def test_notebook_preflight_refuses_before_training(t4, configs, tmp_path, monke
     preflight(big, [])  # nothing trained: no GPU check
 
 
-def test_resident_models_are_what_ppo_loads():
-    from vd.train.ppo import PPO_MODELS
-
-    assert memory.RESIDENT["ppo"] == PPO_MODELS
-
-
 def test_cards_are_the_schemas_choices():
     import typing
 

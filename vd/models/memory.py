@@ -10,7 +10,9 @@ estimate exceeds this GPU, naming the knob to turn, before anything is trained.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -42,7 +44,7 @@ CUDA_CONTEXT_GIB = 0.5  # the CUDA context and cuBLAS workspaces, outside PyTorc
 NF4_BYTES_PER_WEIGHT = 1 / 2 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit + double-quantized absmax per 64 weights
 PROBE_PROMPT_TOKENS = 64  # V-PRISM questions are at most 123 characters: with the chat framing, < 64 tokens
 # (head, prepared for k-bit training, LoRA trained) of the models each stage holds on the GPU. PPO: the
-# policy, the frozen reward model and the value model (vd.train.ppo.PPO_MODELS); scoring and the policy fit:
+# policy, the frozen reward model and the value model (vd.train.ppo.build_trainer); scoring and the policy fit:
 # one policy with an adapter, not prepared.
 RESIDENT = {"sft": [("causal", True, True)], "dpo": [("causal", True, True)], "simpo": [("causal", True, True)],
             "reward": [("score", True, True)],
@@ -72,6 +74,11 @@ def weight_counts(config, head: str = "causal") -> dict:
     total = sum(p.numel() for p in model.parameters())  # tied tensors once
     return {"total": total, "quantized": quantized, "other": total - quantized,
             "lora_per_rank": sum(m.in_features + m.out_features for m in linears)}
+
+
+def adam_state_bytes(optimizer: str) -> int:
+    """Bytes of Adam's two states per trained parameter: 2 for a bitsandbytes 8-bit optimizer, 8 in fp32."""
+    return 2 if "8bit" in optimizer else 8
 
 
 def weight_bytes(counts: dict, lora_rank: int, prepared: bool, trained: bool, adam_bytes: int = 2) -> dict:
@@ -167,7 +174,7 @@ def counts_of(config, head: str) -> dict:
 
 
 def models_bytes(cfg: Config, config, stage: str) -> float:
-    adam = 2 if "8bit" in cfg.stage(stage if stage in cfg.stages else "sft").optimizer else 8
+    adam = adam_state_bytes(cfg.stage(stage if stage in cfg.stages else "sft").optimizer)
     resident = RESIDENT.get(stage, RESIDENT["sft"])  # a stage not listed trains one policy, as SFT does
     counts = {head: counts_of(config, head) for head in {h for h, _, _ in resident}}
     return sum(weight_bytes(counts[head], cfg.lora.r, prepared, trained, adam)["bytes"]
@@ -235,9 +242,9 @@ def _ppo_peak(cfg: Config, d: Dims, weights: float, dropout: bool) -> Estimate:
     return Estimate("ppo", {"weights": weights, worst: phases[worst]}, knobs)
 
 
-def fits(need_bytes: float, card_bytes: float) -> bool:
-    """The fit rule (ours): peak + the CUDA context <= FIT_MARGIN of the card's memory."""
-    return need_bytes + CUDA_CONTEXT_GIB * GIB <= FIT_MARGIN * card_bytes
+def fits(need_bytes: float, card_bytes: float, context_gib: float = CUDA_CONTEXT_GIB) -> bool:
+    """The fit rule (ours): peak + the CUDA context (estimated, or as measured) <= FIT_MARGIN of the card."""
+    return need_bytes + context_gib * GIB <= FIT_MARGIN * card_bytes
 
 
 def with_params(cfg: Config, changes: dict) -> Config:
@@ -295,16 +302,35 @@ def advice(cfg: Config, config, estimate: Estimate, card_bytes: float) -> str:
     return (f"even at batch 1: lower {' or '.join(lengths)}, or " if lengths else "") + "use a larger GPU"
 
 
-def check_gpu_fits(cfg: Config, path: str, stage: str, config=None) -> None:
+# what a stage trains on the GPU before its own models load: PPO trains its reward model first
+TRAINS_FIRST = {"ppo": ("reward",)}
+
+
+def check_gpu_fits(cfg: Config, path: str, stages: str | Sequence[str], config=None) -> None:
     """Before a 4-bit stage loads anything: DoesNotFit (one line: the estimate, this GPU, the knob to change)
-    if the stage's estimated peak exceeds this GPU, instead of an out-of-memory error deep inside a library
-    after other work (PPO trains its reward model first). Nothing on CPU or without 4-bit."""
-    if not use_4bit(cfg):
+    if a stage's estimated peak exceeds this GPU, instead of an out-of-memory error deep inside a library
+    after other work. `stages`: one or several (PPO's reward model with PPO), the model's config read once.
+    Nothing on CPU or without 4-bit."""
+    stages = [stages] if isinstance(stages, str) else stages
+    if not use_4bit(cfg) or not stages:
         return
     if config is None:
-        from transformers import AutoConfig
+        config = _model_config(cfg, path)
+    for stage in dict.fromkeys(part for s in stages for part in (*TRAINS_FIRST.get(s, ()), s)):
+        _check_fits(cfg, config, stage)
 
-        config = AutoConfig.from_pretrained(path)
+
+def _model_config(cfg: Config, path: str):
+    """vd's copy of a published model's config (offline), else the folder's or the hub's config.json."""
+    from transformers import AutoConfig
+
+    from vd.models.architectures import published_config
+
+    copy = None if Path(path).exists() else published_config(path)
+    return copy or AutoConfig.from_pretrained(path, revision=cfg.model.revision if path == cfg.model.base else None)
+
+
+def _check_fits(cfg: Config, config, stage: str) -> None:
     estimate = stage_peak(cfg, config, stage)
     have = torch.cuda.get_device_properties(_local_device()).total_memory
     if fits(estimate.total, have):

@@ -8,7 +8,6 @@ estimates (ours, docs/method.md §12), upper bounds where the data decide (every
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -98,7 +97,7 @@ def study_runs(cfg: Config) -> list[Run]:
     """The runs `vd reproduce` trains (vd.study.reproduce.GRID: notebooks 01-03 from the registry's choices,
     then 05's ablations; 04, 06 and 07 reuse them; tests/test_plan.py holds them equal), each PPO run
     followed by its reward model; named as the notebooks name them."""
-    from vd.study.analysis import ablation_values, ablations
+    from vd.study.schedule import ABLATION_DATA, ablation_values
 
     runs: dict[str, Run] = {}
 
@@ -117,10 +116,9 @@ def study_runs(cfg: Config) -> list[Run]:
     for algo in registry.ALGORITHMS:  # 02, 03
         for data in (*(d for d in registry.PREFERENCE_DATA if d in cfg.data.preference), *registry.SYNTHETIC_DATA):
             add(algo, data, DEFAULT_SFT)
-    ablation_data = inspect.signature(ablations).parameters["data"].default  # notebook 05's default
     for algo, (key, values) in ablation_values(cfg).items():
         for value in values:
-            add(algo, ablation_data, DEFAULT_SFT, {key: value} if value != cfg.get(key) else None)
+            add(algo, ABLATION_DATA, DEFAULT_SFT, {key: value} if value != cfg.get(key) else None)
     return list(runs.values())
 
 
@@ -180,7 +178,7 @@ def disk(cfg: Config, config, runs: list[Run], generations: int) -> dict:
     for r in runs:
         st = cfg.stage(r.stage)
         trainable = (counts["score"]["total"] if r.stage == "reward" and st.full_finetune else lora)
-        adam = 2 if "8bit" in st.optimizer else 8
+        adam = memory.adam_state_bytes(st.optimizer)
         out["adapters"] += (r.checkpoints - 1) * trainable * 4
         if stage_module(r.stage).RESUMABLE:
             out["optimizer state (while a run trains)"] = max(out["optimizer state (while a run trains)"],

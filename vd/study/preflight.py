@@ -33,9 +33,8 @@ def preflight(cfg: Config, stages=(), synthetic: bool = False) -> None:
             raise DataError(f"{cfg.source}: {key}: {path} does not exist")
     if synthetic:
         check_writer(cfg)
-    trained = [part for stage in stages for part in (("reward", stage) if stage == "ppo" else (stage,))]
-    for stage in dict.fromkeys(trained + (["generate"] if trained else [])):  # every trained run is scored
-        check_gpu_fits(cfg, world.model_path(cfg), stage)  # on CPU or without 4-bit: returns at once
+    # every trained run is scored; on CPU or without 4-bit this returns at once
+    check_gpu_fits(cfg, world.model_path(cfg), [*stages, "generate"] if stages else [])
 
 
 def check_judge_sees(cfg: Config, runs_dir: str | Path) -> None:

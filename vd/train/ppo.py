@@ -22,9 +22,6 @@ SECTIONS = ("ppo", "reward")
 RESUMABLE = False
 KEEP_ON_RESTART = ("reward",)
 finish = nothing_to_finish
-# (head, prepared for k-bit training, LoRA trained) of the models a PPO stage holds on the GPU: the policy,
-# the frozen reward model and the value model (see build_trainer)
-PPO_MODELS = [("causal", True, True), ("score", False, False), ("score", True, True)]
 
 
 def episodes(st: StageConfig, steps: int) -> int:

@@ -18,7 +18,7 @@ from vd.models.memory import check_gpu_fits
 from vd.train.data import DataError, is_synthetic
 
 
-def check_stage(cfg: Config, stage: str, data: str, module, start_path: str) -> None:
+def check_stage(cfg: Config, stage: str, data: str, start_path: str) -> None:
     """Raise a ConfigError for anything training `stage` on `data` from `start_path` needs and lacks."""
     if is_synthetic(data):
         check_available(cfg.judge, tiny_world=world.uses_world(cfg))
@@ -30,8 +30,7 @@ def check_stage(cfg: Config, stage: str, data: str, module, start_path: str) -> 
             raise DataError(f"{cfg.source}: data.{kind}.{data}.id: {ds.id} does not exist (a local file in the hub "
                             "dataset's format, or a hub id)")
     check_target_modules(cfg, start_path)
-    for part in ("reward", stage) if stage == "ppo" else (stage,):  # on CPU or without 4-bit: returns at once
-        check_gpu_fits(cfg, start_path, part)
+    check_gpu_fits(cfg, start_path, stage)  # on CPU or without 4-bit: returns at once
 
 
 def adaptable_layers(model_path: str, revision: str | None = None) -> list[str]:

@@ -185,7 +185,7 @@ def train_stage(cfg: Config, stage: str, data: str, from_run: str | Path | None 
     try:
         with run_lock(run_dir):  # first: a second process waits here, not after its own preflight
             start = _start(cfg, src)
-            check_stage(cfg, stage, data, module, start[0])
+            check_stage(cfg, stage, data, start[0])
             return _train_locked(cfg, stage, data, src, start, run_dir, module, resume, overwrite, stop_after).root
     except OSError as e:  # a full disk, a folder not writable: one line naming the file
         error = write_error(e, run_dir)
@@ -199,8 +199,7 @@ def _start(cfg: Config, src: RunRecord | None) -> tuple[str, str, str]:
     if src is None:
         path = loading.base_model_path(cfg)
         return path, cfg.model.base, loading.model_identity(path, cfg.model.revision)
-    path = str(src.merged_dir)
-    return path, f"{src.name}/merged", src.extra.get("merged_identity") or loading.model_identity(path)
+    return str(src.merged_dir), f"{src.name}/merged", src.merged_identity()
 
 
 def _existing_record(run_dir: Path, overwrite: bool) -> tuple[RunRecord | None, bool]:
