@@ -27,7 +27,8 @@ def tiny_world(tiny_cfg):
 @pytest.fixture(scope="module")
 def one_thread():
     """torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its small
-    models gain nothing from a second, which the other test process of `make test` is using."""
+    models gain nothing from a second, which the other test process of `make test` is using (2 spinning
+    OpenMP threads made them several times slower: benchmarks/RESULTS.md)."""
     import torch
 
     before = torch.get_num_threads()

@@ -27,12 +27,7 @@ SMALL = {"reward.max_steps": 1, "ppo.total_episodes": 2,
          **{f"{s}.grad_accum": 1 for s in ("sft", "dpo", "simpo", "reward", "ppo")}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread on a shared 2-core machine only waits
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def local_base(folder: Path, specials: list[str], bos: str | None, eos: str, tied: bool = True) -> str:

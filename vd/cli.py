@@ -15,7 +15,7 @@ import collections
 import sys
 from pathlib import Path
 
-from vd.core.config import load_config, load_stored_config
+from vd.core.config import load_config, load_stored_config, params_path
 
 VD_HOME_ELSEWHERE = "set $VD_HOME to a writable folder"
 # Per command: the argument naming where it writes, what a rerun keeps, and how to write elsewhere
@@ -111,7 +111,7 @@ def cmd_publish(args) -> int:
     root = repo_root()
     cfg = load_config(args.size)
     runs, figures = output_dirs(root, cfg.size, False, args.runs_dir or "", args.figures_dir or "")
-    readme = cfg.source == load_config().source  # the shipped default study is the README's
+    readme = Path(cfg.source).resolve() == params_path("tiny").resolve()  # the shipped tiny study is the README's
     out = publish(cfg.size, root, figures, runs / cfg.size / "notebooks", readme=readme)
     print(f"published {cfg.size}'s summary, executed notebooks and figure to {out}"
           + ("; README.md's results and cost blocks rewritten" if readme else ""))

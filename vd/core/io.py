@@ -44,13 +44,18 @@ def _atomic_write(path, write) -> Path:
         if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # name the target it failed on
             e.filename = str(path)
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    sync_folder(path.parent)  # make the rename itself durable
     return path
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename or unlink in it survives a crash (POSIX; not possible everywhere)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -58,15 +63,13 @@ def atomic_write_text(path, text: str) -> Path:
     return _atomic_write(path, lambda fh: fh.write(text))
 
 
-def atomic_write_csv(df: pd.DataFrame, path, index: bool = False) -> Path:
+def atomic_write_csv(df: pd.DataFrame, path) -> Path:
     """Write a DataFrame as CSV atomically, in the form :func:`read_csv` reads back exactly.
 
     Every string is quoted (so a lone carriage return, a newline, NUL, quotes, tabs and commas stay inside
     their field, and "" is an empty string), a missing value is an empty unquoted field, a float is written
     as its shortest round-trip repr, an int or bool as itself. Other CSV readers read it as ordinary CSV.
     """
-    if index:
-        df = df.reset_index()
     return _atomic_write(path, lambda fh: fh.write(csv_text(df)))
 
 

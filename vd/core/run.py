@@ -99,6 +99,12 @@ class RunRecord:
     def merged_dir(self) -> Path:
         return self.root / "merged"
 
+    def merged_identity(self) -> str:
+        """merged/'s identity as recorded when it was written (vd.core.weights.model_identity otherwise)."""
+        from vd.core.weights import model_identity
+
+        return self.extra.get("merged_identity") or model_identity(str(self.merged_dir))
+
     @property
     def synthetic_pairs_path(self) -> Path | None:
         """The shared synthetic pairs file this run trained on (None: not trained on synthetic pairs)."""

@@ -28,7 +28,7 @@ from vd.core.stances import STANCES, TOPICS
 from vd.data.files import is_local
 from vd.data.loaders import LoadResult
 from vd.judge import JudgeItem, JudgeUnavailable, make_judge
-from vd.judge.endpoint import OPENAI_ENDPOINT, api_key_for, endpoint_name, extra_body_for, reply_text
+from vd.judge.endpoint import OPENAI_ENDPOINT, api_key_for, endpoint_name, extra_body_for
 from vd.judge.redaction import redact, redact_known
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def openai_answer_writer(model: str = "gpt-4o-mini", base_url: str | None = None
             )
         except openai.OpenAIError as e:  # counted as write_failed by the builder; its text may echo the key
             raise RuntimeError(redact(f"{type(e).__name__}: {e}", secret)) from None
-        return reply_text(resp)
+        return (resp.choices[0].message.content or "").strip()  # redacted by the builder, as every writer's
 
     return write_answer
 

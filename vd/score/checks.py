@@ -51,7 +51,7 @@ def start_identity(run: RunRecord, cfg: Config) -> str:
         if record is None or not (merged / "config.json").is_file():
             raise RunError(f"{where}: it starts from {run.start_model or merged}, which is gone (a retraining "
                            f"stopped, or the folder moved): restore {source} or retrain this run")
-        current = record.extra.get("merged_identity") or model_identity(str(merged))
+        current = record.merged_identity()
     if run.start_identity and current != run.start_identity:
         raise RunError(f"{where}: run {run.name} was trained from {run.start_model} ({run.start_identity}), which "
                        f"is now another model ({current}; retrained?): retrain this run (vd train ... --overwrite) "

@@ -12,15 +12,13 @@ the temporary files a kill left.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from vd.core.io import atomic_write_json, atomic_write_text, csv_text, parse_csv
+from vd.core.io import atomic_write_json, atomic_write_text, csv_text, parse_csv, sync_folder
 from vd.core.run import RunError, RunRecord, judge_label
 
 TABLES = ("judgments", "profile", "drift")
@@ -43,15 +41,6 @@ def _stamp(folder: Path) -> dict | None:
     return stamp if isinstance(stamp, dict) and isinstance(stamp.get("files"), dict) else None
 
 
-def _sync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # make an unlink durable before the tables change (POSIX)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def remove_temporary(folder: Path) -> None:
     """Temporary files a killed write left in `folder` (vd.core.io writes `.<name>.<random>.tmp`)."""
     for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
@@ -64,7 +53,7 @@ def write_scores(folder: Path, key: str, tables: dict[str, pd.DataFrame]) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     remove_temporary(folder)
     (folder / STAMP).unlink(missing_ok=True)  # first: from here on the folder reads as missing
-    _sync_folder(folder)
+    sync_folder(folder)  # the old stamp's unlink durable before the tables change
     files = {}
     for name in TABLES:
         text = csv_text(tables[name])

@@ -33,7 +33,7 @@ from vd.data.probes import load_probes
 from vd.judge import CachedJudge, JudgeItem, check_available, make_judge, sighted_judge
 from vd.judge.base import JudgingFailed
 from vd.models.generate import Sampling, chat_prompt_ids, context_length, generate_answers
-from vd.models.loading import load_model, load_tokenizer, model_identity, start_model_path
+from vd.models.loading import load_model, load_tokenizer, start_model_path
 from vd.score import checks, outputs
 from vd.score import metrics
 from vd.score import resampling
@@ -259,7 +259,7 @@ def checkpoint_model(run: RunRecord, cfg: Config, ckpt, start: str) -> tuple[str
     merged, stage = run.merged_dir, registry.STAGES.get(run.stage)
     if (stage is not None and stage.kind == "sft" and run.complete and ckpt.step == run.total_steps
             and ckpt.adapter is not None and (merged / "config.json").is_file()):
-        return str(merged), None, run.extra.get("merged_identity") or model_identity(str(merged))
+        return str(merged), None, run.merged_identity()
     return start_model_path(run, cfg), run.adapter_dir(ckpt), start
 
 

@@ -17,8 +17,7 @@ from vd.core.stances import STANCES, TOPICS
 from vd.data.probes import load_probes
 from vd.judge import JudgeItem, JudgeUnavailable, argmax_label, make_judge
 from vd.study import schedule
-from vd.study.resolved import eta_where_resolved, resolution_text, resolved  # noqa: F401
-from vd.study.schedule import ABLATIONS, ablation_values  # noqa: F401  (notebook 05's knobs)
+from vd.study.resolved import eta_where_resolved, resolution_text
 from vd.world import uses_world
 
 M_SCALE = 0.5  # every M heatmap on the same colour scale (±0.5), so small and large drifts compare
@@ -134,7 +133,7 @@ def start_end(run, start_name: str, end_name: str) -> dict[str, pd.DataFrame]:
 
 
 # ============================================================================ 05: ablations
-def ablations(study, data: str = "synthetic-support") -> pd.DataFrame:
+def ablations(study, data: str = schedule.ABLATION_DATA) -> pd.DataFrame:
     """Train (or reuse) and score each ablation run: overall M (95% CI), eta (where resolved), resolution
     (docs/method.md §6)."""
     chosen = data.split("-", 1)[1] if data.startswith("synthetic-") else "support"

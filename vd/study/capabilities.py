@@ -27,7 +27,7 @@ from vd.study import (
     figures,  # noqa: F401  (the project's figure style and headless backend)
     schedule,
 )
-from vd.study.params import parse_algos  # noqa: F401  (notebook 07's `algos`)
+from vd.study.params import parse_algos
 from vd.world import capability
 
 # ----------------------------------------------------------------------------- the study

@@ -339,7 +339,7 @@ class Study:
                    key: str | None = None) -> None:
         """The table as CSV (all digits) and LaTeX (`latex`, or df rounded to 2 decimals)."""
         stem = self.stem(name, key)
-        csv = atomic_write_csv(df, self.figures_dir / f"{stem}.csv", index=False)
+        csv = atomic_write_csv(df, self.figures_dir / f"{stem}.csv")
         tex = (latex if latex is not None else df).to_latex(
             index=False, float_format="%.2f", na_rep="--", escape=True, caption=caption or None,
             label=f"tab:{stem}")

@@ -108,7 +108,7 @@ def wide_formatted(long: pd.DataFrame, topics=("immigration", "abortion", "clima
 
 def _long(run, stage: str, data: str) -> list[dict]:
     """One row per topic x stance; eta (both readings) and the early share only where the drift is
-    resolved (analysis.resolved): of a drift its CI cannot tell from none they time noise."""
+    resolved (vd.study.resolved): of a drift its CI cannot tell from none they time noise."""
     d = run.drift.pivot_table(index=["topic", "stance"], columns="eta_reading", values="eta", dropna=False)
     status = run.drift[run.drift["eta_reading"] == "ci95"].set_index(["topic", "stance"])["eta_status"]
     rows = []

@@ -57,6 +57,7 @@ def synthetic_runs(sft_data: str | None = None, algos=registry.ALGORITHMS) -> li
     return [Planned(a, d, sft_data) for a in algos for d in registry.SYNTHETIC_DATA]
 
 
+ABLATION_DATA = "synthetic-support"  # what notebook 05 (and 06's ablations) train on by default
 # Ours: three values per knob, as multiples of the size's configured value (so the sweep scales
 # with whatever each size uses): PPO's KL coefficient, DPO's beta, SimPO's gamma (TRL's simpo_gamma).
 ABLATIONS = {"ppo": ("ppo.kl_coef", (0.2, 1.0, 5.0)), "dpo": ("dpo.beta", (0.5, 1.0, 5.0)),
@@ -104,7 +105,7 @@ def notebook_runs(study, include_ablations: bool = True, include_capabilities: b
         "04_dataset_value_gap": lambda: [_sft(study)],
         "05_ablations": lambda: [_sft(study), *ablation_runs(cfg, p["ablation_data"], sft)],
         "06_paper_tables": lambda: [*sft_runs(cfg), *standard_runs(cfg), _sft(study), *synthetic_runs(),
-                                    *(ablation_runs(cfg, "synthetic-support") if include_ablations else []),
+                                    *(ablation_runs(cfg, ABLATION_DATA) if include_ablations else []),
                                     *(capability_runs(cfg, sft) if include_capabilities else []),
                                     *synthetic_runs(sft)],
         "07_capabilities": lambda: capability_runs(cfg, sft, parse_algos(algos)),
